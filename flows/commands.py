@@ -1,0 +1,3 @@
+"""Registers every sub-command on the CLI app; one import per command module keeps them independent."""
+
+from flows import synth_command  # noqa: F401

@@ -1,0 +1,82 @@
+"""``zorgpad synth``: generate a synthetic national claims delivery (plain code, no Prefect needed)."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from flows.cli import UserError, app
+
+
+def _years(value: str) -> tuple[int, int]:
+    try:
+        first, _, last = value.partition("-")
+        return int(first), int(last or first)
+    except ValueError:
+        raise UserError(f"--years must look like 2015-2022, got {value!r}") from None
+
+
+def _effects(values: list[str]) -> dict:
+    """Parse ``--effect hip_oa:price=-268,volume=8`` options."""
+    from transforms.synth import BundleEffect
+    from transforms.synth.config import default_effects
+
+    effects = dict(default_effects())
+    for value in values:
+        bundle, _, spec = value.partition(":")
+        fields = {}
+        for part in filter(None, spec.split(",")):
+            key, _, number = part.partition("=")
+            name = {"price": "price_eur", "volume": "volume_pct"}.get(key.strip())
+            if name is None:
+                raise UserError(f"--effect {value!r}: use price=EUR and/or volume=PCT")
+            try:
+                fields[name] = float(number)
+            except ValueError:
+                raise UserError(f"--effect {value!r}: {number!r} is not a number") from None
+        effects[bundle.strip()] = BundleEffect(**fields)
+    return effects
+
+
+@app.command("synth")
+def synth(
+    out: Annotated[Path, typer.Option(help="folder to write the delivery to (replaced); truth goes to OUT.truth")],
+    patients: Annotated[int, typer.Option(help="number of insured persons at the start")] = 2000,
+    years: Annotated[str, typer.Option(help="first-last year, e.g. 2015-2022")] = "2015-2022",
+    seed: Annotated[int, typer.Option(help="random seed: the same seed gives byte-identical files")] = 7,
+    clean: Annotated[bool, typer.Option("--clean", help="no faults, corrections or late declarations")] = False,
+    data_as_of: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default 31 March after the last year")] = None,
+    fault: Annotated[list[str], typer.Option(help="override a fault rate, e.g. --fault duplicate=0.01")] = [],
+    effect: Annotated[list[str], typer.Option(help="planted effect, e.g. --effect hip_oa:price=-1300,volume=8")] = [],
+    block_size: Annotated[int, typer.Option(help="patients per generated block (memory per worker)")] = 10_000,
+    workers: Annotated[int, typer.Option(help="parallel processes (default: CPU count)")] = 0,
+) -> None:
+    """Generate a complete delivery (nine tables + delivery.json) with known truth next to it."""
+    from transforms.synth import FaultRates, SynthConfig, generate_delivery, truth_dir
+
+    first, last = _years(years)
+    try:
+        faults = FaultRates().model_dump()
+        for item in fault:
+            key, _, value = item.partition("=")
+            if key not in faults:
+                raise UserError(f"--fault {item!r}: unknown fault {key!r}; known: {', '.join(faults)}")
+            faults[key] = value.lower() in ("1", "true", "yes") if key == "late_declarations" else float(value)
+        config = SynthConfig(
+            patients=patients, first_year=first, last_year=last, seed=seed, clean=clean,
+            data_as_of=date.fromisoformat(data_as_of) if data_as_of else None,
+            faults=FaultRates(**faults), effects=_effects(effect), block_size=block_size,
+        )
+    except (ValidationError, ValueError) as exc:
+        raise UserError(f"invalid synth options: {exc}") from None
+    n_workers = workers or min(os.cpu_count() or 1, config.n_blocks)
+    with typer.progressbar(length=config.n_blocks, label=f"generating {config.n_blocks} block(s)") as bar:
+        summary = generate_delivery(config, out, workers=n_workers, progress=lambda done, total: bar.update(1))
+    rows = sum(summary["rows"].values())
+    typer.echo(f"delivery: {out}  ({rows:,} rows, {summary['patients']:,} patients, {summary['seconds']} s)")
+    typer.echo(f"truth:    {truth_dir(out)}")

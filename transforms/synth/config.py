@@ -1,0 +1,127 @@
+"""Parameters of a synthetic delivery: size, years, seed, faults and the planted reform effects."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BUNDLES = (
+    "hip_oa",
+    "knee_oa",
+    "cataract",
+    "breast_cancer_surgery",
+    "ra_drugs",
+    "heart_failure",
+    "acute_stroke",
+    "birth_care",
+    "hand_wrist",
+)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FaultRates(_Frozen):
+    """Share of claim lines (per table) that get each fault. All zero with ``--clean``.
+
+    Credit lines and re-declarations are legitimate corrections, not errors, but a pipeline that
+    mishandles them loses money, so they are injected at a configurable rate like the errors.
+    """
+
+    credit: float = Field(0.01, ge=0, le=0.5, description="lines credited by a negative line referencing them")
+    redeclare_share: float = Field(0.7, ge=0, le=1, description="of credited lines, the share re-declared")
+    duplicate: float = Field(0.002, ge=0, le=0.5, description="lines delivered twice with the same claim_id")
+    invalid_code: float = Field(0.001, ge=0, le=0.5, description="lines with a code not valid on the service date")
+    outside_enrolment: float = Field(0.001, ge=0, le=0.5, description="lines for a patient without an enrolment spell")
+    unknown_provider: float = Field(0.0005, ge=0, le=0.5, description="lines from an AGB code not in providers")
+    bsn_in_id: float = Field(0.0001, ge=0, le=0.5, description="lines whose patient_id is a BSN-like number")
+    late_declarations: bool = Field(True, description="withhold lines declared after data_as_of (run-out)")
+
+    @classmethod
+    def none(cls) -> "FaultRates":
+        return cls(
+            credit=0, redeclare_share=0, duplicate=0, invalid_code=0, outside_enrolment=0,
+            unknown_provider=0, bsn_in_id=0, late_declarations=False,
+        )
+
+    def error_rates(self) -> dict[str, float]:
+        """The faults that make a line invalid (each expected to be quarantined by ingest)."""
+        return {
+            "duplicate": self.duplicate,
+            "invalid_code": self.invalid_code,
+            "outside_enrolment": self.outside_enrolment,
+            "unknown_provider": self.unknown_provider,
+            "bsn_in_id": self.bsn_in_id,
+        }
+
+
+class BundleEffect(_Frozen):
+    """The planted effect of a bundle contract on the treated providers, after the contract start.
+
+    ``price_eur`` changes the declared amount of the triggering subtraject (the operation) of an
+    episode anchored at a treated provider on or after the start; ``volume_pct`` raises the rate of
+    triggers at treated providers after the start by that percentage.
+    """
+
+    price_eur: float = 0.0
+    volume_pct: float = Field(0.0, ge=-50, le=200)
+
+
+def default_effects() -> dict[str, BundleEffect]:
+    """Hip/knee as found in the Dutch evaluation (about EUR -245 per patient-quarter on the operation
+    price, i.e. about -1,300 per episode over its 5.3 quarters, and +8% volume); none elsewhere."""
+    effects = {b: BundleEffect() for b in BUNDLES}
+    effects["hip_oa"] = BundleEffect(price_eur=-1300.0, volume_pct=8.0)
+    effects["knee_oa"] = BundleEffect(price_eur=-1300.0, volume_pct=8.0)
+    return effects
+
+
+class SynthConfig(_Frozen):
+    """Everything that determines a synthetic delivery; the same config gives byte-identical files."""
+
+    patients: int = Field(2000, ge=10)
+    first_year: int = Field(2015, ge=2015, le=2030, description="from 2015: the code tables and 120-day subtrajecten")
+    last_year: int = Field(2022, ge=2015, le=2030)
+    seed: int = 7
+    data_as_of: date | None = Field(None, description="default: 31 March after the last year")
+    clean: bool = False
+    faults: FaultRates = FaultRates()
+    effects: dict[str, BundleEffect] = Field(default_factory=default_effects)
+    block_size: int = Field(10_000, ge=100, description="patients generated (and written) per block")
+    delivery_id: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.last_year < self.first_year:
+            raise ValueError(f"last_year {self.last_year} is before first_year {self.first_year}")
+        unknown = set(self.effects) - set(BUNDLES)
+        if unknown:
+            raise ValueError(f"effects for unknown bundles: {sorted(unknown)}; known: {', '.join(BUNDLES)}")
+        if self.data_as_of is not None and self.data_as_of < date(self.last_year, 12, 31):
+            raise ValueError(f"data_as_of {self.data_as_of} is before the end of the last year {self.last_year}")
+        return self
+
+    @property
+    def as_of(self) -> date:
+        return self.data_as_of or date(self.last_year + 1, 3, 31)
+
+    @property
+    def fault_rates(self) -> FaultRates:
+        return FaultRates.none() if self.clean else self.faults
+
+    @property
+    def effective_delivery_id(self) -> str:
+        if self.delivery_id:
+            return self.delivery_id
+        mode = "clean" if self.clean else "faulty"
+        return f"synth-{self.patients}p-{self.first_year}-{self.last_year}-s{self.seed}-{mode}"
+
+    def effect(self, bundle: str) -> BundleEffect:
+        return self.effects.get(bundle, BundleEffect())
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.patients // self.block_size)

@@ -1,0 +1,162 @@
+"""Write a complete synthetic delivery: nine tables, ``delivery.json``, and the truth next to it.
+
+Layout::
+
+    OUT/                      the delivery (input-contract layout)
+      delivery.json
+      insured/part-00000.parquet ...   one file per patient block and table
+      providers/providers.parquet
+      contracts/contracts.parquet
+    OUT.truth/                never read by the pipeline; for tests and evaluations
+      truth.json              config, planted effects, counts, withheld lines, fault counts
+      planted_triggers/       every planted bundle trigger (bundle, patient, anchor, provider, claim)
+      faults/                 every injected fault (table, claim_id, fault, column, old, new)
+      corrections/            every credit / re-declaration pair with the expected net amount
+
+Blocks of ``block_size`` patients are generated independently (in parallel with ``workers`` > 1),
+so memory stays flat as the number of patients grows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from transforms.contract import CONTRACT_VERSION, load_contract
+from transforms.synth.block import PARQUET_OPTIONS, BlockResult, generate_block, to_contract_table
+from transforms.synth.calibration import load_calibration
+from transforms.synth.config import SynthConfig
+from transforms.synth.providers import ProviderRegistry, build_registry
+
+PRODUCER = "zorgpad synth"
+
+
+def truth_dir(out: Path) -> Path:
+    """The truth folder that belongs to delivery ``out`` (a sibling, never inside it)."""
+    out = Path(out)
+    return out.with_name(out.name + ".truth")
+
+
+def _prepare(config: SynthConfig) -> tuple:
+    calibration = load_calibration(config.first_year, config.last_year)
+    registry = build_registry(config, calibration)
+    return calibration, registry
+
+
+def _run_block(args: tuple) -> BlockResult:
+    config, block, out, truth = args
+    key = config.model_dump_json()
+    if key not in _WORKER_STATE:  # once per worker process
+        _WORKER_STATE[key] = _prepare(config)
+    calibration, registry = _WORKER_STATE[key]
+    return generate_block(config, calibration, registry, block, out, truth)
+
+
+_WORKER_STATE: dict[str, tuple] = {}  # config json -> (calibration, registry), per process
+
+
+def generate_delivery(config: SynthConfig, out: Path, *, workers: int = 1,
+                      progress: Callable[[int, int], None] | None = None) -> dict:
+    """Generate the delivery into ``out`` (replaced if it exists) and its truth into ``out.truth``.
+
+    Returns the truth summary (also written to ``truth.json``).
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    truth = truth_dir(out)
+    for folder in (out, truth):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+
+    calibration, registry = _prepare(config)
+    _WORKER_STATE[config.model_dump_json()] = (calibration, registry)
+    contract = load_contract()
+    _write_single(registry.frame(), contract.table("providers"), out / "providers" / "providers.parquet")
+    _write_single(registry.contracts, contract.table("contracts"), out / "contracts" / "contracts.parquet")
+
+    jobs = [(config, b, out, truth) for b in range(config.n_blocks)]
+    results: list[BlockResult] = []
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(_run_block, jobs):
+                results.append(result)
+                if progress:
+                    progress(len(results), len(jobs))
+    else:
+        for job in jobs:
+            results.append(_run_block(job))
+            if progress:
+                progress(len(results), len(jobs))
+
+    delivery = {
+        "delivery_id": config.effective_delivery_id,
+        "data_as_of": config.as_of.isoformat(),
+        "first_year": config.first_year,
+        "last_year": config.last_year,
+        "producer": PRODUCER,
+    }
+    (out / "delivery.json").write_text(json.dumps(delivery, indent=2) + "\n")
+    summary = _truth_summary(config, registry, results, truth)
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    (truth / "truth.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return summary
+
+
+def _write_single(frame: pl.DataFrame, table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(to_contract_table(frame, table), path, **PARQUET_OPTIONS)
+
+
+def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: list[BlockResult], truth: Path) -> dict:
+    rows: dict[str, int] = {}
+    withheld: dict[str, dict[str, int]] = {}
+    for r in results:
+        for table, count in r.rows.items():
+            rows[table] = rows.get(table, 0) + count
+        for table, reasons in r.withheld.items():
+            for reason, count in reasons.items():
+                withheld.setdefault(table, {})[reason] = withheld.setdefault(table, {}).get(reason, 0) + count
+    rows["providers"] = int(registry.agb.size)
+    rows["contracts"] = registry.contracts.height
+    faults = pl.read_parquet(truth / "faults")
+    fault_counts = {f"{t}/{f}": c for t, f, c in faults.group_by("table", "fault").len().sort("table", "fault").iter_rows()}
+    planted = pl.read_parquet(truth / "planted_triggers")
+    by_bundle_year = (
+        planted.filter(pl.col("role") == "trigger")
+        .group_by("bundle_id", pl.col("anchor_date").dt.year().alias("year"))
+        .agg(pl.len().alias("planted"), pl.col("delivered").sum().alias("delivered"), pl.col("treated").sum().alias("treated"))
+        .sort("bundle_id", "year")
+    )
+    return {
+        "delivery_id": config.effective_delivery_id,
+        "contract_version": CONTRACT_VERSION,
+        "config": json.loads(config.model_dump_json()),
+        "patients": sum(r.patients for r in results),
+        "rows": rows,
+        "withheld": withheld,
+        "faults": fault_counts,
+        "effects": {
+            bundle: {
+                "price_eur_per_episode": effect.price_eur,
+                "price_eur_per_patient_quarter": round(effect.price_eur / (485 / (365.25 / 4)), 2)
+                if bundle in ("hip_oa", "knee_oa") else None,
+                "volume_pct": effect.volume_pct,
+                "applies_to": "declared amount of the trigger subtraject (the operation) of episodes anchored at a "
+                              "treated provider on or after its contract start; volume: trigger rate at treated "
+                              "providers after the start",
+            }
+            for bundle, effect in config.effects.items()
+        },
+        "treated_providers": {
+            bundle: int((start < ProviderRegistry.NEVER).sum()) for bundle, start in registry.contract_start.items()
+        },
+        "planted_triggers": by_bundle_year.to_dicts(),
+    }

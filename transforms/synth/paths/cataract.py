@@ -1,0 +1,52 @@
+"""Cataract: referral, ophthalmology outpatient visit, the extraction (trigger), often the second
+eye within months (a second trigger inside the open episode), eye drops, and sometimes a laser
+treatment of secondary cataract (nastaar)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transforms.synth.paths.common import PathContext, PlantedTrigger, age_band_rate
+
+#: About 150,000 cataract operations a year in the Netherlands, rising steeply with age.
+RATES = {(45, 59): 0.0015, (60, 69): 0.007, (70, 79): 0.020, (80, 120): 0.026}
+SECOND_EYE_SHARE = 0.6
+NASTAAR_SHARE = 0.12
+BUNDLE = "cataract"
+
+
+def generate(ctx: PathContext) -> None:
+    boost = ctx.volume_boost(BUNDLE)
+    patient, op_day = ctx.draw_events(lambda age, sex, year: age_band_rate(age, RATES) * boost)
+    provider = ctx.hospital_for(patient, zbc_share=0.3)
+    keep = ctx.apply_volume_effect(BUNDLE, patient, op_day, provider)
+    patient, op_day, provider = patient[keep], op_day[keep], provider[keep]
+    n = patient.size
+    rng = ctx.rng
+
+    referral_day = op_day - rng.integers(45, 130, n)
+    ctx.gp_consults(patient, referral_day, referral_specialism="0301")
+    ctx.subtraject("cataract_outpatient", patient, provider, referral_day + rng.integers(7, 30, n),
+                   days=rng.integers(5, 20, n))
+
+    def operate(p: np.ndarray, prov: np.ndarray, day: np.ndarray, role: str) -> None:
+        treated = ctx.treated(BUNDLE, prov, day)
+        effect = np.where(treated, int(round(ctx.config.effect(BUNDLE).price_eur * 100)), 0)
+        alt = rng.random(p.size) < 0.35
+        for key, sel in (("cataract_surgery", ~alt), ("cataract_surgery_alt", alt)):
+            product = ctx.product(key)
+            open_day = day[sel] - rng.integers(0, 10, int(sel.sum()))
+            end_day = day[sel] + rng.integers(20, 60, int(sel.sum()))
+            base = ctx.claims.dbc_price_cents(product, prov[sel], end_day)
+            rows = ctx.subtraject(key, p[sel], prov[sel], open_day, days=end_day - open_day,
+                                  main_activity_day=day[sel], amount_cents=np.maximum(base + effect[sel], 100))
+            ctx.plant(PlantedTrigger(BUNDLE, p[sel], day[sel], prov[sel], "dbc", rows, treated[sel], effect[sel], role))
+        ctx.dispense(p, day, "S01CA01", 10.0)
+
+    operate(patient, provider, op_day, "trigger")
+    second = rng.random(n) < SECOND_EYE_SHARE
+    s = np.flatnonzero(second)
+    operate(patient[s], provider[s], op_day[s] + rng.integers(14, 150, s.size), "second_eye")
+    nastaar = np.flatnonzero(rng.random(n) < NASTAAR_SHARE)
+    laser_day = op_day[nastaar] + rng.integers(150, 720, nastaar.size)
+    ctx.subtraject("nastaar_laser", patient[nastaar], provider[nastaar], laser_day, days=rng.integers(1, 30, nastaar.size))
