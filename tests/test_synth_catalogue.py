@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import reference
+from transforms.contract import load_contract
 
 CATALOGUE = Path(__file__).resolve().parents[1] / "transforms" / "synth" / "catalogue.yml"
 
@@ -170,11 +171,14 @@ def _product_rows(code: str) -> pl.DataFrame:
 
 
 def _activity_rows(code: str) -> pl.DataFrame:
-    return _nza("activities").filter(pl.col("activity_cd") == code)
+    """Validity rows of an activity as the contract sees it: the NZa table plus zorgpad's documented
+    extensions (the RA add-on codes after 2016)."""
+    return load_contract().code_lists["nza_activity"].frame().filter(pl.col("activity_cd") == code)
 
 
 def _is_addon(code: str) -> bool:
-    return (_activity_rows(code)["care_profile_class_cd"] == ADDON_CLASS).any()
+    rows = _nza("activities").filter(pl.col("activity_cd") == code)
+    return (rows["care_profile_class_cd"] == ADDON_CLASS).any()
 
 
 def _entry_codes(entry: dict) -> list[tuple[str, str, pl.DataFrame]]:
@@ -286,8 +290,8 @@ def test_addon_activities_carry_a_price_and_valid_to_year_only_for_addons(param)
 
 
 def test_no_addon_code_valid_after_2016_in_reference():
-    """The reason the RA add-on entries stop in 2016. When a reference update brings add-on codes
-    valid after 2016, this fails: extend the RA entries and drop their valid_to_year."""
+    """The reason for the contract's add-on extension list. When a reference update brings add-on
+    codes valid after 2016, this fails: drop code_lists/nza_activity_extensions.csv."""
     addons = _nza("activities").filter(pl.col("care_profile_class_cd") == ADDON_CLASS)
     later = addons.filter(
         pl.col("valid_to").is_null() | (pl.col("valid_to") > dt.date(2016, 12, 31)))

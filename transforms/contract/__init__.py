@@ -224,10 +224,14 @@ class CodeList(_Frozen):
     description: str
     scope: str | None = None
     pattern: str | None = None
+    extensions: str | None = Field(None, description="project list of documented additions to the source")
 
     def frame(self) -> pl.DataFrame:
         """code [, scope], valid_from, valid_to (dates; null valid_from = always, null valid_to = open)."""
-        return _code_list_frame(self.source, self.code, self.scope)
+        frame = _code_list_frame(self.source, self.code, self.scope)
+        if self.extensions is not None:
+            frame = pl.concat([frame, _code_list_frame(self.extensions, self.code, self.scope)])
+        return frame
 
     @cached_property
     def codes(self) -> frozenset[str]:
@@ -263,6 +267,9 @@ def _code_list_frame(source: str, code: str, scope: str | None) -> pl.DataFrame:
         )
     else:
         raise ValueError(f"code list source must start with 'reference:' or 'project:', got {source!r}")
+    for bound in ("valid_from", "valid_to"):
+        if bound not in df.columns:  # a list without validity periods is valid throughout
+            df = df.with_columns(pl.lit(None, pl.Date).alias(bound))
     keep = [code, *([scope] if scope else []), "valid_from", "valid_to"]
     return df.select(keep)
 

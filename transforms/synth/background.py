@@ -24,9 +24,8 @@ from transforms.synth.catalogue import price_index
 from transforms.synth.paths.common import PathContext
 from transforms.synth.tariffs import (
     PHYSIO_SESSION_EUR,
-    consult_code,
+    expected_contact_cents,
     gp_tariff_cents,
-    gp_tariffs_for_codes,
     index_cents,
     pharmacy_cents,
 )
@@ -66,7 +65,13 @@ CHRONIC: dict[str, ChronicCondition] = {
     "acid": ChronicCondition(0.30, 68, 10, ("A02BC01", "A02BC02"), None, 1.0, 20),
     "rheumatoid_arthritis": ChronicCondition(0.014, 58, 9, (), None, 1.0, 20, 2.2),
     "heart_failure": ChronicCondition(0.16, 86, 6, (), None, 1.0, 45),
+    # expensive outpatient drugs (biologicals for IBD/psoriasis, oral oncolytics, DOACs, insulin
+    # pumps...): about 1-2% of insured, a third of outpatient pharmacy spending
+    "specialty_drugs": ChronicCondition(0.035, 60, 15, ("L04AB04", "L04AB01", "L01BC06", "B01AF02", "A10AE04"), None, 1.0, 10),
 }
+#: dispensings per year and DDD per dispensing: maintenance drugs quarterly (90 DDD), specialty
+#: drugs monthly (28 DDD)
+DISPENSING_SCHEDULE = {"specialty_drugs": (12, 28.0)}
 #: Acute dispensings: (ATC, DDD per dispensing, relative frequency)
 ACUTE = (
     ("J01CA04", 10.0, 6), ("J01CR02", 10.0, 3), ("J01FA10", 3.0, 2), ("M01AE01", 30.0, 5), ("M01AB05", 30.0, 2),
@@ -129,9 +134,11 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
             if p.size == 0:
                 continue
             y0 = int(year_start(year))
-            offset = rng.integers(0, 91, p.size)
-            for q in range(4):
-                ctx.dispense(p, y0 + offset + 91 * q, choice[p], 90.0, origin="chronic")
+            per_year, ddd = DISPENSING_SCHEDULE.get(name, (4, 90.0))
+            interval = 365 // per_year
+            offset = rng.integers(0, interval, p.size)
+            for q in range(per_year):
+                ctx.dispense(p, y0 + offset + interval * q, choice[p], ddd, origin="chronic")
             if cond.chain_care:
                 c = p[in_chain[p]]
                 for q in range(4):
@@ -171,13 +178,13 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
         rate = np.divide(np.maximum(want - have, 0), insured * unit, out=np.zeros(n_cells), where=insured > 0)
         return rate[cell]
 
-    # GP consults
-    consult_unit = np.array([gp_tariffs_for_codes(consult_code(np.full(200, int(year_start(y)) + 180),
-                                                               np.linspace(0, 1, 200)), np.full(200, int(year_start(y)) + 180)).mean()
-                             for y in years])
-    rate = rate_per_insured_year("gp", np.broadcast_to(consult_unit[None, :], cell.shape))
+    # GP contacts: consults, visits, M&I procedures, POH-GGZ modules
+    elderly = (years[None, :] - pop.birth_year[:, None]) >= 75
+    unit = np.where(elderly, [expected_contact_cents(int(y), True) for y in years],
+                    [expected_contact_cents(int(y), False) for y in years])
+    rate = rate_per_insured_year("gp", unit)
     patient, days = _poisson_days(rng, rate * light[:, None], years)
-    ctx.gp_consults(patient, days, origin="background")
+    ctx.gp_consults(patient, days, origin="background", age=(days // 365 + 1970) - pop.birth_year[patient])
 
     # acute dispensings
     atc = np.array([a[0] for a in ACUTE], dtype=object)

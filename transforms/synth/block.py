@@ -21,7 +21,7 @@ from transforms.synth import background, faults
 from transforms.synth.calendar import day, year_start
 from transforms.synth.calibration import Calibration
 from transforms.synth.catalogue import load_catalogue
-from transforms.synth.claims import ClaimBuffer, frame_of
+from transforms.synth.claims import ClaimBuffer, ClaimIds
 from transforms.synth.config import SynthConfig
 from transforms.synth.paths import birth, breast, cataract, hand_wrist, heart_failure, joint, rheumatoid, stroke
 from transforms.synth.paths.common import PathContext
@@ -74,7 +74,7 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
     ctx.chronic = background.pad_chronic(ctx.chronic, pop.size)
     background.generate(ctx, calibration)
 
-    patient_ids = patient_pseudonyms(config.seed, block, pop.size)
+    patient_ids = pl.Series("patient_id", patient_pseudonyms(config.seed, block, pop.size).tolist(), dtype=pl.String)
     as_of = day(config.as_of)
     tables, withheld, claim_of_row = claims.finalise(
         block=block, first_day=int(year_start(config.first_year)), last_day=int(year_start(config.last_year + 1)) - 1,
@@ -84,7 +84,7 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
         if tables[name] is not None:
             tables[name] = tables[name].with_columns(pl.lit(None, pl.String).alias("corrects_claim_id"))
     tables, fault_frame, corrections = faults.inject(
-        tables, config.fault_rates, rng, block=block, first_year=config.first_year, as_of_day=as_of,
+        tables, config.fault_rates, rng, first_year=config.first_year, as_of_day=as_of,
         known_agb=set(registry.agb.tolist()),
     )
     tables["insured"] = _insured_frame(pop, patient_ids, as_of, calibration.gemeente_codes)
@@ -106,25 +106,25 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
     return BlockResult(block=block, patients=pop.size, rows=rows, withheld=withheld, faults=fault_frame.height)
 
 
-def _insured_frame(pop, patient_ids: np.ndarray, as_of: int, gemeente_codes: tuple[str, ...]) -> pl.DataFrame:
+def _insured_frame(pop, patient_ids: pl.Series, as_of: int, gemeente_codes: tuple[str, ...]) -> pl.DataFrame:
     """One row per enrolment spell; a spell still running at ``data_as_of`` has no end date."""
     s = pop.spell_patient
     end = np.where(pop.spell_end >= OPEN, -1, pop.spell_end)
     open_spell = (end < 0) | (end > as_of)
     death = pop.death_day[s]
-    return frame_of({
-        "patient_id": patient_ids[s],
-        "insurer_uzovi": np.array(INSURERS, dtype=object)[pop.spell_insurer],
-        "enrolled_from": pop.spell_start,
-        "enrolled_to": np.where(open_spell, 0, end),
-        "enrolled_to_null": open_spell,
-        "birth_year": pop.birth_year[s].astype(np.int16),
-        "sex": np.where(pop.sex[s] == 0, "M", "V").astype(object),
-        "postcode3": pop.postcode3[s],
-        "gemeente_code": np.array(gemeente_codes, dtype=object)[pop.gemeente[s]],
-        "death_date": np.where(death >= OPEN, 0, death),
-        "death_date_null": (death >= OPEN) | (death > as_of),
-    }, {"enrolled_from": pl.Int64, "enrolled_to": pl.Int64, "death_date": pl.Int64})
+    return pl.DataFrame([
+        patient_ids.gather(s),
+        pl.Series("insurer_uzovi", INSURERS).gather(pop.spell_insurer),
+        pl.Series("enrolled_from", pop.spell_start, dtype=pl.Int64),
+        pl.Series("enrolled_to", np.where(open_spell, 0, end), dtype=pl.Int64),
+        pl.Series("enrolled_to_null", open_spell),
+        pl.Series("birth_year", pop.birth_year[s], dtype=pl.Int16),
+        pl.Series("sex", ["M", "V"]).gather(pop.sex[s]),
+        pl.Series("postcode3", pop.postcode3.tolist(), dtype=pl.String).gather(s),
+        pl.Series("gemeente_code", list(gemeente_codes), dtype=pl.String).gather(pop.gemeente[s]),
+        pl.Series("death_date", np.where(death >= OPEN, 0, death), dtype=pl.Int64),
+        pl.Series("death_date_null", (death >= OPEN) | (death > as_of)),
+    ])
 
 
 def to_contract_table(frame: pl.DataFrame | None, table) -> pa.Table:
@@ -156,22 +156,22 @@ def to_contract_table(frame: pl.DataFrame | None, table) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def _planted_frame(ctx: PathContext, claim_of_row: dict[str, np.ndarray], patient_ids: np.ndarray,
+def _planted_frame(ctx: PathContext, claim_ids: dict[str, ClaimIds], patient_ids: pl.Series,
                    registry: ProviderRegistry) -> pl.DataFrame:
     frames = []
     for t in ctx.planted:
         if t.patient.size == 0:
             continue
-        ids = claim_of_row[t.table][t.row] if claim_of_row[t.table].size else np.full(t.row.size, None, dtype=object)
+        ids = claim_ids[t.table].maybe(t.row)
         anchor = (np.datetime64("1970-01-01") + t.anchor_day.astype("timedelta64[D]")).astype("datetime64[D]")
         frames.append(pl.DataFrame({
             "bundle_id": [t.bundle] * t.patient.size,
             "role": [t.role] * t.patient.size,
-            "patient_id": patient_ids[t.patient].tolist(),
+            "patient_id": patient_ids.gather(t.patient),
             "anchor_date": anchor,
             "anchor_provider_agb": registry.agb[t.provider].tolist(),
             "trigger_table": [t.table] * t.patient.size,
-            "trigger_claim_id": ids.tolist(),
+            "trigger_claim_id": ids,
             "delivered": [i is not None for i in ids],
             "treated": t.treated.astype(bool),
             "price_effect_eur": t.price_effect_cents.astype(np.float64) / 100.0,

@@ -166,29 +166,25 @@ class ClaimBuffer:
 
     # -- finalising --------------------------------------------------------------------------------
     def finalise(self, *, block: int, first_day: int, last_day: int, as_of: int, withhold_late: bool,
-                 patient_ids: np.ndarray) -> tuple[dict[str, pl.DataFrame], dict[str, dict[str, int]], dict[str, np.ndarray]]:
+                 patient_ids: pl.Series) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, "ClaimIds"]]:
         """Build the block's claim tables.
 
-        Returns ``(tables, withheld, claim_ids)``: the tables as polars frames with contract columns;
-        counts of lines withheld per table and reason; and per table the claim_id of every buffer
-        row (``None`` where the row was not delivered), so care paths can name their trigger lines.
+        Returns ``(tables, withheld, claim_ids)``: the tables as polars frames (days as int, money as
+        ``amount_cents``, ``<col>_null`` masks); counts of lines withheld per table and reason; and
+        per table the claim ids of the buffer rows, so care paths can name their trigger lines.
         """
-        tables: dict[str, pl.DataFrame] = {}
+        tables: dict[str, pl.DataFrame | None] = {}
         withheld: dict[str, dict[str, int]] = {}
-        claim_of_row: dict[str, np.ndarray] = {}
+        claim_ids: dict[str, ClaimIds] = {}
+        agb = self.registry.agb_series
+        insurers = pl.Series("insurer_uzovi", INSURERS)
 
         # ---- dbc ----
-        if self._dbc:
-            cols = {k: np.concatenate([c.columns[k] for c in self._dbc]) for k in self._dbc[0].columns}
-            product_idx = np.concatenate([np.full(c.columns["row"].size, i) for i, c in enumerate(self._dbc)])
-            products = [c.extra["product"] for c in self._dbc]
-        else:
-            cols = {k: np.zeros(0, dtype=np.int64) for k in ("row", "patient", "provider", "start", "end", "amount")}
-            cols["background"] = np.zeros(0, dtype=bool)
-            product_idx = np.zeros(0, dtype=np.int64)
-            products = []
-        death = self.pop.death_day[cols["patient"]]
-        end = np.minimum(cols["end"], death)  # a subtraject closes at death
+        cols = _concat_columns(self._dbc, ("row", "patient", "provider", "start", "end", "amount"))
+        products = [c.extra["product"] for c in self._dbc]
+        product_idx = np.concatenate([np.full(c.columns["row"].size, i) for i, c in enumerate(self._dbc)]) \
+            if self._dbc else np.zeros(0, dtype=np.int64)
+        end = np.minimum(cols["end"], self.pop.death_day[cols["patient"]])  # a subtraject closes at death
         spell = self.pop.spell_at(cols["patient"], cols["start"])
         reasons = _classify(
             ("outside_delivery_years", (cols["start"] < first_day) | (cols["start"] > last_day)),
@@ -196,78 +192,70 @@ class ClaimBuffer:
             ("not_closed_by_data_as_of", end > as_of),
         )
         declared = end + declaration_lag(self.rng, end.size, hospital=True)
-        late = declared > as_of
         if withhold_late:
-            reasons = np.where((reasons == "") & late, "declared_after_data_as_of", reasons)
+            reasons = np.where((reasons == 0) & (declared > as_of), len(_REASONS) - 1, reasons)
         else:
             declared = np.minimum(declared, as_of)
-        keep = reasons == ""
+        keep = reasons == 0
         withheld["dbc"] = _count_reasons(reasons[~keep])
-        claim_ids = np.full(cols["row"].size, None, dtype=object)
-        order = np.argsort(cols["row"], kind="stable")
-        kept_rows = cols["row"][keep]
-        ids = _claim_ids("D", block, kept_rows)
-        row_to_id = np.full(self._n_dbc, None, dtype=object)
-        row_to_id[kept_rows] = ids
-        claim_of_row["dbc"] = row_to_id
-        del order, claim_ids
+        ids = ClaimIds.assign("D", block, cols["row"], keep, self._n_dbc)
+        claim_ids["dbc"] = ids
         pidx = product_idx[keep]
-        insurer = self.pop.spell_insurer[spell[keep]]
-        dbc = frame_of({
-            "claim_id": ids,
-            "patient_id": patient_ids[cols["patient"][keep]],
-            "provider_agb": self.registry.agb[cols["provider"][keep]],
-            "insurer_uzovi": np.array(INSURERS, dtype=object)[insurer],
-            "specialism_cd": np.array([p.specialism for p in products], dtype=object)[pidx] if products else [],
-            "diagnosis_cd": np.array([p.diagnosis for p in products], dtype=object)[pidx] if products else [],
-            "product_cd": np.array([p.product for p in products], dtype=object)[pidx] if products else [],
-            "care_type_cd": np.array([p.care_type for p in products], dtype=object)[pidx] if products else [],
-            "start_date": cols["start"][keep],
-            "end_date": end[keep],
-            "clinical": np.array([p.clinical for p in products], dtype=bool)[pidx] if products else np.zeros(0, bool),
-            "amount_cents": cols["amount"][keep],
-            "declared_on": declared[keep],
-        }, {"start_date": pl.Int64, "end_date": pl.Int64, "declared_on": pl.Int64})
-        tables["dbc"] = dbc
+
+        def product_attr(name: str, dtype=pl.String) -> pl.Series:
+            return pl.Series(name, [getattr(p, name if name != "clinical" else "clinical") for p in products], dtype=dtype).gather(pidx)
+
+        tables["dbc"] = pl.DataFrame([
+            ids.kept.alias("claim_id"),
+            patient_ids.gather(cols["patient"][keep]).alias("patient_id"),
+            agb.gather(cols["provider"][keep]).alias("provider_agb"),
+            insurers.gather(self.pop.spell_insurer[spell[keep]]),
+            product_attr("specialism").alias("specialism_cd"),
+            product_attr("diagnosis").alias("diagnosis_cd"),
+            product_attr("product").alias("product_cd"),
+            product_attr("care_type").alias("care_type_cd"),
+            pl.Series("start_date", cols["start"][keep], dtype=pl.Int64),
+            pl.Series("end_date", end[keep], dtype=pl.Int64),
+            product_attr("clinical", pl.Boolean).alias("clinical"),
+            pl.Series("amount_cents", cols["amount"][keep], dtype=pl.Int64),
+            pl.Series("declared_on", declared[keep], dtype=pl.Int64),
+        ])
 
         # ---- dbc_activity ----
-        if self._activities:
-            acols = {k: np.concatenate([c.columns[k] for c in self._activities]) for k in self._activities[0].columns}
-            codes = np.concatenate([np.full(c.columns["row"].size, c.extra["code"], dtype=object) for c in self._activities])
-        else:
-            acols = {k: np.zeros(0, dtype=np.int64) for k in ("row", "day", "quantity", "amount")}
-            acols["has_amount"] = np.zeros(0, dtype=bool)
-            codes = np.zeros(0, dtype=object)
-        parent = row_to_id[acols["row"]]
-        # parent's (possibly death-shortened) end date bounds the activity dates
+        acols = _concat_columns(self._activities, ("row", "day", "quantity", "amount"))
+        has_amount = np.concatenate([c.columns["has_amount"] for c in self._activities]) if self._activities \
+            else np.zeros(0, dtype=bool)
+        code_vocab = sorted({c.extra["code"] for c in self._activities})
+        code_idx = np.concatenate([np.full(c.columns["row"].size, code_vocab.index(c.extra["code"]))
+                                   for c in self._activities]) if self._activities else np.zeros(0, dtype=np.int64)
         end_by_row = np.full(self._n_dbc, -1, dtype=np.int64)
         end_by_row[cols["row"]] = end
         start_by_row = np.full(self._n_dbc, -1, dtype=np.int64)
         start_by_row[cols["row"]] = cols["start"]
+        parent_kept = ids.position[acols["row"]] >= 0 if acols["row"].size else np.zeros(0, dtype=bool)
         inside = (acols["day"] <= end_by_row[acols["row"]]) & (acols["day"] >= start_by_row[acols["row"]])
-        akeep = (parent != None) & inside  # noqa: E711 (object array comparison)
-        tables["dbc_activity"] = frame_of({
-            "claim_id": parent[akeep],
-            "activity_cd": codes[akeep],
-            "activity_date": acols["day"][akeep],
-            "quantity": acols["quantity"][akeep].astype(np.int32),
-            "amount_cents": np.where(acols["has_amount"][akeep], acols["amount"][akeep], 0),
-            "amount_is_null": ~acols["has_amount"][akeep],
-        }, {"activity_date": pl.Int64})
-        withheld["dbc_activity"] = {"parent_not_delivered": int((parent == None).sum()),  # noqa: E711
-                                    "after_subtraject_end": int(((parent != None) & ~inside).sum())}  # noqa: E711
+        akeep = parent_kept & inside
+        tables["dbc_activity"] = pl.DataFrame([
+            ids.of_rows(acols["row"][akeep]).alias("claim_id"),
+            pl.Series("activity_cd", code_vocab, dtype=pl.String).gather(code_idx[akeep]),
+            pl.Series("activity_date", acols["day"][akeep], dtype=pl.Int64),
+            pl.Series("quantity", acols["quantity"][akeep], dtype=pl.Int32),
+            pl.Series("amount_cents", np.where(has_amount[akeep], acols["amount"][akeep], 0), dtype=pl.Int64),
+            pl.Series("amount_is_null", ~has_amount[akeep]),
+        ])
+        withheld["dbc_activity"] = {"parent_not_delivered": int((~parent_kept).sum()),
+                                    "after_subtraject_end": int((parent_kept & ~inside).sum())}
 
         # ---- first-line tables ----
         for table in FIRST_LINE_TABLES:
             chunks = self._first_line[table]
             if not chunks:
-                tables[table] = None  # type: ignore[assignment]
+                tables[table] = None
                 withheld[table] = {}
-                claim_of_row[table] = np.full(0, None, dtype=object)
+                claim_ids[table] = ClaimIds.assign(CLAIM_PREFIX[table], block, np.zeros(0, np.int64),
+                                                   np.zeros(0, bool), 0)
                 continue
-            fcols = {k: np.concatenate([c.columns[k] for c in chunks]) for k in chunks[0].columns}
-            extra_names = sorted({k for c in chunks for k in c.extra})
-            extras = {name: _concat_extra(name, chunks) for name in extra_names}
+            fcols = _concat_columns(chunks, ("row", "patient", "provider", "day", "amount"))
             spell = self.pop.spell_at(fcols["patient"], fcols["day"])
             reasons = _classify(
                 ("outside_delivery_years", (fcols["day"] < first_day) | (fcols["day"] > last_day)),
@@ -275,97 +263,117 @@ class ClaimBuffer:
             )
             declared = fcols["day"] + declaration_lag(self.rng, fcols["day"].size, hospital=False)
             if withhold_late:
-                reasons = np.where((reasons == "") & (declared > as_of), "declared_after_data_as_of", reasons)
+                reasons = np.where((reasons == 0) & (declared > as_of), len(_REASONS) - 1, reasons)
             else:
                 declared = np.minimum(declared, as_of)
-            keep = reasons == ""
+            keep = reasons == 0
             withheld[table] = _count_reasons(reasons[~keep])
-            kept_rows = fcols["row"][keep]
-            ids = _claim_ids(CLAIM_PREFIX[table], block, kept_rows)
-            row_to_id = np.full(self._n_first_line[table], None, dtype=object)
-            row_to_id[kept_rows] = ids
-            claim_of_row[table] = row_to_id
-            frame = {
-                "claim_id": ids,
-                "patient_id": patient_ids[fcols["patient"][keep]],
-                "provider_agb": self.registry.agb[fcols["provider"][keep]],
-                "insurer_uzovi": np.array(INSURERS, dtype=object)[self.pop.spell_insurer[spell[keep]]],
-                "service_date": fcols["day"][keep],
-                "amount_cents": fcols["amount"][keep],
-                "declared_on": declared[keep],
-            }
-            overrides = {"service_date": pl.Int64, "declared_on": pl.Int64}
-            for name, (values, missing) in extras.items():
-                frame[name] = values[keep]
-                if missing is not None:
-                    frame[f"{name}_null"] = missing[keep]
-                if values.dtype == object:
-                    overrides[name] = pl.String
-            tables[table] = frame_of(frame, overrides)
-        return tables, withheld, claim_of_row
+            ids = ClaimIds.assign(CLAIM_PREFIX[table], block, fcols["row"], keep, self._n_first_line[table])
+            claim_ids[table] = ids
+            keep_mask = pl.Series(keep)
+            series = [
+                ids.kept.alias("claim_id"),
+                patient_ids.gather(fcols["patient"][keep]).alias("patient_id"),
+                agb.gather(fcols["provider"][keep]).alias("provider_agb"),
+                insurers.gather(self.pop.spell_insurer[spell[keep]]),
+                pl.Series("service_date", fcols["day"][keep], dtype=pl.Int64),
+                pl.Series("amount_cents", fcols["amount"][keep], dtype=pl.Int64),
+                pl.Series("declared_on", declared[keep], dtype=pl.Int64),
+            ]
+            for name in sorted({k for c in chunks for k in c.extra}):
+                series.append(_concat_extra(name, chunks).filter(keep_mask))
+            tables[table] = pl.DataFrame(series)
+        return tables, withheld, claim_ids
 
 
-def frame_of(columns: dict[str, object], overrides: dict[str, pl.DataType] | None = None) -> pl.DataFrame:
-    """A polars frame from numpy columns; object arrays (codes, ids, with None) become String."""
-    series = []
-    for name, values in columns.items():
-        if isinstance(values, np.ndarray) and values.dtype == object:
-            series.append(pl.Series(name, values.tolist(), dtype=pl.String))
-        elif isinstance(values, list):
-            series.append(pl.Series(name, values, dtype=(overrides or {}).get(name)))
-        else:
-            dtype = (overrides or {}).get(name)
-            s = pl.Series(name, values)
-            series.append(s.cast(dtype) if dtype is not None and s.dtype != dtype else s)
-    return pl.DataFrame(series)
+@dataclass
+class ClaimIds:
+    """Claim ids of one table: ``position[row]`` is the row's place among the delivered lines (-1 if
+    withheld) and ``kept`` the ids of the delivered lines in buffer order."""
+
+    position: np.ndarray
+    kept: pl.Series
+
+    @classmethod
+    def assign(cls, prefix: str, block: int, rows: np.ndarray, keep: np.ndarray, n_rows: int) -> "ClaimIds":
+        kept_rows = rows[keep]
+        position = np.full(n_rows, -1, dtype=np.int64)
+        position[kept_rows] = np.arange(kept_rows.size)
+        ids = pl.select(
+            pl.concat_str([pl.lit(f"{prefix}{block:05d}-"), pl.Series(kept_rows).cast(pl.String).str.zfill(9)])
+        ).to_series().alias("claim_id")
+        return cls(position=position, kept=ids)
+
+    def of_rows(self, rows: np.ndarray) -> pl.Series:
+        """Ids of buffer rows that were delivered (callers filter on ``position >= 0``)."""
+        return self.kept.gather(self.position[rows])
+
+    def maybe(self, rows: np.ndarray) -> list[str | None]:
+        """Ids of buffer rows, ``None`` for rows not delivered."""
+        if rows.size == 0:
+            return []
+        pos = self.position[rows]
+        got = self.kept.gather(np.maximum(pos, 0)).to_list()
+        return [g if p >= 0 else None for g, p in zip(got, pos)]
 
 
-def _concat_extra(name: str, chunks: list[_Chunk]) -> tuple[np.ndarray, np.ndarray | None]:
-    """Concatenate an extra column over chunks; chunks without it get nulls (a mask for numbers)."""
-    parts, masks = [], []
-    numeric = None
+def codes_series(vocabulary: tuple[str, ...], index: np.ndarray) -> pl.Series:
+    """A String series from a small vocabulary and an index array (no Python strings per row)."""
+    return pl.Series(list(vocabulary), dtype=pl.String).gather(np.asarray(index, dtype=np.int64))
+
+
+def _concat_columns(chunks: list[_Chunk], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not chunks:
+        return {k: np.zeros(0, dtype=np.int64) for k in names}
+    return {k: np.concatenate([c.columns[k] for c in chunks]) for k in names}
+
+
+def _concat_extra(name: str, chunks: list[_Chunk]) -> pl.Series:
+    """Concatenate an extra column over chunks; chunks without it get nulls."""
+    dtype = None
     for c in chunks:
         v = c.extra.get(name)
-        if v is not None and numeric is None:
-            numeric = not isinstance(v, str) and np.asarray(v).dtype != object
+        if v is None:
+            continue
+        if isinstance(v, pl.Series):
+            dtype = v.dtype
+        elif isinstance(v, str) or np.asarray(v).dtype.kind in "OUS":
+            dtype = pl.String
+        else:
+            dtype = pl.Series(np.asarray(v).ravel()[:1]).dtype
+        break
+    parts = []
     for c in chunks:
         n = c.columns["row"].size
         v = c.extra.get(name)
         if v is None:
-            parts.append(np.zeros(n) if numeric else np.full(n, None, dtype=object))
-            masks.append(np.ones(n, dtype=bool))
+            parts.append(pl.Series(name, [None], dtype=dtype).new_from_index(0, n))
+        elif isinstance(v, pl.Series):
+            parts.append(v.alias(name).cast(dtype))
+        elif np.ndim(v) == 0:
+            parts.append(pl.Series(name, [v.item() if hasattr(v, "item") else v], dtype=dtype).new_from_index(0, n))
+        elif dtype == pl.String:
+            parts.append(pl.Series(name, np.asarray(v).astype(str) if np.asarray(v).dtype.kind == "U" else list(v), dtype=pl.String))
         else:
-            a = np.broadcast_to(np.asarray(v, dtype=None if numeric else object), (n,))
-            parts.append(a)
-            masks.append(np.zeros(n, dtype=bool))
-    values = np.concatenate(parts)
-    missing = np.concatenate(masks)
-    return values, (missing if numeric and missing.any() else None)
+            parts.append(pl.Series(name, np.asarray(v)).cast(dtype))
+    return pl.concat(parts).alias(name)
+
+
+_REASONS = ("", "outside_delivery_years", "not_insured_or_deceased", "not_closed_by_data_as_of",
+            "declared_after_data_as_of")
 
 
 def _classify(*conditions: tuple[str, np.ndarray]) -> np.ndarray:
-    """First matching reason per line ('' = delivered)."""
-    n = conditions[0][1].size
-    out = np.full(n, "", dtype=object)
+    """First matching reason per line, as an index into ``_REASONS`` (0 = delivered)."""
+    out = np.zeros(conditions[0][1].size, dtype=np.int8)
     for reason, mask in reversed(conditions):
-        out[mask] = reason
+        out[mask] = _REASONS.index(reason)
     return out
 
 
 def _count_reasons(reasons: np.ndarray) -> dict[str, int]:
-    values, counts = np.unique(reasons.astype(str), return_counts=True) if reasons.size else ([], [])
-    return {str(v): int(c) for v, c in zip(values, counts)}
+    counts = np.bincount(reasons.astype(np.int64), minlength=len(_REASONS))
+    return {_REASONS[i]: int(c) for i, c in enumerate(counts) if c and i}
 
 
-def _claim_ids(prefix: str, block: int, rows: np.ndarray) -> np.ndarray:
-    """Deterministic claim ids: table letter, block, row number (e.g. ``D00003-000001234``)."""
-    return (
-        pl.Series("row", rows, dtype=pl.Int64)
-        .cast(pl.String)
-        .str.zfill(9)
-        .map_batches(lambda s: pl.lit(f"{prefix}{block:05d}-") + s) if False else
-        pl.select(pl.concat_str([pl.lit(f"{prefix}{block:05d}-"), pl.Series(rows).cast(pl.String).str.zfill(9)])).to_series()
-    ).to_numpy().astype(object)
-
-
-__all__ = ["ActivityLines", "ClaimBuffer", "FIRST_LINE_TABLES", "OPEN", "declaration_lag"]
+__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "FIRST_LINE_TABLES", "OPEN", "codes_series", "declaration_lag"]

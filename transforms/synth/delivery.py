@@ -20,6 +20,7 @@ so memory stays flat as the number of patients grows.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -85,7 +86,8 @@ def generate_delivery(config: SynthConfig, out: Path, *, workers: int = 1,
     jobs = [(config, b, out, truth) for b in range(config.n_blocks)]
     results: list[BlockResult] = []
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process whose polars/arrow thread pools are running deadlocks
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             for result in pool.map(_run_block, jobs):
                 results.append(result)
                 if progress:

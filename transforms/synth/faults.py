@@ -20,7 +20,7 @@ import polars as pl
 import reference
 from transforms.synth.calendar import day as to_day
 from transforms.synth.calendar import year_start
-from transforms.synth.claims import FIRST_LINE_TABLES, frame_of
+from transforms.synth.claims import FIRST_LINE_TABLES
 from transforms.synth.config import FaultRates
 
 CLAIM_TABLES = ("dbc", *FIRST_LINE_TABLES)
@@ -64,161 +64,154 @@ def _pseudonym(text: str) -> str:
     return "ZP" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def inject(tables: dict[str, pl.DataFrame], rates: FaultRates, rng: np.random.Generator, *, block: int,
-           first_year: int, as_of_day: int, known_agb: set[str]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, pl.DataFrame]:
-    """Inject corrections and faults. Returns (tables, faults, corrections)."""
-    faults: list[dict] = []
+def inject(tables: dict[str, pl.DataFrame | None], rates: FaultRates, rng: np.random.Generator, *,
+           first_year: int, as_of_day: int, known_agb: set[str]) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame, pl.DataFrame]:
+    """Inject corrections and faults into the claim tables. Returns (tables, faults, corrections)."""
+    faults: list[pl.DataFrame] = []
     corrections: list[pl.DataFrame] = []
     first_day = int(year_start(first_year))
     activity = tables["dbc_activity"]
+    kinds = ("invalid_code", "outside_enrolment", "unknown_provider", "bsn_in_id", "credit", "duplicate")
+    rate = {**rates.error_rates(), "credit": rates.credit}
     for table in CLAIM_TABLES:
         df = tables.get(table)
         if df is None or df.height == 0:
             continue
         n = df.height
-        # disjoint fault sets drawn from the original lines
-        kinds = ["invalid_code", "outside_enrolment", "unknown_provider", "bsn_in_id", "credit", "duplicate"]
-        rate = {**rates.error_rates(), "credit": rates.credit}
-        counts = [rng.binomial(n, rate[k]) for k in kinds]
+        # disjoint sets of original lines, one fault each
         order = rng.permutation(n)
-        taken = 0
-        chosen = {}
-        for kind, count in zip(kinds, counts):
-            count = min(count, n - taken)
+        chosen, taken = {}, 0
+        for kind in kinds:
+            count = min(int(rng.binomial(n, rate[kind])), n - taken)
             chosen[kind] = np.sort(order[taken : taken + count])
             taken += count
+        claim = df["claim_id"]
 
-        cols = {c: df[c].to_numpy().copy() if df[c].dtype != pl.String else np.array(df[c].to_list(), dtype=object)
-                for c in df.columns}
-        claim = cols["claim_id"]
+        def record(idx: np.ndarray, fault: str, column: str, old: pl.Series, new: list | pl.Series,
+                   tbl: str = table, ids: pl.Series | None = None) -> None:
+            faults.append(pl.DataFrame({
+                "table": [tbl] * idx.size,
+                "claim_id": (ids if ids is not None else claim.gather(idx)).cast(pl.String),
+                "fault": [fault] * idx.size,
+                "column": [column] * idx.size,
+                "old_value": old.cast(pl.String),
+                "new_value": pl.Series(new, dtype=pl.String) if not isinstance(new, pl.Series) else new.cast(pl.String),
+            }, schema={c: pl.String for c in FAULT_COLUMNS}))
 
-        def record(idx: np.ndarray, fault: str, column: str, old: np.ndarray, new: np.ndarray, tbl: str = table) -> None:
-            for i, o, v in zip(idx, old, new):
-                faults.append({"table": tbl, "claim_id": claim[i], "fault": fault, "column": column,
-                               "old_value": None if o is None else str(o), "new_value": None if v is None else str(v)})
+        def replace(frame: pl.DataFrame, column: str, idx: np.ndarray, new: list) -> pl.DataFrame:
+            values = frame[column].clone()
+            values.scatter(idx, pl.Series(new, dtype=values.dtype))
+            return frame.with_columns(values)
 
-        # codes not valid on the service date
         idx = chosen["invalid_code"]
         if idx.size:
-            activity = _invalid_codes(table, idx, cols, rng, first_day, record, activity)
-        # a patient without any enrolment spell
-        idx = chosen["outside_enrolment"]
+            df, activity = _invalid_codes(table, df, idx, rng, first_day, record, replace, activity)
+        idx = chosen["outside_enrolment"]  # a patient without any enrolment spell
         if idx.size:
-            new = np.array([_pseudonym(f"not-insured:{claim[i]}") for i in idx], dtype=object)
-            record(idx, "outside_enrolment", "patient_id", cols["patient_id"][idx], new)
-            cols["patient_id"][idx] = new
-        # an AGB code not in providers
-        idx = chosen["unknown_provider"]
+            new = [_pseudonym(f"not-insured:{c}") for c in claim.gather(idx).to_list()]
+            record(idx, "outside_enrolment", "patient_id", df["patient_id"].gather(idx), new)
+            df = replace(df, "patient_id", idx, new)
+        idx = chosen["unknown_provider"]  # an AGB code not in providers
         if idx.size:
             new = []
-            for i in idx:
-                while True:
-                    candidate = cols["provider_agb"][i][:2] + f"{rng.integers(0, 1_000_000):06d}"
-                    if candidate not in known_agb:
-                        break
+            for old in df["provider_agb"].gather(idx).to_list():
+                candidate = old
+                while candidate in known_agb:
+                    candidate = old[:2] + f"{rng.integers(0, 1_000_000):06d}"
                 new.append(candidate)
-            new = np.array(new, dtype=object)
-            record(idx, "unknown_provider", "provider_agb", cols["provider_agb"][idx], new)
-            cols["provider_agb"][idx] = new
-        # a BSN-like value where a pseudonym belongs
-        idx = chosen["bsn_in_id"]
+            record(idx, "unknown_provider", "provider_agb", df["provider_agb"].gather(idx), new)
+            df = replace(df, "provider_agb", idx, new)
+        idx = chosen["bsn_in_id"]  # a BSN-like value where a pseudonym belongs
         if idx.size:
-            new = bsn_like(rng, idx.size)
-            record(idx, "bsn_in_id", "patient_id", cols["patient_id"][idx], new)
-            cols["patient_id"][idx] = new
+            new = bsn_like(rng, idx.size).tolist()
+            record(idx, "bsn_in_id", "patient_id", df["patient_id"].gather(idx), new)
+            df = replace(df, "patient_id", idx, new)
 
-        out = frame_of(cols, dict(df.schema))
-        # credits and re-declarations (legitimate corrections)
-        idx = chosen["credit"]
         extra_frames = []
+        idx = chosen["credit"]  # credits and re-declarations (legitimate corrections)
         if idx.size:
-            credit_frames, activity_copies, corr = _corrections(out, idx, rates, rng, table, as_of_day, activity)
+            credit_frames, activity_copies, corr = _corrections(df, idx, rates, rng, table, as_of_day, activity)
             extra_frames += credit_frames
             if activity_copies is not None:
                 activity = pl.concat([activity, activity_copies])
             corrections.append(corr)
-        # exact duplicates of lines (same claim_id)
-        idx = chosen["duplicate"]
+        idx = chosen["duplicate"]  # exact duplicates (same claim_id)
         if idx.size:
-            extra_frames.append(out[idx])
-            for i in idx:
-                faults.append({"table": table, "claim_id": claim[i], "fault": "duplicate", "column": "claim_id",
-                               "old_value": None, "new_value": claim[i]})
+            extra_frames.append(df[idx])
+            record(idx, "duplicate", "claim_id", pl.Series([None] * idx.size, dtype=pl.String), claim.gather(idx))
         if extra_frames:
-            out = pl.concat([out, *extra_frames], how="vertical_relaxed")
-        tables[table] = out
+            df = pl.concat([df, *extra_frames], how="vertical_relaxed")
+        tables[table] = df
     tables["dbc_activity"] = activity
-    fault_frame = pl.DataFrame(faults, schema={c: pl.String for c in FAULT_COLUMNS})
-    correction_frame = (pl.concat(corrections) if corrections else
-                        pl.DataFrame(schema={"table": pl.String, "original_claim_id": pl.String,
-                                             "credit_claim_id": pl.String, "redeclaration_claim_id": pl.String,
-                                             "original_cents": pl.Int64, "net_cents": pl.Int64}))
+    fault_frame = pl.concat(faults) if faults else pl.DataFrame(schema={c: pl.String for c in FAULT_COLUMNS})
+    correction_frame = pl.concat(corrections) if corrections else pl.DataFrame(schema=CORRECTION_SCHEMA)
     return tables, fault_frame, correction_frame
 
 
-def _invalid_codes(table, idx, cols, rng, first_day, record, activity):
+CORRECTION_SCHEMA = {"table": pl.String, "original_claim_id": pl.String, "credit_claim_id": pl.String,
+                     "redeclaration_claim_id": pl.String, "original_cents": pl.Int64, "net_cents": pl.Int64}
+
+
+def _invalid_codes(table, df, idx, rng, first_day, record, replace, activity):
     """Replace a code by a real code that is no longer valid on the line's date (or a malformed one)."""
     if table == "dbc":
         ended_products = ended_codes("nza/products.parquet", "product_cd", first_day)
         ended_activities = ended_codes("nza/activities.parquet", "activity_cd", first_day)
-        on_activity = rng.random(idx.size) < 0.5
-        prod_idx = idx[~on_activity] if ended_products else idx
-        if prod_idx.size:
-            new = np.array(ended_products, dtype=object)[rng.integers(0, len(ended_products), prod_idx.size)] \
-                if ended_products else np.full(prod_idx.size, "000000000", dtype=object)
-            record(prod_idx, "invalid_code", "product_cd", cols["product_cd"][prod_idx], new)
-            cols["product_cd"][prod_idx] = new
-        act_claims = cols["claim_id"][idx[on_activity]] if ended_products else np.zeros(0, dtype=object)
-        if act_claims.size:
-            # change the first activity of each chosen claim (claims without activities: change the product)
-            a_claim = np.array(activity["claim_id"].to_list(), dtype=object)
-            a_code = np.array(activity["activity_cd"].to_list(), dtype=object)
-            for c_i, c in zip(idx[on_activity], act_claims):
-                hits = np.flatnonzero(a_claim == c)
-                new = ended_activities[rng.integers(0, len(ended_activities))] if ended_activities else "000000"
-                if hits.size:
-                    record(np.array([c_i]), "invalid_code", "activity_cd", a_code[hits[:1]], np.array([new]), tbl="dbc_activity")
-                    a_code[hits[0]] = new
-                else:
-                    new_p = ended_products[rng.integers(0, len(ended_products))]
-                    record(np.array([c_i]), "invalid_code", "product_cd", cols["product_cd"][[c_i]], np.array([new_p]))
-                    cols["product_cd"][c_i] = new_p
-            activity = activity.with_columns(pl.Series("activity_cd", a_code, dtype=pl.String))
-    elif table == "gp":
-        switch = to_day(__import__("datetime").date(2022, 1, 1))
-        new = np.where(cols["service_date"][idx] >= switch, "12000", "12010").astype(object)
-        record(idx, "invalid_code", "service_cd", cols["service_cd"][idx], new)
-        cols["service_cd"][idx] = new
-    elif table == "pharmacy":
-        new = np.array([a[:-2] + a[-1] for a in cols["atc_cd"][idx]], dtype=object)  # a digit lost
-        record(idx, "invalid_code", "atc_cd", cols["atc_cd"][idx], new)
-        cols["atc_cd"][idx] = new
-    elif table == "paramedical":
-        new = np.full(idx.size, "9999", dtype=object)
-        record(idx, "invalid_code", "service_cd", cols["service_cd"][idx], new)
-        cols["service_cd"][idx] = new
-    elif table == "maternity":
-        new = np.full(idx.size, "birth_clinic", dtype=object)
-        record(idx, "invalid_code", "service_cd", cols["service_cd"][idx], new)
-        cols["service_cd"][idx] = new
-    return activity
+        claims = df["claim_id"].gather(idx)
+        # half of them: the first activity of the subtraject (when it has one), else the product
+        first_activity = (
+            activity.with_row_index("position")
+            .filter(pl.col("claim_id").is_in(claims.implode()))
+            .group_by("claim_id").agg(pl.col("position").min())
+        )
+        position_of = dict(first_activity.iter_rows())
+        on_activity = (rng.random(idx.size) < 0.5) & np.array([c in position_of for c in claims.to_list()], dtype=bool)
+        if on_activity.any():
+            positions = np.array([position_of[c] for c in claims.filter(pl.Series(on_activity)).to_list()])
+            new = [ended_activities[i] for i in rng.integers(0, len(ended_activities), positions.size)]
+            record(idx[on_activity], "invalid_code", "activity_cd", activity["activity_cd"].gather(positions), new,
+                   tbl="dbc_activity")
+            activity = replace(activity, "activity_cd", positions, new)
+        prod = idx[~on_activity]
+        if prod.size:
+            new = [ended_products[i] for i in rng.integers(0, len(ended_products), prod.size)]
+            record(prod, "invalid_code", "product_cd", df["product_cd"].gather(prod), new)
+            df = replace(df, "product_cd", prod, new)
+        return df, activity
+    column, new = {
+        "gp": ("service_cd", lambda old, days: ["12000" if d >= _GP_REFORM_DAY else "12010" for d in days]),
+        "pharmacy": ("atc_cd", lambda old, days: [a[:-2] + a[-1] for a in old]),  # a digit lost
+        "paramedical": ("service_cd", lambda old, days: ["9999"] * len(old)),
+        "maternity": ("service_cd", lambda old, days: ["birth_clinic"] * len(old)),
+    }[table]
+    old = df[column].gather(idx)
+    values = new(old.to_list(), df["service_date"].gather(idx).to_list())
+    record(idx, "invalid_code", column, old, values)
+    return replace(df, column, idx, values), activity
+
+
+_GP_REFORM_DAY = to_day(__import__("datetime").date(2022, 1, 1))
 
 
 def _corrections(df: pl.DataFrame, idx: np.ndarray, rates: FaultRates, rng: np.random.Generator, table: str,
                  as_of_day: int, activity: pl.DataFrame):
+    """Credit lines and re-declarations for the lines ``idx``; those processed after data_as_of are
+    withheld like any late declaration."""
     originals = df[idx]
     n = originals.height
     credit_declared = originals["declared_on"].to_numpy() + rng.integers(20, 300, n)
     redeclare = rng.random(n) < rates.redeclare_share
     redeclared_on = credit_declared + rng.integers(0, 15, n)
-    credit_ok = credit_declared <= as_of_day if rates.late_declarations else np.ones(n, dtype=bool)
-    redecl_ok = redeclare & credit_ok & ((redeclared_on <= as_of_day) if rates.late_declarations else True)
-    if not rates.late_declarations:
+    if rates.late_declarations:
+        credit_ok = credit_declared <= as_of_day
+        redecl_ok = redeclare & credit_ok & (redeclared_on <= as_of_day)
+    else:
+        credit_ok = np.ones(n, dtype=bool)
+        redecl_ok = redeclare
         credit_declared = np.minimum(credit_declared, as_of_day)
         redeclared_on = np.minimum(redeclared_on, as_of_day)
     amount = originals["amount_cents"].to_numpy()
     new_amount = np.round(amount * rng.uniform(0.85, 1.15, n)).astype(np.int64)
-    original_ids = originals["claim_id"]
     credits = originals.with_columns(
         (pl.col("claim_id") + "-C").alias("claim_id"),
         (-pl.col("amount_cents")).alias("amount_cents"),
@@ -233,17 +226,15 @@ def _corrections(df: pl.DataFrame, idx: np.ndarray, rates: FaultRates, rng: np.r
     ).filter(pl.Series(redecl_ok))
     activity_copies = None
     if table == "dbc" and redeclarations.height:
-        redeclared_ids = original_ids.filter(pl.Series(redecl_ok))
-        activity_copies = activity.filter(pl.col("claim_id").is_in(redeclared_ids.implode())).with_columns(
+        activity_copies = activity.filter(pl.col("claim_id").is_in(redeclarations["corrects_claim_id"].implode())).with_columns(
             (pl.col("claim_id") + "-R").alias("claim_id"))
-    net = np.where(redecl_ok, new_amount, np.where(credit_ok, 0, amount))
+    original_ids = originals["claim_id"]
     corr = pl.DataFrame({
-        "table": np.full(n, table, dtype=object).tolist(),
-        "original_claim_id": original_ids.to_list(),
-        "credit_claim_id": [c + "-C" if ok else None for c, ok in zip(original_ids.to_list(), credit_ok)],
-        "redeclaration_claim_id": [c + "-R" if ok else None for c, ok in zip(original_ids.to_list(), redecl_ok)],
+        "table": [table] * n,
+        "original_claim_id": original_ids,
+        "credit_claim_id": pl.select(pl.when(pl.Series(credit_ok)).then(original_ids + "-C")).to_series(),
+        "redeclaration_claim_id": pl.select(pl.when(pl.Series(redecl_ok)).then(original_ids + "-R")).to_series(),
         "original_cents": amount,
-        "net_cents": net,
-    }, schema={"table": pl.String, "original_claim_id": pl.String, "credit_claim_id": pl.String,
-               "redeclaration_claim_id": pl.String, "original_cents": pl.Int64, "net_cents": pl.Int64})
+        "net_cents": np.where(redecl_ok, new_amount, np.where(credit_ok, 0, amount)),
+    }, schema=CORRECTION_SCHEMA)
     return [credits, redeclarations], activity_copies, corr

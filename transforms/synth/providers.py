@@ -98,6 +98,10 @@ class ProviderRegistry:
 
     NEVER = np.iinfo(np.int32).max
 
+    @property
+    def agb_series(self) -> pl.Series:
+        return pl.Series("provider_agb", self.agb.tolist(), dtype=pl.String)
+
     def of_kind(self, kind: str) -> np.ndarray:
         return np.flatnonzero(self.kind == kind)
 

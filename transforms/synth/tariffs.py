@@ -35,38 +35,81 @@ def _tariff_table() -> dict[str, list[tuple[int, float]]]:
 
 def gp_tariff_cents(code: str, days: np.ndarray) -> np.ndarray:
     """Tariff in cents of GP service ``code`` on each day."""
+    days = np.asarray(days)
+    return _tariff_by_year(code, year_of(days))
+
+
+def _tariff_by_year(code: str, years: np.ndarray) -> np.ndarray:
     if code.startswith("130"):
         known = [MI_EUR]
     else:
         known = _tariff_table().get(code)
         if not known:
             raise KeyError(f"no tariff for GP service {code}")
-    years = np.array([k[0] for k in known])
+    known_years = np.array([k[0] for k in known])
     euros = np.array([k[1] for k in known])
-    y = year_of(days)
-    nearest = np.abs(y[:, None] - years[None, :]).argmin(axis=1)
-    value = euros[nearest] * (1.0 + GROWTH) ** (y - years[nearest])
+    nearest = np.abs(years[:, None] - known_years[None, :]).argmin(axis=1)
+    value = euros[nearest] * (1.0 + GROWTH) ** (years - known_years[nearest])
     return np.round(value * 100).astype(np.int64)
 
 
-def consult_code(days: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """The consult code a GP declares for a regular consult (reform of 2022)."""
-    y = year_of(days)
-    before = np.where(u < 0.78, "12000", np.where(u < 0.90, "12001", "12004"))
-    after = np.where(u < 0.18, "12010", np.where(u < 0.86, "12011", "12001"))
-    return np.where(y < CONSULT_CODE_SWITCH_YEAR, before, after).astype(object)
+#: GP service codes the generator declares for contacts, and their relative frequency per era
+#: (before / from the 2022 consult reform) and age group (under 75 / 75 and over).
+GP_CONTACT_CODES = ("12000", "12001", "12004", "12010", "12011", "12002", "12003", "13004", "13005", "13008", "11201")
+_CONTACT_MIX = {
+    # era, elderly: weights aligned with GP_CONTACT_CODES
+    (False, False): (0.64, 0.08, 0.12, 0.00, 0.00, 0.02, 0.01, 0.03, 0.02, 0.02, 0.06),
+    (False, True): (0.45, 0.12, 0.08, 0.00, 0.00, 0.14, 0.08, 0.04, 0.05, 0.03, 0.01),
+    (True, False): (0.00, 0.12, 0.00, 0.16, 0.56, 0.02, 0.01, 0.03, 0.02, 0.02, 0.06),
+    (True, True): (0.00, 0.16, 0.00, 0.08, 0.41, 0.14, 0.08, 0.04, 0.05, 0.03, 0.01),
+}
+_CONSULT_ONLY = {  # a plain consult (care paths: before a referral)
+    False: (0.78, 0.12, 0.10, 0, 0, 0, 0, 0, 0, 0, 0),
+    True: (0, 0.12, 0, 0.18, 0.70, 0, 0, 0, 0, 0, 0),
+}
 
 
-def gp_tariffs_for_codes(codes: np.ndarray, days: np.ndarray) -> np.ndarray:
-    out = np.zeros(codes.size, dtype=np.int64)
-    for code in np.unique(codes):
-        sel = codes == code
-        out[sel] = gp_tariff_cents(str(code), days[sel])
-    return out
+def _tariff_matrix(years: np.ndarray) -> np.ndarray:
+    """cents[code index, year - min(years)] for GP_CONTACT_CODES."""
+    span = np.arange(years.min(), years.max() + 1)
+    return np.stack([_tariff_by_year(code, span) for code in GP_CONTACT_CODES])
+
+
+def contact_codes(days: np.ndarray, u: np.ndarray, age: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pick GP contact codes (index into GP_CONTACT_CODES) and their tariffs in cents.
+
+    Without ``age`` a plain consult is picked (the contact before a referral); with ``age`` the full
+    contact mix (visits for the elderly, M&I procedures, POH-GGZ modules).
+    """
+    days = np.asarray(days)
+    years = year_of(days)
+    after = years >= CONSULT_CODE_SWITCH_YEAR
+    idx = np.zeros(days.size, dtype=np.int64)
+    groups = ((a, e) for a in (False, True) for e in (False, True)) if age is not None else ((a, None) for a in (False, True))
+    for era, elderly in groups:
+        sel = after == era
+        if elderly is not None:
+            sel &= (np.asarray(age) >= 75) == elderly
+            weights = np.array(_CONTACT_MIX[(era, elderly)])
+        else:
+            weights = np.array(_CONSULT_ONLY[era], dtype=float)
+        cumulative = np.cumsum(weights / weights.sum())
+        idx[sel] = np.minimum(np.searchsorted(cumulative, u[sel], side="right"), len(weights) - 1)
+    if days.size == 0:
+        return idx, np.zeros(0, dtype=np.int64)
+    matrix = _tariff_matrix(years)
+    return idx, matrix[idx, years - years.min()]
+
+
+def expected_contact_cents(year: int, elderly: bool) -> float:
+    """Mean tariff of the GP contact mix in a year (to calibrate the number of contacts)."""
+    weights = np.array(_CONTACT_MIX[(year >= CONSULT_CODE_SWITCH_YEAR, elderly)])
+    prices = np.array([_tariff_by_year(code, np.array([year]))[0] for code in GP_CONTACT_CODES])
+    return float((weights * prices).sum() / weights.sum())
 
 
 #: Pharmacy: euros per defined daily dose (typical Dutch prices) and the dispensing fee.
-DISPENSING_FEE_EUR = 6.5
+DISPENSING_FEE_EUR = 7.5
 ATC_EUR_PER_DDD = {
     "A10BA02": 0.05, "A10BB12": 0.06, "A10AE04": 1.6, "A02BC01": 0.03, "A02BC02": 0.04,
     "R03AC02": 0.15, "R03AK06": 1.1, "R03BB04": 1.4, "C01DA02": 0.4, "C03CA01": 0.04, "C03AA03": 0.03,
@@ -89,9 +132,9 @@ def pharmacy_cents(atc: np.ndarray, ddd: np.ndarray) -> np.ndarray:
 
 PHYSIO_SESSION_EUR = 31.0
 OCCUPATIONAL_SESSION_EUR = 18.0  # per quarter-hour unit, two units typical
-MATERNITY_EUR = {  # midwife and maternity-care fees (typical, 2017)
-    "prenatal": 370.0, "birth_home": 480.0, "birth_outpatient_hospital": 480.0, "postnatal": 250.0,
-    "maternity_care_hours": 47.0,  # per hour
+MATERNITY_EUR = {  # midwife and maternity-care fees (typical, 2017; a full midwife trajectory is ~1,100)
+    "prenatal": 520.0, "birth_home": 560.0, "birth_outpatient_hospital": 560.0, "postnatal": 330.0,
+    "maternity_care_hours": 58.0,  # per hour, incl. the intake and partus assistance surcharges
 }
 
 

@@ -12,7 +12,7 @@ from transforms.synth.tariffs import MATERNITY_EUR, index_cents
 
 BUNDLE = "birth_care"
 #: Births per woman-year by age (CBS fertility, about 170,000 births a year).
-FERTILITY = {(16, 19): 0.003, (20, 24): 0.022, (25, 29): 0.072, (30, 34): 0.110, (35, 39): 0.055, (40, 45): 0.010}
+FERTILITY = {(16, 19): 0.003, (20, 24): 0.026, (25, 29): 0.085, (30, 34): 0.128, (35, 39): 0.064, (40, 45): 0.012}
 #: Birth setting shares (Perined): home, outpatient under the midwife, hospital under the
 #: gynaecologist, caesarean.
 SETTING_SHARES = (0.12, 0.15, 0.57, 0.16)

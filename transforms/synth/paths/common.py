@@ -15,15 +15,15 @@ import numpy as np
 
 from transforms.synth.calendar import year_of, year_start
 from transforms.synth.catalogue import Catalogue, Product
-from transforms.synth.claims import ActivityLines, ClaimBuffer
+from transforms.synth.claims import ActivityLines, ClaimBuffer, codes_series
 from transforms.synth.config import SynthConfig
 from transforms.synth.population import Population
 from transforms.synth.providers import ProviderRegistry
 from transforms.synth.tariffs import (
     OCCUPATIONAL_SESSION_EUR,
     PHYSIO_SESSION_EUR,
-    consult_code,
-    gp_tariffs_for_codes,
+    GP_CONTACT_CODES,
+    contact_codes,
     index_cents,
     pharmacy_cents,
 )
@@ -163,14 +163,14 @@ class PathContext:
                                activities=acts)
 
     def gp_consults(self, patient: np.ndarray, days: np.ndarray, *, referral_specialism: str | None = None,
-                    origin: str = "path") -> np.ndarray:
-        """GP consults (with the consult code of their year), optionally as a referral."""
-        codes = consult_code(days, self.rng.random(days.size))
-        extra = {"service_cd": codes}
+                    origin: str = "path", age: np.ndarray | None = None) -> np.ndarray:
+        """GP contacts: a plain consult (with the consult code of its year), optionally a referral;
+        with ``age``, the full contact mix (visits, M&I, POH-GGZ) for background care."""
+        idx, cents = contact_codes(days, self.rng.random(np.size(days)), age)
+        extra = {"service_cd": codes_series(GP_CONTACT_CODES, idx)}
         if referral_specialism is not None:
             extra["referral_specialism_cd"] = referral_specialism
-        return self.claims.first_line("gp", patient, self.pop.usual["gp"][patient], days,
-                                      gp_tariffs_for_codes(codes, days), origin=origin, **extra)
+        return self.claims.first_line("gp", patient, self.pop.usual["gp"][patient], days, cents, origin=origin, **extra)
 
     def physio_series(self, patient: np.ndarray, start: np.ndarray, sessions: np.ndarray, *,
                       interval_days: int = 7, discipline: str = "physiotherapy", origin: str = "path") -> None:
