@@ -1,3 +1,4 @@
 """Registers every sub-command on the CLI app; one import per command module keeps them independent."""
 
 from flows import synth_command  # noqa: F401
+from flows import vektis_command  # noqa: F401
