@@ -142,7 +142,9 @@ def to_contract_table(frame: pl.DataFrame | None, table) -> pa.Table:
             arrays.append(cents_to_decimal(frame[source].to_numpy(), mask))
         elif col.name not in frame.columns:
             arrays.append(pa.nulls(frame.height, col.arrow_type))
-        elif col.type == "date":
+        elif col.type == "date" and frame[col.name].dtype == pl.Date:
+            arrays.append(frame[col.name].to_arrow().cast(pa.date32()))
+        elif col.type == "date":  # days since the epoch, with an optional ``<col>_null`` mask
             values = frame[col.name].to_numpy().astype(np.int32)
             arrays.append(pa.array(values, type=pa.int32(), mask=null_mask).cast(pa.date32()))
         else:

@@ -1,0 +1,166 @@
+"""Run the generated suites on pandas batches (GX 1.x has no Dask engine) and collect the results.
+
+``validate_batch`` is what a Dask task calls on one partition or bucket: it validates with
+``result_format=COMPLETE`` to learn exactly which rows failed which check, and returns those row
+numbers plus a slim copy of the GX validation result (without the row lists) for Data Docs.
+``build_data_docs`` puts all slim results into a file-based GX project and renders the HTML.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import numpy as np
+import pandas as pd
+import polars as pl
+from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.data_context.types.resource_identifiers import (
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
+
+from expectations.suites import build_suite, suite_checks
+from transforms.contract import load_contract
+
+DATA_DOCS_SITE = "zorgpad"
+_STRIP = ("unexpected_index_list", "unexpected_list", "partial_unexpected_index_list", "unexpected_index_query")
+
+_CONTEXT: dict[str, Any] = {}
+
+
+def _context():
+    """One ephemeral GX context per process, with the validation definitions created once."""
+    if "context" not in _CONTEXT:
+        context = gx.get_context(mode="ephemeral")
+        context.enable_analytics(False)  # no telemetry from a health-data pipeline
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+        _CONTEXT["context"] = context
+        _CONTEXT["source"] = context.data_sources.add_pandas("zorgpad")
+        _CONTEXT["definitions"] = {}
+    return _CONTEXT["context"]
+
+
+def _definition(table: str, stage: str):
+    context = _context()
+    key = f"{table}.{stage}"
+    definitions = _CONTEXT["definitions"]
+    if key not in definitions:
+        batch = _CONTEXT["source"].add_dataframe_asset(key).add_batch_definition_whole_dataframe("batch")
+        suite = context.suites.add(build_suite(table, stage))
+        definitions[key] = context.validation_definitions.add(gx.ValidationDefinition(name=key, data=batch, suite=suite))
+    return definitions[key]
+
+
+@dataclass
+class BatchValidation:
+    """Rows that failed, per check id, and the slim GX result (a JSON-able dict)."""
+
+    failed_rows: dict[str, np.ndarray]
+    result: dict
+    rows: int
+
+
+def to_gx_frame(frame: pl.DataFrame, table: str) -> pd.DataFrame:
+    """The pandas batch GX sees: money as euros, text as categoricals (fast row subsets), index = _row."""
+    spec = load_contract().table(table)
+    money = [c for c in spec.money_columns if c in frame.columns]
+    frame = frame.with_columns([(pl.col(c) / 100.0).alias(c) for c in money])
+    pdf = frame.to_pandas()
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String:
+            pdf[name] = pdf[name].astype("category")
+    pdf.index = frame["_row"].to_numpy()
+    return pdf
+
+
+def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str) -> BatchValidation:
+    """Validate one batch (partition or bucket) with the table's suite for ``stage``."""
+    checks = suite_checks(table, stage)
+    if not checks or frame.height == 0:
+        return BatchValidation({}, {}, frame.height)
+    definition = _definition(table, stage)
+    # GX sees only the columns its expectations read (list columns and the rest stay in polars)
+    needed = ["_row"] + sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"})
+    pdf = to_gx_frame(frame.select([c for c in needed if c in frame.columns]), table)
+    result = definition.run(batch_parameters={"dataframe": pdf}, result_format={"result_format": "COMPLETE"})
+    failed: dict[str, np.ndarray] = {}
+    for r in result.results:
+        check = r.expectation_config.meta["check"]
+        if not r.success or r.result.get("unexpected_count"):
+            failed[check] = np.asarray(r.result.get("unexpected_index_list") or [], dtype=np.int64)
+        for key in _STRIP:
+            r.result.pop(key, None)
+        if "partial_unexpected_list" in r.result:
+            r.result["partial_unexpected_list"] = [str(v) for v in r.result["partial_unexpected_list"][:10]]
+        if "partial_unexpected_counts" in r.result:
+            r.result["partial_unexpected_counts"] = [
+                {"value": str(v["value"]), "count": v["count"]} for v in r.result["partial_unexpected_counts"][:10]]
+    slim = result.to_json_dict()
+    slim["meta"] = {**slim.get("meta", {}), "batch": batch_name, "table": table, "stage": stage}
+    return BatchValidation(failed, json.loads(json.dumps(slim, default=str)), frame.height)
+
+
+def build_data_docs(results: list[dict], out: Path) -> Path:
+    """Write every slim validation result into a file-based GX project under ``out`` and render
+    Data Docs there; returns the path of ``index.html``."""
+    out = Path(out).resolve()
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    context = gx.get_context(mode="file", project_root_dir=str(out))
+    context.enable_analytics(False)
+    docs_dir = out / "data_docs"
+    context.add_data_docs_site(
+        site_name=DATA_DOCS_SITE,
+        site_config={
+            "class_name": "SiteBuilder",
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+        },
+    )
+    suites_seen: set[str] = set()
+    for raw in results:
+        if not raw:
+            continue
+        meta = raw.get("meta", {})
+        suite_name = raw["suite_name"]
+        if suite_name not in suites_seen:
+            table, stage = meta["table"], meta["stage"]
+            context.suites.add(build_suite(table, stage))
+            suites_seen.add(suite_name)
+        result = ExpectationSuiteValidationResult(
+            success=raw["success"],
+            results=[_expectation_result(r) for r in raw["results"]],
+            suite_name=suite_name,
+            statistics=raw["statistics"],
+            meta=raw.get("meta", {}),
+        )
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite_name),
+            run_id=RunIdentifier(run_name=meta.get("run_name", "ingest"), run_time=meta.get("run_time")),
+            batch_identifier=meta["batch"],
+        )
+        context.validation_results_store.set(key, result)
+    context.build_data_docs(site_names=[DATA_DOCS_SITE])
+    return docs_dir / "index.html"
+
+
+def _expectation_result(raw: dict):
+    from great_expectations.core.expectation_validation_result import ExpectationValidationResult
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    config = raw["expectation_config"]
+    return ExpectationValidationResult(
+        success=raw["success"],
+        expectation_config=ExpectationConfiguration(type=config["type"], kwargs=config["kwargs"], meta=config.get("meta")),
+        result=raw.get("result", {}),
+        exception_info=raw.get("exception_info"),
+        meta=raw.get("meta", {}),
+    )

@@ -1,0 +1,40 @@
+"""The Dask cluster a flow runs on: an existing scheduler (``--scheduler tcp://host:8786``) or a
+local cluster of worker processes started for the flow and stopped after it.
+
+Tasks receive the scheduler *address* and connect a client inside the task, so no Dask object ever
+crosses a Prefect task boundary (passing Dask collections between tasks can hang).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Callable, Iterator
+
+from distributed import Client, LocalCluster
+
+
+@contextlib.contextmanager
+def dask_cluster(scheduler: str | None = None, workers: int | None = None,
+                 memory_limit: str = "4GiB") -> Iterator[str]:
+    """Yield a scheduler address: ``scheduler`` if given, else a local process cluster's."""
+    if scheduler:
+        yield scheduler
+        return
+    n = workers or max(1, min(os.cpu_count() or 1, 8))
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                      dashboard_address=None, host="127.0.0.1") as cluster:
+        yield cluster.scheduler_address
+
+
+def dask_mapper(address: str) -> Callable:
+    """A ``mapper(function, argument_tuples)`` that runs the calls on the cluster, in order."""
+
+    def mapper(function: Callable, arguments: list[tuple]) -> list:
+        if not arguments:
+            return []
+        with Client(address, set_as_default=False) as client:
+            futures = client.map(function, *zip(*arguments), pure=False)
+            return client.gather(futures)
+
+    return mapper

@@ -1,0 +1,36 @@
+"""``zorgpad ingest``: run the ingest flow from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli import UserError, app
+
+
+@app.command("ingest")
+def ingest(
+    delivery: Annotated[Path, typer.Argument(help="the delivery folder (with delivery.json)")],
+    store: Annotated[Path, typer.Option(help="where to write the patient-bucketed store")],
+    buckets: Annotated[int | None, typer.Option(help="number of patient buckets (default: ~3M rows each)")] = None,
+    scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
+    workers: Annotated[int | None, typer.Option(help="local Dask worker processes (default: CPU count)")] = None,
+    critical_share: Annotated[float, typer.Option(help="a check failing on more than this share of a table's rows stops the run")] = 0.05,
+) -> None:
+    """Validate a delivery (Great Expectations), quarantine bad rows, net corrections, write the store."""
+    from flows.ingest_flow import ingest_flow
+    from transforms.ingest.delivery import DeliveryError
+
+    try:
+        manifest = ingest_flow(str(delivery), str(store), buckets=buckets, scheduler=scheduler, workers=workers,
+                               critical_share=critical_share)
+    except DeliveryError as exc:
+        raise UserError(f"delivery rejected ({exc.check}): {exc}") from None
+    quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
+    typer.echo(f"store:       {manifest['store']}  (books balanced: {manifest['balanced']})")
+    typer.echo(f"quarantined: {quarantined:,} rows in {Path(manifest['store']) / 'quarantine'}")
+    typer.echo(f"manifest:    {Path(manifest['store']) / 'manifest.json'}")
+    if manifest["validation"]["data_docs"]:
+        typer.echo(f"data docs:   {Path(manifest['store']) / manifest['validation']['data_docs']}")

@@ -1,0 +1,300 @@
+"""Stage 3 of ingest, one task per patient bucket: the checks that need a patient's other tables,
+quarantine, netting, and the store files of the bucket.
+
+All tables of a patient are in the same bucket, so enrolment coverage, death dates, the dates of a
+care activity's subtraject and the originals of corrections are all local: no further shuffle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from expectations.runner import validate_batch
+from expectations.suites import suite_checks
+from transforms.contract import load_contract
+from transforms.ingest.checks import REASON_PRECEDENCE
+from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, ORDER_DATE, Staging, bucket_dir
+from transforms.ingest.netting import net_corrections, rekey_activities
+from transforms.ingest.partition_stage import FAILED, with_failed
+from transforms.money import cents_to_decimal
+
+CLAIM_DATE = {"dbc": "start_date", "gp": "service_date", "pharmacy": "service_date",
+              "paramedical": "service_date", "maternity": "service_date"}
+STORE_EXTRA = {
+    "claims": [("n_corrections", pa.int16()), ("fully_credited", pa.bool_()), ("effective_claim_id", pa.string())],
+}
+
+
+@dataclass
+class TableBooks:
+    """Rows and cents of one table in one bucket: in = stored + quarantined + merged."""
+
+    rows_in: int = 0
+    rows_stored: int = 0
+    rows_quarantined: int = 0
+    rows_merged: int = 0
+    cents_in: int = 0
+    cents_stored: int = 0
+    cents_quarantined: int = 0
+    cents_merged_lines: int = 0  # money carried by merged lines (inside cents_stored)
+    fully_credited: int = 0
+
+    def add(self, other: "TableBooks") -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class BucketReport:
+    bucket: int
+    books: dict[str, TableBooks] = field(default_factory=dict)
+    failed: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, dict[str, int]] = field(default_factory=dict)
+    results: list[dict] = field(default_factory=list)
+
+
+def _read_dir(folder: Path) -> pl.DataFrame | None:
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else None
+
+
+def _flag_duplicates(frame: pl.DataFrame, duplicates: pl.DataFrame | None, check: str) -> pl.DataFrame:
+    ok = pl.lit(True)
+    if duplicates is not None and duplicates.height:
+        marks = duplicates.select("_partition", "_row").with_columns(pl.lit(True).alias("_dup"))
+        frame = frame.join(marks, on=["_partition", "_row"], how="left", maintain_order="left")
+        ok = pl.col("_dup").is_null()
+        return frame.with_columns(ok.alias(f"_ok__{check}")).drop("_dup")
+    return frame.with_columns(ok.alias(f"_ok__{check}"))
+
+
+def _spell_checks(insured: pl.DataFrame) -> pl.DataFrame:
+    """No two spells of a patient overlap: a spell starting on or before the end of an earlier one
+    (null end = still running) is flagged."""
+    s = insured.sort("patient_key", "patient_id", "enrolled_from", "_partition", "_row")
+    earlier_end = (pl.col("enrolled_to").fill_null(pl.date(9999, 12, 31)).cum_max().shift(1)
+                   .over("patient_key", "patient_id"))
+    overlap = (pl.col("enrolled_from") <= earlier_end).fill_null(False)
+    return s.with_columns((~overlap).alias("_ok__insured_spells_do_not_overlap"))
+
+
+def _coverage(claims: pl.DataFrame, spells: pl.DataFrame, date_col: str, rule_id: str) -> pl.Series:
+    """For each claim: does a valid spell of the patient cover the date? Valid spells do not overlap,
+    so the latest spell starting on or before the date is the only candidate (an as-of join)."""
+    left = claims.select("_i", "patient_key", "patient_id", pl.col(date_col).alias("_d")).sort("_d")
+    right = spells.select("patient_key", "patient_id", pl.col("enrolled_from").alias("_d"),
+                          pl.col("enrolled_to").alias("_to"), pl.lit(True).alias("_hit")).sort("_d")
+    joined = left.join_asof(right, on="_d", by=["patient_key", "patient_id"], strategy="backward")
+    ok = joined.select("_i", (pl.col("_d").is_null() | (pl.col("_hit").fill_null(False) & (
+        pl.col("_to").is_null() | (pl.col("_to") >= pl.col("_d"))))).alias("ok"))
+    return (claims.select("_i").join(ok, on="_i", how="left", maintain_order="left")["ok"].fill_null(False)
+            .alias(f"_ok__{rule_id}"))
+
+
+def _table_rule(table: str, kind: str) -> str | None:
+    for rule in load_contract().table(table).rules:
+        if rule.kind == kind:
+            return rule.id
+    return None
+
+
+def primary_reason(failed: pl.Expr, reason_of: dict[str, str]) -> pl.Expr:
+    """The reason code of the highest-precedence failing check."""
+    rank = {r: i for i, r in enumerate(REASON_PRECEDENCE)}
+    ranked = failed.list.eval(
+        pl.element().replace_strict(reason_of, default="invalid_value")
+        .replace_strict(rank, default=len(rank), return_dtype=pl.Int32)
+    ).list.min()
+    return ranked.replace_strict(dict(enumerate(REASON_PRECEDENCE)), default="invalid_value", return_dtype=pl.String)
+
+
+def process_bucket(bucket: int, staging_root: str, store_root: str, valid_providers: list[str],
+                   data_as_of_iso: str) -> BucketReport:
+    """Link checks, quarantine, netting and the store files of one bucket."""
+    contract = load_contract()
+    staging = Staging(Path(staging_root))
+    store = Path(store_root)
+    report = BucketReport(bucket)
+    reason_of = {c.id: c.reason for t in BUCKETED_TABLES for c in
+                 (*suite_checks(t, "row"), *suite_checks(t, "link"))}
+
+    frames: dict[str, pl.DataFrame] = {}
+    for table in BUCKETED_TABLES:
+        frame = _read_dir(staging.rows_dir(table, bucket))
+        if frame is None:
+            frame = _empty_staged(table)
+        frames[table] = frame.with_row_index("_i")
+
+    # ---- insured: spells must not overlap; valid spells drive coverage and death ----
+    insured = _spell_checks(frames["insured"])
+    insured = _validate_link(insured, "insured", bucket, report)
+    valid_spells = insured.filter(pl.col(FAILED).list.len() == 0)
+    deaths = valid_spells.group_by("patient_key", "patient_id").agg(pl.col("death_date").max())
+    frames["insured"] = insured
+
+    # ---- claims: uniqueness, enrolment, death, provider, corrections' originals ----
+    dup_marks = {t: _read_dir(staging.duplicates_dir(t)) for t in CLAIM_TABLES}
+    for table in CLAIM_TABLES:
+        frame = frames[table]
+        date_col = CLAIM_DATE[table]
+        dups = dup_marks[table]
+        if dups is not None:
+            dups = dups.filter(pl.col("bucket") == bucket)
+        frame = _flag_duplicates(frame, dups, f"{table}.claim_id.unique")
+        cover_id = _table_rule(table, "covered_by_enrolment")
+        frame = frame.with_columns(_coverage(frame, valid_spells, date_col, cover_id))
+        death_id = _table_rule(table, "not_after_death")
+        grace = next(r.grace_days for r in contract.table(table).rules if r.id == death_id)
+        frame = frame.join(deaths.rename({"death_date": "_death"}), on=["patient_key", "patient_id"], how="left",
+                           maintain_order="left")
+        frame = frame.with_columns(
+            (pl.col("_death").is_null() | (pl.col(date_col) <= pl.col("_death") + timedelta(days=grace)))
+            .fill_null(True).alias(f"_ok__{death_id}")).drop("_death")
+        frame = frame.with_columns(
+            pl.col("provider_agb").is_in(valid_providers).alias(f"_ok__{table}.provider_agb.references"),
+            (pl.col("corrects_claim_id").is_null() | pl.col("corrects_claim_id").is_in(frame["claim_id"].implode()))
+            .alias(f"_ok__{table}.corrects_claim_id.references"),
+        )
+        frames[table] = _validate_link(frame, table, bucket, report)
+
+    # ---- care activities: their subtraject must be valid and span the activity date ----
+    dbc = frames["dbc"]
+    dbc_ok = dbc.filter(pl.col(FAILED).list.len() == 0)
+    activity = frames["dbc_activity"]
+    parents = dbc.unique("claim_id", keep="first").select("claim_id", pl.col("start_date").alias("_s"),
+                                                           pl.col("end_date").alias("_e"))
+    activity = activity.join(parents, on="claim_id", how="left", maintain_order="left")
+    within = next(r.id for r in contract.table("dbc_activity").rules if r.kind == "within_parent_dates")
+    activity = activity.with_columns(
+        ((pl.col("activity_date") >= pl.col("_s")) & (pl.col("activity_date") <= pl.col("_e"))).fill_null(False)
+        .alias(f"_ok__{within}"),
+        pl.col("claim_id").is_in(dbc_ok["claim_id"].implode()).alias("_ok__dbc_activity.parent_valid"),
+        pl.lit(True).alias("_ok__dbc_activity.claim_id.references"),
+    ).drop("_s", "_e")
+    frames["dbc_activity"] = _validate_link(activity, "dbc_activity", bucket, report)
+
+    # ---- corrections whose original was quarantined follow it ----
+    for table in CLAIM_TABLES:
+        frame = frames[table]
+        bad = frame.filter(pl.col(FAILED).list.len() > 0)["claim_id"]
+        follow = pl.col("corrects_claim_id").is_in(bad.implode()) & (pl.col(FAILED).list.len() == 0)
+        frames[table] = frame.with_columns(
+            pl.when(follow).then(pl.lit(["parent_quarantined"])).otherwise(pl.col(FAILED)).alias(FAILED))
+    reason_of["parent_quarantined"] = "parent_quarantined"
+
+    # ---- write: quarantine, netted store, corrections audit ----
+    netted_dbc = None
+    for table in ("insured", *CLAIM_TABLES, "dbc_activity"):
+        frame = frames[table]
+        books = TableBooks(rows_in=frame.height, cents_in=_cents(frame))
+        bad = frame.filter(pl.col(FAILED).list.len() > 0)
+        good = frame.filter(pl.col(FAILED).list.len() == 0)
+        books.rows_quarantined = bad.height
+        books.cents_quarantined = _cents(bad)
+        if bad.height:
+            bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
+            report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
+            _write_table(bad, table, bucket_dir(store / "quarantine", table, bucket), quarantine=True)
+        merged = None
+        if table in CLAIM_TABLES:
+            good, merged = net_corrections(good)
+            books.fully_credited = int(good["fully_credited"].sum())
+            if table == "dbc":
+                netted_dbc = good
+        elif table == "dbc_activity":
+            good, merged = rekey_activities(good, netted_dbc if netted_dbc is not None else _empty_netted())
+        if merged is not None and merged.height:
+            books.rows_merged = merged.height
+            books.cents_merged_lines = _cents(merged)
+            _write_merged(merged, table, bucket_dir(store / "corrections", table, bucket))
+        books.rows_stored = good.height
+        books.cents_stored = _cents(good)
+        _write_table(good.sort("patient_key", ORDER_DATE[table], "claim_id" if "claim_id" in good.columns else "enrolled_from"),
+                     table, bucket_dir(store, table, bucket))
+        report.books[table] = books
+    return report
+
+
+def _validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketReport) -> pl.DataFrame:
+    checks = suite_checks(table, "link")
+    missing = [c.flag for c in checks if c.kind == "derived" and c.flag not in frame.columns]
+    if missing:
+        frame = frame.with_columns([pl.lit(True).alias(m) for m in missing])
+    # GX indexes by ``_row``; here rows come from many partitions, so index by the bucket row number
+    validation = validate_batch(frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row")), table, "link",
+                                f"{table}-bucket-{bucket:04d}")
+    if validation.result:
+        report.results.append(validation.result)
+    for check, rows in validation.failed_rows.items():
+        report.failed[check] = report.failed.get(check, 0) + len(rows)
+    failed = {k: v for k, v in validation.failed_rows.items()}
+    renamed = frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row_i"))
+    pairs = [pl.DataFrame({"_row_i": rows, "_check": [check] * len(rows)}, schema={"_row_i": pl.Int64, "_check": pl.String})
+             for check, rows in failed.items() if len(rows)]
+    if pairs:
+        lists = pl.concat(pairs).group_by("_row_i").agg(pl.col("_check").sort().alias("_new"))
+        renamed = renamed.join(lists, on="_row_i", how="left", maintain_order="left")
+        renamed = renamed.with_columns(pl.concat_list(pl.col(FAILED), pl.col("_new").fill_null(pl.lit([], pl.List(pl.String))))
+                                       .alias(FAILED)).drop("_new")
+    return renamed.drop("_row_i", *[c for c in renamed.columns if c.startswith("_ok__")])
+
+
+def _cents(frame: pl.DataFrame) -> int:
+    return int(frame["amount"].fill_null(0).sum()) if "amount" in frame.columns and frame.height else 0
+
+
+def _empty_staged(table: str) -> pl.DataFrame:
+    spec = load_contract().table(table)
+    schema = {c.name: (pl.Int64 if c.type == "money" else c.polars_type) for c in spec.columns}
+    schema.update({"_row": pl.Int64, "_issue": pl.String, FAILED: pl.List(pl.String), "_partition": pl.Int32,
+                   "patient_key": pl.Int64})
+    return pl.DataFrame(schema=schema)
+
+
+def _empty_netted() -> pl.DataFrame:
+    return pl.DataFrame(schema={"claim_id": pl.String, "effective_claim_id": pl.String})
+
+
+def store_schema(table: str, *, quarantine: bool = False) -> pa.Schema:
+    """Arrow schema of a store (or quarantine) file: the contract's columns, then zorgpad's."""
+    spec = load_contract().table(table)
+    fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable or quarantine) for c in spec.columns]
+    fields.append(pa.field("patient_key", pa.int64()))
+    if table in CLAIM_TABLES and not quarantine:
+        fields += [pa.field(name, t) for name, t in STORE_EXTRA["claims"]]
+    if quarantine:
+        fields += [pa.field("reason", pa.string()), pa.field("checks", pa.list_(pa.string())),
+                   pa.field("source_partition", pa.int32()), pa.field("source_row", pa.int64())]
+    return pa.schema(fields, metadata={"zorgpad.table": table, "zorgpad.contract_version": load_contract().version})
+
+
+def _write_table(frame: pl.DataFrame, table: str, folder: Path, *, quarantine: bool = False) -> None:
+    schema = store_schema(table, quarantine=quarantine)
+    if quarantine:
+        frame = frame.rename({FAILED: "checks", "_partition": "source_partition", "_row": "source_row"})
+    arrays = []
+    for fld in schema:
+        if fld.name not in frame.columns:
+            arrays.append(pa.nulls(frame.height, fld.type))
+        elif pa.types.is_decimal(fld.type):
+            series = frame[fld.name]
+            arrays.append(cents_to_decimal(series.fill_null(0).to_numpy(), series.is_null().to_numpy()))
+        else:
+            arrays.append(frame[fld.name].to_arrow().cast(fld.type))
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / "part-0.parquet", compression="zstd")
+
+
+def _write_merged(merged: pl.DataFrame, table: str, folder: Path) -> None:
+    out = merged.with_columns(pl.col("amount").fill_null(0)) if "amount" in merged.columns else merged
+    arrays = {name: out[name].to_arrow() for name in out.columns if name != "amount"}
+    if "amount" in out.columns:
+        arrays["amount"] = cents_to_decimal(out["amount"].to_numpy())
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(arrays), folder / "part-0.parquet", compression="zstd")

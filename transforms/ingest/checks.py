@@ -1,0 +1,217 @@
+"""The checks a delivery must pass, derived from the contract, and the polars code that prepares them.
+
+Every check is plain data (:class:`Check`): an id, the table, the kind, a severity and the reason
+code a failing row gets. ``expectations/suites.py`` turns each check into a Great Expectations
+expectation; this module computes the columns those expectations look at when a check needs more
+than one column or a reference table (a code valid on the service date, a date order, a BSN-like
+value, a claim covered by an enrolment spell...). Such a column is named ``_ok__<check id>`` and is
+True when the row passes (null inputs pass; completeness is checked separately).
+
+Stages: ``row`` checks need only the row (run per partition, in parallel); ``link`` checks need other
+tables of the same patient (run per patient bucket, after the shuffle); ``delivery`` checks span
+the whole delivery (claim-id uniqueness, run on an aggregate of ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Literal
+
+import polars as pl
+
+from transforms.contract import Contract, Rule, Table, load_contract
+
+Stage = Literal["row", "link"]
+Severity = Literal["row", "warning"]
+
+#: When a row fails several checks, its primary reason is the first of these.
+REASON_PRECEDENCE = (
+    "bsn_like_id",
+    "missing_key",
+    "inexact_value",
+    "bad_format",
+    "invalid_value",
+    "code_not_valid_on_date",
+    "date_out_of_range",
+    "date_order",
+    "duplicate_claim_id",
+    "outside_enrolment",
+    "after_death",
+    "unknown_provider",
+    "unknown_reference",
+    "parent_quarantined",
+    "overlapping_spell",
+    "implausible_value",
+)
+
+EARLIEST = date(1990, 1, 1)
+
+
+@dataclass(frozen=True)
+class Check:
+    id: str
+    table: str
+    kind: str  # not_null, length, pattern, in_set, between, derived
+    stage: Stage
+    reason: str
+    severity: Severity
+    description: str
+    column: str | None = None
+    value: object = None  # length, pattern, value set, (min, max)
+
+    @property
+    def flag(self) -> str:
+        """The derived pass/fail column of a ``derived`` check."""
+        return f"_ok__{self.id}"
+
+
+ROW_RULE_KINDS = {"column_order", "max_span_days", "date_range", "year_not_after", "prefix_matches", "required_when"}
+LINK_RULE_KINDS = {"covered_by_enrolment", "not_after_death", "within_parent_dates", "no_overlap"}
+
+
+def checks_for(table: Table) -> list[Check]:
+    """All checks of a table, in a stable order."""
+    t = table.table
+    out: list[Check] = []
+    for col in table.columns:
+        c = col.name
+        if col.key:
+            out.append(Check(f"{t}.{c}.not_null", t, "not_null", "row", "missing_key", "row",
+                             f"{c} is a key column and must be present", c))
+        if col.type == "money" or col.type in ("int16", "int32", "float64"):
+            out.append(Check(f"{t}.{c}.exact", t, "derived", "row", "inexact_value", "row",
+                             f"{c} converts exactly to the contract type (money to whole cents)", c))
+        if col.length is not None:
+            out.append(Check(f"{t}.{c}.length", t, "length", "row", "bad_format", "row",
+                             f"{c} has {col.length} characters", c, col.length))
+        if col.pattern is not None:
+            out.append(Check(f"{t}.{c}.pattern", t, "pattern", "row", "bad_format", "row",
+                             f"{c} matches {col.pattern}", c, col.pattern))
+        if col.allowed is not None:
+            out.append(Check(f"{t}.{c}.allowed", t, "in_set", "row", "invalid_value", "row",
+                             f"{c} is one of {', '.join(col.allowed)}", c, tuple(col.allowed)))
+        if col.code_list is not None:
+            on = f" on {col.valid_on}" if col.valid_on else ""
+            out.append(Check(f"{t}.{c}.code_valid", t, "derived", "row", "code_not_valid_on_date", "row",
+                             f"{c} is a code of {col.code_list}{' within ' + col.scope if col.scope else ''} valid{on}", c))
+        if col.min is not None or col.max is not None:
+            # bounds on money are plausibility (suspicious, not impossible): reported, not quarantined
+            severity: Severity = "warning" if col.type == "money" else "row"
+            reason = "implausible_value" if severity == "warning" else "invalid_value"
+            out.append(Check(f"{t}.{c}.range", t, "between", "row", reason, severity,
+                             f"{c} between {col.min} and {col.max}", c, (col.min, col.max)))
+        if col.pseudonym:
+            out.append(Check(f"{t}.{c}.not_bsn", t, "derived", "row", "bsn_like_id", "row",
+                             f"{c} is a pseudonym, not a number passing the BSN eleven-test", c))
+        if col.references is not None:
+            ref_table, _, ref_col = col.references.partition(".")
+            if ref_table == "insured" and t != "insured":
+                continue  # covered by the enrolment rule (a patient without spells is outside enrolment)
+            reason = "unknown_provider" if ref_table == "providers" else "unknown_reference"
+            out.append(Check(f"{t}.{c}.references", t, "derived", "link", reason, "row",
+                             f"{c} exists in {col.references}", c, col.references))
+        if col.unique:
+            out.append(Check(f"{t}.{c}.unique", t, "derived", "link", "duplicate_claim_id" if c == "claim_id" else "invalid_value",
+                             "row", f"{c} is unique in the delivery", c))
+    for rule in table.rules:
+        stage: Stage = "row" if rule.kind in ROW_RULE_KINDS else "link"
+        out.append(Check(rule.id, t, "derived", stage, rule.reason, "row", rule.description, None, rule.kind))
+    if t == "dbc_activity":
+        out.append(Check("dbc_activity.parent_valid", t, "derived", "link", "parent_quarantined", "row",
+                         "the activity's subtraject was not quarantined"))
+    return out
+
+
+def all_checks(contract: Contract | None = None) -> dict[str, list[Check]]:
+    contract = contract or load_contract()
+    return {name: checks_for(table) for name, table in contract.tables.items()}
+
+
+# -------------------------------------------------------------------------------- row stage
+def _bsn_like(column: str) -> pl.Expr:
+    """True when the value is nine digits passing the BSN eleven-test."""
+    digits = [pl.col(column).str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(9)]
+    weighted = sum(d * w for d, w in zip(digits[:8], range(9, 1, -1))) - digits[8]
+    return pl.col(column).str.contains(r"^\d{9}$").fill_null(False) & ((weighted % 11) == 0).fill_null(False)
+
+
+def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contract) -> pl.Series:
+    """Is the code valid (on its date, within its scope)? One boolean per row; null codes pass.
+
+    Evaluated once per distinct (code, scope, date) and joined back: a million lines carry only a
+    few thousand distinct combinations.
+    """
+    col = table.column(column)
+    code_list = contract.code_lists[col.code_list]
+    name = f"_ok__{table.table}.{column}.code_valid"
+    values = frame.select(
+        pl.col(column).alias("_code"),
+        (pl.col(col.scope) if col.scope else pl.lit(None, pl.String)).alias("_scope"),
+        (pl.col(col.valid_on) if col.valid_on else pl.lit(None, pl.Date)).alias("_on"),
+    )
+    if code_list.pattern is not None:
+        return values["_code"].str.contains(code_list.pattern).fill_null(True).alias(name)
+    keys = ["_code", "_scope"] if (code_list.scope and col.scope) else ["_code"]
+    distinct = values.unique(maintain_order=False)
+    ref = code_list.frame().rename({code_list.code: "_code", **({code_list.scope: "_scope"} if code_list.scope else {})})
+    joined = distinct.join(ref.select(*keys, "valid_from", "valid_to").with_columns(pl.lit(True).alias("_hit")),
+                           on=keys, how="left", nulls_equal=False)
+    in_period = pl.col("_hit").fill_null(False)
+    if col.valid_on:
+        in_period = in_period & (pl.col("_on").is_null() | (
+            (pl.col("valid_from").is_null() | (pl.col("valid_from") <= pl.col("_on")))
+            & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("_on")))))
+    verdict = joined.group_by("_code", "_scope", "_on").agg((in_period.any() | pl.col("_code").first().is_null()).alias("_ok"))
+    ok = values.join(verdict, on=["_code", "_scope", "_on"], how="left", maintain_order="left", nulls_equal=True)["_ok"]
+    return ok.fill_null(True).alias(name)
+
+
+def _row_rule(rule: Rule, data_as_of: date) -> pl.Expr:
+    k = rule.kind
+    if k == "column_order":
+        return (pl.col(rule.left) <= pl.col(rule.right)).fill_null(True)
+    if k == "max_span_days":
+        return ((pl.col(rule.end) - pl.col(rule.start)).dt.total_days() <= rule.max_days).fill_null(True)
+    if k == "date_range":
+        ok = pl.lit(True)
+        for c in rule.columns:
+            ok = ok & ((pl.col(c) >= EARLIEST) & (pl.col(c) <= data_as_of)).fill_null(True)
+        return ok
+    if k == "year_not_after":
+        return (pl.col(rule.year_column) <= pl.col(rule.date_column).dt.year()).fill_null(True)
+    if k == "prefix_matches":
+        ok = pl.lit(False)
+        for kind, prefixes in (rule.prefixes or {}).items():
+            match = pl.lit(False)
+            for p in prefixes:
+                match = match | pl.col(rule.column).str.starts_with(p)
+            ok = ok | ((pl.col(rule.by) == kind) & match)
+        known = pl.col(rule.by).is_in(list((rule.prefixes or {}).keys()))
+        return (ok | ~known).fill_null(True)
+    if k == "required_when":
+        cond = pl.lit(False)
+        for column, values in (rule.when or {}).items():
+            cond = cond | pl.col(column).is_in(list(values))
+        return (~cond | pl.col(rule.column).is_not_null()).fill_null(True)
+    raise ValueError(f"rule {rule.id}: {k} is not a row rule")
+
+
+def add_row_flags(frame: pl.DataFrame, table: Table, data_as_of: date, contract: Contract | None = None) -> pl.DataFrame:
+    """Add the ``_ok__`` columns of the table's row-stage derived checks."""
+    contract = contract or load_contract()
+    flags: list[pl.Series | pl.Expr] = []
+    for check in checks_for(table):
+        if check.stage != "row" or check.kind != "derived":
+            continue
+        if check.id.endswith(".code_valid"):
+            flags.append(_code_valid(frame, table, check.column, contract))
+        elif check.id.endswith(".not_bsn"):
+            flags.append((~_bsn_like(check.column)).alias(check.flag))
+        elif check.id.endswith(".exact"):
+            flags.append(pl.col("_issue").is_null().alias(check.flag) if check.column is None else
+                         (pl.col("_issue").is_null() | ~pl.col("_issue").str.ends_with(f":{check.column}")).alias(check.flag))
+        else:
+            rule = next(r for r in table.rules if r.id == check.id)
+            flags.append(_row_rule(rule, data_as_of).alias(check.flag))
+    return frame.with_columns(flags) if flags else frame

@@ -1,0 +1,75 @@
+"""Stage 2 of ingest, one task per id-part: checks that span the whole delivery, done on the claim
+ids only (an aggregate), part by part.
+
+- **Uniqueness**: a claim id delivered more than once keeps its first delivered line (lowest
+  partition and row); every later copy is marked ``duplicate_claim_id``.
+- **Routing of care activities**: ``dbc_activity`` has no patient column, so each activity is sent
+  to the bucket of its subtraject's patient by joining on the claim id; an activity whose claim id
+  is not in ``dbc`` is an orphan (``unknown_reference``) and is quarantined here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from transforms.ingest.layout import CLAIM_TABLES, Staging
+from transforms.ingest.partition_stage import FAILED
+
+ORPHAN_CHECK = "dbc_activity.claim_id.references"
+
+
+@dataclass
+class IdPartReport:
+    part: int
+    duplicates: dict[str, int]
+    routed_activities: int
+    orphan_activities: int
+
+
+def _scan(folder: Path) -> pl.DataFrame | None:
+    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
+
+
+def process_id_part(part: int, staging_root: str) -> IdPartReport:
+    staging = Staging(Path(staging_root))
+    duplicates: dict[str, int] = {}
+    dbc_first: pl.DataFrame | None = None
+    for table in CLAIM_TABLES:
+        ids = _scan(staging.claim_ids_dir(table, part))
+        if ids is None:
+            duplicates[table] = 0
+            continue
+        ids = ids.sort("claim_id", "_partition", "_row")
+        ids = ids.with_columns(pl.int_range(pl.len()).over("claim_id").alias("_occurrence"))
+        later = ids.filter(pl.col("_occurrence") > 0).select("claim_id", "bucket", "_partition", "_row")
+        duplicates[table] = later.height
+        path = staging.duplicates(table, part)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        later.write_parquet(path)
+        if table == "dbc":
+            dbc_first = ids.filter(pl.col("_occurrence") == 0).select("claim_id", "patient_key", "bucket")
+
+    routed = orphans = 0
+    activities = _scan(staging.activities_by_claim_dir(part))
+    if activities is not None:
+        if dbc_first is None:
+            dbc_first = pl.DataFrame(schema={"claim_id": pl.String, "patient_key": pl.Int64, "bucket": pl.Int32})
+        joined = activities.join(dbc_first, on="claim_id", how="left", maintain_order="left")
+        found = joined.filter(pl.col("bucket").is_not_null())
+        lost = joined.filter(pl.col("bucket").is_null()).drop("bucket")
+        for (bucket,), rows in found.partition_by("bucket", as_dict=True, maintain_order=True).items():
+            path = staging.routed_activities(int(bucket), part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows.drop("bucket").write_parquet(path)
+        routed = found.height
+        if lost.height:
+            lost = lost.with_columns(pl.concat_list(pl.col(FAILED), pl.lit([ORPHAN_CHECK])).alias(FAILED))
+            path = staging.orphan_activities(part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lost.write_parquet(path)
+        orphans = lost.height
+    return IdPartReport(part, duplicates, routed, orphans)

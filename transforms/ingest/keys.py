@@ -1,0 +1,52 @@
+"""Patient keys and buckets: a stable 64-bit hash of ``patient_id`` decides where a patient lives.
+
+Why FNV-1a: it is a published, fixed algorithm, so the bucket of a patient is the same on every
+machine, in every library version and in ten years (unlike ``polars.Expr.hash`` or Python's
+``hash``). It is computed vectorised over the Arrow string buffers, one byte position at a time.
+Sorting and joining on the int64 key is several times faster than on the string pseudonym.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+FNV_OFFSET = np.uint64(0xCBF29CE484222325)
+FNV_PRIME = np.uint64(0x100000001B3)
+
+
+def fnv1a64(values: pa.Array | pa.ChunkedArray | pl.Series) -> np.ndarray:
+    """FNV-1a 64-bit hash of each UTF-8 string (nulls hash as the empty string), as uint64."""
+    if isinstance(values, pl.Series):
+        values = values.to_arrow()
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
+    values = values.cast(pa.large_string())
+    n = len(values)
+    h = np.full(n, FNV_OFFSET, dtype=np.uint64)
+    if n == 0:
+        return h
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int64)[values.offset : values.offset + n + 1]
+    data = values.buffers()[2]
+    data = np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, dtype=np.uint8)
+    lengths = np.diff(offsets)
+    if values.null_count:
+        lengths = np.where(np.asarray(values.is_valid()), lengths, 0)
+    starts = offsets[:-1]
+    with np.errstate(over="ignore"):
+        for k in range(int(lengths.max()) if n else 0):
+            active = np.flatnonzero(lengths > k)
+            h[active] = (h[active] ^ data[starts[active] + k].astype(np.uint64)) * FNV_PRIME
+    return h
+
+
+def patient_key(patient_id: pl.Series) -> pl.Series:
+    """The int64 patient key (the FNV-1a hash reinterpreted as signed)."""
+    return pl.Series("patient_key", fnv1a64(patient_id).view(np.int64))
+
+
+def bucket_of(key: pl.Series | np.ndarray, n_buckets: int) -> np.ndarray:
+    """Bucket number 0..n_buckets-1 of patient keys (unsigned modulo, so every key has one bucket)."""
+    k = key.to_numpy() if isinstance(key, pl.Series) else np.asarray(key)
+    return (k.view(np.uint64) % np.uint64(n_buckets)).astype(np.int32)

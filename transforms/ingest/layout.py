@@ -1,0 +1,77 @@
+"""Where ingest writes what: the staging area of a run and the final store.
+
+```
+STORE/
+  manifest.json                       the run's books: inputs, counts, euros, checks, timing
+  validation/summary.json             machine-readable validation summary
+  validation/gx/data_docs/index.html  Great Expectations Data Docs
+  providers/part-0.parquet            small tables, not bucketed
+  contracts/part-0.parquet
+  <table>/bucket=NNNN/part-0.parquet  insured, dbc, dbc_activity, gp, pharmacy, paramedical, maternity:
+                                      valid, netted lines, sorted by patient_key and date
+  quarantine/<table>/bucket=NNNN/part-0.parquet   rows that failed a check, with reason and checks
+  corrections/<table>/bucket=NNNN/part-0.parquet  credit and re-declaration lines merged by netting
+```
+
+A run writes everything into ``STORE.tmp-<run id>`` and renames it to ``STORE`` only when no
+critical check failed and the books balance: a failed run leaves the previous store untouched.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+BUCKETED_TABLES = ("insured", "dbc", "dbc_activity", "gp", "pharmacy", "paramedical", "maternity")
+SMALL_TABLES = ("providers", "contracts")
+CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+#: The date a table's rows are ordered by inside a bucket (after the patient key).
+ORDER_DATE = {
+    "insured": "enrolled_from", "dbc": "start_date", "dbc_activity": "activity_date", "gp": "service_date",
+    "pharmacy": "service_date", "paramedical": "service_date", "maternity": "service_date",
+}
+
+
+def bucket_dir(root: Path, table: str, bucket: int) -> Path:
+    return Path(root) / table / f"bucket={bucket:04d}"
+
+
+class Staging:
+    """Paths inside a run's staging folder (``STORE.tmp-<run>/_staging``)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def rows(self, table: str, bucket: int, partition: str) -> Path:
+        """Normalised rows of one partition that belong to one bucket."""
+        return self.root / "rows" / table / f"bucket={bucket:04d}" / f"{partition}.parquet"
+
+    def rows_dir(self, table: str, bucket: int) -> Path:
+        return self.root / "rows" / table / f"bucket={bucket:04d}"
+
+    def unbucketed(self, table: str, partition: str) -> Path:
+        return self.root / "rows" / table / "all" / f"{partition}.parquet"
+
+    def claim_ids(self, table: str, part: int, partition: str) -> Path:
+        """Claim ids of one partition that hash to one id-part (for uniqueness and routing)."""
+        return self.root / "claim_ids" / table / f"part={part:04d}" / f"{partition}.parquet"
+
+    def claim_ids_dir(self, table: str, part: int) -> Path:
+        return self.root / "claim_ids" / table / f"part={part:04d}"
+
+    def activities_by_claim(self, part: int, partition: str) -> Path:
+        return self.root / "activity_by_claim" / f"part={part:04d}" / f"{partition}.parquet"
+
+    def activities_by_claim_dir(self, part: int) -> Path:
+        return self.root / "activity_by_claim" / f"part={part:04d}"
+
+    def duplicates(self, table: str, part: int) -> Path:
+        return self.root / "duplicates" / table / f"part={part:04d}.parquet"
+
+    def duplicates_dir(self, table: str) -> Path:
+        return self.root / "duplicates" / table
+
+    def routed_activities(self, bucket: int, part: int) -> Path:
+        return self.root / "rows" / "dbc_activity" / f"bucket={bucket:04d}" / f"routed-{part:04d}.parquet"
+
+    def orphan_activities(self, part: int) -> Path:
+        return self.root / "orphans" / "dbc_activity" / f"part={part:04d}.parquet"

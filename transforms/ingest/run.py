@@ -1,0 +1,381 @@
+"""The ingest pipeline as plain functions: inspect, partitions, id-parts, buckets, books, manifest.
+
+Each stage takes a ``mapper(function, argument_tuples) -> results``: the Prefect flow passes one
+that runs the calls on a Dask cluster, tests and small runs use :func:`local_map`. Stages exchange
+only paths and small reports, so any stage can run on any worker.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import shutil
+import subprocess
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from transforms.contract import CONTRACT_VERSION, load_contract
+from transforms.ingest.bucket_stage import BucketReport, TableBooks, _validate_link, _write_table, process_bucket
+from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_delivery
+from transforms.ingest.id_stage import IdPartReport, process_id_part
+from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
+from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
+
+Mapper = Callable[[Callable, list[tuple]], list]
+DEFAULT_CRITICAL_SHARE = 0.05
+ROWS_PER_BUCKET = 3_000_000
+
+
+def local_map(function: Callable, arguments: list[tuple]) -> list:
+    """Run the calls one after the other in this process (the single-process reference)."""
+    return [function(*args) for args in arguments]
+
+
+def choose_buckets(plan: DeliveryPlan) -> int:
+    """A power of two giving about 3 million rows per bucket, at least 4."""
+    rows = sum(plan.rows_in(t) for t in BUCKETED_TABLES)
+    return max(4, 2 ** math.ceil(math.log2(max(rows / ROWS_PER_BUCKET, 1))))
+
+
+@dataclass
+class IngestResult:
+    store: str
+    manifest: dict
+    quarantined: dict[str, int] = field(default_factory=dict)
+
+
+def code_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        package = version("zorgpad")
+    except Exception:  # not installed (running from a checkout)
+        package = "unknown"
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+    except Exception:
+        commit = ""
+    return f"{package}+{commit}" if commit else package
+
+
+def check_critical(reports: list[PartitionReport], plan: DeliveryPlan, share: float) -> dict[str, dict]:
+    """Sum row-check failures per table and raise when a check fails on more than ``share`` of rows."""
+    from expectations.suites import suite_checks
+
+    per_table: dict[str, dict] = {}
+    for table in plan.files:
+        rows = sum(r.rows for r in reports if r.table == table)
+        failed: dict[str, int] = {}
+        examples: dict[str, list[str]] = {}
+        for r in (r for r in reports if r.table == table):
+            for check, count in r.failed.items():
+                failed[check] = failed.get(check, 0) + count
+                examples.setdefault(check, r.examples.get(check, []))
+        per_table[table] = {"rows": rows, "failed": failed, "examples": examples}
+        severity = {c.id: c.severity for c in suite_checks(table, "row")}
+        for check, count in sorted(failed.items()):
+            if severity.get(check) != "row" or rows == 0 or count / rows <= share:
+                continue
+            if check.endswith("_dates_in_range"):
+                raise DeliveryError(
+                    f"delivery.json contradicts the data: table {table}, check {check}: {count:,} of {rows:,} rows "
+                    f"({count / rows:.1%}) have dates outside 1990-01-01..data_as_of {plan.meta.data_as_of} "
+                    f"(examples: {', '.join(examples[check])}); is data_as_of right?",
+                    table=table, check=check, details={"failed": count, "rows": rows})
+            raise DeliveryError(
+                f"table {table}: check {check} failed on {count:,} of {rows:,} rows ({count / rows:.1%}), more than "
+                f"the critical share {share:.0%}; examples: {', '.join(examples[check])}",
+                table=table, check=check, details={"failed": count, "rows": rows})
+    return per_table
+
+
+def _small_tables(staging: Staging, store: Path, plan: DeliveryPlan) -> tuple[list[str], dict[str, TableBooks], list[dict], dict]:
+    """Providers and contracts: unique providers, contracts referring to valid providers."""
+    books: dict[str, TableBooks] = {}
+    report = BucketReport(bucket=-1)
+    frames = {}
+    for table in SMALL_TABLES:
+        files = sorted((staging.root / "rows" / table / "all").glob("*.parquet"))
+        frames[table] = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").with_row_index("_i")
+    providers = frames["providers"].sort("_partition", "_row")
+    providers = providers.with_columns(
+        (pl.int_range(pl.len()).over("provider_agb") == 0).alias("_ok__providers.provider_agb.unique"))
+    providers = _validate_link(providers, "providers", -1, report)
+    valid = providers.filter(pl.col(FAILED).list.len() == 0)["provider_agb"].to_list()
+    contracts = frames["contracts"].with_columns(
+        pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references"))
+    contracts = _validate_link(contracts, "contracts", -1, report)
+    from transforms.ingest.bucket_stage import primary_reason
+    from expectations.suites import suite_checks
+
+    reason_of = {c.id: c.reason for t in SMALL_TABLES for c in (*suite_checks(t, "row"), *suite_checks(t, "link"))}
+    for table, frame in (("providers", providers), ("contracts", contracts)):
+        frame = frame.with_columns(pl.lit(0, pl.Int64).alias("patient_key"))
+        bad = frame.filter(pl.col(FAILED).list.len() > 0)
+        good = frame.filter(pl.col(FAILED).list.len() == 0)
+        if bad.height:
+            bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
+            report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
+            _write_table(bad, table, store / "quarantine" / table, quarantine=True)
+        _write_table(good, table, store / table)
+        books[table] = TableBooks(rows_in=frame.height, rows_stored=good.height, rows_quarantined=bad.height)
+    return valid, books, report.results, {"failed": report.failed, "reasons": report.reasons}
+
+
+def _orphans(staging: Staging, store: Path) -> TableBooks:
+    files = sorted((staging.root / "orphans" / "dbc_activity").glob("*.parquet"))
+    books = TableBooks()
+    if not files:
+        return books
+    frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
+    frame = frame.with_columns(pl.lit("unknown_reference").alias("reason"), pl.lit(None, pl.Int64).alias("patient_key"))
+    _write_table(frame, "dbc_activity", store / "quarantine" / "dbc_activity" / "orphans", quarantine=True)
+    cents = int(frame["amount"].fill_null(0).sum())
+    return TableBooks(rows_in=frame.height, rows_quarantined=frame.height, cents_in=cents, cents_quarantined=cents)
+
+
+def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
+    """Rows in = stored + quarantined + merged; euros in = stored + quarantined (+ merged care
+    activities, whose amounts are a breakdown). Returns per table the check."""
+    out = {}
+    for table, b in books.items():
+        rows_ok = b.rows_in == b.rows_stored + b.rows_quarantined + b.rows_merged
+        merged_cents = b.cents_merged_lines if table == "dbc_activity" else 0
+        cents_ok = b.cents_in == b.cents_stored + b.cents_quarantined + merged_cents
+        out[table] = {**asdict(b), "euros_in": b.cents_in / 100, "euros_stored": b.cents_stored / 100,
+                      "euros_quarantined": b.cents_quarantined / 100, "balanced": rows_ok and cents_ok}
+    return out
+
+
+@dataclass
+class RunState:
+    """What the steps of one ingest run share: paths and the plan (small, picklable)."""
+
+    delivery: str
+    store: str
+    tmp: str
+    buckets: int
+    plan: DeliveryPlan
+    critical_share: float
+    started: float
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def staging(self) -> Staging:
+        return Staging(Path(self.tmp) / "_staging")
+
+
+def plan_run(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None,
+             critical_share: float = DEFAULT_CRITICAL_SHARE) -> RunState:
+    """Step 1: inspect the delivery (critical problems raise) and choose the buckets."""
+    started = time.perf_counter()
+    plan = inspect_delivery(delivery)
+    store = Path(store)
+    tmp = store.with_name(f"{store.name}.tmp-{uuid.uuid4().hex[:8]}")
+    state = RunState(str(delivery), str(store), str(tmp), n_buckets or choose_buckets(plan), plan, critical_share, started)
+    state.timing["inspect"] = time.perf_counter() - started
+    return state
+
+
+def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[PartitionReport], dict]:
+    """Step 2: every partition in parallel: normalise, row checks, route to buckets; then the
+    critical-share check on the summed failures."""
+    t = time.perf_counter()
+    jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of)
+            for ps in state.plan.partitions.values() for p in ps]
+    reports: list[PartitionReport] = mapper(process_partition, jobs)
+    state.timing["partitions"] = time.perf_counter() - t
+    return reports, check_critical(reports, state.plan, state.critical_share)
+
+
+def run_id_parts(state: RunState, mapper: Mapper = local_map) -> list[IdPartReport]:
+    """Step 3: uniqueness of claim ids and routing of care activities, per id-part in parallel."""
+    t = time.perf_counter()
+    reports = mapper(process_id_part, [(k, str(state.staging.root)) for k in range(state.buckets)])
+    state.timing["ids"] = time.perf_counter() - t
+    return reports
+
+
+def run_buckets(state: RunState, mapper: Mapper = local_map) -> tuple[list[BucketReport], dict]:
+    """Step 4: providers and contracts, then every bucket in parallel: link checks, quarantine,
+    netting, store files."""
+    t = time.perf_counter()
+    valid_providers, small_books, small_results, small_link = _small_tables(state.staging, Path(state.tmp), state.plan)
+    reports: list[BucketReport] = mapper(
+        process_bucket,
+        [(b, str(state.staging.root), state.tmp, valid_providers, state.plan.meta.data_as_of.isoformat())
+         for b in range(state.buckets)])
+    state.timing["buckets"] = time.perf_counter() - t
+    return reports, {"books": small_books, "results": small_results, **small_link}
+
+
+def close_books(state: RunState, partition_reports: list[PartitionReport], row_checks: dict,
+                id_reports: list[IdPartReport], bucket_reports: list[BucketReport], small: dict,
+                *, data_docs: bool = True) -> dict:
+    """Step 5: the books (rows and euros in = stored + quarantined + merged), the validation summary,
+    Data Docs and the manifest. Raises when a link check passes the critical share or the books do
+    not balance."""
+    tmp = Path(state.tmp)
+    plan = state.plan
+    books: dict[str, TableBooks] = {t: TableBooks() for t in BUCKETED_TABLES}
+    for r in bucket_reports:
+        for table, b in r.books.items():
+            books[table].add(b)
+    books["dbc_activity"].add(_orphans(state.staging, tmp))
+    books.update(small["books"])
+    ledger = balance(books)
+    for table, entry in ledger.items():
+        entry["rows_in_delivery"] = plan.rows_in(table)
+        entry["balanced"] = entry["balanced"] and entry["rows_in"] == plan.rows_in(table)
+    link_failed: dict[str, int] = dict(small["failed"])
+    reasons: dict[str, dict[str, int]] = {k: dict(v) for k, v in small["reasons"].items()}
+    for r in bucket_reports:
+        for check, count in r.failed.items():
+            link_failed[check] = link_failed.get(check, 0) + count
+        for table, counts in r.reasons.items():
+            for reason, count in counts.items():
+                reasons.setdefault(table, {})[reason] = reasons.setdefault(table, {}).get(reason, 0) + count
+    orphans = sum(r.orphan_activities for r in id_reports)
+    if orphans:
+        reasons.setdefault("dbc_activity", {})["unknown_reference"] = reasons.get("dbc_activity", {}).get(
+            "unknown_reference", 0) + orphans
+        link_failed["dbc_activity.claim_id.references"] = link_failed.get("dbc_activity.claim_id.references", 0) + orphans
+    _check_link_critical(link_failed, books, state.critical_share)
+
+    t = time.perf_counter()
+    summary = _validation_summary(plan, row_checks, link_failed, reasons, ledger)
+    validation_dir = tmp / "validation"
+    validation_dir.mkdir(parents=True, exist_ok=True)
+    docs_index = None
+    if data_docs:
+        from expectations.runner import build_data_docs
+
+        results = [r.result for r in partition_reports if r.result] + small["results"] + [
+            res for r in bucket_reports for res in r.results]
+        docs_index = build_data_docs(results, validation_dir / "gx")
+    (validation_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    state.timing["validation_docs"] = time.perf_counter() - t
+
+    manifest = {
+        "delivery_id": plan.meta.delivery_id,
+        "delivery": plan.meta.as_dict(),
+        "delivery_path": str(Path(state.delivery).resolve()),
+        "store": str(Path(state.store).resolve()),
+        "code_version": code_version(),
+        "contract_version": CONTRACT_VERSION,
+        "buckets": state.buckets,
+        "critical_share": state.critical_share,
+        "inputs": {t: [asdict(f) | {"path": str(Path(f.path).relative_to(Path(state.delivery)))} for f in files]
+                   for t, files in plan.files.items()},
+        "extra_columns": plan.extra_columns,
+        "normalised": {t: _sum_dicts(r.padded for r in partition_reports if r.table == t) for t in plan.files},
+        "books": ledger,
+        "balanced": all(e["balanced"] for e in ledger.values()),
+        "quarantine": reasons,
+        "validation": {"summary": "validation/summary.json",
+                       "data_docs": str(docs_index.relative_to(tmp)) if docs_index else None,
+                       "success": summary["success"]},
+        "timing_seconds": {k: round(v, 3) for k, v in state.timing.items()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+    }
+    if not manifest["balanced"]:
+        bad = {t: e for t, e in ledger.items() if not e["balanced"]}
+        raise DeliveryError(f"the books do not balance for {', '.join(bad)}: {json.dumps(bad, default=str)}",
+                            check="books", details=bad)
+    return manifest
+
+
+def publish(state: RunState, manifest: dict) -> str:
+    """Step 6: write the manifest and move the finished store into place (replacing an older one)."""
+    tmp, store = Path(state.tmp), Path(state.store)
+    shutil.rmtree(state.staging.root, ignore_errors=True)
+    manifest["timing_seconds"]["total"] = round(time.perf_counter() - state.started, 3)
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    if store.exists():
+        shutil.rmtree(store)
+    tmp.rename(store)
+    return str(store)
+
+
+def abandon(state: RunState) -> None:
+    """Remove a failed run's temporary folder: nothing of it reaches the store."""
+    shutil.rmtree(state.tmp, ignore_errors=True)
+
+
+def ingest(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None, mapper: Mapper = local_map,
+           critical_share: float = DEFAULT_CRITICAL_SHARE, data_docs: bool = True) -> IngestResult:
+    """Validate a delivery and write the patient-bucketed store (see ``transforms.ingest.layout``);
+    the steps in order, without Prefect (tests, small runs)."""
+    state = plan_run(delivery, store, n_buckets=n_buckets, critical_share=critical_share)
+    try:
+        partition_reports, row_checks = run_partitions(state, mapper)
+        id_reports = run_id_parts(state, mapper)
+        bucket_reports, small = run_buckets(state, mapper)
+        manifest = close_books(state, partition_reports, row_checks, id_reports, bucket_reports, small,
+                               data_docs=data_docs)
+        publish(state, manifest)
+    except BaseException:
+        abandon(state)
+        raise
+    quarantined = {t: e["rows_quarantined"] for t, e in manifest["books"].items()}
+    return IngestResult(state.store, manifest, quarantined)
+
+
+def _check_link_critical(failed: dict[str, int], books: dict[str, TableBooks], share: float) -> None:
+    from expectations.suites import suite_checks
+
+    for check, count in sorted(failed.items()):
+        table = check.split(".")[0] if "." in check else next(
+            (t for t in books if any(c.id == check for c in suite_checks(t, "link"))), None)
+        if table is None or table not in books:
+            continue
+        rows = books[table].rows_in
+        if rows and count / rows > share:
+            raise DeliveryError(
+                f"table {table}: check {check} failed on {count:,} of {rows:,} rows ({count / rows:.1%}), more than "
+                f"the critical share {share:.0%}", table=table, check=check, details={"failed": count, "rows": rows})
+
+
+def _sum_dicts(dicts) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            out[k] = out.get(k, 0) + v
+    return out
+
+
+def _validation_summary(plan: DeliveryPlan, row_checks: dict, link_failed: dict[str, int],
+                        reasons: dict, ledger: dict) -> dict:
+    from expectations.suites import suite_checks
+
+    tables = {}
+    success = True
+    for table in plan.files:
+        checks = []
+        rows = row_checks[table]["rows"]
+        for stage in ("row", "link"):
+            for c in suite_checks(table, stage):
+                failed = (row_checks[table]["failed"].get(c.id, 0) if stage == "row" else link_failed.get(c.id, 0))
+                checks.append({"check": c.id, "stage": stage, "severity": c.severity, "reason": c.reason,
+                               "description": c.description, "failed_rows": failed,
+                               "failed_share": failed / rows if rows else 0.0,
+                               "examples": row_checks[table]["examples"].get(c.id, [])})
+                success = success and (failed == 0 or c.severity == "warning")
+        tables[table] = {"rows": rows, "quarantined": ledger[table]["rows_quarantined"],
+                         "reasons": reasons.get(table, {}), "checks": checks}
+    return {"delivery_id": plan.meta.delivery_id, "success": success, "tables": tables}
+
+
+def jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["DeliveryError", "IngestResult", "choose_buckets", "ingest", "local_map"]
