@@ -19,3 +19,9 @@ os.environ.setdefault("PREFECT_API_DATABASE_TIMEOUT", "60")
 os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
 os.environ.setdefault("PREFECT_UI_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
+
+# Configure Prefect's logging now, bound to the real stderr: a CliRunner that invokes a flow would
+# otherwise bind Prefect's console handler to its temporary stream, which is closed afterwards.
+from prefect.logging.configuration import setup_logging  # noqa: E402
+
+setup_logging()
