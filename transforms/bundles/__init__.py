@@ -1,0 +1,224 @@
+"""Bundle definitions as data: one YAML file per bundle in this folder, validated on load.
+
+A researcher adds a bundle by adding a file; a wrong definition (an unknown code, a negative window,
+an unknown component or table) fails with a message naming the file and the field. The episode
+engine (``transforms.episodes``) reads only these objects.
+
+Structure of a definition (see ``hip_oa.yml`` for a commented example)::
+
+    id, title, contract_start_years
+    trigger:      any_of: [line rule, ...]      the lines that open (or join) an episode
+                  requires: [line rule, ...]    (optional) other lines needed in the same window
+    window:       kind: days (pre_days, post_days) | calendar_year | phases (pre_days, post_days)
+    in_bundle:    [line rule, ...]              lines allocated to the ``in_bundle`` component
+    outcomes:     [outcome, ...]                flags and counts per episode
+    exclusions:   min_age / max_age / sex       episodes of other patients are not built
+
+A *line rule* selects money lines: ``table`` (dbc, gp, pharmacy, paramedical, maternity) and any of
+``specialism``, ``diagnosis``, ``activity``, ``atc`` (prefixes), ``service``, ``discipline``; all
+given criteria must hold, each list is a set of alternatives.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from transforms.contract import load_contract
+
+BUNDLE_DIR = Path(__file__).resolve().parent
+TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+COMPONENTS = ("in_bundle", "msz_other", "gp", "pharmacy", "paramedical", "maternity")
+TABLE_COMPONENT = {"dbc": "msz_other", "gp": "gp", "pharmacy": "pharmacy", "paramedical": "paramedical",
+                   "maternity": "maternity"}
+PHASES = ("prenatal", "natal", "postnatal", "maternity_care")
+#: Any date in the NZa tables' span: a code is known when it is valid on some day of it.
+CODE_SPAN = (date(2012, 1, 1), date(2030, 12, 31))
+
+
+class BundleDefinitionError(ValueError):
+    """A bundle definition that cannot be used, with the file and the problem."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LineRule(_Frozen):
+    """Selects claim lines: every given criterion must hold; each list lists alternatives."""
+
+    table: Literal["dbc", "gp", "pharmacy", "paramedical", "maternity"]
+    specialism: tuple[str, ...] | None = None
+    diagnosis: tuple[str, ...] | None = None
+    activity: tuple[str, ...] | None = None
+    atc: tuple[str, ...] | None = Field(None, description="ATC prefixes, e.g. L04AB or L04AB01")
+    service: tuple[str, ...] | None = None
+    discipline: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _fits_table(self) -> Self:
+        dbc_only = {"specialism": self.specialism, "diagnosis": self.diagnosis, "activity": self.activity}
+        for name, value in dbc_only.items():
+            if value is not None and self.table != "dbc":
+                raise ValueError(f"{name} applies to dbc lines only, not to {self.table}")
+        if self.atc is not None and self.table != "pharmacy":
+            raise ValueError("atc applies to pharmacy lines only")
+        if self.service is not None and self.table not in ("gp", "paramedical", "maternity"):
+            raise ValueError(f"service applies to gp, paramedical and maternity lines, not to {self.table}")
+        if self.discipline is not None and self.table != "paramedical":
+            raise ValueError("discipline applies to paramedical lines only")
+        return self
+
+
+class Trigger(_Frozen):
+    any_of: tuple[LineRule, ...] = Field(min_length=1)
+    requires: tuple[LineRule, ...] = ()
+
+
+class Window(_Frozen):
+    kind: Literal["days", "calendar_year", "phases"]
+    pre_days: int = Field(0, ge=0)
+    post_days: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _days(self) -> Self:
+        if self.kind != "calendar_year" and self.pre_days + self.post_days == 0:
+            raise ValueError("a day window needs pre_days and/or post_days")
+        return self
+
+
+OutcomeKind = Literal[
+    "any_line",  # True when a matching line (or activity) falls after the anchor, within ``within_days``
+    "count_lines",  # number of matching lines after the anchor within ``within_days``
+    "count_activities",  # summed quantity of matching activities on the episode's lines in the window
+    "care_days_of_trigger",  # summed quantity of care-day activities of the anchor's subtraject
+    "n_triggers_at_least",  # True when the episode has at least ``value`` triggers
+    "allocated_amount",  # allocated euros (cents) of matching lines
+    "distinct_drugs",  # number of distinct expensive drugs (activity codes or ATC) in the window
+    "death_within",  # the patient died within ``within_days`` after the anchor
+]
+
+
+class Outcome(_Frozen):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    kind: OutcomeKind
+    description: str
+    rules: tuple[LineRule, ...] = ()
+    activity: tuple[str, ...] = ()
+    within_days: int | None = Field(None, gt=0)
+    value: int | None = None
+    component: Literal["in_bundle", "any"] = "any"
+
+
+class Exclusions(_Frozen):
+    min_age: int | None = None
+    max_age: int | None = None
+    sex: Literal["M", "V"] | None = None
+
+
+class BundleDefinition(_Frozen):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str
+    description: str = ""
+    contract_start_years: tuple[int, ...] = ()
+    trigger: Trigger
+    window: Window
+    in_bundle: tuple[LineRule, ...]
+    outcomes: tuple[Outcome, ...] = ()
+    exclusions: Exclusions = Exclusions()
+
+    @field_validator("outcomes")
+    @classmethod
+    def _unique_outcomes(cls, value: tuple[Outcome, ...]) -> tuple[Outcome, ...]:
+        names = [o.name for o in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"outcome names must be unique: {names}")
+        return value
+
+    def rules(self) -> list[LineRule]:
+        return [*self.trigger.any_of, *self.trigger.requires, *self.in_bundle,
+                *(r for o in self.outcomes for r in o.rules)]
+
+
+def _check_codes(bundle: BundleDefinition) -> None:
+    """Every code a definition names exists in the contract's code lists (some day in their span)."""
+    lists = load_contract().code_lists
+    problems = []
+
+    def known(list_name: str, code: str, scope: str | None = None) -> bool:
+        frame = lists[list_name].frame()
+        hit = frame.filter(frame[lists[list_name].code] == code)
+        if scope is not None and lists[list_name].scope:
+            hit = hit.filter(hit[lists[list_name].scope] == scope)
+        return hit.height > 0
+
+    for rule in bundle.rules():
+        for s in rule.specialism or ():
+            if not known("nza_specialism", s):
+                problems.append(f"unknown specialism {s}")
+        for d in rule.diagnosis or ():
+            scopes = rule.specialism or (None,)
+            if not any(known("nza_diagnosis", d, s) for s in scopes):
+                problems.append(f"unknown diagnosis {d} within specialism {'/'.join(s for s in scopes if s)}")
+        for a in (*(rule.activity or ()),):
+            if not known("nza_activity", a):
+                problems.append(f"unknown care activity {a}")
+        for atc in rule.atc or ():
+            if not (1 <= len(atc) <= 7 and atc[0] in "ABCDGHJLMNPRSV"):
+                problems.append(f"not an ATC code or prefix: {atc}")
+        if rule.table == "gp":
+            for s in rule.service or ():
+                if not known("gp_service", s):
+                    problems.append(f"unknown GP service {s}")
+        if rule.table == "maternity":
+            allowed = load_contract().table("maternity").column("service_cd").allowed
+            for s in rule.service or ():
+                if s not in allowed:
+                    problems.append(f"unknown maternity service {s}")
+    for outcome in bundle.outcomes:
+        for a in outcome.activity:
+            if not known("nza_activity", a):
+                problems.append(f"outcome {outcome.name}: unknown care activity {a}")
+    if problems:
+        raise ValueError("; ".join(sorted(set(problems))))
+
+
+def parse_bundle(path: Path) -> BundleDefinition:
+    """Load and validate one definition file."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+        bundle = BundleDefinition.model_validate(raw)
+        if bundle.id != Path(path).stem:
+            raise ValueError(f"the id {bundle.id!r} differs from the file name {Path(path).stem!r}")
+        _check_codes(bundle)
+    except ValidationError as exc:
+        details = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise BundleDefinitionError(f"bundle definition {Path(path).name}: {details}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise BundleDefinitionError(f"bundle definition {Path(path).name}: {exc}") from None
+    return bundle
+
+
+@lru_cache(maxsize=4)
+def load_bundles(folder: Path = BUNDLE_DIR) -> dict[str, BundleDefinition]:
+    """All bundle definitions of a folder, by id."""
+    bundles = {}
+    for path in sorted(Path(folder).glob("*.yml")):
+        bundle = parse_bundle(path)
+        bundles[bundle.id] = bundle
+    return bundles
+
+
+def select_bundles(names: list[str] | tuple[str, ...] | None, folder: Path = BUNDLE_DIR) -> list[BundleDefinition]:
+    bundles = load_bundles(folder)
+    if not names:
+        return list(bundles.values())
+    unknown = [n for n in names if n not in bundles]
+    if unknown:
+        raise BundleDefinitionError(f"unknown bundle(s) {', '.join(unknown)}; known: {', '.join(bundles)}")
+    return [bundles[n] for n in names]

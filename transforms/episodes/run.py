@@ -1,0 +1,90 @@
+"""Build episodes for a whole store: national reference prices, then every bucket in parallel.
+
+Output layout (``OUT``)::
+
+    manifest.json                                   inputs, bundles, counts, money, timing, versions
+    reference_prices.parquet                        rule 6: national mean price per product and year
+    episodes/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet
+    episode_lines/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet
+
+The run writes into ``OUT.tmp-<id>`` and moves it into place when done.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from transforms.bundles import select_bundles
+from transforms.contract import CONTRACT_VERSION
+from transforms.episodes.build import build_bucket
+from transforms.episodes.inputs import bucket_numbers
+from transforms.episodes.prices import combine_prices, partial_prices
+from transforms.ingest.run import Mapper, code_version, local_map
+
+DEFAULT_RUNOUT_MONTHS = 12
+
+
+def data_as_of_of(store: Path) -> date:
+    """``data_as_of`` of the delivery behind a store (its manifest) or of a delivery folder."""
+    manifest = store / "manifest.json"
+    if manifest.exists():
+        return date.fromisoformat(json.loads(manifest.read_text())["delivery"]["data_as_of"])
+    delivery = store / "delivery.json"
+    if delivery.exists():
+        return date.fromisoformat(json.loads(delivery.read_text())["data_as_of"])
+    raise FileNotFoundError(f"{store} has neither a manifest.json (a store) nor a delivery.json (a delivery)")
+
+
+def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | None = None, mapper: Mapper = local_map,
+                   runout_months: int = DEFAULT_RUNOUT_MONTHS, data_as_of: date | None = None) -> dict:
+    started = time.perf_counter()
+    store, out = Path(store), Path(out)
+    definitions = select_bundles(bundles)  # fails early on an unknown bundle
+    bundle_ids = [b.id for b in definitions]
+    as_of = data_as_of or data_as_of_of(store)
+    buckets = bucket_numbers(store)
+    tmp = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        t = time.perf_counter()
+        prices = combine_prices(mapper(partial_prices, [(str(store), b) for b in buckets]))
+        prices_path = tmp / "reference_prices.parquet"
+        prices.write_parquet(prices_path)
+        timing = {"reference_prices": time.perf_counter() - t}
+        t = time.perf_counter()
+        reports = mapper(build_bucket, [(str(store), b, bundle_ids, str(prices_path), str(tmp), as_of, runout_months)
+                                        for b in buckets])
+        timing["buckets"] = time.perf_counter() - t
+        counts = {b: sum(r.episodes.get(b, 0) for r in reports) for b in bundle_ids}
+        lines = {b: sum(r.lines.get(b, 0) for r in reports) for b in bundle_ids}
+        money = {b: sum(r.allocated_cents.get(b, 0) for r in reports) / 100 for b in bundle_ids}
+        by_year = {}
+        if (tmp / "episodes").exists():
+            summary = pl.scan_parquet(tmp / "episodes" / "**" / "*.parquet", hive_partitioning=True,
+                                      extra_columns="ignore").group_by(
+                "bundle_id", "anchor_year", "status").agg(pl.len().alias("episodes")).collect().sort(
+                "bundle_id", "anchor_year", "status")
+            by_year = summary.to_dicts()
+        manifest = {
+            "store": str(store.resolve()), "out": str(out.resolve()), "bundles": bundle_ids, "buckets": len(buckets),
+            "data_as_of": as_of.isoformat(), "runout_months": runout_months,
+            "code_version": code_version(), "contract_version": CONTRACT_VERSION,
+            "episodes": counts, "episode_lines": lines, "allocated_euros": money, "by_year_status": by_year,
+            "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
+        }
+        manifest["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
