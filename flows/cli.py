@@ -32,6 +32,14 @@ class UserError(Exception):
 
 def main() -> None:
     """Console entry point (``zorgpad``)."""
+    import os
+
+    # Without a Prefect server configured, flows run against a temporary local API; its first start
+    # runs database migrations, so allow it time.
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "true")
+        os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from health data
     from flows import commands  # noqa: F401  (registers the sub-commands on ``app``)
 
     try:

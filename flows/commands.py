@@ -4,3 +4,4 @@ from flows import synth_command  # noqa: F401
 from flows import vektis_command  # noqa: F401
 from flows import demo_command  # noqa: F401
 from flows import ingest_command  # noqa: F401
+from flows import episodes_command  # noqa: F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,15 +15,31 @@ from flows.cli import app
 def demo(
     out: Annotated[Path, typer.Option(help="folder for the demo delivery and all outputs")] = Path("demo"),
     patients: Annotated[int, typer.Option(help="size of the demo delivery")] = 2000,
+    workers: Annotated[int, typer.Option(help="local Dask worker processes")] = 2,
 ) -> None:
-    """Generate a demo delivery (faults included) and run the whole pipeline on it."""
+    """Generate a demo delivery (faults included), ingest and validate it, and build all episodes."""
+    from flows.episodes_flow import episodes_flow
+    from flows.ingest_flow import ingest_flow
     from transforms.synth import SynthConfig, generate_delivery, truth_dir
 
     out.mkdir(parents=True, exist_ok=True)
-    delivery = out / "delivery"
-    typer.echo(f"1/1 generating a synthetic delivery of {patients:,} patients ...")
+    delivery, store, episodes = out / "delivery", out / "store", out / "episodes"
+    typer.echo(f"1/3 generating a synthetic delivery of {patients:,} patients ...")
     summary = generate_delivery(SynthConfig(patients=patients), delivery, workers=1)
     typer.echo(f"    {sum(summary['rows'].values()):,} rows in {summary['seconds']} s")
+    typer.echo("2/3 ingesting: validation, quarantine, netting, patient buckets ...")
+    manifest = ingest_flow(str(delivery), str(store), workers=workers)
+    quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
+    typer.echo(f"    {quarantined:,} rows quarantined, books balanced: {manifest['balanced']}")
+    typer.echo("3/3 building care-path episodes for every bundle ...")
+    built = episodes_flow(str(store), str(episodes), workers=workers)
+    typer.echo("    " + ", ".join(f"{b}: {n:,}" for b, n in built["episodes"].items()))
     typer.echo("")
     typer.echo(f"delivery:   {delivery}")
     typer.echo(f"truth:      {truth_dir(delivery)}")
+    typer.echo(f"store:      {store}   (manifest.json, quarantine/)")
+    typer.echo(f"data docs:  {store / manifest['validation']['data_docs']}")
+    typer.echo(f"episodes:   {episodes / 'episodes'}   (Hive-partitioned by bundle_id and anchor_year)")
+    typer.echo(f"lines:      {episodes / 'episode_lines'}")
+    (out / "demo.json").write_text(json.dumps({"delivery": str(delivery), "store": str(store),
+                                               "episodes": str(episodes)}, indent=2) + "\n")

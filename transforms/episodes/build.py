@@ -58,10 +58,10 @@ def contracts_frame(store: Path) -> pl.DataFrame:
                       for f in files])
 
 
-def episodes_for_bundle(bundle: BundleDefinition, inputs, prices: pl.DataFrame, contracts: pl.DataFrame,
+def episodes_for_bundle(bundle: BundleDefinition, inputs, lines: pl.DataFrame, contracts: pl.DataFrame,
                         completeness: date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """All rules for one bundle on one bucket's inputs: (episodes, episode lines)."""
-    lines = with_standardised(inputs.lines, prices)
+    """All rules for one bundle on one bucket's inputs (``lines`` with standardised amounts):
+    (episodes, episode lines)."""
     events = trigger_events(bundle, lines, inputs.activities, inputs.insured)
     episodes = form_episodes(bundle, events)
     if episodes.height == 0:
@@ -111,12 +111,12 @@ def build_bucket(store: str, bucket: int | None, bundle_ids: list[str], prices_p
                  data_as_of: date, runout_months: int) -> BucketEpisodes:
     """Build and write the episodes of one bucket (the Dask task)."""
     inputs = read_bucket(store, bucket)
-    prices = pl.read_parquet(prices_path)
+    priced = with_standardised(inputs.lines, pl.read_parquet(prices_path))
     contracts = contracts_frame(Path(store))
     completeness = completeness_date(data_as_of, runout_months)
     report = BucketEpisodes(bucket)
     for bundle in select_bundles(bundle_ids):
-        episodes, lines = episodes_for_bundle(bundle, inputs, prices, contracts, completeness)
+        episodes, lines = episodes_for_bundle(bundle, inputs, priced, contracts, completeness)
         report.episodes[bundle.id] = episodes.height
         report.lines[bundle.id] = lines.height
         report.allocated_cents[bundle.id] = int(lines["allocated_cents"].sum()) if lines.height else 0

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.episodes.inputs import read_bucket
+from transforms.episodes.inputs import _cents, _read
 from transforms.episodes.rules import round_half_away
 
 PRICE_SCHEMA = {"product_cd": pl.String, "year": pl.Int32, "reference_cents": pl.Int64, "n_lines": pl.UInt32}
 
 
 def partial_prices(root: str, bucket: int | None) -> pl.DataFrame:
-    lines = read_bucket(root, bucket).lines.filter(pl.col("source_table") == "dbc")
-    return lines.group_by("product_cd", pl.col("end").dt.year().cast(pl.Int32).alias("year")).agg(
+    from pathlib import Path
+
+    dbc = _read(Path(root), "dbc", bucket, ["product_cd", "end_date", "amount"])
+    if dbc is None:
+        return pl.DataFrame(schema={"product_cd": pl.String, "year": pl.Int32, "sum_cents": pl.Int64, "n_lines": pl.UInt32})
+    lines = dbc.with_columns(_cents("amount").alias("amount_cents")).filter(pl.col("amount_cents") != 0)
+    return lines.group_by("product_cd", pl.col("end_date").dt.year().cast(pl.Int32).alias("year")).agg(
         pl.col("amount_cents").sum().alias("sum_cents"), pl.len().alias("n_lines"))
 
 

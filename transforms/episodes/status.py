@@ -45,7 +45,7 @@ def covariates(episodes: pl.DataFrame, insured: pl.DataFrame, lines: pl.DataFram
     # residence (and birth year, sex) from the spell covering the anchor, else the latest before it
     spells = insured.select(*keys, "enrolled_from", "birth_year", "sex", "postcode3", "gemeente_code").sort("enrolled_from")
     anchors = episodes.select("episode_id", *keys, "anchor_date").sort("anchor_date")
-    person = anchors.join_asof(spells, left_on="anchor_date", right_on="enrolled_from", by=keys, strategy="backward")
+    person = anchors.join_asof(spells, left_on="anchor_date", right_on="enrolled_from", by=keys, strategy="backward", check_sortedness=False)
     person = person.select("episode_id", (pl.col("anchor_date").dt.year() - pl.col("birth_year")).cast(pl.Int32)
                            .alias("age_at_anchor"), "sex", "postcode3", "gemeente_code")
 

@@ -90,7 +90,7 @@ def _coverage(claims: pl.DataFrame, spells: pl.DataFrame, date_col: str, rule_id
     left = claims.select("_i", "patient_key", "patient_id", pl.col(date_col).alias("_d")).sort("_d")
     right = spells.select("patient_key", "patient_id", pl.col("enrolled_from").alias("_d"),
                           pl.col("enrolled_to").alias("_to"), pl.lit(True).alias("_hit")).sort("_d")
-    joined = left.join_asof(right, on="_d", by=["patient_key", "patient_id"], strategy="backward")
+    joined = left.join_asof(right, on="_d", by=["patient_key", "patient_id"], strategy="backward", check_sortedness=False)
     ok = joined.select("_i", (pl.col("_d").is_null() | (pl.col("_hit").fill_null(False) & (
         pl.col("_to").is_null() | (pl.col("_to") >= pl.col("_d"))))).alias("ok"))
     return (claims.select("_i").join(ok, on="_i", how="left", maintain_order="left")["ok"].fill_null(False)
