@@ -143,3 +143,22 @@ def test_ids_and_results_do_not_depend_on_bucket_or_worker_counts(clean_run, tmp
     four = read_all(out / "episodes").filter(pl.col("bundle_id").is_in(["hip_oa", "heart_failure", "birth_care"]))
     two = read_all(tmp_path / "ep2" / "episodes")
     assert four.select(columns).sort("episode_id").equals(two.select(columns).sort("episode_id"))
+
+
+def test_prefect_flow_and_cli(clean_run, tmp_path):
+    """The episodes flow on the real Prefect API and a Dask cluster gives the same episodes; the CLI
+    rejects an unknown bundle with one clear message."""
+    from typer.testing import CliRunner
+
+    from flows import episodes_command  # noqa: F401  (registers the command)
+    from flows.cli import UserError, app
+    from flows.episodes_flow import episodes_flow
+
+    _, store, out = clean_run
+    manifest = episodes_flow(str(store), str(tmp_path / "flow"), bundles=["cataract"], workers=2)
+    assert manifest["episodes"]["cataract"] > 0
+    ours = read_all(tmp_path / "flow" / "episodes").sort("episode_id")
+    reference = read_all(out / "episodes").filter(pl.col("bundle_id") == "cataract").sort("episode_id")
+    assert ours.equals(reference.select(ours.columns).cast(ours.schema))
+    result = CliRunner().invoke(app, ["episodes", "--store", str(store), "--out", str(tmp_path / "x"), "--bundles", "hip"])
+    assert isinstance(result.exception, UserError) and "unknown bundle" in str(result.exception)
