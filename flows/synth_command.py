@@ -53,7 +53,7 @@ def synth(
     data_as_of: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default 31 March after the last year")] = None,
     fault: Annotated[list[str], typer.Option(help="override a fault rate, e.g. --fault duplicate=0.01")] = [],
     effect: Annotated[list[str], typer.Option(help="planted effect, e.g. --effect hip_oa:price=-1300,volume=8")] = [],
-    block_size: Annotated[int, typer.Option(help="patients per generated block (memory per worker)")] = 10_000,
+    block_size: Annotated[int, typer.Option(help="patients per generated block (memory per worker)")] = 5_000,
     workers: Annotated[int, typer.Option(help="parallel processes (default: CPU count)")] = 0,
 ) -> None:
     """Generate a complete delivery (nine tables + delivery.json) with known truth next to it."""

@@ -90,7 +90,7 @@ class SynthConfig(_Frozen):
     clean: bool = False
     faults: FaultRates = FaultRates()
     effects: dict[str, BundleEffect] = Field(default_factory=default_effects)
-    block_size: int = Field(10_000, ge=100, description="patients generated (and written) per block")
+    block_size: int = Field(5_000, ge=100, description="patients generated (and written) per block; about 0.9 GB per worker")
     delivery_id: str | None = None
 
     @model_validator(mode="after")
