@@ -23,6 +23,9 @@ def generate(ctx: PathContext) -> None:
     rng = ctx.rng
     boost = ctx.volume_boost(BUNDLE)
     mother, birth = ctx.draw_events(lambda age, sex, year: age_band_rate(age, FERTILITY) * (sex == 1) * boost)
+    # a planted volume effect works through the mother's midwife practice (the contract members)
+    keep = ctx.apply_volume_effect(BUNDLE, mother, birth, ctx.pop.usual["midwife"][mother])
+    mother, birth = mother[keep], birth[keep]
     n = mother.size
     midwife = ctx.pop.usual["midwife"][mother]
     hospital = ctx.hospital_for(mother, elsewhere_share=0.03)

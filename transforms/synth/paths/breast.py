@@ -15,11 +15,8 @@ BUNDLE = "breast_cancer_surgery"
 
 
 def generate(ctx: PathContext) -> None:
-    boost = ctx.volume_boost(BUNDLE)
-    patient, op_day = ctx.draw_events(lambda age, sex, year: age_band_rate(age, RATES) * (sex == 1) * boost)
-    provider = ctx.hospital_for(patient)
-    keep = ctx.apply_volume_effect(BUNDLE, patient, op_day, provider)
-    patient, op_day, provider = patient[keep], op_day[keep], provider[keep]
+    patient, op_day, provider = ctx.draw_treated_events(
+        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES) * (sex == 1))
     n = patient.size
     rng = ctx.rng
 

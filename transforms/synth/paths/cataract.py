@@ -16,11 +16,8 @@ BUNDLE = "cataract"
 
 
 def generate(ctx: PathContext) -> None:
-    boost = ctx.volume_boost(BUNDLE)
-    patient, op_day = ctx.draw_events(lambda age, sex, year: age_band_rate(age, RATES) * boost)
-    provider = ctx.hospital_for(patient, zbc_share=0.3)
-    keep = ctx.apply_volume_effect(BUNDLE, patient, op_day, provider)
-    patient, op_day, provider = patient[keep], op_day[keep], provider[keep]
+    patient, op_day, provider = ctx.draw_treated_events(
+        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES), zbc_share=0.3)
     n = patient.size
     rng = ctx.rng
 

@@ -108,6 +108,17 @@ class PathContext:
         treated = self.treated(bundle, provider, day)
         return treated | (self.rng.random(patient.size) < 1.0 / (1.0 + v))
 
+    def draw_treated_events(self, bundle: str, probability: Callable[[np.ndarray, np.ndarray, int], np.ndarray], *,
+                            zbc_share: float = 0.0, elsewhere_share: float = 0.08
+                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Trigger events of a bundle with their provider, the planted volume effect applied:
+        candidates at the raised rate, a hospital per event, then thinning outside treatment."""
+        boost = self.volume_boost(bundle)
+        patient, day = self.draw_events(lambda age, sex, year: probability(age, sex, year) * boost)
+        provider = self.hospital_for(patient, zbc_share=zbc_share, elsewhere_share=elsewhere_share)
+        keep = self.apply_volume_effect(bundle, patient, day, provider)
+        return patient[keep], day[keep], provider[keep]
+
     def volume_boost(self, bundle: str) -> float:
         return 1.0 + max(self.config.effect(bundle).volume_pct, 0.0) / 100.0
 

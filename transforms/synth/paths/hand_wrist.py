@@ -15,14 +15,10 @@ CMC1_RATES = {(45, 54): 0.0006, (55, 79): 0.0014}
 
 def generate(ctx: PathContext) -> None:
     rng = ctx.rng
-    boost = ctx.volume_boost(BUNDLE)
     for condition, rates, surgery_share in (("cts", CTS_RATES, 0.65), ("cmc1", CMC1_RATES, 0.4)):
         female = 2.5 if condition == "cts" else 3.0
-        patient, intake = ctx.draw_events(
-            lambda age, sex, year: age_band_rate(age, rates) * np.where(sex == 1, female, 1.0) * boost)
-        provider = ctx.hospital_for(patient, zbc_share=0.35)
-        keep = ctx.apply_volume_effect(BUNDLE, patient, intake, provider)
-        patient, intake, provider = patient[keep], intake[keep], provider[keep]
+        patient, intake, provider = ctx.draw_treated_events(
+            BUNDLE, lambda age, sex, year: age_band_rate(age, rates) * np.where(sex == 1, female, 1.0), zbc_share=0.35)
         n = patient.size
         ctx.gp_consults(patient, intake - rng.integers(40, 120, n))
         ctx.gp_consults(patient, intake - rng.integers(10, 35, n), referral_specialism="0303" if condition == "cts" else "0304")

@@ -19,15 +19,11 @@ COMPLICATION_RATE = 0.04
 def generate(ctx: PathContext, bundle: str) -> None:
     part = "hip" if bundle == "hip_oa" else "knee"
     bands, female_factor = RATES[bundle]
-    boost = ctx.volume_boost(bundle)
 
     def probability(age: np.ndarray, sex: np.ndarray, year: int) -> np.ndarray:
-        return age_band_rate(age, bands) * np.where(sex == 1, female_factor, 1.0) * boost
+        return age_band_rate(age, bands) * np.where(sex == 1, female_factor, 1.0)
 
-    patient, op_day = ctx.draw_events(probability)
-    provider = ctx.hospital_for(patient, zbc_share=0.22)
-    keep = ctx.apply_volume_effect(bundle, patient, op_day, provider)
-    patient, op_day, provider = patient[keep], op_day[keep], provider[keep]
+    patient, op_day, provider = ctx.draw_treated_events(bundle, probability, zbc_share=0.22)
     n = patient.size
     rng = ctx.rng
 

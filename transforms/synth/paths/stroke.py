@@ -16,11 +16,8 @@ RECURRENCE = 0.06
 
 def generate(ctx: PathContext) -> None:
     rng = ctx.rng
-    boost = ctx.volume_boost(BUNDLE)
-    patient, day = ctx.draw_events(lambda age, sex, year: age_band_rate(age, RATES) * boost)
-    provider = ctx.hospital_for(patient, elsewhere_share=0.02)
-    keep = ctx.apply_volume_effect(BUNDLE, patient, day, provider)
-    patient, day, provider = patient[keep], day[keep], provider[keep]
+    patient, day, provider = ctx.draw_treated_events(
+        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES), elsewhere_share=0.02)
     n = patient.size
     age = ctx.pop.age_in(patient, day // 365 + 1970)
 
