@@ -24,6 +24,7 @@ from transforms.episodes.inputs import read_bucket
 from transforms.episodes.outcomes import compute_outcomes
 from transforms.episodes.rules import CHRONIC_ATC, completeness_date, episode_id
 from transforms.episodes.status import covariates, episode_status
+from transforms.ingest.run import code_version
 
 EPISODE_BASE_COLUMNS = [
     "episode_id", "patient_id", "anchor_date", "anchor_provider_agb", "anchor_claim_id", "anchor_table",
@@ -136,4 +137,5 @@ def _write_partitioned(frame: pl.DataFrame, root: Path, bundle_id: str, bucket: 
         folder.mkdir(parents=True, exist_ok=True)
         part.drop("anchor_year").write_parquet(
             folder / name, compression="zstd", statistics=True,
-            metadata={"zorgpad.contract_version": CONTRACT_VERSION, "zorgpad.bundle_id": bundle_id})
+            metadata={"zorgpad.contract_version": CONTRACT_VERSION, "zorgpad.code_version": code_version(),
+                      "zorgpad.bundle_id": bundle_id})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import lru_cache
 import platform
 import shutil
 import subprocess
@@ -51,7 +52,9 @@ class IngestResult:
     quarantined: dict[str, int] = field(default_factory=dict)
 
 
+@lru_cache(maxsize=1)
 def code_version() -> str:
+    """The installed package version and the git commit it was built from (when known)."""
     try:
         from importlib.metadata import version
 
