@@ -20,11 +20,11 @@ from transforms.contract import CONTRACT_VERSION
 from transforms.episodes.allocation import allocate, with_standardised
 from transforms.episodes.care_path import care_path
 from transforms.episodes.formation import form_episodes, trigger_events
-from transforms.episodes.inputs import read_bucket
+from transforms.episodes.inputs import CLAIM_TABLES, read_activities, read_bucket, read_insured, read_lines
 from transforms.episodes.outcomes import compute_outcomes
 from transforms.episodes.rules import CHRONIC_ATC, completeness_date, episode_id
 from transforms.episodes.status import covariates, episode_status
-from transforms.ingest.run import code_version
+from transforms.runtime import code_version
 
 EPISODE_BASE_COLUMNS = [
     "episode_id", "patient_id", "anchor_date", "anchor_provider_agb", "anchor_claim_id", "anchor_table",
@@ -60,10 +60,11 @@ def contracts_frame(store: Path) -> pl.DataFrame:
 
 
 def episodes_for_bundle(bundle: BundleDefinition, inputs, lines: pl.DataFrame, contracts: pl.DataFrame,
-                        completeness: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+                        completeness: date, events: pl.DataFrame | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
     """All rules for one bundle on one bucket's inputs (``lines`` with standardised amounts):
-    (episodes, episode lines)."""
-    events = trigger_events(bundle, lines, inputs.activities, inputs.insured)
+    (episodes, episode lines). ``events`` are the bundle's trigger events when already known."""
+    if events is None:
+        events = trigger_events(bundle, lines, inputs.activities, inputs.insured)
     episodes = form_episodes(bundle, events)
     if episodes.height == 0:
         return episodes, pl.DataFrame()
@@ -108,16 +109,32 @@ def _contract(bundle: BundleDefinition, episodes: pl.DataFrame, contracts: pl.Da
     return out.with_columns(treated.fill_null(False).alias("treated")).drop("_end", "_open")
 
 
+def trigger_tables(bundles: list[BundleDefinition]) -> tuple[str, ...]:
+    """The tables the bundles' trigger (and required) rules read."""
+    tables = {"dbc"} | {r.table for b in bundles for r in (*b.trigger.any_of, *b.trigger.requires)}
+    return tuple(t for t in CLAIM_TABLES if t in tables)
+
+
 def build_bucket(store: str, bucket: int | None, bundle_ids: list[str], prices_path: str, out: str,
                  data_as_of: date, runout_months: int) -> BucketEpisodes:
-    """Build and write the episodes of one bucket (the Dask task)."""
-    inputs = read_bucket(store, bucket)
+    """Build and write the episodes of one bucket (the Dask task).
+
+    Two reads: first the tables the triggers need, for every patient; then every line of only the
+    patients who have a trigger event (usually a small share of the bucket)."""
+    bundles = select_bundles(bundle_ids)
+    insured = read_insured(store, bucket)
+    trigger_lines = read_lines(store, bucket, trigger_tables(bundles))
+    trigger_activities = read_activities(store, bucket, trigger_lines)
+    events = {b.id: trigger_events(b, trigger_lines, trigger_activities, insured) for b in bundles}
+    keys = pl.concat([e.select("patient_key") for e in events.values()]).unique()["patient_key"]
+    del trigger_lines, trigger_activities
+    inputs = read_bucket(store, bucket, patient_keys=keys)
     priced = with_standardised(inputs.lines, pl.read_parquet(prices_path))
     contracts = contracts_frame(Path(store))
     completeness = completeness_date(data_as_of, runout_months)
     report = BucketEpisodes(bucket)
-    for bundle in select_bundles(bundle_ids):
-        episodes, lines = episodes_for_bundle(bundle, inputs, priced, contracts, completeness)
+    for bundle in bundles:
+        episodes, lines = episodes_for_bundle(bundle, inputs, priced, contracts, completeness, events[bundle.id])
         report.episodes[bundle.id] = episodes.height
         report.lines[bundle.id] = lines.height
         report.allocated_cents[bundle.id] = int(lines["allocated_cents"].sum()) if lines.height else 0

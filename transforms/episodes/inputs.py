@@ -39,39 +39,52 @@ def _files(root: Path, table: str, bucket: int | None) -> list[Path]:
     return sorted(folder.rglob("*.parquet")) if folder.exists() else []
 
 
-def _read(root: Path, table: str, bucket: int | None, columns: list[str]) -> pl.DataFrame | None:
+def _read(root: Path, table: str, bucket: int | None, columns: list[str],
+          patient_keys: pl.Series | None = None) -> pl.DataFrame | None:
+    """Read a table of one bucket (only ``columns``; only ``patient_keys`` when given)."""
     files = _files(root, table, bucket)
     if not files:
         return None
-    frame = pl.concat([pl.read_parquet(f, columns=[c for c in columns if c in pl.read_parquet_schema(f)])
-                       for f in files], how="diagonal_relaxed")
-    if "patient_key" not in frame.columns and "patient_id" in frame.columns:
-        frame = frame.with_columns(patient_key(frame["patient_id"]))
-    return frame
+    frames = []
+    for f in files:
+        available = pl.read_parquet_schema(f)
+        selected = [c for c in columns if c in available]
+        scan = pl.scan_parquet(f).select(selected)
+        has_key = "patient_key" in selected
+        if "patient_key" in columns and not has_key and "patient_id" in selected:
+            scan = scan.with_columns(pl.col("patient_id").map_batches(patient_key, return_dtype=pl.Int64).alias("patient_key"))
+            has_key = True
+        if patient_keys is not None and has_key:
+            scan = scan.filter(pl.col("patient_key").is_in(patient_keys.implode()))
+        frames.append(scan)
+    return pl.concat(pl.collect_all(frames), how="diagonal_relaxed")
 
 
 def _cents(column: str) -> pl.Expr:
     return (pl.col(column).cast(pl.Decimal(14, 2)) * 100).cast(pl.Int64)
 
 
-def read_bucket(root: Path | str, bucket: int | None) -> BucketInputs:
-    """The insured spells, money lines and activities of one bucket (``bucket=None``: the whole
-    folder, for an unbucketed delivery)."""
-    root = Path(root)
-    insured = _read(root, "insured", bucket, ["patient_key", "patient_id", "enrolled_from", "enrolled_to",
-                                               "birth_year", "sex", "postcode3", "gemeente_code", "death_date"])
+def read_insured(root: Path | str, bucket: int | None) -> pl.DataFrame:
+    insured = _read(Path(root), "insured", bucket, ["patient_key", "patient_id", "enrolled_from", "enrolled_to",
+                                                     "birth_year", "sex", "postcode3", "gemeente_code", "death_date"])
     if insured is None:
         insured = pl.DataFrame(schema={"patient_key": pl.Int64, "patient_id": pl.String, "enrolled_from": pl.Date,
                                        "enrolled_to": pl.Date, "birth_year": pl.Int16, "sex": pl.String,
                                        "postcode3": pl.String, "gemeente_code": pl.String, "death_date": pl.Date})
+    return insured
+
+
+def read_lines(root: Path | str, bucket: int | None, tables: tuple[str, ...] = CLAIM_TABLES,
+               patient_keys: pl.Series | None = None) -> pl.DataFrame:
+    """Money lines of the given tables in one frame (fully credited lines dropped)."""
     parts = []
-    for table in CLAIM_TABLES:
+    for table in tables:
         cols = ["patient_key", "patient_id", "claim_id", "amount", "provider_agb"]
         if table == "dbc":
             cols += ["start_date", "end_date", "specialism_cd", "diagnosis_cd", "product_cd"]
         else:
             cols += ["service_date", "atc_cd", "service_cd", "discipline", "referral_specialism_cd"]
-        frame = _read(root, table, bucket, cols)
+        frame = _read(Path(root), table, bucket, cols, patient_keys)
         if frame is None:
             continue
         start, end = ("start_date", "end_date") if table == "dbc" else ("service_date", "service_date")
@@ -84,17 +97,28 @@ def read_bucket(root: Path | str, bucket: int | None) -> BucketInputs:
         parts.append(frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
                                    for c, t in LINE_COLUMNS.items()]))
     lines = pl.concat(parts) if parts else pl.DataFrame(schema=LINE_COLUMNS)
-    lines = lines.filter(pl.col("amount_cents") != 0)
-    activities = _read(root, "dbc_activity", bucket, ["patient_key", "claim_id", "activity_cd", "activity_date",
-                                                      "quantity", "amount"])
+    return lines.filter(pl.col("amount_cents") != 0)
+
+
+def read_activities(root: Path | str, bucket: int | None, dbc_lines: pl.DataFrame,
+                    patient_keys: pl.Series | None = None) -> pl.DataFrame:
+    """Care activities of the (not fully credited) DBC lines given."""
+    activities = _read(Path(root), "dbc_activity", bucket,
+                       ["patient_key", "claim_id", "activity_cd", "activity_date", "quantity", "amount"], patient_keys)
     if activities is None:
         activities = pl.DataFrame(schema={"claim_id": pl.String, "activity_cd": pl.String,
                                           "activity_date": pl.Date, "quantity": pl.Int32, "amount": pl.Decimal(12, 2)})
     activities = activities.with_columns(_cents("amount").alias("amount_cents")).drop("amount", "patient_key", strict=False)
-    # only activities of money lines that are still there (not fully credited)
-    dbc_claims = lines.filter(pl.col("source_table") == "dbc").select("claim_id", "patient_key", "patient_id")
-    activities = activities.join(dbc_claims, on="claim_id", how="inner")
-    return BucketInputs(insured=insured, lines=lines, activities=activities)
+    claims = dbc_lines.filter(pl.col("source_table") == "dbc").select("claim_id", "patient_key", "patient_id")
+    return activities.join(claims, on="claim_id", how="inner")
+
+
+def read_bucket(root: Path | str, bucket: int | None, patient_keys: pl.Series | None = None) -> BucketInputs:
+    """The insured spells, money lines and activities of one bucket (``bucket=None``: the whole
+    folder, for an unbucketed delivery); only ``patient_keys`` when given."""
+    lines = read_lines(root, bucket, patient_keys=patient_keys)
+    return BucketInputs(insured=read_insured(root, bucket), lines=lines,
+                        activities=read_activities(root, bucket, lines, patient_keys))
 
 
 def bucket_numbers(root: Path | str) -> list[int | None]:

@@ -26,7 +26,7 @@ from transforms.contract import CONTRACT_VERSION
 from transforms.episodes.build import build_bucket
 from transforms.episodes.inputs import bucket_numbers
 from transforms.episodes.prices import combine_prices, partial_prices
-from transforms.ingest.run import Mapper, code_version, local_map
+from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_RUNOUT_MONTHS = 12
 

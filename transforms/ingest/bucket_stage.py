@@ -271,7 +271,7 @@ def store_schema(table: str, *, quarantine: bool = False) -> pa.Schema:
     if quarantine:
         fields += [pa.field("reason", pa.string()), pa.field("checks", pa.list_(pa.string())),
                    pa.field("source_partition", pa.int32()), pa.field("source_row", pa.int64())]
-    from transforms.ingest.run import code_version
+    from transforms.runtime import code_version
 
     return pa.schema(fields, metadata={"zorgpad.table": table, "zorgpad.contract_version": load_contract().version,
                                        "zorgpad.code_version": code_version()})

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from functools import lru_cache
 import platform
 import shutil
-import subprocess
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -28,15 +26,10 @@ from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_deli
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
+from transforms.runtime import Mapper, code_version, local_map
 
-Mapper = Callable[[Callable, list[tuple]], list]
 DEFAULT_CRITICAL_SHARE = 0.05
 ROWS_PER_BUCKET = 3_000_000
-
-
-def local_map(function: Callable, arguments: list[tuple]) -> list:
-    """Run the calls one after the other in this process (the single-process reference)."""
-    return [function(*args) for args in arguments]
 
 
 def choose_buckets(plan: DeliveryPlan) -> int:
@@ -50,23 +43,6 @@ class IngestResult:
     store: str
     manifest: dict
     quarantined: dict[str, int] = field(default_factory=dict)
-
-
-@lru_cache(maxsize=1)
-def code_version() -> str:
-    """The installed package version and the git commit it was built from (when known)."""
-    try:
-        from importlib.metadata import version
-
-        package = version("zorgpad")
-    except Exception:  # not installed (running from a checkout)
-        package = "unknown"
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
-    except Exception:
-        commit = ""
-    return f"{package}+{commit}" if commit else package
 
 
 def check_critical(reports: list[PartitionReport], plan: DeliveryPlan, share: float) -> dict[str, dict]:

@@ -1,0 +1,98 @@
+"""Benchmark the episode engine against the independent DuckDB implementation on the same store.
+
+    python -m bench.episodes_bench STORE --workers 1 2 --bundles hip_oa,cataract
+
+For each worker count it runs the polars engine on a local Dask cluster of that many worker
+processes (one thread each) and the DuckDB peer with that many threads, measuring wall time and
+the peak memory of the process tree. Reported: claim lines in the store, claim lines per second
+per core, the engine/DuckDB time ratio, and the engine's speed-up from 1 to 2 workers. Results are
+appended to ``bench/results/episodes.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import polars as pl
+
+from bench.memory import MB, TreeMemorySampler
+from bench.report import RESULTS, append_result, machine_info
+
+CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+
+
+def claim_lines(store: Path) -> int:
+    return sum(pl.scan_parquet(store / t / "**" / "*.parquet").select(pl.len()).collect().item() for t in CLAIM_TABLES)
+
+
+def run_engine(store: Path, bundles: list[str], workers: int) -> dict:
+    from flows.dask_cluster import dask_cluster, dask_mapper
+    from transforms.episodes.run import build_episodes
+
+    out = Path(tempfile.mkdtemp(prefix="zorgpad-episodes-bench-")) / "out"
+    with dask_cluster(workers=workers) as address:
+        sampler = TreeMemorySampler()
+        with sampler:
+            started = time.perf_counter()
+            manifest = build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address))
+            wall = time.perf_counter() - started
+    shutil.rmtree(out.parent, ignore_errors=True)
+    return {"wall_s": round(wall, 2), "episodes": manifest["episodes"], "timing": manifest["timing_seconds"],
+            "peak_tree_rss_mb": round(sampler.summary()["peak_tree_rss_mb"], 1)}
+
+
+def run_duckdb(store: Path, bundles: list[str], threads: int) -> dict:
+    from bench.duckdb_episodes import build_episodes as duckdb_episodes
+    from transforms.episodes.run import data_as_of_of
+
+    sampler = TreeMemorySampler()
+    with sampler:
+        started = time.perf_counter()
+        episodes, _ = duckdb_episodes(store, tuple(bundles), data_as_of=data_as_of_of(store), threads=threads)
+        wall = time.perf_counter() - started
+    counts = dict(episodes.group_by("bundle_id").len().iter_rows())
+    return {"wall_s": round(wall, 2), "episodes": counts, "peak_tree_rss_mb": round(sampler.summary()["peak_tree_rss_mb"], 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("store", type=Path)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--bundles", default="hip_oa,cataract")
+    parser.add_argument("--label", default=None)
+    args = parser.parse_args(argv)
+    bundles = [b.strip() for b in args.bundles.split(",")]
+    lines = claim_lines(args.store)
+    patients = pl.scan_parquet(args.store / "insured" / "**" / "*.parquet").select(pl.col("patient_id").n_unique()).collect().item()
+    runs = []
+    for n in args.workers:
+        engine = run_engine(args.store, bundles, n)
+        peer = run_duckdb(args.store, bundles, n)
+        runs.append({"workers": n, "engine": engine, "duckdb": peer,
+                     "engine_lines_per_s_per_core": round(lines / engine["wall_s"] / n, 1),
+                     "duckdb_lines_per_s_per_core": round(lines / peer["wall_s"] / n, 1),
+                     "ratio_engine_to_duckdb": round(engine["wall_s"] / peer["wall_s"], 2)})
+        print(f"{n} worker(s): engine {engine['wall_s']} s ({engine['peak_tree_rss_mb']:.0f} MB), "
+              f"DuckDB {peer['wall_s']} s ({peer['peak_tree_rss_mb']:.0f} MB), ratio {runs[-1]['ratio_engine_to_duckdb']}",
+              file=sys.stderr)
+    by_workers = {r["workers"]: r for r in runs}
+    result = {
+        "benchmark": "episodes", "label": args.label, "store": str(args.store), "bundles": bundles,
+        "patients": patients, "claim_lines": lines, "runs": runs,
+        "engine_speedup_1_to_2": round(by_workers[1]["engine"]["wall_s"] / by_workers[2]["engine"]["wall_s"], 2)
+        if 1 in by_workers and 2 in by_workers else None,
+        "machine": machine_info(),
+    }
+    append_result(RESULTS / "episodes.jsonl", result)
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
