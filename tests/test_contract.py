@@ -57,3 +57,9 @@ def test_gp_code_list_is_the_derivation_of_the_bundled_tariffs():
 
     committed = pl.read_csv(GP_CODES, infer_schema=False)
     assert committed.equals(derive().cast(pl.String)), "run python -m transforms.contract.derive_gp_codes"
+
+
+def test_store_docs_are_up_to_date():
+    from transforms.ingest import docs
+
+    assert docs.DOCS_PATH.read_text() == docs.render(), "docs/store.md is stale: run python -m transforms.ingest.docs"

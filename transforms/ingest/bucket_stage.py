@@ -265,7 +265,8 @@ def store_schema(table: str, *, quarantine: bool = False) -> pa.Schema:
     """Arrow schema of a store (or quarantine) file: the contract's columns, then zorgpad's."""
     spec = load_contract().table(table)
     fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable or quarantine) for c in spec.columns]
-    fields.append(pa.field("patient_key", pa.int64()))
+    if table in BUCKETED_TABLES:
+        fields.append(pa.field("patient_key", pa.int64()))
     if table in CLAIM_TABLES and not quarantine:
         fields += [pa.field(name, t) for name, t in STORE_EXTRA["claims"]]
     if quarantine:
