@@ -62,9 +62,11 @@ def with_failed(frame: pl.DataFrame, failed_rows: dict[str, np.ndarray], checks:
     return frame.with_columns(combined.alias(column)).drop("_new")
 
 
-def process_partition(partition: Partition, staging_root: str, n_buckets: int, data_as_of: date) -> PartitionReport:
+def process_partition(partition: Partition, staging_root: str, n_buckets: int, data_as_of: date,
+                      n_id_parts: int | None = None) -> PartitionReport:
     """Normalise, check and route one partition (pure apart from its staging writes)."""
     contract = load_contract()
+    n_id_parts = n_id_parts or n_buckets
     table = contract.table(partition.table)
     staging = Staging(Path(staging_root))
     normalised = normalise(read_partition(partition), table)
@@ -90,11 +92,11 @@ def process_partition(partition: Partition, staging_root: str, n_buckets: int, d
             _write(rows.drop("_bucket"), staging.rows(table.name, int(bucket), partition.name))
         if "claim_id" in frame.columns:
             ids = frame.select("claim_id", "patient_key", pl.col("_bucket").alias("bucket"), "_partition", "_row")
-            ids = ids.with_columns(pl.Series("_part", id_part(ids["claim_id"], n_buckets)))
+            ids = ids.with_columns(pl.Series("_part", id_part(ids["claim_id"], n_id_parts)))
             for (part,), rows in ids.partition_by("_part", as_dict=True).items():
                 _write(rows.drop("_part"), staging.claim_ids(table.name, int(part), partition.name))
     elif table.name == "dbc_activity":
-        frame = frame.with_columns(pl.Series("_part", id_part(frame["claim_id"], n_buckets)))
+        frame = frame.with_columns(pl.Series("_part", id_part(frame["claim_id"], n_id_parts)))
         for (part,), rows in frame.partition_by("_part", as_dict=True, maintain_order=True).items():
             _write(rows.drop("_part"), staging.activities_by_claim(int(part), partition.name))
     else:

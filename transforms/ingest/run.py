@@ -32,6 +32,16 @@ DEFAULT_CRITICAL_SHARE = 0.05
 ROWS_PER_BUCKET = 3_000_000
 
 
+IDS_PER_PART = 20_000_000
+
+
+def choose_id_parts(plan: DeliveryPlan) -> int:
+    """Id-parts for the delivery-wide checks: about 20 million claim ids each. Fewer parts than
+    buckets keep the number of small staging files (partitions x parts) down."""
+    rows = sum(plan.rows_in(t) for t in (*CLAIM_TABLES, "dbc_activity"))
+    return max(2, math.ceil(rows / IDS_PER_PART))
+
+
 def choose_buckets(plan: DeliveryPlan) -> int:
     """A power of two giving about 3 million rows per bucket, at least 4."""
     rows = sum(plan.rows_in(t) for t in BUCKETED_TABLES)
@@ -142,6 +152,7 @@ class RunState:
     store: str
     tmp: str
     buckets: int
+    id_parts: int
     plan: DeliveryPlan
     critical_share: float
     started: float
@@ -159,7 +170,8 @@ def plan_run(delivery: Path | str, store: Path | str, *, n_buckets: int | None =
     plan = inspect_delivery(delivery)
     store = Path(store)
     tmp = store.with_name(f"{store.name}.tmp-{uuid.uuid4().hex[:8]}")
-    state = RunState(str(delivery), str(store), str(tmp), n_buckets or choose_buckets(plan), plan, critical_share, started)
+    state = RunState(str(delivery), str(store), str(tmp), n_buckets or choose_buckets(plan), choose_id_parts(plan), plan,
+                     critical_share, started)
     state.timing["inspect"] = time.perf_counter() - started
     return state
 
@@ -168,7 +180,7 @@ def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[Pa
     """Step 2: every partition in parallel: normalise, row checks, route to buckets; then the
     critical-share check on the summed failures."""
     t = time.perf_counter()
-    jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of)
+    jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of, state.id_parts)
             for ps in state.plan.partitions.values() for p in ps]
     reports: list[PartitionReport] = mapper(process_partition, jobs)
     state.timing["partitions"] = time.perf_counter() - t
@@ -178,7 +190,7 @@ def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[Pa
 def run_id_parts(state: RunState, mapper: Mapper = local_map) -> list[IdPartReport]:
     """Step 3: uniqueness of claim ids and routing of care activities, per id-part in parallel."""
     t = time.perf_counter()
-    reports = mapper(process_id_part, [(k, str(state.staging.root)) for k in range(state.buckets)])
+    reports = mapper(process_id_part, [(k, str(state.staging.root)) for k in range(state.id_parts)])
     state.timing["ids"] = time.perf_counter() - t
     return reports
 
@@ -251,6 +263,7 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
         "code_version": code_version(),
         "contract_version": CONTRACT_VERSION,
         "buckets": state.buckets,
+        "id_parts": state.id_parts,
         "critical_share": state.critical_share,
         "inputs": {t: [asdict(f) | {"path": str(Path(f.path).relative_to(Path(state.delivery)))} for f in files]
                    for t, files in plan.files.items()},
