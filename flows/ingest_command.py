@@ -14,7 +14,7 @@ from flows.cli import UserError, app
 def ingest(
     delivery: Annotated[Path, typer.Argument(help="the delivery folder (with delivery.json)")],
     store: Annotated[Path, typer.Option(help="where to write the patient-bucketed store")],
-    buckets: Annotated[int | None, typer.Option(help="number of patient buckets (default: ~3M rows each)")] = None,
+    buckets: Annotated[int | None, typer.Option(help="number of patient buckets (default: ~2M rows each)")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes (default: CPU count)")] = None,
     critical_share: Annotated[float, typer.Option(help="a check failing on more than this share of a table's rows stops the run")] = 0.05,

@@ -114,36 +114,39 @@ def primary_reason(failed: pl.Expr, reason_of: dict[str, str]) -> pl.Expr:
     return ranked.replace_strict(dict(enumerate(REASON_PRECEDENCE)), default="invalid_value", return_dtype=pl.String)
 
 
+def _read_staged(staging: Staging, table: str, bucket: int) -> pl.DataFrame:
+    frame = _read_dir(staging.rows_dir(table, bucket))
+    return (frame if frame is not None else _empty_staged(table)).with_row_index("_i")
+
+
 def process_bucket(bucket: int, staging_root: str, store_root: str, valid_providers: list[str],
                    data_as_of_iso: str) -> BucketReport:
-    """Link checks, quarantine, netting and the store files of one bucket."""
+    """Link checks, quarantine, netting and the store files of one bucket.
+
+    Tables are processed one at a time (insured first, care activities last), so a worker holds
+    one claim table of one bucket at a time, plus the small facts the later tables need.
+    """
     contract = load_contract()
     staging = Staging(Path(staging_root))
     store = Path(store_root)
     report = BucketReport(bucket)
     reason_of = {c.id: c.reason for t in BUCKETED_TABLES for c in
                  (*suite_checks(t, "row"), *suite_checks(t, "link"))}
-
-    frames: dict[str, pl.DataFrame] = {}
-    for table in BUCKETED_TABLES:
-        frame = _read_dir(staging.rows_dir(table, bucket))
-        if frame is None:
-            frame = _empty_staged(table)
-        frames[table] = frame.with_row_index("_i")
+    reason_of["parent_quarantined"] = "parent_quarantined"
 
     # ---- insured: spells must not overlap; valid spells drive coverage and death ----
-    insured = _spell_checks(frames["insured"])
-    insured = _validate_link(insured, "insured", bucket, report)
+    insured = _validate_link(_spell_checks(_read_staged(staging, "insured", bucket)), "insured", bucket, report)
     valid_spells = insured.filter(pl.col(FAILED).list.len() == 0)
     deaths = valid_spells.group_by("patient_key", "patient_id").agg(pl.col("death_date").max())
-    frames["insured"] = insured
+    _finish_table(insured, "insured", bucket, store, report, reason_of)
+    del insured
 
     # ---- claims: uniqueness, enrolment, death, provider, corrections' originals ----
-    dup_marks = {t: _read_dir(staging.duplicates_dir(t)) for t in CLAIM_TABLES}
+    dbc_facts = None
     for table in CLAIM_TABLES:
-        frame = frames[table]
+        frame = _read_staged(staging, table, bucket)
         date_col = CLAIM_DATE[table]
-        dups = dup_marks[table]
+        dups = _read_dir(staging.duplicates_dir(table))
         if dups is not None:
             dups = dups.filter(pl.col("bucket") == bucket)
         frame = _flag_duplicates(frame, dups, f"{table}.claim_id.unique")
@@ -161,64 +164,67 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
             (pl.col("corrects_claim_id").is_null() | pl.col("corrects_claim_id").is_in(frame["claim_id"].implode()))
             .alias(f"_ok__{table}.corrects_claim_id.references"),
         )
-        frames[table] = _validate_link(frame, table, bucket, report)
+        frame = _validate_link(frame, table, bucket, report)
+        # corrections whose original was quarantined follow it
+        bad = frame.filter(pl.col(FAILED).list.len() > 0)["claim_id"]
+        follow = pl.col("corrects_claim_id").is_in(bad.implode()) & (pl.col(FAILED).list.len() == 0)
+        frame = frame.with_columns(
+            pl.when(follow).then(pl.lit(["parent_quarantined"])).otherwise(pl.col(FAILED)).alias(FAILED))
+        if table == "dbc":
+            dbc_facts = {
+                "parents": frame.unique("claim_id", keep="first").select(
+                    "claim_id", pl.col("start_date").alias("_s"), pl.col("end_date").alias("_e")),
+                "valid": frame.filter(pl.col(FAILED).list.len() == 0)["claim_id"],
+            }
+        netted = _finish_table(frame, table, bucket, store, report, reason_of)
+        if table == "dbc":
+            dbc_facts["netted"] = netted.select("claim_id", "effective_claim_id")
+        del frame, netted
 
     # ---- care activities: their subtraject must be valid and span the activity date ----
-    dbc = frames["dbc"]
-    dbc_ok = dbc.filter(pl.col(FAILED).list.len() == 0)
-    activity = frames["dbc_activity"]
-    parents = dbc.unique("claim_id", keep="first").select("claim_id", pl.col("start_date").alias("_s"),
-                                                           pl.col("end_date").alias("_e"))
-    activity = activity.join(parents, on="claim_id", how="left", maintain_order="left")
+    activity = _read_staged(staging, "dbc_activity", bucket)
+    activity = activity.join(dbc_facts["parents"], on="claim_id", how="left", maintain_order="left")
     within = next(r.id for r in contract.table("dbc_activity").rules if r.kind == "within_parent_dates")
     activity = activity.with_columns(
         ((pl.col("activity_date") >= pl.col("_s")) & (pl.col("activity_date") <= pl.col("_e"))).fill_null(False)
         .alias(f"_ok__{within}"),
-        pl.col("claim_id").is_in(dbc_ok["claim_id"].implode()).alias("_ok__dbc_activity.parent_valid"),
+        pl.col("claim_id").is_in(dbc_facts["valid"].implode()).alias("_ok__dbc_activity.parent_valid"),
         pl.lit(True).alias("_ok__dbc_activity.claim_id.references"),
     ).drop("_s", "_e")
-    frames["dbc_activity"] = _validate_link(activity, "dbc_activity", bucket, report)
-
-    # ---- corrections whose original was quarantined follow it ----
-    for table in CLAIM_TABLES:
-        frame = frames[table]
-        bad = frame.filter(pl.col(FAILED).list.len() > 0)["claim_id"]
-        follow = pl.col("corrects_claim_id").is_in(bad.implode()) & (pl.col(FAILED).list.len() == 0)
-        frames[table] = frame.with_columns(
-            pl.when(follow).then(pl.lit(["parent_quarantined"])).otherwise(pl.col(FAILED)).alias(FAILED))
-    reason_of["parent_quarantined"] = "parent_quarantined"
-
-    # ---- write: quarantine, netted store, corrections audit ----
-    netted_dbc = None
-    for table in ("insured", *CLAIM_TABLES, "dbc_activity"):
-        frame = frames[table]
-        books = TableBooks(rows_in=frame.height, cents_in=_cents(frame))
-        bad = frame.filter(pl.col(FAILED).list.len() > 0)
-        good = frame.filter(pl.col(FAILED).list.len() == 0)
-        books.rows_quarantined = bad.height
-        books.cents_quarantined = _cents(bad)
-        if bad.height:
-            bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
-            report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
-            _write_table(bad, table, bucket_dir(store / "quarantine", table, bucket), quarantine=True)
-        merged = None
-        if table in CLAIM_TABLES:
-            good, merged = net_corrections(good)
-            books.fully_credited = int(good["fully_credited"].sum())
-            if table == "dbc":
-                netted_dbc = good
-        elif table == "dbc_activity":
-            good, merged = rekey_activities(good, netted_dbc if netted_dbc is not None else _empty_netted())
-        if merged is not None and merged.height:
-            books.rows_merged = merged.height
-            books.cents_merged_lines = _cents(merged)
-            _write_merged(merged, table, bucket_dir(store / "corrections", table, bucket))
-        books.rows_stored = good.height
-        books.cents_stored = _cents(good)
-        _write_table(good.sort("patient_key", ORDER_DATE[table], "claim_id" if "claim_id" in good.columns else "enrolled_from"),
-                     table, bucket_dir(store, table, bucket))
-        report.books[table] = books
+    activity = _validate_link(activity, "dbc_activity", bucket, report)
+    _finish_table(activity, "dbc_activity", bucket, store, report, reason_of, netted_dbc=dbc_facts["netted"])
     return report
+
+
+def _finish_table(frame: pl.DataFrame, table: str, bucket: int, store: Path, report: BucketReport,
+                  reason_of: dict[str, str], netted_dbc: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Quarantine the failing rows, net the rest, write store / quarantine / corrections files and
+    the table's books. Returns the stored (netted) rows."""
+    books = TableBooks(rows_in=frame.height, cents_in=_cents(frame))
+    bad = frame.filter(pl.col(FAILED).list.len() > 0)
+    good = frame.filter(pl.col(FAILED).list.len() == 0)
+    books.rows_quarantined = bad.height
+    books.cents_quarantined = _cents(bad)
+    if bad.height:
+        bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
+        report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
+        _write_table(bad, table, bucket_dir(store / "quarantine", table, bucket), quarantine=True)
+    merged = None
+    if table in CLAIM_TABLES:
+        good, merged = net_corrections(good)
+        books.fully_credited = int(good["fully_credited"].sum())
+    elif table == "dbc_activity":
+        good, merged = rekey_activities(good, netted_dbc if netted_dbc is not None else _empty_netted())
+    if merged is not None and merged.height:
+        books.rows_merged = merged.height
+        books.cents_merged_lines = _cents(merged)
+        _write_merged(merged, table, bucket_dir(store / "corrections", table, bucket))
+    books.rows_stored = good.height
+    books.cents_stored = _cents(good)
+    _write_table(good.sort("patient_key", ORDER_DATE[table], "claim_id" if "claim_id" in good.columns else "enrolled_from"),
+                 table, bucket_dir(store, table, bucket))
+    report.books[table] = books
+    return good
 
 
 def _validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketReport) -> pl.DataFrame:

@@ -29,7 +29,7 @@ from transforms.ingest.partition_stage import FAILED, PartitionReport, process_p
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_CRITICAL_SHARE = 0.05
-ROWS_PER_BUCKET = 3_000_000
+ROWS_PER_BUCKET = 2_000_000
 
 
 IDS_PER_PART = 20_000_000
@@ -43,9 +43,10 @@ def choose_id_parts(plan: DeliveryPlan) -> int:
 
 
 def choose_buckets(plan: DeliveryPlan) -> int:
-    """A power of two giving about 3 million rows per bucket, at least 4."""
+    """About 2 million rows per bucket (at least 4 buckets), so a bucket's memory does not grow with
+    the delivery."""
     rows = sum(plan.rows_in(t) for t in BUCKETED_TABLES)
-    return max(4, 2 ** math.ceil(math.log2(max(rows / ROWS_PER_BUCKET, 1))))
+    return max(4, math.ceil(rows / ROWS_PER_BUCKET))
 
 
 @dataclass
