@@ -22,8 +22,11 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
         yield scheduler
         return
     n = workers or max(1, min(os.cpu_count() or 1, 8))
+    # one process per core, and one thread inside it: polars and pyarrow would otherwise start a
+    # thread per core in every worker and the workers would fight over the cores
+    single_threaded = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=None, host="127.0.0.1") as cluster:
+                      dashboard_address=None, host="127.0.0.1", env=single_threaded) as cluster:
         yield cluster.scheduler_address
 
 
