@@ -286,3 +286,12 @@ def test_prefect_flow_runs_on_a_real_api_and_dask(faulty_delivery, tmp_path):
     manifest = ingest_flow(str(faulty_delivery), str(tmp_path / "store"), buckets=2, workers=2, data_docs=False)
     assert manifest["balanced"] and (tmp_path / "store" / "manifest.json").exists()
     assert manifest["quarantine"]["dbc"]["duplicate_claim_id"] > 0
+
+
+def test_relative_paths_work(faulty_delivery, tmp_path, monkeypatch):
+    """A user typing relative paths (``zorgpad ingest delivery --store store``) gets a store too."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(faulty_delivery, tmp_path / "delivery")
+    result = ingest(Path("delivery"), Path("store"), n_buckets=2)
+    assert (tmp_path / "store" / "manifest.json").exists() and result.manifest["balanced"]
+    assert (tmp_path / "store" / result.manifest["validation"]["data_docs"]).exists()

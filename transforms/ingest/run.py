@@ -168,8 +168,9 @@ def plan_run(delivery: Path | str, store: Path | str, *, n_buckets: int | None =
              critical_share: float = DEFAULT_CRITICAL_SHARE) -> RunState:
     """Step 1: inspect the delivery (critical problems raise) and choose the buckets."""
     started = time.perf_counter()
+    delivery = Path(delivery).resolve()
     plan = inspect_delivery(delivery)
-    store = Path(store)
+    store = Path(store).resolve()
     tmp = store.with_name(f"{store.name}.tmp-{uuid.uuid4().hex[:8]}")
     state = RunState(str(delivery), str(store), str(tmp), n_buckets or choose_buckets(plan), choose_id_parts(plan), plan,
                      critical_share, started)
