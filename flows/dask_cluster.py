@@ -26,7 +26,7 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
     # thread per core in every worker and the workers would fight over the cores
     single_threaded = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=None, host="127.0.0.1", env=single_threaded) as cluster:
+                      dashboard_address=":0", host="127.0.0.1", env=single_threaded) as cluster:
         yield cluster.scheduler_address
 
 
