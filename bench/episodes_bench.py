@@ -5,8 +5,10 @@
 For each worker count it runs the polars engine on a local Dask cluster of that many worker
 processes (one thread each) and the DuckDB peer with that many threads, measuring wall time and
 the peak memory of the process tree. Reported: claim lines in the store, claim lines per second
-per core, the engine/DuckDB time ratio, and the engine's speed-up from 1 to 2 workers. Results are
-appended to ``bench/results/episodes.jsonl``.
+per core, the engine/DuckDB time ratio, and the engine's speed-up from 1 to 2 workers, next to the
+machine's own ceiling for that speed-up (:mod:`bench.machine_scaling`, measured at the start of the
+run) and the CPU other processes used during each run. Results are appended to
+``bench/results/episodes.jsonl``; ``python -m bench.report`` turns them into tables.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
-from bench.memory import MB, TreeMemorySampler
+from bench.machine_scaling import scaling_ceiling
+from bench.memory import TreeMemorySampler
 from bench.report import RESULTS, append_result, machine_info
 
 CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
@@ -59,9 +62,11 @@ def run_engine(store: Path, bundles: list[str], workers: int) -> dict:
             manifest = build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address))
             wall = time.perf_counter() - started
     shutil.rmtree(out.parent, ignore_errors=True)
+    memory = sampler.summary()
     return {"wall_s": round(wall, 2), "warm_up_s": round(warm_up, 2), "episodes": manifest["episodes"],
-            "timing": manifest["timing_seconds"],
-            "peak_tree_rss_mb": round(sampler.summary()["peak_tree_rss_mb"], 1)}
+            "timing": manifest["timing_seconds"], "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),
+            "peak_worker_rss_mb": round(memory["peak_worker_rss_mb"], 1),
+            "cpu_seconds_other": memory["cpu_seconds_other"]}
 
 
 def run_duckdb(store: Path, bundles: list[str], threads: int) -> dict:
@@ -74,7 +79,9 @@ def run_duckdb(store: Path, bundles: list[str], threads: int) -> dict:
         episodes, _ = duckdb_episodes(store, tuple(bundles), data_as_of=data_as_of_of(store), threads=threads)
         wall = time.perf_counter() - started
     counts = dict(episodes.group_by("bundle_id").len().iter_rows())
-    return {"wall_s": round(wall, 2), "episodes": counts, "peak_tree_rss_mb": round(sampler.summary()["peak_tree_rss_mb"], 1)}
+    memory = sampler.summary()
+    return {"wall_s": round(wall, 2), "episodes": counts, "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),
+            "cpu_seconds_other": memory["cpu_seconds_other"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("store", type=Path)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--bundles", default="hip_oa,cataract")
-    parser.add_argument("--label", default=None)
+    parser.add_argument("--label", default=None, help="free text stored with the result")
     args = parser.parse_args(argv)
     bundles = [b.strip() for b in args.bundles.split(",")]
+    machine = machine_info()  # at the start: the date and commit of the code measured
+    ceiling = scaling_ceiling()
+    print(f"machine: two CPU-bound processes run {ceiling['speedup_1_to_2']}x faster than one", file=sys.stderr)
     lines = claim_lines(args.store)
     patients = pl.scan_parquet(args.store / "insured" / "**" / "*.parquet").select(pl.col("patient_id").n_unique()).collect().item()
     runs = []
@@ -104,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         "patients": patients, "claim_lines": lines, "runs": runs,
         "engine_speedup_1_to_2": round(by_workers[1]["engine"]["wall_s"] / by_workers[2]["engine"]["wall_s"], 2)
         if 1 in by_workers and 2 in by_workers else None,
-        "machine": machine_info(),
+        "machine_speedup_1_to_2": ceiling,
+        "started_utc": machine["date"],
+        "machine": machine,
     }
     append_result(RESULTS / "episodes.jsonl", result)
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
