@@ -26,6 +26,7 @@ from great_expectations.data_context.types.resource_identifiers import (
     ValidationResultIdentifier,
 )
 
+from expectations.data_docs import localise_static_links
 from expectations.suites import build_suite, suite_checks
 from transforms.contract import load_contract
 
@@ -149,6 +150,7 @@ def build_data_docs(results: list[dict], out: Path) -> Path:
         )
         context.validation_results_store.set(key, result)
     context.build_data_docs(site_names=[DATA_DOCS_SITE])
+    localise_static_links(docs_dir)
     return docs_dir / "index.html"
 
 

@@ -41,6 +41,7 @@ import polars as pl
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.expectations.row_conditions import Column
 
+from expectations.data_docs import localise_static_links
 from transforms.vektis.columns import CATEGORIES, MEASURE_NAMES, POPULATION, is_key_column
 from transforms.vektis.harmonise import (
     AGE_CLASSES,
@@ -369,6 +370,7 @@ def validate_vektis(
     index: Path | None = None
     if docs_dir is not None:
         context.build_data_docs(site_names=[DATA_DOCS_SITE])
+        localise_static_links(docs_dir)
         index = docs_dir / "index.html"
 
     mismatches = reconciliation.filter(~pl.col("totals_equal") | ~pl.col("cells_equal"))

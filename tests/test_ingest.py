@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from data_docs_check import assert_data_docs_browsable
 from flows.dask_cluster import dask_cluster, dask_mapper
 from transforms.ingest.delivery import DeliveryError
 from transforms.ingest.keys import fnv1a64
@@ -188,6 +189,7 @@ def test_manifest_and_validation_outputs(faulty_delivery, local_store):
     assert checks["dbc.claim_id.unique"]["failed_rows"] == manifest["quarantine"]["dbc"]["duplicate_claim_id"]
     html = (local_store / manifest["validation"]["data_docs"]).read_text()
     assert "dbc.row" in html and "dbc.link" in html
+    assert_data_docs_browsable(local_store / manifest["validation"]["data_docs"], min_pages=10)
 
 
 # ---------------------------------------------------------------------------------- normalising

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
+from data_docs_check import assert_data_docs_browsable
 from expectations.vektis_suite import validate_vektis
 from transforms.vektis import (
     AGE_CLASSES,
@@ -420,6 +421,7 @@ def test_flow_end_to_end_through_the_cli(tmp_path: Path) -> None:
     assert "Data Docs:" in result.output and str(out / "data_docs" / "index.html") in result.output
 
     assert (out / "data_docs" / "index.html").is_file()
+    assert_data_docs_browsable(out / "data_docs" / "index.html", min_pages=3)
     assert sorted(p.name for p in (out / "vektis_long").iterdir()) == ["year=2022", "year=2023"]
     summary = json.loads((out / "validation_summary.json").read_text())
     assert summary["success"] and summary["releases"] == ["2022/final", "2023/final"]
