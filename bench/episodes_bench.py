@@ -3,7 +3,8 @@
     python -m bench.episodes_bench STORE --workers 1 2 --bundles hip_oa,cataract
 
 For each worker count it runs the polars engine on a local Dask cluster of that many worker
-processes (one thread each) and the DuckDB peer with that many threads, measuring wall time and
+processes (one thread each) and the DuckDB peer with that many threads, both writing their episodes
+and episode lines as Hive-partitioned parquet to a temporary folder, measuring wall time and
 the peak memory of the process tree. Reported: claim lines in the store, claim lines per second
 per core, the engine/DuckDB time ratio, and the engine's speed-up from 1 to 2 workers, next to the
 machine's own ceiling for that speed-up (:mod:`bench.machine_scaling`, measured at the start of the
@@ -73,11 +74,14 @@ def run_duckdb(store: Path, bundles: list[str], threads: int) -> dict:
     from bench.duckdb_episodes import build_episodes as duckdb_episodes
     from transforms.episodes.run import data_as_of_of
 
+    out = Path(tempfile.mkdtemp(prefix="zorgpad-duckdb-bench-")) / "out"
     sampler = TreeMemorySampler()
     with sampler:
         started = time.perf_counter()
-        episodes, _ = duckdb_episodes(store, tuple(bundles), data_as_of=data_as_of_of(store), threads=threads)
+        # writes the same Hive-partitioned outputs as the engine, so both do the same work
+        episodes, _ = duckdb_episodes(store, tuple(bundles), data_as_of=data_as_of_of(store), threads=threads, out=out)
         wall = time.perf_counter() - started
+    shutil.rmtree(out.parent, ignore_errors=True)
     counts = dict(episodes.group_by("bundle_id").len().iter_rows())
     memory = sampler.summary()
     return {"wall_s": round(wall, 2), "episodes": counts, "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),

@@ -7,7 +7,10 @@ its descendants (worker pools, Dask nannies' worker processes, ...) with psutil 
 - per process: the peak RSS, taken as the larger of the sampled RSS and the kernel's own high-water
   mark ``VmHWM`` from ``/proc/PID/status`` (exact, so a spike between two samples is not missed for
   a single process; the tree sum can only be sampled),
-- the last CPU times seen per process (CPU seconds of the tree),
+- the CPU seconds each process used while sampling (for a process that already existed, such as
+  this one or a warmed-up Dask worker, minus what it had used before; records written before
+  2026-11-23 15:00 UTC counted that too, so their *other load* is slightly low). Its ``VmHWM``
+  covers the whole life of such a process, so its peak can include work done before sampling,
 - a timeline ``(seconds since start, tree RSS, processes, main RSS, largest worker RSS)`` for growth
   over the run.
 
@@ -77,7 +80,8 @@ class ProcessPeak:
     first_seen_s: float
     last_seen_s: float
     peak_rss: int = 0
-    cpu_seconds: float = 0.0
+    cpu_seconds: float = 0.0  # during the sampling only
+    cpu_base: float = 0.0  # CPU seconds a process had already used when sampling started
 
     def as_dict(self) -> dict:
         return {"pid": self.pid, "role": self.role, "peak_rss_mb": round(self.peak_rss / MB, 1),
@@ -163,10 +167,14 @@ class TreeMemorySampler:
             total += rss
             peak = self.processes.get(proc.pid)
             if peak is None:
-                peak = self.processes[proc.pid] = ProcessPeak(proc.pid, role_of(proc, self.root_pid), now, now)
+                # a process that exists at the first sample (this one, a warm Dask worker) has used
+                # CPU before the measurement; one that appears later started inside it
+                base = cpu.user + cpu.system if self.samples == 0 else 0.0
+                peak = self.processes[proc.pid] = ProcessPeak(proc.pid, role_of(proc, self.root_pid), now, now,
+                                                              cpu_base=base)
             hwm = _vm_hwm(proc.pid) or 0
             peak.peak_rss = max(peak.peak_rss, rss, hwm)
-            peak.cpu_seconds = cpu.user + cpu.system
+            peak.cpu_seconds = cpu.user + cpu.system - peak.cpu_base
             peak.last_seen_s = now
             if peak.role == "main":
                 main = rss

@@ -197,18 +197,33 @@ def _register_bundles(con: duckdb.DuckDBPyConnection, rules: list[BundleRule]) -
                             [[b, a] for a in r.revision_activities])
 
 
+def _write_hive(con: duckdb.DuckDBPyConnection, out: Path) -> None:
+    """Both result tables as parquet partitioned by bundle and anchor year."""
+    out.mkdir(parents=True, exist_ok=True)
+    options = "FORMAT parquet, COMPRESSION zstd, PARTITION_BY (bundle_id, anchor_year), OVERWRITE_OR_IGNORE"
+    con.execute(f"COPY (SELECT {', '.join(EPISODE_COLUMNS)} FROM episodes_out) TO '{out / 'episodes'}' ({options})")
+    con.execute(
+        f"COPY (SELECT {', '.join('l.' + c for c in EPISODE_LINE_COLUMNS)}, e.anchor_year "
+        "FROM episode_lines_out l JOIN episodes_out e USING (episode_id, bundle_id)) "
+        f"TO '{out / 'episode_lines'}' ({options})")
+
+
 def build_episodes(
     root: str | Path,
     bundles: tuple[str, ...] = ("hip_oa", "cataract"),
     data_as_of: date | None = None,
     runout_months: int = 12,
     threads: int | None = None,
+    out: str | Path | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Build the episodes of ``bundles`` from the parquet tables under ``root``.
 
     ``root`` holds one folder per table (``root/<table>/**/*.parquet``, Hive partitions allowed;
     extra columns are ignored). ``data_as_of`` defaults to ``root/delivery.json``.
     Returns ``(episodes, episode_lines)``; see ``EPISODE_COLUMNS`` / ``EPISODE_LINE_COLUMNS``.
+    With ``out``, also writes both as Hive-partitioned parquet (``out/episodes/bundle_id=../
+    anchor_year=../``, ``out/episode_lines/...``, zstd), the deliverable the engine writes, so the
+    benchmark compares the same work.
     """
     root = Path(root)
     unknown = [b for b in bundles if b not in BUNDLES]
@@ -244,6 +259,8 @@ def build_episodes(
             _register_source(con, root, table, f"v_{table}", materialise=False)
 
         con.execute(SQL_PATH.read_text())
+        if out is not None:
+            _write_hive(con, Path(out))
 
         episodes = con.sql(
             f"SELECT {', '.join(EPISODE_COLUMNS)} FROM episodes_out "
