@@ -14,11 +14,14 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from data_docs_check import assert_data_docs_browsable
 from flows.dask_cluster import dask_cluster, dask_mapper
 from transforms.ingest.delivery import DeliveryError
+from transforms.ingest.id_stage import later_copies
 from transforms.ingest.keys import fnv1a64
 from transforms.ingest.netting import net_corrections
 from transforms.ingest.normalise import money_to_cents
@@ -150,6 +153,31 @@ def test_netting_hand_computed_cases():
     assert by_id["C"]["amount"] == 700 and by_id["C"]["n_corrections"] == 0
     assert sorted(merged["claim_id"].to_list()) == ["A", "A-C", "B-C"]
     assert netted["amount"].sum() + 0 == lines["amount"].sum()  # money conserved
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["original", "credit", "redeclaration"]),
+                          st.integers(-5_000, 5_000), st.integers(1, 9)), max_size=30))
+def test_netting_fast_path_equals_netting_every_line_as_a_group(rows):
+    """Uncorrected claims skip the sort; the result equals running the group logic on every line."""
+    from transforms.ingest.netting import _net_groups
+
+    claim_ids, corrects, amounts, declared = [], [], [], []
+    for i, (root, kind, amount, day) in enumerate(rows):
+        claim_ids.append(f"K{root}" if kind == "original" else f"K{root}-{i}")
+        corrects.append(None if kind == "original" else f"K{root}")
+        amounts.append(abs(amount) if kind != "credit" else -abs(amount) or -1)
+        declared.append(day)
+    lines = pl.DataFrame({"claim_id": claim_ids, "corrects_claim_id": corrects, "amount": amounts,
+                          "declared_on": declared, "patient_key": [7] * len(rows)},
+                         schema={"claim_id": pl.String, "corrects_claim_id": pl.String, "amount": pl.Int64,
+                                 "declared_on": pl.Int32, "patient_key": pl.Int64})
+    lines = lines.unique("claim_id", keep="first", maintain_order=True)  # claim ids are unique by then
+    fast, fast_merged = net_corrections(lines)
+    slow, slow_merged = _net_groups(lines)
+    assert fast.sort("claim_id").equals(slow.sort("claim_id"))
+    assert fast_merged.sort("claim_id").equals(slow_merged.sort("claim_id"))
+    assert fast["amount"].sum() == lines["amount"].sum()
 
 
 # --------------------------------------------------------------------------------- store layout
@@ -297,3 +325,21 @@ def test_relative_paths_work(faulty_delivery, tmp_path, monkeypatch):
     result = ingest(Path("delivery"), Path("store"), n_buckets=2)
     assert (tmp_path / "store" / "manifest.json").exists() and result.manifest["balanced"]
     assert (tmp_path / "store" / result.manifest["validation"]["data_docs"]).exists()
+
+
+# ---------------------------------------------------------------------------------- uniqueness
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["A1", "A2", "B-7", "", "ééé", "A1 "]), st.integers(0, 3)),
+                min_size=0, max_size=40))
+def test_later_copies_are_every_copy_after_the_first_delivered(rows):
+    """The hashed uniqueness check marks exactly what sorting all ids would: every line of a claim
+    id except its first by (partition, row)."""
+    ids = pl.DataFrame({"claim_id": [c for c, _ in rows], "_partition": [p for _, p in rows],
+                        "_row": list(range(len(rows))), "bucket": [0] * len(rows)},
+                       schema={"claim_id": pl.String, "_partition": pl.Int32, "_row": pl.Int64, "bucket": pl.Int32})
+    first: dict[str, tuple[int, int]] = {}
+    for claim, partition, row in sorted(zip(ids["claim_id"], ids["_partition"], ids["_row"]), key=lambda r: (r[1], r[2])):
+        first.setdefault(claim, (partition, row))
+    expected = sorted((p, r) for c, p, r in zip(ids["claim_id"], ids["_partition"], ids["_row"]) if first[c] != (p, r))
+    got = later_copies(ids)
+    assert list(zip(got["_partition"], got["_row"])) == expected

@@ -2,7 +2,9 @@
 ids only (an aggregate), part by part.
 
 - **Uniqueness**: a claim id delivered more than once keeps its first delivered line (lowest
-  partition and row); every later copy is marked ``duplicate_claim_id``.
+  partition and row); every later copy is marked ``duplicate_claim_id``. Found without sorting
+  strings: ids whose 64-bit hash occurs more than once are the only candidates (all true duplicates
+  and the rare hash collision), and only those few are compared and ordered exactly.
 - **Routing of care activities**: ``dbc_activity`` has no patient column, so each activity is sent
   to the bucket of its subtraject's patient by joining on the claim id; an activity whose claim id
   is not in ``dbc`` is an orphan (``unknown_reference``) and is quarantined here.
@@ -34,6 +36,19 @@ def _scan(folder: Path) -> pl.DataFrame | None:
     return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
 
 
+def later_copies(ids: pl.DataFrame) -> pl.DataFrame:
+    """The copies of each claim id after its first delivered line (lowest ``_partition``, ``_row``),
+    ordered by partition and row.
+
+    Sorting tens of millions of string ids is the slow part of a uniqueness check; a hash of the id
+    (the in-process polars hash: it only has to agree with itself within this call) narrows it to
+    the ids that may repeat, and the exact comparison runs on those alone."""
+    candidates = ids.filter(pl.col("claim_id").hash().is_duplicated())
+    ranked = candidates.sort("claim_id", "_partition", "_row").with_columns(
+        pl.int_range(pl.len()).over("claim_id").alias("_occurrence"))
+    return ranked.filter(pl.col("_occurrence") > 0).drop("_occurrence").sort("_partition", "_row")
+
+
 def process_id_part(part: int, staging_root: str) -> IdPartReport:
     staging = Staging(Path(staging_root))
     duplicates: dict[str, int] = {}
@@ -43,15 +58,14 @@ def process_id_part(part: int, staging_root: str) -> IdPartReport:
         if ids is None:
             duplicates[table] = 0
             continue
-        ids = ids.sort("claim_id", "_partition", "_row")
-        ids = ids.with_columns(pl.int_range(pl.len()).over("claim_id").alias("_occurrence"))
-        later = ids.filter(pl.col("_occurrence") > 0).select("claim_id", "bucket", "_partition", "_row")
+        later = later_copies(ids)
         duplicates[table] = later.height
         path = staging.duplicates(table, part)
         path.parent.mkdir(parents=True, exist_ok=True)
-        later.write_parquet(path)
+        later.select("claim_id", "bucket", "_partition", "_row").write_parquet(path)
         if table == "dbc":
-            dbc_first = ids.filter(pl.col("_occurrence") == 0).select("claim_id", "patient_key", "bucket")
+            dbc_first = ids.join(later.select("_partition", "_row"), on=["_partition", "_row"], how="anti").select(
+                "claim_id", "patient_key", "bucket")
 
     routed = orphans = 0
     activities = _scan(staging.activities_by_claim_dir(part))

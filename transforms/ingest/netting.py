@@ -13,6 +13,9 @@ A correcting line with a negative amount is a **credit**; one with a zero or pos
 
 Every other line of the group is *merged*: it goes to the corrections audit table, and the money it
 carried is inside the stored line's sum, so euros in = euros stored + euros quarantined.
+
+Most claims are never corrected (a group of one): they pass through unchanged, and only the lines of
+real groups, a few percent, are sorted and aggregated by their (string) claim id.
 """
 
 from __future__ import annotations
@@ -29,6 +32,20 @@ def net_corrections(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     ``n_corrections``, ``fully_credited``, ``effective_claim_id``); ``merged`` lists the lines folded
     into another (``claim_id``, ``root_claim_id``, ``kind``, ``amount``, ``declared_on``).
     """
+    corrected = lines["corrects_claim_id"].drop_nulls().unique()
+    in_group = pl.col("corrects_claim_id").is_not_null() | pl.col("claim_id").is_in(corrected.implode())
+    netted, merged = _net_groups(lines.filter(in_group))
+    alone = lines.filter(~in_group).with_columns(
+        pl.col("claim_id").alias("effective_claim_id"),
+        pl.lit(0, pl.Int16).alias("n_corrections"),
+        pl.lit(False).alias("fully_credited"),
+    )
+    return pl.concat([alone.select(netted.columns), netted]), merged
+
+
+def _net_groups(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`net_corrections` on lines that all belong to groups of two or more (or are
+    corrections whose original is not among them)."""
     df = lines.with_columns(pl.coalesce("corrects_claim_id", "claim_id").alias(ROOT))
     kind = (
         pl.when(pl.col("corrects_claim_id").is_null()).then(pl.lit("original"))
