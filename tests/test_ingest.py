@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from data_docs_check import assert_data_docs_browsable
 from flows.dask_cluster import dask_cluster, dask_mapper
 from transforms.ingest.delivery import DeliveryError
-from transforms.ingest.id_stage import later_copies
+from transforms.ingest.id_stage import later_copies, later_copies_in
 from transforms.ingest.keys import fnv1a64
 from transforms.ingest.netting import net_corrections
 from transforms.ingest.normalise import money_to_cents
@@ -153,6 +153,23 @@ def test_netting_hand_computed_cases():
     assert by_id["C"]["amount"] == 700 and by_id["C"]["n_corrections"] == 0
     assert sorted(merged["claim_id"].to_list()) == ["A", "A-C", "B-C"]
     assert netted["amount"].sum() + 0 == lines["amount"].sum()  # money conserved
+
+
+def test_later_copies_from_files_equal_later_copies_of_all_ids(tmp_path):
+    """The two-pass reading of the id files (hashes first, then candidate rows) finds exactly the
+    duplicates that checking all ids in memory finds, across files."""
+    rng = np.random.default_rng(3)
+    ids = pl.DataFrame({"claim_id": [f"C{v:06d}" for v in rng.integers(0, 40_000, 60_000)],
+                        "patient_key": rng.integers(0, 1_000, 60_000), "bucket": rng.integers(0, 4, 60_000).astype(np.int32),
+                        "_partition": np.repeat(np.arange(6, dtype=np.int32), 10_000),
+                        "_row": np.tile(np.arange(10_000, dtype=np.int64), 6)})
+    files = []
+    for (partition,), rows in ids.partition_by("_partition", as_dict=True, maintain_order=True).items():
+        files.append(tmp_path / f"p{partition}.parquet")
+        rows.write_parquet(files[-1])
+    expected = later_copies(ids)
+    assert expected.height > 10_000  # many repeats, within and across files
+    assert later_copies_in(files).equals(expected)
 
 
 @settings(max_examples=200, deadline=None)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from transforms.ingest.layout import CLAIM_TABLES, Staging
@@ -31,22 +32,50 @@ class IdPartReport:
     orphan_activities: int
 
 
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet")) if folder.exists() else []
+
+
 def _scan(folder: Path) -> pl.DataFrame | None:
-    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
+    files = _files(folder)
     return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
+
+
+def repeated_hash(claim_id: pl.Series) -> np.ndarray:
+    """True where the 64-bit hash of the id occurs more than once in the series: every repeated id,
+    and the rare id whose hash collides with another's. A numeric sort of the hashes, light in
+    memory (a hash-table ``is_duplicated`` needs several times more). The in-process polars hash
+    is enough: it only has to agree with itself within this call."""
+    hashes = claim_id.hash().to_numpy()
+    ordered = np.sort(hashes)
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+    return np.isin(hashes, repeated)
 
 
 def later_copies(ids: pl.DataFrame) -> pl.DataFrame:
     """The copies of each claim id after its first delivered line (lowest ``_partition``, ``_row``),
     ordered by partition and row.
 
-    Sorting tens of millions of string ids is the slow part of a uniqueness check; a hash of the id
-    (the in-process polars hash: it only has to agree with itself within this call) narrows it to
-    the ids that may repeat, and the exact comparison runs on those alone."""
-    candidates = ids.filter(pl.col("claim_id").hash().is_duplicated())
+    Sorting tens of millions of string ids is the slow part of a uniqueness check; the hash narrows
+    it to the ids that may repeat, and the exact comparison runs on those alone."""
+    candidates = ids.filter(pl.Series(repeated_hash(ids["claim_id"])))
     ranked = candidates.sort("claim_id", "_partition", "_row").with_columns(
         pl.int_range(pl.len()).over("claim_id").alias("_occurrence"))
     return ranked.filter(pl.col("_occurrence") > 0).drop("_occurrence").sort("_partition", "_row")
+
+
+def later_copies_in(files: list[Path]) -> pl.DataFrame:
+    """:func:`later_copies` of one table's id files in two light passes: first only the hashes of
+    the claim ids (8 bytes an id, strings decoded chunk by chunk), then the full rows of the ids
+    whose hash repeats. Both passes hash with the same engine in the same process."""
+    scan = pl.scan_parquet(files)
+    hashes = scan.select(pl.col("claim_id").hash()).collect(engine="streaming").to_series().to_numpy()
+    ordered = np.sort(hashes)
+    del hashes
+    repeated = pl.Series(np.unique(ordered[1:][ordered[1:] == ordered[:-1]]), dtype=pl.UInt64)
+    del ordered
+    rows = scan.filter(pl.col("claim_id").hash().is_in(repeated.implode())).collect(engine="streaming")
+    return later_copies(rows)
 
 
 def process_id_part(part: int, staging_root: str) -> IdPartReport:
@@ -54,18 +83,18 @@ def process_id_part(part: int, staging_root: str) -> IdPartReport:
     duplicates: dict[str, int] = {}
     dbc_first: pl.DataFrame | None = None
     for table in CLAIM_TABLES:
-        ids = _scan(staging.claim_ids_dir(table, part))
-        if ids is None:
+        files = _files(staging.claim_ids_dir(table, part))
+        if not files:
             duplicates[table] = 0
             continue
-        later = later_copies(ids)
+        later = later_copies_in(files)
         duplicates[table] = later.height
         path = staging.duplicates(table, part)
         path.parent.mkdir(parents=True, exist_ok=True)
         later.select("claim_id", "bucket", "_partition", "_row").write_parquet(path)
-        if table == "dbc":
-            dbc_first = ids.join(later.select("_partition", "_row"), on=["_partition", "_row"], how="anti").select(
-                "claim_id", "patient_key", "bucket")
+        if table == "dbc":  # the first line of every subtraject routes its care activities
+            dbc_first = pl.scan_parquet(files).join(later.lazy().select("_partition", "_row"), on=["_partition", "_row"],
+                                                    how="anti").select("claim_id", "patient_key", "bucket").collect()
 
     routed = orphans = 0
     activities = _scan(staging.activities_by_claim_dir(part))
