@@ -41,15 +41,19 @@ def _scan(folder: Path) -> pl.DataFrame | None:
     return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
 
 
+def _repeated(hashes: np.ndarray) -> np.ndarray:
+    """The hash values that occur more than once (a numeric sort, light in memory: a hash-table
+    ``is_duplicated`` needs several times more)."""
+    ordered = np.sort(hashes)
+    return np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+
+
 def repeated_hash(claim_id: pl.Series) -> np.ndarray:
     """True where the 64-bit hash of the id occurs more than once in the series: every repeated id,
-    and the rare id whose hash collides with another's. A numeric sort of the hashes, light in
-    memory (a hash-table ``is_duplicated`` needs several times more). The in-process polars hash
-    is enough: it only has to agree with itself within this call."""
+    and the rare id whose hash collides with another's. The in-process polars hash is enough: it
+    only has to agree with itself within this call."""
     hashes = claim_id.hash().to_numpy()
-    ordered = np.sort(hashes)
-    repeated = ordered[1:][ordered[1:] == ordered[:-1]]
-    return np.isin(hashes, repeated)
+    return np.isin(hashes, _repeated(hashes))
 
 
 def later_copies(ids: pl.DataFrame) -> pl.DataFrame:
@@ -70,10 +74,8 @@ def later_copies_in(files: list[Path]) -> pl.DataFrame:
     whose hash repeats. Both passes hash with the same engine in the same process."""
     scan = pl.scan_parquet(files)
     hashes = scan.select(pl.col("claim_id").hash()).collect(engine="streaming").to_series().to_numpy()
-    ordered = np.sort(hashes)
+    repeated = pl.Series(_repeated(hashes), dtype=pl.UInt64)
     del hashes
-    repeated = pl.Series(np.unique(ordered[1:][ordered[1:] == ordered[:-1]]), dtype=pl.UInt64)
-    del ordered
     rows = scan.filter(pl.col("claim_id").hash().is_in(repeated.implode())).collect(engine="streaming")
     return later_copies(rows)
 
