@@ -59,6 +59,15 @@ def _definition(table: str, stage: str):
     return definitions[key]
 
 
+def _forget_stored_results() -> None:
+    """``ValidationDefinition.run`` also keeps every result, row lists and all, in the context's
+    results store; in a long-lived worker that grows with every batch. The caller keeps what it
+    needs, so the stored copies are dropped."""
+    store = _context().validation_results_store
+    for key in store.list_keys():
+        store.remove_key(key)
+
+
 @dataclass
 class BatchValidation:
     """Rows that failed, per check id, and the slim GX result (a JSON-able dict)."""
@@ -91,6 +100,7 @@ def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str)
     needed = ["_row"] + sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"})
     pdf = to_gx_frame(frame.select([c for c in needed if c in frame.columns]), table)
     result = definition.run(batch_parameters={"dataframe": pdf}, result_format={"result_format": "COMPLETE"})
+    _forget_stored_results()
     failed: dict[str, np.ndarray] = {}
     for r in result.results:
         check = r.expectation_config.meta["check"]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, as_completed
 
 
 @contextlib.contextmanager
@@ -33,11 +33,20 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
 def dask_mapper(address: str) -> Callable:
     """A ``mapper(function, argument_tuples)`` that runs the calls on the cluster, in order."""
 
-    def mapper(function: Callable, arguments: list[tuple]) -> list:
+    def mapper(function: Callable, arguments: list[tuple], on_result: Callable[[Any], Any] | None = None) -> list:
         if not arguments:
             return []
+        keep = on_result or (lambda result: result)
         with Client(address, set_as_default=False) as client:
             futures = client.map(function, *zip(*arguments), pure=False)
-            return client.gather(futures)
+            position = {future.key: i for i, future in enumerate(futures)}
+            results: list = [None] * len(futures)
+            # take each result as it finishes and release it on the worker at once, so neither the
+            # workers nor this process hold all results of a step at the same time
+            for future in as_completed(futures, loop=client.loop):
+                results[position[future.key]] = keep(future.result())
+                future.release()
+            del futures
+            return results
 
     return mapper

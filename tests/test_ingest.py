@@ -235,6 +235,9 @@ def test_manifest_and_validation_outputs(faulty_delivery, local_store):
     html = (local_store / manifest["validation"]["data_docs"]).read_text()
     assert "dbc.row" in html and "dbc.link" in html
     assert_data_docs_browsable(local_store / manifest["validation"]["data_docs"], min_pages=10)
+    # one folded result per suite (table x row/link stage), not a page per partition and bucket
+    pages = list((local_store / manifest["validation"]["data_docs"]).parent.joinpath("validations").rglob("*.html"))
+    assert len(manifest["books"]) < len(pages) <= 2 * len(manifest["books"])
 
 
 # ---------------------------------------------------------------------------------- normalising

@@ -7,14 +7,18 @@ from __future__ import annotations
 import subprocess
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-Mapper = Callable[[Callable, list[tuple]], list]
+#: ``mapper(function, argument_tuples, on_result=None) -> results in argument order``; ``on_result``
+#: is applied to each result as it arrives (to fold what is large into a summary early).
+Mapper = Callable[..., list]
 
 
-def local_map(function: Callable, arguments: list[tuple]) -> list:
+def local_map(function: Callable, arguments: list[tuple],
+              on_result: Callable[[Any], Any] | None = None) -> list:
     """Run the calls one after the other in this process (the single-process reference)."""
-    return [function(*args) for args in arguments]
+    keep = on_result or (lambda result: result)
+    return [keep(function(*args)) for args in arguments]
 
 
 @lru_cache(maxsize=1)

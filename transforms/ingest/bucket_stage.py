@@ -146,9 +146,7 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
     for table in CLAIM_TABLES:
         frame = _read_staged(staging, table, bucket)
         date_col = CLAIM_DATE[table]
-        dups = _read_dir(staging.duplicates_dir(table))
-        if dups is not None:
-            dups = dups.filter(pl.col("bucket") == bucket)
+        dups = _read_dir(staging.duplicates_dir(table, bucket))
         frame = _flag_duplicates(frame, dups, f"{table}.claim_id.unique")
         cover_id = _table_rule(table, "covered_by_enrolment")
         frame = frame.with_columns(_coverage(frame, valid_spells, date_col, cover_id))

@@ -91,9 +91,12 @@ def process_id_part(part: int, staging_root: str) -> IdPartReport:
             continue
         later = later_copies_in(files)
         duplicates[table] = later.height
-        path = staging.duplicates(table, part)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        later.select("claim_id", "bucket", "_partition", "_row").write_parquet(path)
+        # split by bucket, so a bucket reads only its own duplicates (not the whole delivery's)
+        copies = later.select("claim_id", "bucket", "_partition", "_row")
+        for (bucket,), rows in copies.partition_by("bucket", as_dict=True, maintain_order=True).items():
+            path = staging.duplicates(table, int(bucket), part)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rows.write_parquet(path)
         if table == "dbc":  # the first line of every subtraject routes its care activities
             dbc_first = pl.scan_parquet(files).join(later.lazy().select("_partition", "_row"), on=["_partition", "_row"],
                                                     how="anti").select("claim_id", "patient_key", "bucket").collect()

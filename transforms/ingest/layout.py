@@ -64,11 +64,16 @@ class Staging:
     def activities_by_claim_dir(self, part: int) -> Path:
         return self.root / "activity_by_claim" / f"part={part:04d}"
 
-    def duplicates(self, table: str, part: int) -> Path:
-        return self.root / "duplicates" / table / f"part={part:04d}.parquet"
+    def duplicates(self, table: str, bucket: int, part: int) -> Path:
+        """Later copies of repeated claim ids found in one id-part, of the rows in one bucket."""
+        return self.duplicates_dir(table, bucket) / f"part={part:04d}.parquet"
 
-    def duplicates_dir(self, table: str) -> Path:
-        return self.root / "duplicates" / table
+    def duplicates_dir(self, table: str, bucket: int) -> Path:
+        return self.root / "duplicates" / table / f"bucket={bucket:04d}"
+
+    def validation(self, step: str) -> Path:
+        """The merged Great Expectations results of one step (partitions, buckets)."""
+        return self.root / "validation" / f"{step}.json"
 
     def routed_activities(self, bucket: int, part: int) -> Path:
         return self.root / "rows" / "dbc_activity" / f"bucket={bucket:04d}" / f"routed-{part:04d}.parquet"

@@ -1,6 +1,6 @@
 """The ingest pipeline as plain functions: inspect, partitions, id-parts, buckets, books, manifest.
 
-Each stage takes a ``mapper(function, argument_tuples) -> results``: the Prefect flow passes one
+Each stage takes a ``mapper(function, argument_tuples, on_result) -> results``: the Prefect flow passes one
 that runs the calls on a Dask cluster, tests and small runs use :func:`local_map`. Stages exchange
 only paths and small reports, so any stage can run on any worker.
 """
@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from expectations.results import ValidationMerger, load_results
 from transforms.contract import CONTRACT_VERSION, load_contract
 from transforms.ingest.bucket_stage import BucketReport, TableBooks, _validate_link, _write_table, process_bucket
 from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_delivery
@@ -184,7 +185,9 @@ def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[Pa
     t = time.perf_counter()
     jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of, state.id_parts)
             for ps in state.plan.partitions.values() for p in ps]
-    reports: list[PartitionReport] = mapper(process_partition, jobs)
+    merger = ValidationMerger()
+    reports: list[PartitionReport] = mapper(process_partition, jobs, _fold_into(merger))
+    merger.save(state.staging.validation("partitions"))
     state.timing["partitions"] = time.perf_counter() - t
     return reports, check_critical(reports, state.plan, state.critical_share)
 
@@ -202,12 +205,30 @@ def run_buckets(state: RunState, mapper: Mapper = local_map) -> tuple[list[Bucke
     netting, store files."""
     t = time.perf_counter()
     valid_providers, small_books, small_results, small_link = _small_tables(state.staging, Path(state.tmp), state.plan)
+    merger = ValidationMerger().absorb_all(small_results)
     reports: list[BucketReport] = mapper(
         process_bucket,
         [(b, str(state.staging.root), state.tmp, valid_providers, state.plan.meta.data_as_of.isoformat())
-         for b in range(state.buckets)])
+         for b in range(state.buckets)], _fold_into(merger))
+    merger.save(state.staging.validation("buckets"))
     state.timing["buckets"] = time.perf_counter() - t
-    return reports, {"books": small_books, "results": small_results, **small_link}
+    return reports, {"books": small_books, **small_link}
+
+
+def _fold_into(merger: ValidationMerger) -> Callable:
+    """An ``on_result`` for the mapper: fold a report's GX results into ``merger`` and drop them
+    from the report, so the orchestrating process holds one result per suite, not per batch."""
+
+    def fold(report):
+        if isinstance(report, PartitionReport):
+            merger.absorb(report.result)
+            report.result = {}
+        else:
+            merger.absorb_all(report.results)
+            report.results = []
+        return report
+
+    return fold
 
 
 def close_books(state: RunState, partition_reports: list[PartitionReport], row_checks: dict,
@@ -251,8 +272,7 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
     if data_docs:
         from expectations.runner import build_data_docs
 
-        results = [r.result for r in partition_reports if r.result] + small["results"] + [
-            res for r in bucket_reports for res in r.results]
+        results = load_results([state.staging.validation("partitions"), state.staging.validation("buckets")])
         docs_index = build_data_docs(results, validation_dir / "gx")
     (validation_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     state.timing["validation_docs"] = time.perf_counter() - t
