@@ -47,6 +47,21 @@ def dask_mapper(address: str) -> Callable:
                 results[position[future.key]] = keep(future.result())
                 future.release()
             del futures
+            client.run(release_freed_memory)
             return results
 
     return mapper
+
+
+def release_freed_memory() -> int:
+    """Hand memory that a step freed back to the operating system (glibc keeps freed pandas and
+    numpy buffers in its arenas, so a worker would otherwise carry its largest task's memory into
+    the next step). The remedy Dask's documentation gives for "unmanaged memory"; a no-op where
+    the C library is not glibc."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        return 0
+
