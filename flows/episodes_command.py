@@ -18,6 +18,8 @@ def episodes(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
     runout_months: Annotated[int, typer.Option(help="months before data_as_of that are incomplete")] = 12,
+    buckets_per_task: Annotated[int | None, typer.Option(
+        min=1, help="buckets one Dask task builds and writes together (default: about 48 tasks in all)")] = None,
 ) -> None:
     """Build episodes (one row per episode) and episode lines (every allocated claim line)."""
     from flows.episodes_flow import episodes_flow
@@ -28,7 +30,7 @@ def episodes(
     names = [b.strip() for b in bundles.split(",")] if bundles else None
     try:
         manifest = episodes_flow(str(store), str(out), bundles=names, scheduler=scheduler, workers=workers,
-                                 runout_months=runout_months)
+                                 runout_months=runout_months, buckets_per_task=buckets_per_task)
     except BundleDefinitionError as exc:
         raise UserError(str(exc)) from None
     for b in manifest["bundles"]:

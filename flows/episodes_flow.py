@@ -1,6 +1,6 @@
 """Prefect flow ``episodes``: build care-path episodes from a store, per patient bucket on Dask.
 
-Two steps: the national reference prices (an aggregate over all buckets), then every bucket in
+Two steps: the national reference prices (an aggregate over all buckets), then groups of buckets in
 parallel; both inside ``transforms.episodes.run.build_episodes``, which receives a Dask-backed
 mapper. The task passes paths only.
 """
@@ -16,17 +16,20 @@ from transforms.episodes.run import DEFAULT_RUNOUT_MONTHS, build_episodes
 
 
 @task(name="build episodes per bucket")
-def build_task(store: str, out: str, bundles: list[str] | None, address: str, runout_months: int) -> dict:
-    return build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address), runout_months=runout_months)
+def build_task(store: str, out: str, bundles: list[str] | None, address: str, runout_months: int,
+               buckets_per_task: int | None = None) -> dict:
+    return build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address), runout_months=runout_months,
+                          buckets_per_task=buckets_per_task)
 
 
 @flow(name="episodes", log_prints=True)
 def episodes_flow(store: str, out: str, bundles: list[str] | None = None, scheduler: str | None = None,
-                  workers: int | None = None, runout_months: int = DEFAULT_RUNOUT_MONTHS) -> dict:
+                  workers: int | None = None, runout_months: int = DEFAULT_RUNOUT_MONTHS,
+                  buckets_per_task: int | None = None) -> dict:
     """Build the episodes of ``bundles`` (default: all definitions) from ``store`` into ``out``."""
     select_bundles(bundles)  # an unknown bundle fails before any work starts
     with dask_cluster(scheduler, workers) as address:
-        manifest = build_task(store, out, bundles, address, runout_months)
+        manifest = build_task(store, out, bundles, address, runout_months, buckets_per_task)
     lines = ["| bundle | episodes | episode lines | allocated euros |", "|---|---:|---:|---:|"]
     for b in manifest["bundles"]:
         lines.append(f"| {b} | {manifest['episodes'][b]:,} | {manifest['episode_lines'][b]:,} | "

@@ -145,6 +145,28 @@ def test_ids_and_results_do_not_depend_on_bucket_or_worker_counts(clean_run, tmp
     assert four.select(columns).sort("episode_id").equals(two.select(columns).sort("episode_id"))
 
 
+def test_grouping_buckets_into_tasks_changes_the_files_not_the_rows(clean_run, tmp_path):
+    """Four buckets built as one task write one file per bundle and anchor year instead of four,
+    with the same episodes and episode lines, row for row."""
+    _, store, _ = clean_run
+    bundles = ["hip_oa", "cataract"]
+    one = build_episodes(store, tmp_path / "one", bundles=bundles, buckets_per_task=1)
+    four = build_episodes(store, tmp_path / "four", bundles=bundles, buckets_per_task=4)
+    assert (one["tasks"], four["tasks"]) == (4, 1)
+    for output, key in (("episodes", ["episode_id"]),
+                        ("episode_lines", ["episode_id", "source_table", "claim_id", "component", "phase"])):
+        by_bucket = sorted((tmp_path / "one" / output).rglob("*.parquet"))
+        grouped = sorted((tmp_path / "four" / output).rglob("*.parquet"))
+        assert {f.name for f in grouped} == {"part-0000.parquet"}
+        folders = {f.parent.relative_to(tmp_path / "four") for f in grouped}
+        assert folders == {f.parent.relative_to(tmp_path / "one") for f in by_bucket}
+        assert len(by_bucket) > len(grouped) == len(folders)
+        a, b = read_all(tmp_path / "one" / output), read_all(tmp_path / "four" / output)
+        assert a.height == b.height > 0
+        assert a.sort(key).equals(b.select(a.columns).sort(key))
+    assert one["allocated_euros"] == four["allocated_euros"]
+
+
 def test_prefect_flow_and_cli(clean_run, tmp_path):
     """The episodes flow on the real Prefect API and a Dask cluster gives the same episodes; the CLI
     rejects an unknown bundle with one clear message."""

@@ -1,11 +1,11 @@
-"""Build the episodes of one patient bucket for a set of bundles, and write them Hive-partitioned.
+"""Build the episodes of patient buckets for a set of bundles, and write them Hive-partitioned.
 
-``build_bucket`` is the unit of parallel work: it reads one bucket of the store, applies every rule
-of ``docs/episode-rules.md`` for each bundle (formation -> allocation -> status -> covariates ->
-outcomes -> care path) and writes ``episodes`` and ``episode_lines`` files under
-``bundle_id=<id>/anchor_year=<year>/part-<bucket>.parquet``. No data crosses buckets except the
-national reference prices, computed beforehand.
-"""
+``bucket_episodes`` applies every rule of ``docs/episode-rules.md`` to one bucket of the store, for
+each bundle (formation -> allocation -> status -> covariates -> outcomes -> care path).
+``build_buckets`` is the unit of parallel work: it runs a group of buckets one after the other and
+writes their ``episodes`` and ``episode_lines`` under
+``bundle_id=<id>/anchor_year=<year>/part-<first bucket>.parquet``. No data crosses buckets except the
+national reference prices, computed beforehand."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from transforms.contract import CONTRACT_VERSION
 from transforms.episodes.allocation import allocate, with_standardised
 from transforms.episodes.care_path import care_path
 from transforms.episodes.formation import form_episodes, trigger_events
-from transforms.episodes.inputs import CLAIM_TABLES, read_activities, read_bucket, read_insured, read_lines
+from transforms.episodes.inputs import CLAIM_TABLES, BucketInputs, read_activities, read_insured, read_lines
 from transforms.episodes.outcomes import compute_outcomes
 from transforms.episodes.rules import CHRONIC_ATC, completeness_date, episode_id
 from transforms.episodes.status import covariates, episode_status
@@ -115,36 +115,71 @@ def trigger_tables(bundles: list[BundleDefinition]) -> tuple[str, ...]:
     return tuple(t for t in CLAIM_TABLES if t in tables)
 
 
-def build_bucket(store: str, bucket: int | None, bundle_ids: list[str], prices_path: str, out: str,
-                 data_as_of: date, runout_months: int) -> BucketEpisodes:
-    """Build and write the episodes of one bucket (the Dask task).
+def bucket_episodes(store: str, bucket: int | None, bundles: list[BundleDefinition], prices: pl.DataFrame,
+                    contracts: pl.DataFrame, completeness: date) -> dict[str, tuple[pl.DataFrame, pl.DataFrame]]:
+    """Every rule for every bundle on one bucket: ``{bundle id: (episodes, episode lines)}``.
 
-    Two reads: first the tables the triggers need, for every patient; then every line of only the
-    patients who have a trigger event (usually a small share of the bucket)."""
-    bundles = select_bundles(bundle_ids)
+    Two reads: first the tables the triggers need, for every patient; then the other tables, for
+    only the patients who have a trigger event (usually a small share of the bucket). The trigger
+    tables are not read twice: their rows of those patients are kept from the first read."""
     insured = read_insured(store, bucket)
-    trigger_lines = read_lines(store, bucket, trigger_tables(bundles))
+    first_tables = trigger_tables(bundles)
+    trigger_lines = read_lines(store, bucket, first_tables)
     trigger_activities = read_activities(store, bucket, trigger_lines)
     events = {b.id: trigger_events(b, trigger_lines, trigger_activities, insured) for b in bundles}
     keys = pl.concat([e.select("patient_key") for e in events.values()]).unique()["patient_key"]
+    of_patients = pl.col("patient_key").is_in(keys.implode())
+    later_tables = tuple(t for t in CLAIM_TABLES if t not in first_tables)
+    by_table = {**dict(trigger_lines.filter(of_patients).partition_by("source_table", as_dict=True, maintain_order=True)),
+                **dict(read_lines(store, bucket, later_tables, patient_keys=keys).partition_by(
+                    "source_table", as_dict=True, maintain_order=True))}
+    parts = [by_table[(t,)] for t in CLAIM_TABLES if (t,) in by_table]  # the order read_lines gives
+    lines = pl.concat(parts) if parts else trigger_lines.clear()
+    inputs = BucketInputs(insured=insured, lines=lines, activities=trigger_activities.filter(of_patients))
     del trigger_lines, trigger_activities
-    inputs = read_bucket(store, bucket, patient_keys=keys)
-    priced = with_standardised(inputs.lines, pl.read_parquet(prices_path))
+    priced = with_standardised(inputs.lines, prices)
+    return {bundle.id: episodes_for_bundle(bundle, inputs, priced, contracts, completeness, events[bundle.id])
+            for bundle in bundles}
+
+
+def build_buckets(store: str, buckets: list[int | None], bundle_ids: list[str], prices_path: str, out: str,
+                  data_as_of: date, runout_months: int) -> BucketEpisodes:
+    """Build the episodes of a group of buckets and write them (the Dask task).
+
+    Buckets are computed one at a time (memory is that of one bucket plus the group's outputs,
+    which are small); the group's outputs are written once per bundle and anchor year, named after
+    the group's first bucket. A file per bucket would leave an analyst thousands of files of a few
+    rows at national scale, and writing them would cost more than building the episodes."""
+    bundles = select_bundles(bundle_ids)
+    prices = pl.read_parquet(prices_path)
     contracts = contracts_frame(Path(store))
     completeness = completeness_date(data_as_of, runout_months)
-    report = BucketEpisodes(bucket)
-    for bundle in bundles:
-        episodes, lines = episodes_for_bundle(bundle, inputs, priced, contracts, completeness, events[bundle.id])
-        report.episodes[bundle.id] = episodes.height
-        report.lines[bundle.id] = lines.height
-        report.allocated_cents[bundle.id] = int(lines["allocated_cents"].sum()) if lines.height else 0
-        if episodes.height == 0:
+    report = BucketEpisodes(buckets[0])
+    outputs: dict[str, tuple[list[pl.DataFrame], list[pl.DataFrame]]] = {b.id: ([], []) for b in bundles}
+    for bucket in buckets:
+        for bundle_id, (episodes, lines) in bucket_episodes(store, bucket, bundles, prices, contracts,
+                                                            completeness).items():
+            report.episodes[bundle_id] = report.episodes.get(bundle_id, 0) + episodes.height
+            report.lines[bundle_id] = report.lines.get(bundle_id, 0) + lines.height
+            report.allocated_cents[bundle_id] = report.allocated_cents.get(bundle_id, 0) + (
+                int(lines["allocated_cents"].sum()) if lines.height else 0)
+            if episodes.height:
+                outputs[bundle_id][0].append(episodes)
+                outputs[bundle_id][1].append(lines)
+    for bundle_id, (episodes, lines) in outputs.items():
+        if not episodes:
             continue
-        _write_partitioned(episodes.with_columns(pl.col("anchor_date").dt.year().alias("anchor_year")),
-                           Path(out) / "episodes", bundle.id, bucket)
-        _write_partitioned(lines.with_columns(pl.col("anchor_date").dt.year().alias("anchor_year")).drop("anchor_date"),
-                           Path(out) / "episode_lines", bundle.id, bucket)
+        _write_partitioned(pl.concat(episodes).with_columns(pl.col("anchor_date").dt.year().alias("anchor_year")),
+                           Path(out) / "episodes", bundle_id, buckets[0])
+        _write_partitioned(pl.concat(lines).with_columns(pl.col("anchor_date").dt.year().alias("anchor_year"))
+                           .drop("anchor_date"), Path(out) / "episode_lines", bundle_id, buckets[0])
     return report
+
+
+def build_bucket(store: str, bucket: int | None, bundle_ids: list[str], prices_path: str, out: str,
+                 data_as_of: date, runout_months: int) -> BucketEpisodes:
+    """Build and write the episodes of one bucket (a group of one)."""
+    return build_buckets(store, [bucket], bundle_ids, prices_path, out, data_as_of, runout_months)
 
 
 def _write_partitioned(frame: pl.DataFrame, root: Path, bundle_id: str, bucket: int | None) -> None:

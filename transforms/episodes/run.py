@@ -4,7 +4,7 @@ Output layout (``OUT``)::
 
     manifest.json                                   inputs, bundles, counts, money, timing, versions
     reference_prices.parquet                        rule 6: national mean price per product and year
-    episodes/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet
+    episodes/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet      <bucket>: the first bucket of a task's group
     episode_lines/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet
 
 The run writes into ``OUT.tmp-<id>`` and moves it into place when done.
@@ -13,6 +13,7 @@ The run writes into ``OUT.tmp-<id>`` and moves it into place when done.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 import uuid
@@ -23,12 +24,20 @@ import polars as pl
 
 from transforms.bundles import select_bundles
 from transforms.contract import CONTRACT_VERSION
-from transforms.episodes.build import build_bucket
+from transforms.episodes.build import build_buckets
 from transforms.episodes.inputs import bucket_numbers
 from transforms.episodes.prices import combine_prices, partial_prices
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_RUNOUT_MONTHS = 12
+#: Target number of tasks of an episodes run (see :func:`default_buckets_per_task`).
+TASKS = 48
+
+
+def default_buckets_per_task(n_buckets: int) -> int:
+    """Buckets one task builds: enough tasks (about ``TASKS``) to keep every worker of a cluster
+    busy until the end, and no more, since each task writes a file per bundle and anchor year."""
+    return max(1, math.ceil(n_buckets / TASKS))
 
 
 def data_as_of_of(store: Path) -> date:
@@ -43,7 +52,10 @@ def data_as_of_of(store: Path) -> date:
 
 
 def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | None = None, mapper: Mapper = local_map,
-                   runout_months: int = DEFAULT_RUNOUT_MONTHS, data_as_of: date | None = None) -> dict:
+                   runout_months: int = DEFAULT_RUNOUT_MONTHS, data_as_of: date | None = None,
+                   buckets_per_task: int | None = None) -> dict:
+    """Reference prices, then the episodes of every group of buckets in parallel (see the module
+    docstring for the output). ``buckets_per_task`` defaults to :func:`default_buckets_per_task`."""
     started = time.perf_counter()
     store, out = Path(store), Path(out)
     definitions = select_bundles(bundles)  # fails early on an unknown bundle
@@ -59,8 +71,10 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
         prices.write_parquet(prices_path)
         timing = {"reference_prices": time.perf_counter() - t}
         t = time.perf_counter()
-        reports = mapper(build_bucket, [(str(store), b, bundle_ids, str(prices_path), str(tmp), as_of, runout_months)
-                                        for b in buckets])
+        per_task = buckets_per_task or default_buckets_per_task(len(buckets))
+        groups = [buckets[i:i + per_task] for i in range(0, len(buckets), per_task)]
+        reports = mapper(build_buckets, [(str(store), g, bundle_ids, str(prices_path), str(tmp), as_of, runout_months)
+                                         for g in groups])
         timing["buckets"] = time.perf_counter() - t
         counts = {b: sum(r.episodes.get(b, 0) for r in reports) for b in bundle_ids}
         lines = {b: sum(r.lines.get(b, 0) for r in reports) for b in bundle_ids}
@@ -74,6 +88,7 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
             by_year = summary.to_dicts()
         manifest = {
             "store": str(store.resolve()), "out": str(out.resolve()), "bundles": bundle_ids, "buckets": len(buckets),
+            "tasks": len(groups), "buckets_per_task": per_task,
             "data_as_of": as_of.isoformat(), "runout_months": runout_months,
             "code_version": code_version(), "contract_version": CONTRACT_VERSION,
             "episodes": counts, "episode_lines": lines, "allocated_euros": money, "by_year_status": by_year,
