@@ -60,12 +60,16 @@ def _definition(table: str, stage: str):
 
 
 def _forget_stored_results() -> None:
-    """``ValidationDefinition.run`` also keeps every result, row lists and all, in the context's
-    results store; in a long-lived worker that grows with every batch. The caller keeps what it
-    needs, so the stored copies are dropped."""
+    """Drop what GX keeps of a validated batch. ``ValidationDefinition.run`` keeps every result,
+    row lists and all, in the context's results store, and the data source's execution engine
+    keeps the last pandas batch of every suite: in a long-lived worker that is a whole partition
+    or bucket per suite, held for the life of the process. The caller keeps what it needs."""
     store = _context().validation_results_store
     for key in store.list_keys():
         store.remove_key(key)
+    batches = _CONTEXT["source"].get_execution_engine().batch_manager
+    batches.batch_data_cache.clear()
+    batches.reset_batch_cache()
 
 
 @dataclass
