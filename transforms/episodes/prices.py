@@ -16,13 +16,15 @@ from transforms.episodes.rules import round_half_away
 PRICE_SCHEMA = {"product_cd": pl.String, "year": pl.Int32, "reference_cents": pl.Int64, "n_lines": pl.UInt32}
 
 
-def partial_prices(root: str, bucket: int | None) -> pl.DataFrame:
+def partial_prices(root: str, buckets: list[int | None]) -> pl.DataFrame:
+    """Sum and count of the declared cents per product and year over the DBC lines of ``buckets``
+    (one task's group; the sums of all groups make the national price)."""
     from pathlib import Path
 
-    dbc = _read(Path(root), "dbc", bucket, ["product_cd", "end_date", "amount"])
-    if dbc is None:
+    frames = [f for b in buckets if (f := _read(Path(root), "dbc", b, ["product_cd", "end_date", "amount"])) is not None]
+    if not frames:
         return pl.DataFrame(schema={"product_cd": pl.String, "year": pl.Int32, "sum_cents": pl.Int64, "n_lines": pl.UInt32})
-    lines = dbc.with_columns(_cents("amount").alias("amount_cents")).filter(pl.col("amount_cents") != 0)
+    lines = pl.concat(frames).with_columns(_cents("amount").alias("amount_cents")).filter(pl.col("amount_cents") != 0)
     return lines.group_by("product_cd", pl.col("end_date").dt.year().cast(pl.Int32).alias("year")).agg(
         pl.col("amount_cents").sum().alias("sum_cents"), pl.len().alias("n_lines"))
 

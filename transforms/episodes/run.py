@@ -66,13 +66,13 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
     tmp.mkdir(parents=True)
     try:
         t = time.perf_counter()
-        prices = combine_prices(mapper(partial_prices, [(str(store), b) for b in buckets]))
+        per_task = buckets_per_task or default_buckets_per_task(len(buckets))
+        groups = [buckets[i:i + per_task] for i in range(0, len(buckets), per_task)]
+        prices = combine_prices(mapper(partial_prices, [(str(store), g) for g in groups]))
         prices_path = tmp / "reference_prices.parquet"
         prices.write_parquet(prices_path)
         timing = {"reference_prices": time.perf_counter() - t}
         t = time.perf_counter()
-        per_task = buckets_per_task or default_buckets_per_task(len(buckets))
-        groups = [buckets[i:i + per_task] for i in range(0, len(buckets), per_task)]
         reports = mapper(build_buckets, [(str(store), g, bundle_ids, str(prices_path), str(tmp), as_of, runout_months)
                                          for g in groups])
         timing["buckets"] = time.perf_counter() - t
