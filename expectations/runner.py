@@ -62,14 +62,18 @@ def _definition(table: str, stage: str):
 def _forget_stored_results() -> None:
     """Drop what GX keeps of a validated batch. ``ValidationDefinition.run`` keeps every result,
     row lists and all, in the context's results store, and the data source's execution engine
-    keeps the last pandas batch of every suite: in a long-lived worker that is a whole partition
-    or bucket per suite, held for the life of the process. The caller keeps what it needs."""
+    keeps the last pandas batch of every suite and its metrics (the column types metric holds every
+    distinct value of every text column): in a long-lived worker, a whole partition or bucket per
+    suite, held for the life of the process. The caller keeps what it needs."""
     store = _context().validation_results_store
     for key in store.list_keys():
         store.remove_key(key)
-    batches = _CONTEXT["source"].get_execution_engine().batch_manager
-    batches.batch_data_cache.clear()
-    batches.reset_batch_cache()
+    engine = _CONTEXT["source"].get_execution_engine()
+    engine.batch_manager.batch_data_cache.clear()
+    engine.batch_manager.reset_batch_cache()
+    metrics = getattr(engine, "_metric_cache", None)  # the last batch's metrics, column categories and all
+    if isinstance(metrics, dict):
+        metrics.clear()
 
 
 @dataclass

@@ -85,3 +85,4 @@ def test_a_worker_keeps_no_copy_of_validated_batches(checked_dbc):
     assert _context().validation_results_store.list_keys() == []
     batches = _CONTEXT["source"].get_execution_engine().batch_manager
     assert batches.batch_data_cache == {} and batches.batch_cache == {}
+    assert not _CONTEXT["source"].get_execution_engine()._metric_cache
