@@ -176,12 +176,6 @@ def build_buckets(store: str, buckets: list[int | None], bundle_ids: list[str], 
     return report
 
 
-def build_bucket(store: str, bucket: int | None, bundle_ids: list[str], prices_path: str, out: str,
-                 data_as_of: date, runout_months: int) -> BucketEpisodes:
-    """Build and write the episodes of one bucket (a group of one)."""
-    return build_buckets(store, [bucket], bundle_ids, prices_path, out, data_as_of, runout_months)
-
-
 def _write_partitioned(frame: pl.DataFrame, root: Path, bundle_id: str, bucket: int | None) -> None:
     name = f"part-{bucket:04d}.parquet" if bucket is not None else "part-0000.parquet"
     for (year,), part in frame.partition_by("anchor_year", as_dict=True, maintain_order=True).items():
