@@ -31,6 +31,7 @@ from pathlib import Path
 
 from bench.memory import MB, TreeMemorySampler
 from bench.report import RESULTS, append_result, folder_bytes, human_bytes, machine_info
+from flows.dask_cluster import RECYCLE_WORKERS_AFTER
 
 STEPS = ("plan_run", "run_partitions", "run_id_parts", "run_buckets", "close_books", "publish")
 
@@ -87,7 +88,7 @@ def _heartbeat(stop: threading.Event, sampler: TreeMemorySampler, clock: StepClo
 
 def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None, data_docs: bool = True,
         interval: float = 0.2, max_minutes: float | None = None, heartbeat: float = 60.0,
-        label: str | None = None) -> dict:
+        label: str | None = None, recycle_after: int | None = None) -> dict:
     from flows.dask_cluster import dask_cluster, dask_mapper
     from transforms.ingest.run import ingest
 
@@ -107,7 +108,8 @@ def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None
                 cluster_start = time.perf_counter() - t0
                 t1 = time.perf_counter()
                 try:
-                    result = ingest(delivery, store, n_buckets=buckets, mapper=dask_mapper(address), data_docs=data_docs)
+                    result = ingest(delivery, store, n_buckets=buckets, mapper=dask_mapper(address, recycle_after),
+                                    data_docs=data_docs)
                     manifest = result.manifest
                 finally:
                     ingest_wall = time.perf_counter() - t1
@@ -129,6 +131,7 @@ def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None
     out = {
         "benchmark": "ingest",
         "label": label,
+        "recycle_workers_after": recycle_after,
         "status": status,
         "error": error,
         "params": {"delivery": str(delivery), "store": str(store), "workers": workers, "buckets": buckets,
@@ -197,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (and record a timeout) after this")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between progress lines on stderr")
     parser.add_argument("--interval", type=float, default=0.2, help="memory sampling interval in seconds")
+    parser.add_argument("--recycle-after", type=int, default=RECYCLE_WORKERS_AFTER,
+                        help="restart the workers after this many tasks each, as the ingest flow does (0: never)")
     parser.add_argument("--label", help="free text stored with the result")
     parser.add_argument("--results", type=Path, default=RESULTS / "ingest.jsonl")
     parser.add_argument("--no-record", action="store_true", help="do not append to the results file")
@@ -204,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     result = run(args.delivery, args.store, args.workers, buckets=args.buckets, data_docs=not args.no_data_docs,
-                 interval=args.interval, max_minutes=args.max_minutes, heartbeat=args.heartbeat, label=args.label)
+                 interval=args.interval, max_minutes=args.max_minutes, heartbeat=args.heartbeat, label=args.label,
+                 recycle_after=args.recycle_after or None)
     print_summary(result)
     if not args.no_record:
         append_result(args.results, result)

@@ -184,7 +184,7 @@ def ingest_table(rows: list[dict]) -> str:
 
 def episodes_table(rows: list[dict]) -> str:
     head = ("| date (UTC) | commit | patients | claim lines | bundles | workers | engine wall | DuckDB wall "
-            "| engine / DuckDB | engine lines/s/core | DuckDB lines/s/core | engine peak tree RSS | engine peak per worker "
+            "| runs | engine / DuckDB | engine lines/s/core | DuckDB lines/s/core | engine peak tree RSS | engine peak per worker "
             "| DuckDB peak tree RSS | engine speed-up 1→2 | machine ceiling 1→2 | other load | label |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -200,7 +200,7 @@ def episodes_table(rows: list[dict]) -> str:
             lines.append(
                 f"| {_date(r) if first else ''} | {_commit(r) if first else ''} | {r['patients']:,} "
                 f"| {r['claim_lines']:,} | {', '.join(r['bundles'])} | {run['workers']} | {engine['wall_s']:,.1f} s "
-                f"| {duck['wall_s']:,.1f} s | {run['ratio_engine_to_duckdb']:.2f} "
+                f"| {duck['wall_s']:,.1f} s | {r.get('repeat', 1)} | {run['ratio_engine_to_duckdb']:.2f} "
                 f"| {_n(run['engine_lines_per_s_per_core'])} | {_n(run['duckdb_lines_per_s_per_core'])} "
                 f"| {_n(engine['peak_tree_rss_mb'])} MB | {_n(engine.get('peak_worker_rss_mb'))}{' MB' if engine.get('peak_worker_rss_mb') else ''} "
                 f"| {_n(duck['peak_tree_rss_mb'])} MB "
@@ -239,7 +239,8 @@ def report(results: Path = RESULTS) -> str:
                   "*workers* threads, on the same store (`python -m bench.episodes_bench STORE --workers 1 2`). "
                   "*machine ceiling* is the speed-up of two CPU-bound processes over one on the same machine at the "
                   "start of the run (`bench/machine_scaling.py`); *other load* is the CPU other processes used "
-                  "during the engine run, in cores.", "", episodes_table(episodes), ""]
+                  "during the engine run, in cores; with *runs* above 1 the walls are medians of that many runs of each, "
+                  "taking turns (`--repeat`).", "", episodes_table(episodes), ""]
     parts += ["Columns: *date* and *commit* marked * come from records written by an earlier version of the "
               "benchmarks that took them at the end of the run: the start is the end minus the wall time and the "
               "commit is HEAD at that start (`git log`). ",

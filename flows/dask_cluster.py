@@ -30,27 +30,71 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
         yield cluster.scheduler_address
 
 
-def dask_mapper(address: str) -> Callable:
-    """A ``mapper(function, argument_tuples)`` that runs the calls on the cluster, in order."""
+#: Ingest recycles its workers after this many tasks each (a partition or bucket is one task): at
+#: 1 million patients a worker runs about 700 partitions, at 100,000 about 70.
+RECYCLE_WORKERS_AFTER = 100
+
+#: Tasks run on a cluster since its workers were last restarted, per scheduler address (see
+#: ``recycle_after`` of :func:`dask_mapper`).
+_TASKS_SINCE_RESTART: dict[str, int] = {}
+
+
+def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
+    """A ``mapper(function, argument_tuples, on_result)`` that runs the calls on the cluster and
+    returns their results in order.
+
+    ``recycle_after``: restart the worker processes once they have run about that many tasks each
+    (counted over every mapper of this process on the same cluster), like ``maxtasksperchild`` of
+    Python's process pools. A long-lived worker's resident memory creeps up with the tasks it has
+    run even when Python holds nothing (allocator arenas fragmented by batches of different sizes,
+    library caches), so a step of thousands of tasks would end with workers larger than a step of a
+    hundred: with recycling, a worker's memory depends on the size of a task, not on the size of the
+    delivery. The calls are then submitted in waves of ``recycle_after`` tasks per worker with a
+    restart between waves; tasks must be idempotent (they are: they write deterministic paths).
+    Needs workers started by a nanny (``dask worker``, ``LocalCluster``); without one the workers
+    are left running and only hand freed memory back.
+    """
 
     def mapper(function: Callable, arguments: list[tuple], on_result: Callable[[Any], Any] | None = None) -> list:
         if not arguments:
             return []
         keep = on_result or (lambda result: result)
+        results: list = [None] * len(arguments)
         with Client(address, set_as_default=False) as client:
-            futures = client.map(function, *zip(*arguments), pure=False)
-            position = {future.key: i for i, future in enumerate(futures)}
-            results: list = [None] * len(futures)
-            # take each result as it finishes and release it on the worker at once, so neither the
-            # workers nor this process hold all results of a step at the same time
-            for future in as_completed(futures, loop=client.loop):
-                results[position[future.key]] = keep(future.result())
-                future.release()
-            del futures
+            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            wave = recycle_after * workers if recycle_after else len(arguments)
+            for start in range(0, len(arguments), wave):
+                if recycle_after and _TASKS_SINCE_RESTART.get(address, 0) >= wave:
+                    _restart_workers(client, address)
+                _run_wave(client, function, arguments[start:start + wave], start, results, keep)
+                _TASKS_SINCE_RESTART[address] = _TASKS_SINCE_RESTART.get(address, 0) + len(arguments[start:start + wave])
             client.run(release_freed_memory)
-            return results
+        return results
 
     return mapper
+
+
+def _run_wave(client: Client, function: Callable, arguments: list[tuple], offset: int, results: list,
+              keep: Callable[[Any], Any]) -> None:
+    futures = client.map(function, *zip(*arguments), pure=False)
+    position = {future.key: offset + i for i, future in enumerate(futures)}
+    # take each result as it finishes and release it on the worker at once, so neither the
+    # workers nor this process hold all results of a step at the same time
+    for future in as_completed(futures, loop=client.loop):
+        results[position[future.key]] = keep(future.result())
+        future.release()
+
+
+def _restart_workers(client: Client, address: str) -> None:
+    """Fresh worker processes (their nannies start new ones); a cluster without nannies keeps its
+    workers."""
+    try:
+        client.restart(wait_for_workers=True)
+    except Exception as error:  # noqa: BLE001 - no nanny, or a worker did not come back in time
+        import logging
+
+        logging.getLogger(__name__).warning("workers not recycled (%s); going on with the running ones", error)
+    _TASKS_SINCE_RESTART[address] = 0
 
 
 def release_freed_memory() -> int:

@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.dask_cluster import dask_cluster, dask_mapper
+from flows.dask_cluster import RECYCLE_WORKERS_AFTER, dask_cluster, dask_mapper
 from transforms.ingest import run as steps
 from transforms.ingest.delivery import DeliveryError
 
@@ -24,18 +24,18 @@ def inspect_task(delivery: str, store: str, buckets: int | None, critical_share:
 
 
 @task(name="validate and route partitions")
-def partitions_task(state: steps.RunState, address: str):
-    return steps.run_partitions(state, dask_mapper(address))
+def partitions_task(state: steps.RunState, address: str, recycle_after: int | None):
+    return steps.run_partitions(state, dask_mapper(address, recycle_after))
 
 
 @task(name="claim ids: uniqueness and activity routing")
-def ids_task(state: steps.RunState, address: str):
-    return steps.run_id_parts(state, dask_mapper(address))
+def ids_task(state: steps.RunState, address: str, recycle_after: int | None):
+    return steps.run_id_parts(state, dask_mapper(address, recycle_after))
 
 
 @task(name="link checks, quarantine, netting per bucket")
-def buckets_task(state: steps.RunState, address: str):
-    return steps.run_buckets(state, dask_mapper(address))
+def buckets_task(state: steps.RunState, address: str, recycle_after: int | None):
+    return steps.run_buckets(state, dask_mapper(address, recycle_after))
 
 
 @task(name="books, validation summary, data docs")
@@ -62,17 +62,19 @@ def _artifact(manifest: dict) -> str:
 @flow(name="ingest", log_prints=True)
 def ingest_flow(delivery: str, store: str, buckets: int | None = None, scheduler: str | None = None,
                 workers: int | None = None, critical_share: float = steps.DEFAULT_CRITICAL_SHARE,
-                data_docs: bool = True) -> dict:
-    """Validate ``delivery`` and write the store to ``store``; returns the manifest."""
+                data_docs: bool = True, recycle_workers_after: int | None = RECYCLE_WORKERS_AFTER) -> dict:
+    """Validate ``delivery`` and write the store to ``store``; returns the manifest.
+    ``recycle_workers_after``: restart the Dask workers after that many tasks each (None: never),
+    so their memory does not creep up over a large delivery (see ``flows.dask_cluster.dask_mapper``)."""
     logger = get_run_logger()
     state = inspect_task(delivery, store, buckets, critical_share)
     logger.info("delivery %s: %d partitions, %d buckets", state.plan.meta.delivery_id,
                 sum(len(p) for p in state.plan.partitions.values()), state.buckets)
     try:
         with dask_cluster(scheduler, workers) as address:
-            partition_reports, row_checks = partitions_task(state, address)
-            id_reports = ids_task(state, address)
-            bucket_reports, small = buckets_task(state, address)
+            partition_reports, row_checks = partitions_task(state, address, recycle_workers_after)
+            id_reports = ids_task(state, address, recycle_workers_after)
+            bucket_reports, small = buckets_task(state, address, recycle_workers_after)
         manifest = books_task(state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs)
         publish_task(state, manifest)
     except BaseException:

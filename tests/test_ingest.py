@@ -57,10 +57,11 @@ def local_store(faulty_delivery, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def dask_store(faulty_delivery, tmp_path_factory) -> Path:
-    """The same delivery ingested on a real Dask distributed cluster of three worker processes."""
+    """The same delivery ingested on a real Dask distributed cluster of three worker processes, which
+    are recycled after every 4 tasks each (so a step's tasks run on several generations of workers)."""
     store = tmp_path_factory.mktemp("ingest") / "store-dask"
     with dask_cluster(workers=3) as address:
-        ingest(faulty_delivery, store, n_buckets=4, mapper=dask_mapper(address))
+        ingest(faulty_delivery, store, n_buckets=4, mapper=dask_mapper(address, recycle_after=4))
     return store
 
 
