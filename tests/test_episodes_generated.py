@@ -184,3 +184,22 @@ def test_prefect_flow_and_cli(clean_run, tmp_path):
     assert ours.equals(reference.select(ours.columns).cast(ours.schema))
     result = CliRunner().invoke(app, ["episodes", "--store", str(store), "--out", str(tmp_path / "x"), "--bundles", "hip"])
     assert isinstance(result.exception, UserError) and "unknown bundle" in str(result.exception)
+
+
+def test_the_benchmark_runs_both_engines_on_a_store_and_records_them(faulty_run, tmp_path):
+    """``bench/episodes_bench.py`` end to end on a small store: both implementations find the same
+    episodes, and the record has the times, the ratio and the engine's memory per worker."""
+    import json
+
+    from bench.episodes_bench import main
+
+    _, store, _ = faulty_run
+    results = tmp_path / "episodes.jsonl"
+    assert main([str(store), "--workers", "1", "--repeat", "2", "--ceiling-rounds", "1", "--label", "smoke",
+                 "--results", str(results)]) == 0
+    record = json.loads(results.read_text().splitlines()[-1])
+    run = record["runs"][0]
+    assert run["engine"]["episodes"] == run["duckdb"]["episodes"] and sum(run["engine"]["episodes"].values()) > 0
+    assert len(run["engine"]["walls_s"]) == len(run["duckdb"]["walls_s"]) == 2
+    assert run["ratio_engine_to_duckdb"] == round(run["engine"]["wall_s"] / run["duckdb"]["wall_s"], 2)
+    assert run["engine"]["peak_worker_rss_mb"] > 0 and run["duckdb"]["peak_tree_rss_mb"] > 0
