@@ -26,3 +26,12 @@ os.environ.pop("PREFECT_API_URL", None)
 from prefect.logging.configuration import setup_logging  # noqa: E402
 
 setup_logging()
+
+
+def pytest_unconfigure(config) -> None:
+    """Prefect stops its temporary API server at interpreter exit and logs that to the console
+    handler, whose stream (pytest's capture) is closed by then: without this, every run ends with a
+    "Logging error" traceback printed after the test summary. Errors during the tests still show."""
+    import logging
+
+    logging.raiseExceptions = False
