@@ -60,7 +60,7 @@ def run_engine(store: Path, bundles: list[str], workers: int) -> dict:
         sampler = TreeMemorySampler()
         with sampler:
             started = time.perf_counter()
-            manifest = build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address))
+            manifest = build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address), workers=workers)
             wall = time.perf_counter() - started
     shutil.rmtree(out.parent, ignore_errors=True)
     memory = sampler.summary()

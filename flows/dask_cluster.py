@@ -97,6 +97,12 @@ def _restart_workers(client: Client, address: str) -> None:
     _TASKS_SINCE_RESTART[address] = 0
 
 
+def dask_workers(address: str) -> int:
+    """The number of worker processes connected to the scheduler at ``address``."""
+    with Client(address, set_as_default=False) as client:
+        return len(client.scheduler_info().get("workers", {}))
+
+
 def release_freed_memory() -> int:
     """Hand memory that a step freed back to the operating system (glibc keeps freed pandas and
     numpy buffers in its arenas, so a worker would otherwise carry its largest task's memory into

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.dask_cluster import dask_cluster, dask_mapper
+from flows.dask_cluster import dask_cluster, dask_mapper, dask_workers
 from transforms.bundles import select_bundles
 from transforms.episodes.run import DEFAULT_RUNOUT_MONTHS, build_episodes
 
@@ -19,7 +19,7 @@ from transforms.episodes.run import DEFAULT_RUNOUT_MONTHS, build_episodes
 def build_task(store: str, out: str, bundles: list[str] | None, address: str, runout_months: int,
                buckets_per_task: int | None = None) -> dict:
     return build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address), runout_months=runout_months,
-                          buckets_per_task=buckets_per_task)
+                          buckets_per_task=buckets_per_task, workers=dask_workers(address))
 
 
 @flow(name="episodes", log_prints=True)

@@ -30,14 +30,25 @@ from transforms.episodes.prices import combine_prices, partial_prices
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_RUNOUT_MONTHS = 12
-#: Target number of tasks of an episodes run (see :func:`default_buckets_per_task`).
+#: Target number of tasks of an episodes run when the number of workers is not known.
 TASKS = 48
+#: With the number of workers known: at least this many tasks per worker ...
+TASKS_PER_WORKER = 2
+#: ... and at most this many buckets per task (a task holds its buckets' outputs until it writes).
+MAX_BUCKETS_PER_TASK = 16
 
 
-def default_buckets_per_task(n_buckets: int) -> int:
-    """Buckets one task builds: enough tasks (about ``TASKS``) to keep every worker of a cluster
-    busy until the end, and no more, since each task writes a file per bundle and anchor year."""
-    return max(1, math.ceil(n_buckets / TASKS))
+def default_buckets_per_task(n_buckets: int, workers: int | None = None) -> int:
+    """Buckets one task builds. Each task writes a file per bundle and anchor year and reads the
+    prices and contracts once, so fewer, larger tasks are cheaper: at 100k patients (16 buckets), a
+    bucket per task made those small writes about a third of the run. With ``workers`` known, the
+    fewest tasks that give every worker ``TASKS_PER_WORKER`` of them with at most
+    ``MAX_BUCKETS_PER_TASK`` buckets each; otherwise about ``TASKS`` tasks, enough for any cluster."""
+    if workers:
+        tasks = max(TASKS_PER_WORKER * workers, math.ceil(n_buckets / MAX_BUCKETS_PER_TASK))
+    else:
+        tasks = TASKS
+    return max(1, math.ceil(n_buckets / tasks))
 
 
 def data_as_of_of(store: Path) -> date:
@@ -53,9 +64,10 @@ def data_as_of_of(store: Path) -> date:
 
 def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | None = None, mapper: Mapper = local_map,
                    runout_months: int = DEFAULT_RUNOUT_MONTHS, data_as_of: date | None = None,
-                   buckets_per_task: int | None = None) -> dict:
+                   buckets_per_task: int | None = None, workers: int | None = None) -> dict:
     """Reference prices, then the episodes of every group of buckets in parallel (see the module
-    docstring for the output). ``buckets_per_task`` defaults to :func:`default_buckets_per_task`."""
+    docstring for the output). ``buckets_per_task`` defaults to :func:`default_buckets_per_task` for
+    ``workers`` (the worker processes the mapper runs on, when known)."""
     started = time.perf_counter()
     store, out = Path(store), Path(out)
     definitions = select_bundles(bundles)  # fails early on an unknown bundle
@@ -66,7 +78,7 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
     tmp.mkdir(parents=True)
     try:
         t = time.perf_counter()
-        per_task = buckets_per_task or default_buckets_per_task(len(buckets))
+        per_task = buckets_per_task or default_buckets_per_task(len(buckets), workers)
         groups = [buckets[i:i + per_task] for i in range(0, len(buckets), per_task)]
         prices = combine_prices(mapper(partial_prices, [(str(store), g) for g in groups]))
         prices_path = tmp / "reference_prices.parquet"
