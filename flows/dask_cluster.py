@@ -45,11 +45,11 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
 
     ``recycle_after``: restart the worker processes once they have run about that many tasks each
     (counted over every mapper of this process on the same cluster), like ``maxtasksperchild`` of
-    Python's process pools. A long-lived worker's resident memory creeps up with the tasks it has
-    run even when Python holds nothing (allocator arenas fragmented by batches of different sizes,
-    library caches), so a step of thousands of tasks would end with workers larger than a step of a
-    hundred: with recycling, a worker's memory depends on the size of a task, not on the size of the
-    delivery. The calls are then submitted in waves of ``recycle_after`` tasks per worker with a
+    Python's process pools. A long-lived worker keeps the resident memory of the largest batches it
+    has seen, across tables and steps, even when Python holds nothing (allocator arenas, library
+    caches): measured at 1M patients, ingest workers grew to 2.1 GB against 1.4 GB at 100k. With
+    recycling, a worker's memory depends on the size of a task, not on the size of the delivery
+    (1.36 GB at 1M). The calls are then submitted in waves of ``recycle_after`` tasks per worker with a
     restart between waves; tasks must be idempotent (they are: they write deterministic paths).
     Needs workers started by a nanny (``dask worker``, ``LocalCluster``); without one the workers
     are left running and only hand freed memory back.
