@@ -19,7 +19,7 @@ def episodes(
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
     runout_months: Annotated[int, typer.Option(help="months before data_as_of that are incomplete")] = 12,
     buckets_per_task: Annotated[int | None, typer.Option(
-        min=1, help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 16 buckets each)")] = None,
+        min=1, help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 4 buckets each)")] = None,
 ) -> None:
     """Build episodes (one row per episode) and episode lines (every allocated claim line)."""
     from flows.episodes_flow import episodes_flow

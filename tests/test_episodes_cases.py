@@ -297,10 +297,11 @@ def test_credit_and_redeclaration_are_netted_before_allocation(tmp_path):
 
 
 def test_default_group_of_buckets_per_task():
-    """Two tasks per worker of at most 16 buckets each when the workers are known, else ~48 tasks."""
+    """Two tasks per worker of at most 4 buckets each when the workers are known, else ~48 tasks."""
     from transforms.episodes.run import default_buckets_per_task
 
     assert default_buckets_per_task(16, workers=2) == 4      # 100k patients: 4 tasks of 4 buckets
-    assert default_buckets_per_task(153, workers=2) == 16    # 1M: 10 tasks (16 buckets at most)
+    assert default_buckets_per_task(153, workers=2) == 4     # 1M: 39 tasks (4 buckets at most)
+    assert default_buckets_per_task(16, workers=16) == 1     # a larger cluster: a bucket per task
     assert default_buckets_per_task(3, workers=8) == 1       # more workers than buckets
     assert default_buckets_per_task(153) == 4 and default_buckets_per_task(16) == 1

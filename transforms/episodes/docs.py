@@ -54,7 +54,7 @@ def render() -> str:
         "```",
         "",
         "`<bucket>` is the first patient bucket of the task that wrote the file: a task builds a group of buckets",
-        "(`--buckets-per-task`, by default two tasks per worker of at most 16 buckets each) and writes one file per bundle and anchor year,",
+        "(`--buckets-per-task`, by default two tasks per worker of at most 4 buckets each) and writes one file per bundle and anchor year,",
         "so a national run leaves analysts a few files per partition, not thousands of tiny ones.",
         "",
         "Each bundle has its own outcome columns, so read one bundle at a time, or use DuckDB's",
