@@ -66,8 +66,9 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
             for start in range(0, len(arguments), wave):
                 if recycle_after and _TASKS_SINCE_RESTART.get(address, 0) >= wave:
                     _restart_workers(client, address)
-                _run_wave(client, function, arguments[start:start + wave], start, results, keep)
-                _TASKS_SINCE_RESTART[address] = _TASKS_SINCE_RESTART.get(address, 0) + len(arguments[start:start + wave])
+                batch = arguments[start:start + wave]
+                _run_wave(client, function, batch, start, results, keep)
+                _TASKS_SINCE_RESTART[address] = _TASKS_SINCE_RESTART.get(address, 0) + len(batch)
             client.run(release_freed_memory)
         return results
 

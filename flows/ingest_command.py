@@ -18,15 +18,17 @@ def ingest(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes (default: CPU count)")] = None,
     critical_share: Annotated[float, typer.Option(help="a check failing on more than this share of a table's rows stops the run")] = 0.05,
-    recycle_workers_after: Annotated[int, typer.Option(help="restart the Dask workers after this many tasks each, so their memory stays flat (0: never)")] = 100,
+    recycle_workers_after: Annotated[int | None, typer.Option(
+        min=0, help="restart the Dask workers after this many tasks each, so their memory stays flat (0: never; default 100)")] = None,
 ) -> None:
     """Validate a delivery (Great Expectations), quarantine bad rows, net corrections, write the store."""
     from flows.ingest_flow import ingest_flow
     from transforms.ingest.delivery import DeliveryError
 
+    recycle = {} if recycle_workers_after is None else {"recycle_workers_after": recycle_workers_after or None}
     try:
         manifest = ingest_flow(str(delivery), str(store), buckets=buckets, scheduler=scheduler, workers=workers,
-                               critical_share=critical_share, recycle_workers_after=recycle_workers_after or None)
+                               critical_share=critical_share, **recycle)
     except DeliveryError as exc:
         raise UserError(f"delivery rejected ({exc.check}): {exc}") from None
     quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
