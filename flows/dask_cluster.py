@@ -14,20 +14,84 @@ from typing import Any, Callable, Iterator
 from distributed import Client, LocalCluster, as_completed
 
 
+#: Environment of a worker process: one thread for every library that runs its own pool. Polars
+#: starts a thread per core in every process; with one worker process per core that is cores x cores
+#: threads fighting over the cores (measured on 2 cores: 1.3x the CPU per bucket, and a "1 worker"
+#: run that used 1.2 cores, so 1 -> 2 workers gave 1.39x where plain processes gave 2.1x).
+SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1",
+                   "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
 @contextlib.contextmanager
 def dask_cluster(scheduler: str | None = None, workers: int | None = None,
                  memory_limit: str = "4GiB") -> Iterator[str]:
-    """Yield a scheduler address: ``scheduler`` if given, else a local process cluster's."""
+    """Yield a scheduler address: ``scheduler`` if given, else a local process cluster's, of one
+    single-threaded process per core (see :data:`SINGLE_THREADED`)."""
     if scheduler:
         yield scheduler
         return
     n = workers or max(1, min(os.cpu_count() or 1, 8))
-    # one process per core, and one thread inside it: polars and pyarrow would otherwise start a
-    # thread per core in every worker and the workers would fight over the cores
-    single_threaded = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=":0", host="127.0.0.1", env=single_threaded) as cluster:
+    with _worker_environment(SINGLE_THREADED), LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+            dashboard_address=":0", host="127.0.0.1") as cluster:
         yield cluster.scheduler_address
+
+
+@contextlib.contextmanager
+def _worker_environment(variables: dict[str, str]) -> Iterator[None]:
+    """Give worker processes ``variables`` from their first instruction on.
+
+    ``LocalCluster(env=...)`` sets them only once the worker runs, after the worker has unpickled
+    the parent's ``__main__`` and with it imported polars, whose thread pool is sized at import: the
+    workers kept a pool per core. Dask's ``pre-spawn-environ`` is set before the process is spawned,
+    also in restarts. Its price is that the nannies, which live in this process, write the
+    variables into this process's environment when they spawn; this restores it afterwards
+    (polars and pyarrow here have sized their pools already)."""
+    import dask
+
+    before = {name: os.environ.get(name) for name in variables}
+    pre_spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **variables}
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre_spawn}):
+            yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def oversubscribed_hosts(address: str) -> list[str]:
+    """One line per machine whose worker processes run more polars threads than it has cores
+    (empty when none does). Workers started by ``deploy/dask/start-worker.sh`` or by
+    :func:`dask_cluster` run one thread each; a hand-started ``dask worker --nworkers N`` without
+    ``POLARS_MAX_THREADS=1`` in its environment runs a pool per core in each of its N processes."""
+    with Client(address, set_as_default=False) as client:
+        budgets = client.run(_thread_budget)
+        hosts = {worker: info.get("host", worker) for worker, info in client.scheduler_info().get("workers", {}).items()}
+    threads: dict[str, int] = {}
+    cores: dict[str, int] = {}
+    processes: dict[str, int] = {}
+    for worker, (host_cores, polars_threads) in budgets.items():
+        host = hosts.get(worker, worker)
+        threads[host] = threads.get(host, 0) + polars_threads
+        cores[host] = host_cores
+        processes[host] = processes.get(host, 0) + 1
+    return [f"{host}: {processes[host]} worker processes run {threads[host]} polars threads on {cores[host]} cores; "
+            f"start the workers with POLARS_MAX_THREADS=1 (deploy/dask/start-worker.sh does)"
+            for host in sorted(threads) if threads[host] > cores[host]]
+
+
+def _thread_budget() -> tuple[int, int]:
+    """(cores this process may use, threads of its polars pool)."""
+    import polars as pl
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return usable, pl.thread_pool_size()
 
 
 #: Ingest recycles its workers after this many tasks each (a partition or bucket is one task): at

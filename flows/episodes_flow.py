@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.dask_cluster import dask_cluster, dask_mapper, dask_workers
+from flows.dask_cluster import dask_cluster, dask_mapper, dask_workers, oversubscribed_hosts
 from transforms.bundles import select_bundles
 from transforms.episodes.run import DEFAULT_RUNOUT_MONTHS, build_episodes
 
@@ -29,6 +29,8 @@ def episodes_flow(store: str, out: str, bundles: list[str] | None = None, schedu
     """Build the episodes of ``bundles`` (default: all definitions) from ``store`` into ``out``."""
     select_bundles(bundles)  # an unknown bundle fails before any work starts
     with dask_cluster(scheduler, workers) as address:
+        for warning in oversubscribed_hosts(address):
+            get_run_logger().warning("Dask workers compete for cores: %s", warning)
         manifest = build_task(store, out, bundles, address, runout_months, buckets_per_task)
     lines = ["| bundle | episodes | episode lines | allocated euros |", "|---|---:|---:|---:|"]
     for b in manifest["bundles"]:

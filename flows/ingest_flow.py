@@ -13,7 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from flows.dask_cluster import RECYCLE_WORKERS_AFTER, dask_cluster, dask_mapper
+from flows.dask_cluster import RECYCLE_WORKERS_AFTER, dask_cluster, dask_mapper, oversubscribed_hosts
 from transforms.ingest import run as steps
 from transforms.ingest.delivery import DeliveryError
 
@@ -72,6 +72,8 @@ def ingest_flow(delivery: str, store: str, buckets: int | None = None, scheduler
                 sum(len(p) for p in state.plan.partitions.values()), state.buckets)
     try:
         with dask_cluster(scheduler, workers) as address:
+            for warning in oversubscribed_hosts(address):
+                logger.warning("Dask workers compete for cores: %s", warning)
             partition_reports, row_checks = partitions_task(state, address, recycle_workers_after)
             id_reports = ids_task(state, address, recycle_workers_after)
             bucket_reports, small = buckets_task(state, address, recycle_workers_after)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 
-from flows.dask_cluster import dask_cluster, dask_mapper
+import pytest
+
+from flows.dask_cluster import SINGLE_THREADED, dask_cluster, dask_mapper, oversubscribed_hosts
 
 
 def _square_and_pid(x: int) -> tuple[int, int]:
@@ -32,3 +34,42 @@ def test_results_come_back_in_order_and_workers_are_recycled_after_their_tasks()
     assert not {pid for _, pid in first} & waves[0]
     for earlier, later in zip(waves, waves[1:]):
         assert not earlier & later
+
+
+def _polars_threads(_: int) -> int:
+    import polars as pl
+
+    return pl.thread_pool_size()
+
+
+def _initial_environment(_: int) -> dict[str, str]:
+    """The environment this process was started with (not what it set later)."""
+    raw = open(f"/proc/{os.getpid()}/environ", "rb").read().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/environ"), reason="reads /proc (Linux)")
+def test_workers_start_single_threaded_and_leave_this_process_environment_alone():
+    before = {name: os.environ.get(name) for name in SINGLE_THREADED}
+    with dask_cluster(workers=2) as address:
+        started_with = dask_mapper(address)(_initial_environment, [(i,) for i in range(4)])
+        pools = dask_mapper(address)(_polars_threads, [(i,) for i in range(4)])
+        warnings = oversubscribed_hosts(address)
+    # set before the process starts, so polars (sized at import, possibly while the worker
+    # unpickles the parent's __main__) sees it; a variable set after start-up would not show here
+    for environment in started_with:
+        assert {name: environment.get(name) for name in SINGLE_THREADED} == SINGLE_THREADED
+    assert set(pools) == {1}
+    assert warnings == []
+    assert {name: os.environ.get(name) for name in SINGLE_THREADED} == before
+
+
+def test_a_cluster_of_multithreaded_workers_is_reported():
+    """Workers started without the single-threaded environment (a pool per core in each): the flows'
+    warning names the host."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
+                      env={"POLARS_MAX_THREADS": str(max(2, os.cpu_count() or 2))}) as cluster:
+        warnings = oversubscribed_hosts(cluster.scheduler_address)
+    assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "POLARS_MAX_THREADS=1" in warnings[0]

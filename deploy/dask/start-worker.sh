@@ -7,4 +7,8 @@ set -euo pipefail
 SCHEDULER=${1:?usage: start-worker.sh tcp://scheduler:8786 [processes] [memory-per-process]}
 PROCESSES=${2:-$(nproc)}
 MEMORY=${3:-6GiB}
+# One thread per library pool in each process, set before the processes start: polars sizes its
+# pool at import, and a pool per core in each of the per-core processes makes them fight over the
+# cores (flows.dask_cluster.SINGLE_THREADED; the flows warn when they find it).
+export POLARS_MAX_THREADS=1 OMP_NUM_THREADS=1 ARROW_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 exec dask worker "$SCHEDULER" --nworkers "$PROCESSES" --nthreads 1 --memory-limit "$MEMORY"
