@@ -45,7 +45,7 @@ def _effects(values: list[str]) -> dict:
 
 @app.command("synth")
 def synth(
-    out: Annotated[Path, typer.Option(help="folder to write the delivery to (replaced); truth goes to OUT.truth")],
+    out: Annotated[Path, typer.Option(help="folder for the delivery: new, empty or an earlier synthetic delivery (replaced when the new one is complete); truth goes to OUT.truth")],
     patients: Annotated[int, typer.Option(help="number of insured persons at the start")] = 2000,
     years: Annotated[str, typer.Option(help="first-last year, e.g. 2015-2022")] = "2015-2022",
     seed: Annotated[int, typer.Option(help="random seed: the same seed gives byte-identical files")] = 7,

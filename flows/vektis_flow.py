@@ -20,6 +20,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from expectations.vektis_suite import validate_vektis, write_summary
+from transforms.errors import UserFacingError
+from transforms.output_folder import Publication
 from transforms.vektis.harmonise import harmonise_vektis, national_totals, unmapped_gemeenten
 from transforms.vektis.storage import read_long, write_long_partitioned
 
@@ -30,7 +32,7 @@ UNMAPPED_FILE = "unmapped_gemeenten.csv"
 TOTALS_FILE = "national_totals.parquet"
 
 
-class VektisValidationFailed(RuntimeError):
+class VektisValidationFailed(UserFacingError):
     """The harmonised Vektis table did not pass its Great Expectations suites."""
 
 
@@ -84,21 +86,36 @@ def ingest_vektis_flow(out: str, years: list[int] | None = None) -> dict[str, An
     2015 is. Returns a small summary with the output paths and the validation outcome; raises
     :class:`VektisValidationFailed` (after writing everything) when validation fails.
     """
-    Path(out).mkdir(parents=True, exist_ok=True)
-    long_path = harmonise_task(out, years)
-    summary_path = validate_task(long_path, out, years)
-    reports = report_task(long_path, out)
-    validation = json.loads(Path(summary_path).read_text(encoding="utf-8"))
+    publication = Publication.begin(out, "vektis")
+    work, target = publication.work, publication.target
+    try:
+        long_path = harmonise_task(work, years)
+        summary_path = validate_task(long_path, work, years)
+        reports = report_task(long_path, work)
+        summary_file = Path(summary_path)
+        # the summary names its Data Docs by absolute path: name them where they will be
+        summary_file.write_text(summary_file.read_text(encoding="utf-8").replace(work, target), encoding="utf-8")
+        validation = json.loads(summary_file.read_text(encoding="utf-8"))
+    except BaseException:
+        publication.abandon()
+        raise
+    publication.commit({"years": validation["years"], "releases": validation["releases"], "rows": validation["rows"],
+                        "validation_success": validation["success"]})
+
+    def final(path: str) -> str:
+        return path.replace(work, target, 1)
+
+    summary_path = final(summary_path)
     result: dict[str, Any] = {
-        "out": str(Path(out).resolve()),
-        "vektis_long": long_path,
+        "out": target,
+        "vektis_long": final(long_path),
         "years": validation["years"],
         "releases": validation["releases"],
         "rows": validation["rows"],
         "validation_success": validation["success"],
         "validation_summary": summary_path,
         "data_docs_index": validation["data_docs_index"],
-        **reports,
+        **{name: final(path) for name, path in reports.items()},
     }
     if not validation["success"]:
         failed = [f["expectation"] for s in validation["suites"] for f in s["failed"]]

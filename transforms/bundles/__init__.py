@@ -30,6 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transforms.contract import load_contract
+from transforms.errors import UserFacingError
 
 BUNDLE_DIR = Path(__file__).resolve().parent
 TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
@@ -41,7 +42,7 @@ PHASES = ("prenatal", "natal", "postnatal", "maternity_care")
 CODE_SPAN = (date(2012, 1, 1), date(2030, 12, 31))
 
 
-class BundleDefinitionError(ValueError):
+class BundleDefinitionError(UserFacingError, ValueError):
     """A bundle definition that cannot be used, with the file and the problem."""
 
 

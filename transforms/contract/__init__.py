@@ -79,6 +79,9 @@ RuleKind = Literal[
     "within_parent_dates",  # parent_start <= date_column <= parent_end of the referenced row
     "prefix_matches",  # column starts with one of prefixes[by]
     "required_when",  # column non-null when another column has one of the given values
+    "required_when_negative",  # column non-null when the amount column is negative (a credit names its original)
+    "within_delivery_years",  # year of each column within delivery.json's first_year..last_year
+    "unique_key",  # no two rows share the columns (the first delivered row is kept)
 ]
 
 
@@ -150,6 +153,7 @@ class Rule(_Frozen):
     by: str | None = None
     prefixes: dict[str, tuple[str, ...]] | None = None
     when: dict[str, tuple[str, ...]] | None = None
+    amount: str | None = None
 
 
 class Table(_Frozen):

@@ -23,6 +23,9 @@ RULE_TEXT = {
     "within_parent_dates": lambda r: f"`{r.date_column}` within `{r.parent}.{r.parent_start}`..`{r.parent}.{r.parent_end}`",
     "prefix_matches": lambda r: f"`{r.column}` starts with the AGB zorgsoort of `{r.by}`",
     "required_when": lambda r: f"`{r.column}` present when {', '.join(f'`{k}` in {list(v)}' for k, v in (r.when or {}).items())}",
+    "required_when_negative": lambda r: f"`{r.column}` present when `{r.amount}` < 0",
+    "within_delivery_years": lambda r: f"year of {', '.join(f'`{c}`' for c in r.columns)} within `first_year`..`last_year` of `delivery.json`",
+    "unique_key": lambda r: f"no two rows share ({', '.join(f'`{c}`' for c in r.columns)})",
 }
 
 

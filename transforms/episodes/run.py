@@ -7,16 +7,16 @@ Output layout (``OUT``)::
     episodes/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet      <bucket>: the first bucket of a task's group
     episode_lines/bundle_id=<id>/anchor_year=<y>/part-<bucket>.parquet
 
-The run writes into ``OUT.tmp-<id>`` and moves it into place when done.
+The run writes into a work folder beside ``OUT`` and swaps it into place when done, under a lock
+(``transforms.output_folder``): ``OUT`` must be new, empty or an earlier episodes folder, and
+outside the store.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
-import uuid
 from datetime import date
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from transforms.contract import CONTRACT_VERSION
 from transforms.episodes.build import build_buckets
 from transforms.episodes.inputs import bucket_numbers
 from transforms.episodes.prices import combine_prices, partial_prices
+from transforms.output_folder import Publication
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_RUNOUT_MONTHS = 12
@@ -75,8 +76,8 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
     bundle_ids = [b.id for b in definitions]
     as_of = data_as_of or data_as_of_of(store)
     buckets = bucket_numbers(store)
-    tmp = out.with_name(f"{out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
+    publication = Publication.begin(out, "episodes", inputs={"store": store})
+    tmp = publication.work_path
     try:
         t = time.perf_counter()
         per_task = buckets_per_task or default_buckets_per_task(len(buckets), workers)
@@ -100,7 +101,7 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
                 "bundle_id", "anchor_year", "status")
             by_year = summary.to_dicts()
         manifest = {
-            "store": str(store.resolve()), "out": str(out.resolve()), "bundles": bundle_ids, "buckets": len(buckets),
+            "store": str(store.resolve()), "out": publication.target, "bundles": bundle_ids, "buckets": len(buckets),
             "tasks": len(groups), "buckets_per_task": per_task,
             "data_as_of": as_of.isoformat(), "runout_months": runout_months,
             "code_version": code_version(), "contract_version": CONTRACT_VERSION,
@@ -108,11 +109,8 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
             "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
         }
         manifest["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        publication.abandon()
         raise
+    publication.commit(manifest)
     return manifest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
@@ -18,9 +19,10 @@ import pyarrow.parquet as pq
 from expectations.runner import validate_batch
 from expectations.suites import suite_checks
 from transforms.contract import load_contract
-from transforms.ingest.checks import REASON_PRECEDENCE
+from transforms.ingest.checks import REASON_PRECEDENCE, masked_bsn
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, ORDER_DATE, Staging, bucket_dir
-from transforms.ingest.netting import net_corrections, rekey_activities
+from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
+from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
 from transforms.ingest.partition_stage import FAILED, with_failed
 from transforms.money import cents_to_decimal
 
@@ -44,6 +46,11 @@ class TableBooks:
     cents_quarantined: int = 0
     cents_merged_lines: int = 0  # money carried by merged lines (inside cents_stored)
     fully_credited: int = 0
+    #: delivered amounts that are not whole cents, in exact euros (all quarantined), and amounts
+    #: that are not a number at all (NaN, infinite: counted, no euros)
+    unrepresentable_in: Decimal = Decimal(0)
+    unrepresentable_quarantined: Decimal = Decimal(0)
+    amounts_not_a_number: int = 0
 
     def add(self, other: "TableBooks") -> None:
         for name in self.__dataclass_fields__:
@@ -72,6 +79,51 @@ def _flag_duplicates(frame: pl.DataFrame, duplicates: pl.DataFrame | None, check
         ok = pl.col("_dup").is_null()
         return frame.with_columns(ok.alias(f"_ok__{check}")).drop("_dup")
     return frame.with_columns(ok.alias(f"_ok__{check}"))
+
+
+def first_valid_kept(frame: pl.DataFrame, key: list[str], flag: str) -> pl.DataFrame:
+    """Flag every row of a repeated ``key`` except one: the first delivered (lowest partition and
+    row) among the rows that failed no check so far, so a broken copy never pushes out a valid
+    one. Nulls compare equal (a contract for all insurers has a null insurer)."""
+    order = frame.select(pl.col(FAILED).list.len().gt(0).alias("_bad"), "_partition", "_row", "_i", *key)
+    ranked = order.sort("_bad", "_partition", "_row").with_columns(
+        (pl.int_range(pl.len()).over(key) == 0).alias("_first"))
+    ok = ranked.select("_i", pl.col("_first").alias(flag))
+    return frame.join(ok, on="_i", how="left", maintain_order="left")
+
+
+def orphaned_corrections(frame: pl.DataFrame) -> pl.Series:
+    """True for a valid correcting line whose chain of ``corrects_claim_id`` links passes through a
+    line that has no valid copy (quarantined): the correction follows it into quarantine, however
+    deep the chain (a credit of a re-declaration of a quarantined claim)."""
+    valid = frame.filter(pl.col(FAILED).list.len() == 0)
+    corrections = valid.filter(pl.col("corrects_claim_id").is_not_null()).select("claim_id", "corrects_claim_id")
+    if corrections.height == 0:
+        return pl.Series("orphaned", [False] * frame.height, dtype=pl.Boolean)
+    referenced = corrections["corrects_claim_id"].unique()
+    alive = set(valid["claim_id"].filter(valid["claim_id"].is_in(referenced.implode())).to_list())
+    parent = dict(corrections.iter_rows())
+    orphaned: dict[str, bool] = {}
+    for start in parent:
+        path: list[str] = []
+        node = start
+        while node not in orphaned:
+            up = parent[node]
+            path.append(node)
+            if up not in alive or up in path:  # its parent has no valid line, or a cycle
+                verdict = True
+                break
+            if up not in parent:  # a valid original
+                verdict = False
+                break
+            node = up
+        else:
+            verdict = orphaned[node]
+        for step in path:
+            orphaned[step] = verdict
+    flags = frame.select(pl.col("corrects_claim_id").is_not_null() & (pl.col(FAILED).list.len() == 0)
+                         & pl.col("claim_id").replace_strict(orphaned, default=False, return_dtype=pl.Boolean))
+    return flags.to_series().alias("orphaned")
 
 
 def _spell_checks(insured: pl.DataFrame) -> pl.DataFrame:
@@ -161,13 +213,12 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
             pl.col("provider_agb").is_in(valid_providers).alias(f"_ok__{table}.provider_agb.references"),
             (pl.col("corrects_claim_id").is_null() | pl.col("corrects_claim_id").is_in(frame["claim_id"].implode()))
             .alias(f"_ok__{table}.corrects_claim_id.references"),
+            (~in_correction_cycle(frame)).alias(f"_ok__{table}.corrects_claim_id.no_cycle"),
         )
         frame = _validate_link(frame, table, bucket, report)
-        # corrections whose original was quarantined follow it
-        bad = frame.filter(pl.col(FAILED).list.len() > 0)["claim_id"]
-        follow = pl.col("corrects_claim_id").is_in(bad.implode()) & (pl.col(FAILED).list.len() == 0)
-        frame = frame.with_columns(
-            pl.when(follow).then(pl.lit(["parent_quarantined"])).otherwise(pl.col(FAILED)).alias(FAILED))
+        # corrections whose original was quarantined follow it, through any chain of corrections
+        frame = frame.with_columns(pl.when(orphaned_corrections(frame)).then(pl.lit(["parent_quarantined"]))
+                                   .otherwise(pl.col(FAILED)).alias(FAILED))
         if table == "dbc":
             dbc_facts = {
                 "parents": frame.unique("claim_id", keep="first").select(
@@ -189,9 +240,29 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
         pl.col("claim_id").is_in(dbc_facts["valid"].implode()).alias("_ok__dbc_activity.parent_valid"),
         pl.lit(True).alias("_ok__dbc_activity.claim_id.references"),
     ).drop("_s", "_e")
+    activity = unique_key_flags(activity, "dbc_activity")
     activity = _validate_link(activity, "dbc_activity", bucket, report)
     _finish_table(activity, "dbc_activity", bucket, store, report, reason_of, netted_dbc=dbc_facts["netted"])
     return report
+
+
+def unique_key_flags(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """The ``_ok__`` flags of the table's ``unique_key`` rules (see :func:`first_valid_kept`)."""
+    for rule in load_contract().table(table).rules:
+        if rule.kind == "unique_key":
+            frame = first_valid_kept(frame, list(rule.columns), f"_ok__{rule.id}")
+    return frame
+
+
+def unrepresentable_amounts(frame: pl.DataFrame) -> tuple[Decimal, int]:
+    """The exact euros of the rows' delivered amounts that are not whole cents, and how many
+    amounts were not a number (see ``transforms.ingest.normalise``)."""
+    if "amount" not in frame.columns or ISSUE not in frame.columns or frame.height == 0:
+        return Decimal(0), 0
+    texts = frame.filter(pl.col(ISSUE).str.contains("(^|;)inexact_amount:amount(;|$)")).select(
+        pl.col(AS_DELIVERED).str.json_path_match("$.amount"))[AS_DELIVERED].to_list()
+    nan = sum(not Decimal(t).is_finite() for t in texts)
+    return exact_sum(texts), nan
 
 
 def _finish_table(frame: pl.DataFrame, table: str, bucket: int, store: Path, report: BucketReport,
@@ -199,10 +270,12 @@ def _finish_table(frame: pl.DataFrame, table: str, bucket: int, store: Path, rep
     """Quarantine the failing rows, net the rest, write store / quarantine / corrections files and
     the table's books. Returns the stored (netted) rows."""
     books = TableBooks(rows_in=frame.height, cents_in=_cents(frame))
+    books.unrepresentable_in, books.amounts_not_a_number = unrepresentable_amounts(frame)
     bad = frame.filter(pl.col(FAILED).list.len() > 0)
     good = frame.filter(pl.col(FAILED).list.len() == 0)
     books.rows_quarantined = bad.height
     books.cents_quarantined = _cents(bad)
+    books.unrepresentable_quarantined = unrepresentable_amounts(bad)[0]
     if bad.height:
         bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
         report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
@@ -256,8 +329,8 @@ def _cents(frame: pl.DataFrame) -> int:
 def _empty_staged(table: str) -> pl.DataFrame:
     spec = load_contract().table(table)
     schema = {c.name: (pl.Int64 if c.type == "money" else c.polars_type) for c in spec.columns}
-    schema.update({"_row": pl.Int64, "_issue": pl.String, FAILED: pl.List(pl.String), "_partition": pl.Int32,
-                   "patient_key": pl.Int64})
+    schema.update({"_row": pl.Int64, ISSUE: pl.String, AS_DELIVERED: pl.String, FAILED: pl.List(pl.String),
+                   "_partition": pl.Int32, "patient_key": pl.Int64})
     return pl.DataFrame(schema=schema)
 
 
@@ -275,17 +348,34 @@ def store_schema(table: str, *, quarantine: bool = False) -> pa.Schema:
         fields += [pa.field(name, t) for name, t in STORE_EXTRA["claims"]]
     if quarantine:
         fields += [pa.field("reason", pa.string()), pa.field("checks", pa.list_(pa.string())),
-                   pa.field("source_partition", pa.int32()), pa.field("source_row", pa.int64())]
+                   pa.field("source_partition", pa.int32()), pa.field("source_row", pa.int64()),
+                   pa.field("as_delivered", pa.string())]
     from transforms.runtime import code_version
 
     return pa.schema(fields, metadata={"zorgpad.table": table, "zorgpad.contract_version": load_contract().version,
                                        "zorgpad.code_version": code_version()})
 
 
+def quarantine_view(frame: pl.DataFrame, table: str) -> pl.DataFrame:
+    """Quarantined rows as they are written: a value passing the BSN eleven-test is masked in every
+    text column (a rejected row is where a BSN delivered by mistake ends up; the row stays
+    traceable by ``source_partition`` and ``source_row``), an amount that could not be converted
+    is null (what was delivered is in ``as_delivered``, as text), and the bookkeeping columns get
+    their published names."""
+    spec = load_contract().table(table)
+    changes = [masked_bsn(c.name) for c in spec.columns if c.type == "string" and c.name in frame.columns]
+    if ISSUE in frame.columns:
+        changes += [pl.when(pl.col(ISSUE).str.contains(f"(^|;)inexact_amount:{c}(;|$)").fill_null(False))
+                    .then(None).otherwise(pl.col(c)).alias(c) for c in spec.money_columns if c in frame.columns]
+    frame = frame.with_columns(changes) if changes else frame
+    return frame.rename({FAILED: "checks", "_partition": "source_partition", "_row": "source_row",
+                         **({AS_DELIVERED: "as_delivered"} if AS_DELIVERED in frame.columns else {})})
+
+
 def _write_table(frame: pl.DataFrame, table: str, folder: Path, *, quarantine: bool = False) -> None:
     schema = store_schema(table, quarantine=quarantine)
     if quarantine:
-        frame = frame.rename({FAILED: "checks", "_partition": "source_partition", "_row": "source_row"})
+        frame = quarantine_view(frame, table)
     arrays = []
     for fld in schema:
         if fld.name not in frame.columns:

@@ -29,17 +29,22 @@ Severity = Literal["row", "warning"]
 REASON_PRECEDENCE = (
     "bsn_like_id",
     "missing_key",
+    "bad_encoding",
     "inexact_value",
     "bad_format",
     "invalid_value",
     "code_not_valid_on_date",
     "date_out_of_range",
+    "outside_delivery_years",
     "date_order",
+    "credit_without_original",
     "duplicate_claim_id",
+    "duplicate_key",
     "outside_enrolment",
     "after_death",
     "unknown_provider",
     "unknown_reference",
+    "correction_cycle",
     "parent_quarantined",
     "overlapping_spell",
     "implausible_value",
@@ -66,14 +71,18 @@ class Check:
         return f"_ok__{self.id}"
 
 
-ROW_RULE_KINDS = {"column_order", "max_span_days", "date_range", "year_not_after", "prefix_matches", "required_when"}
-LINK_RULE_KINDS = {"covered_by_enrolment", "not_after_death", "within_parent_dates", "no_overlap"}
+ROW_RULE_KINDS = {"column_order", "max_span_days", "date_range", "year_not_after", "prefix_matches", "required_when",
+                  "required_when_negative", "within_delivery_years"}
+LINK_RULE_KINDS = {"covered_by_enrolment", "not_after_death", "within_parent_dates", "no_overlap", "unique_key"}
 
 
 def checks_for(table: Table) -> list[Check]:
     """All checks of a table, in a stable order."""
     t = table.table
     out: list[Check] = []
+    if any(col.type == "string" for col in table.columns):
+        out.append(Check(f"{t}.text.encoding", t, "derived", "row", "bad_encoding", "row",
+                         "every text column holds valid UTF-8 (the row's delivered bytes are kept, escaped)"))
     for col in table.columns:
         c = col.name
         if col.key:
@@ -112,14 +121,18 @@ def checks_for(table: Table) -> list[Check]:
             out.append(Check(f"{t}.{c}.references", t, "derived", "link", reason, "row",
                              f"{c} exists in {col.references}", c, col.references))
         if col.unique:
-            out.append(Check(f"{t}.{c}.unique", t, "derived", "link", "duplicate_claim_id" if c == "claim_id" else "invalid_value",
-                             "row", f"{c} is unique in the delivery", c))
+            out.append(Check(f"{t}.{c}.unique", t, "derived", "link", "duplicate_claim_id" if c == "claim_id" else "duplicate_key",
+                             "row", f"{c} is unique in the delivery (the first valid row delivered is kept)", c))
     for rule in table.rules:
         stage: Stage = "row" if rule.kind in ROW_RULE_KINDS else "link"
         out.append(Check(rule.id, t, "derived", stage, rule.reason, "row", rule.description, None, rule.kind))
     if t == "dbc_activity":
         out.append(Check("dbc_activity.parent_valid", t, "derived", "link", "parent_quarantined", "row",
                          "the activity's subtraject was not quarantined"))
+    if any(c.name == "corrects_claim_id" for c in table.columns):
+        out.append(Check(f"{t}.corrects_claim_id.no_cycle", t, "derived", "link", "correction_cycle", "row",
+                         "following corrects_claim_id from line to line reaches an original claim (no cycle)",
+                         "corrects_claim_id"))
     return out
 
 
@@ -128,12 +141,42 @@ def all_checks(contract: Contract | None = None) -> dict[str, list[Check]]:
     return {name: checks_for(table) for name, table in contract.tables.items()}
 
 
+# -------------------------------------------------------------------------------- BSN
+#: What is written and shown instead of a value that passes the BSN eleven-test.
+BSN_MASK = "<BSN-like value masked>"
+
+
+def bsn_like(value: pl.Expr | str) -> pl.Expr:
+    """True when the value is nine digits passing the BSN eleven-test."""
+    col = pl.col(value) if isinstance(value, str) else value
+    digits = [col.str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(9)]
+    weighted = sum(d * w for d, w in zip(digits[:8], range(9, 1, -1))) - digits[8]
+    return col.str.contains(r"^\d{9}$").fill_null(False) & ((weighted % 11) == 0).fill_null(False)
+
+
+def is_bsn_like(value: object) -> bool:
+    """:func:`bsn_like` for one value (any type: only nine-digit text or numbers can be one)."""
+    text = str(value).strip()
+    if len(text) != 9 or not text.isdigit():
+        return False
+    digits = [int(c) for c in text]
+    return (sum(d * w for d, w in zip(digits[:8], range(9, 1, -1))) - digits[8]) % 11 == 0
+
+
+def mask_bsn(value: str) -> str:
+    """The value, or :data:`BSN_MASK` when it passes the BSN eleven-test: a citizen service number
+    must never be echoed into a report, a log or an error message."""
+    return BSN_MASK if is_bsn_like(value) else value
+
+
+def masked_bsn(column: str) -> pl.Expr:
+    """A text column with every BSN-like value replaced by :data:`BSN_MASK`."""
+    return pl.when(bsn_like(column)).then(pl.lit(BSN_MASK)).otherwise(pl.col(column)).alias(column)
+
+
 # -------------------------------------------------------------------------------- row stage
 def _bsn_like(column: str) -> pl.Expr:
-    """True when the value is nine digits passing the BSN eleven-test."""
-    digits = [pl.col(column).str.slice(i, 1).cast(pl.Int64, strict=False) for i in range(9)]
-    weighted = sum(d * w for d, w in zip(digits[:8], range(9, 1, -1))) - digits[8]
-    return pl.col(column).str.contains(r"^\d{9}$").fill_null(False) & ((weighted % 11) == 0).fill_null(False)
+    return bsn_like(column)
 
 
 def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contract) -> pl.Series:
@@ -167,7 +210,7 @@ def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contra
     return ok.fill_null(True).alias(name)
 
 
-def _row_rule(rule: Rule, data_as_of: date) -> pl.Expr:
+def _row_rule(rule: Rule, data_as_of: date, years: tuple[int, int] | None) -> pl.Expr:
     k = rule.kind
     if k == "column_order":
         return (pl.col(rule.left) <= pl.col(rule.right)).fill_null(True)
@@ -194,11 +237,22 @@ def _row_rule(rule: Rule, data_as_of: date) -> pl.Expr:
         for column, values in (rule.when or {}).items():
             cond = cond | pl.col(column).is_in(list(values))
         return (~cond | pl.col(rule.column).is_not_null()).fill_null(True)
+    if k == "required_when_negative":
+        return ((pl.col(rule.amount) >= 0) | pl.col(rule.column).is_not_null()).fill_null(True)
+    if k == "within_delivery_years":
+        if years is None:
+            return pl.lit(True)
+        ok = pl.lit(True)
+        for c in rule.columns:
+            ok = ok & pl.col(c).dt.year().is_between(years[0], years[1]).fill_null(True)
+        return ok
     raise ValueError(f"rule {rule.id}: {k} is not a row rule")
 
 
-def add_row_flags(frame: pl.DataFrame, table: Table, data_as_of: date, contract: Contract | None = None) -> pl.DataFrame:
-    """Add the ``_ok__`` columns of the table's row-stage derived checks."""
+def add_row_flags(frame: pl.DataFrame, table: Table, data_as_of: date, contract: Contract | None = None, *,
+                  years: tuple[int, int] | None = None) -> pl.DataFrame:
+    """Add the ``_ok__`` columns of the table's row-stage derived checks. ``years``: the
+    ``first_year``, ``last_year`` of ``delivery.json`` (None: not checked)."""
     contract = contract or load_contract()
     flags: list[pl.Series | pl.Expr] = []
     for check in checks_for(table):
@@ -208,10 +262,12 @@ def add_row_flags(frame: pl.DataFrame, table: Table, data_as_of: date, contract:
             flags.append(_code_valid(frame, table, check.column, contract))
         elif check.id.endswith(".not_bsn"):
             flags.append((~_bsn_like(check.column)).alias(check.flag))
+        elif check.id.endswith(".text.encoding"):
+            flags.append((pl.col("_issue").is_null() | ~pl.col("_issue").str.contains("(^|;)bad_encoding:")).alias(check.flag))
         elif check.id.endswith(".exact"):
-            flags.append(pl.col("_issue").is_null().alias(check.flag) if check.column is None else
-                         (pl.col("_issue").is_null() | ~pl.col("_issue").str.ends_with(f":{check.column}")).alias(check.flag))
+            flags.append((pl.col("_issue").is_null() | ~pl.col("_issue").str.contains(
+                f"(^|;)(inexact_amount|out_of_range|not_a_number):{check.column}(;|$)")).alias(check.flag))
         else:
             rule = next(r for r in table.rules if r.id == check.id)
-            flags.append(_row_rule(rule, data_as_of).alias(check.flag))
+            flags.append(_row_rule(rule, data_as_of, years).alias(check.flag))
     return frame.with_columns(flags) if flags else frame

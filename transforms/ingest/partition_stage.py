@@ -18,7 +18,7 @@ import polars as pl
 from expectations.runner import validate_batch
 from expectations.suites import suite_checks
 from transforms.contract import load_contract
-from transforms.ingest.checks import add_row_flags
+from transforms.ingest.checks import add_row_flags, mask_bsn
 from transforms.ingest.delivery import Partition
 from transforms.ingest.keys import bucket_of, fnv1a64, patient_key
 from transforms.ingest.layout import Staging
@@ -35,10 +35,14 @@ class PartitionReport:
     rows: int
     cents: int  # sum of the ``amount`` column in cents (rows with an inexact amount count 0)
     failed: dict[str, int] = field(default_factory=dict)  # check id -> failing rows (incl. warnings)
-    examples: dict[str, list[str]] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)  # BSN-like values masked
     padded: dict[str, int] = field(default_factory=dict)
     extra_columns: list[str] = field(default_factory=list)
     result: dict = field(default_factory=dict)
+    blank_to_null: dict[str, int] = field(default_factory=dict)
+    #: the exact euros of delivered amounts that are not whole cents (text), and NaN / infinite ones
+    unrepresentable_euros: str = "0"
+    amounts_not_a_number: int = 0
 
 
 def id_part(claim_id: pl.Series, n_parts: int) -> np.ndarray:
@@ -63,14 +67,15 @@ def with_failed(frame: pl.DataFrame, failed_rows: dict[str, np.ndarray], checks:
 
 
 def process_partition(partition: Partition, staging_root: str, n_buckets: int, data_as_of: date,
-                      n_id_parts: int | None = None) -> PartitionReport:
-    """Normalise, check and route one partition (pure apart from its staging writes)."""
+                      n_id_parts: int | None = None, years: tuple[int, int] | None = None) -> PartitionReport:
+    """Normalise, check and route one partition (pure apart from its staging writes). ``years``:
+    ``first_year``, ``last_year`` of ``delivery.json``, which claims must fall in."""
     contract = load_contract()
     n_id_parts = n_id_parts or n_buckets
     table = contract.table(partition.table)
     staging = Staging(Path(staging_root))
     normalised = normalise(read_partition(partition), table)
-    frame = add_row_flags(normalised.frame, table, data_as_of, contract)
+    frame = add_row_flags(normalised.frame, table, data_as_of, contract, years=years)
     validation = validate_batch(frame, table.name, "row", partition.name)
     checks = suite_checks(table.name, "row")
     row_checks = {c.id for c in checks if c.severity == "row"}
@@ -82,7 +87,7 @@ def process_partition(partition: Partition, staging_root: str, n_buckets: int, d
     for check, rows in validation.failed_rows.items():
         sample = frame.filter(pl.col("_row").is_in(pl.Series(rows[:3]).implode()))
         id_col = "claim_id" if "claim_id" in frame.columns else frame.columns[1]
-        examples[check] = [str(v) for v in sample[id_col].to_list()]
+        examples[check] = [mask_bsn(str(v)) for v in sample[id_col].to_list()]
     cents = int(frame["amount"].fill_null(0).sum()) if "amount" in frame.columns else 0
 
     if "patient_id" in frame.columns:
@@ -106,6 +111,8 @@ def process_partition(partition: Partition, staging_root: str, n_buckets: int, d
         table=table.name, partition=partition.name, path=partition.path, rows=normalised.frame.height, cents=cents,
         failed={k: int(len(v)) for k, v in validation.failed_rows.items()}, examples=examples,
         padded=normalised.padded, extra_columns=normalised.extra_columns, result=validation.result,
+        blank_to_null=normalised.blank_to_null, unrepresentable_euros=normalised.unrepresentable.get("amount", "0"),
+        amounts_not_a_number=normalised.not_a_number.get("amount", 0),
     )
 
 

@@ -12,9 +12,9 @@ import math
 import platform
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,11 +22,13 @@ import polars as pl
 
 from expectations.results import ValidationMerger, load_results
 from transforms.contract import CONTRACT_VERSION, load_contract
-from transforms.ingest.bucket_stage import BucketReport, TableBooks, _validate_link, _write_table, process_bucket
+from transforms.ingest.bucket_stage import (BucketReport, TableBooks, _validate_link, _write_table, first_valid_kept,
+                                            process_bucket, unique_key_flags, unrepresentable_amounts)
 from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_delivery
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
+from transforms.output_folder import OutputError, Publication, check_target, describe_holder, lock_holder
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_CRITICAL_SHARE = 0.05
@@ -71,11 +73,18 @@ def check_critical(reports: list[PartitionReport], plan: DeliveryPlan, share: fl
                 failed[check] = failed.get(check, 0) + count
                 examples.setdefault(check, r.examples.get(check, []))
         per_table[table] = {"rows": rows, "failed": failed, "examples": examples}
-        severity = {c.id: c.severity for c in suite_checks(table, "row")}
+        by_id = {c.id: c for c in suite_checks(table, "row")}
         for check, count in sorted(failed.items()):
-            if severity.get(check) != "row" or rows == 0 or count / rows <= share:
+            spec = by_id.get(check)
+            if spec is None or spec.severity != "row" or rows == 0 or count / rows <= share:
                 continue
-            if check.endswith("_dates_in_range"):
+            if spec.value == "within_delivery_years":
+                raise DeliveryError(
+                    f"delivery.json contradicts the data: table {table}, check {check}: {count:,} of {rows:,} rows "
+                    f"({count / rows:.1%}) fall outside the years {plan.meta.first_year}-{plan.meta.last_year} it "
+                    f"gives (examples: {', '.join(examples[check])}); are first_year and last_year right?",
+                    table=table, check=check, details={"failed": count, "rows": rows})
+            if spec.value == "date_range":
                 raise DeliveryError(
                     f"delivery.json contradicts the data: table {table}, check {check}: {count:,} of {rows:,} rows "
                     f"({count / rows:.1%}) have dates outside 1990-01-01..data_as_of {plan.meta.data_as_of} "
@@ -96,14 +105,15 @@ def _small_tables(staging: Staging, store: Path, plan: DeliveryPlan) -> tuple[li
     for table in SMALL_TABLES:
         files = sorted((staging.root / "rows" / table / "all").glob("*.parquet"))
         frames[table] = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").with_row_index("_i")
-    providers = frames["providers"].sort("_partition", "_row")
-    providers = providers.with_columns(
-        (pl.int_range(pl.len()).over("provider_agb") == 0).alias("_ok__providers.provider_agb.unique"))
+    # a provider delivered twice keeps its first valid row: a broken or conflicting copy must not
+    # take the valid one, and with it the provider's claims and contracts, into quarantine
+    providers = first_valid_kept(frames["providers"].sort("_partition", "_row"), ["provider_agb"],
+                                 "_ok__providers.provider_agb.unique")
     providers = _validate_link(providers, "providers", -1, report)
     valid = providers.filter(pl.col(FAILED).list.len() == 0)["provider_agb"].to_list()
     contracts = frames["contracts"].with_columns(
         pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references"))
-    contracts = _validate_link(contracts, "contracts", -1, report)
+    contracts = _validate_link(unique_key_flags(contracts, "contracts"), "contracts", -1, report)
     from transforms.ingest.bucket_stage import primary_reason
     from expectations.suites import suite_checks
 
@@ -130,29 +140,55 @@ def _orphans(staging: Staging, store: Path) -> TableBooks:
     frame = frame.with_columns(pl.lit("unknown_reference").alias("reason"), pl.lit(None, pl.Int64).alias("patient_key"))
     _write_table(frame, "dbc_activity", store / "quarantine" / "dbc_activity" / "orphans", quarantine=True)
     cents = int(frame["amount"].fill_null(0).sum())
-    return TableBooks(rows_in=frame.height, rows_quarantined=frame.height, cents_in=cents, cents_quarantined=cents)
+    unrepresentable, not_a_number = unrepresentable_amounts(frame)
+    return TableBooks(rows_in=frame.height, rows_quarantined=frame.height, cents_in=cents, cents_quarantined=cents,
+                      unrepresentable_in=unrepresentable, unrepresentable_quarantined=unrepresentable,
+                      amounts_not_a_number=not_a_number)
+
+
+def _euros(cents: int, extra: Decimal = Decimal(0)) -> Decimal:
+    return Decimal(cents).scaleb(-2) + extra
 
 
 def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
     """Rows in = stored + quarantined + merged; euros in = stored + quarantined (+ merged care
-    activities, whose amounts are a breakdown). Returns per table the check."""
+    activities, whose amounts are a breakdown), exactly: amounts that are not whole cents count
+    with their delivered value (all of them are quarantined). Returns per table the check; euros
+    are given as numbers and, exactly, as text (``*_exact``)."""
     out = {}
     for table, b in books.items():
         rows_ok = b.rows_in == b.rows_stored + b.rows_quarantined + b.rows_merged
         merged_cents = b.cents_merged_lines if table == "dbc_activity" else 0
         cents_ok = b.cents_in == b.cents_stored + b.cents_quarantined + merged_cents
-        out[table] = {**asdict(b), "euros_in": b.cents_in / 100, "euros_stored": b.cents_stored / 100,
-                      "euros_quarantined": b.cents_quarantined / 100, "balanced": rows_ok and cents_ok}
+        unrepresentable_ok = b.unrepresentable_in == b.unrepresentable_quarantined
+        euros_in = _euros(b.cents_in, b.unrepresentable_in)
+        euros_stored = _euros(b.cents_stored)
+        euros_quarantined = _euros(b.cents_quarantined, b.unrepresentable_quarantined)
+        entry = {name: (str(value) if isinstance(value, Decimal) else value) for name, value in asdict(b).items()}
+        out[table] = {**entry, "euros_in": float(euros_in), "euros_stored": float(euros_stored),
+                      "euros_quarantined": float(euros_quarantined), "euros_in_exact": str(euros_in),
+                      "euros_stored_exact": str(euros_stored), "euros_quarantined_exact": str(euros_quarantined),
+                      "balanced": rows_ok and cents_ok and unrepresentable_ok}
+    return out
+
+
+def delivered_euros(reports: list[PartitionReport]) -> dict[str, Decimal]:
+    """Per table, the exact euros of the ``amount`` column as read from the delivery by the
+    partition step: the books of the later steps must account for exactly this."""
+    out: dict[str, Decimal] = {}
+    for r in reports:
+        out[r.table] = out.get(r.table, Decimal(0)) + _euros(r.cents, Decimal(r.unrepresentable_euros))
     return out
 
 
 @dataclass
 class RunState:
-    """What the steps of one ingest run share: paths and the plan (small, picklable)."""
+    """What the steps of one ingest run share: paths and the plan (small, picklable). The store is
+    written into ``publication.work`` and swapped into place by :func:`publish`."""
 
     delivery: str
     store: str
-    tmp: str
+    publication: Publication
     buckets: int
     id_parts: int
     plan: DeliveryPlan
@@ -161,20 +197,63 @@ class RunState:
     timing: dict[str, float] = field(default_factory=dict)
 
     @property
+    def tmp(self) -> str:
+        """The folder the run writes the new store into."""
+        return self.publication.work
+
+    @property
     def staging(self) -> Staging:
         return Staging(Path(self.tmp) / "_staging")
 
 
+def check_options(n_buckets: int | None, critical_share: float) -> None:
+    """Options a run cannot start with (raises :class:`DeliveryError`, before any work)."""
+    if n_buckets is not None and (isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets < 1):
+        raise DeliveryError(f"--buckets must be a whole number of at least 1, not {n_buckets!r}", check="options")
+    if not (isinstance(critical_share, (int, float)) and 0 <= critical_share <= 1):
+        raise DeliveryError(f"--critical-share must be a share between 0 and 1 (0.05 = 5%), not {critical_share!r}",
+                            check="options")
+
+
+def _delivery_folder(delivery: Path | str) -> Path:
+    path = Path(delivery).expanduser().resolve()
+    if not path.is_dir():
+        raise DeliveryError(f"the delivery folder {path} does not exist" if not path.exists()
+                            else f"the delivery {path} is a file, not a folder")
+    return path
+
+
+def preflight(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None,
+              critical_share: float = DEFAULT_CRITICAL_SHARE) -> DeliveryPlan:
+    """What a run can check in seconds, before any heavy work starts (the command line runs it
+    before it starts a Prefect API): the options, the store path (``transforms.output_folder``),
+    whether another run holds the store, and the delivery without hashing its files. Raises the
+    first problem found; :func:`plan_run` checks all of it again."""
+    check_options(n_buckets, critical_share)
+    folder = _delivery_folder(delivery)
+    target = check_target(store, "store", inputs={"delivery": folder}, option="--store")
+    holder = lock_holder(target)
+    if holder is not None:
+        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
+                          "wait for it to finish, or stop it, and run again")
+    return inspect_delivery(folder, hash_files=False)
+
+
 def plan_run(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None,
              critical_share: float = DEFAULT_CRITICAL_SHARE) -> RunState:
-    """Step 1: inspect the delivery (critical problems raise) and choose the buckets."""
+    """Step 1: check the options and the store path, take the store's lock, inspect the delivery
+    (critical problems raise) and choose the buckets."""
     started = time.perf_counter()
-    delivery = Path(delivery).resolve()
-    plan = inspect_delivery(delivery)
-    store = Path(store).resolve()
-    tmp = store.with_name(f"{store.name}.tmp-{uuid.uuid4().hex[:8]}")
-    state = RunState(str(delivery), str(store), str(tmp), n_buckets or choose_buckets(plan), choose_id_parts(plan), plan,
-                     critical_share, started)
+    check_options(n_buckets, critical_share)
+    delivery = _delivery_folder(delivery)
+    publication = Publication.begin(store, "store", inputs={"delivery": delivery}, option="--store")
+    try:
+        plan = inspect_delivery(delivery)
+    except BaseException:
+        publication.abandon()
+        raise
+    state = RunState(str(delivery), publication.target, publication, n_buckets or choose_buckets(plan),
+                     choose_id_parts(plan), plan, critical_share, started)
     state.timing["inspect"] = time.perf_counter() - started
     return state
 
@@ -183,7 +262,8 @@ def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[Pa
     """Step 2: every partition in parallel: normalise, row checks, route to buckets; then the
     critical-share check on the summed failures."""
     t = time.perf_counter()
-    jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of, state.id_parts)
+    years = (state.plan.meta.first_year, state.plan.meta.last_year)
+    jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of, state.id_parts, years)
             for ps in state.plan.partitions.values() for p in ps]
     merger = ValidationMerger()
     reports: list[PartitionReport] = mapper(process_partition, jobs, _fold_into(merger))
@@ -246,9 +326,12 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
     books["dbc_activity"].add(_orphans(state.staging, tmp))
     books.update(small["books"])
     ledger = balance(books)
+    delivered = delivered_euros(partition_reports)
     for table, entry in ledger.items():
         entry["rows_in_delivery"] = plan.rows_in(table)
-        entry["balanced"] = entry["balanced"] and entry["rows_in"] == plan.rows_in(table)
+        entry["euros_delivered_exact"] = str(delivered.get(table, Decimal(0)))
+        entry["balanced"] = (entry["balanced"] and entry["rows_in"] == plan.rows_in(table)
+                             and Decimal(entry["euros_in_exact"]) == delivered.get(table, Decimal(0)))
     link_failed: dict[str, int] = dict(small["failed"])
     reasons: dict[str, dict[str, int]] = {k: dict(v) for k, v in small["reasons"].items()}
     for r in bucket_reports:
@@ -289,8 +372,12 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
         "critical_share": state.critical_share,
         "inputs": {t: [asdict(f) | {"path": str(Path(f.path).relative_to(Path(state.delivery)))} for f in files]
                    for t, files in plan.files.items()},
+        "file_list_checked": plan.file_list_checked,
+        "ignored_files": plan.ignored,
+        "identical_files": plan.identical_files,
         "extra_columns": plan.extra_columns,
         "normalised": {t: _sum_dicts(r.padded for r in partition_reports if r.table == t) for t in plan.files},
+        "blank_to_null": {t: _sum_dicts(r.blank_to_null for r in partition_reports if r.table == t) for t in plan.files},
         "books": ledger,
         "balanced": all(e["balanced"] for e in ledger.values()),
         "quarantine": reasons,
@@ -308,20 +395,16 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
 
 
 def publish(state: RunState, manifest: dict) -> str:
-    """Step 6: write the manifest and move the finished store into place (replacing an older one)."""
-    tmp, store = Path(state.tmp), Path(state.store)
+    """Step 6: write the manifest and swap the finished store into place (replacing an older one
+    atomically, see ``transforms.output_folder``)."""
     shutil.rmtree(state.staging.root, ignore_errors=True)
     manifest["timing_seconds"]["total"] = round(time.perf_counter() - state.started, 3)
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-    if store.exists():
-        shutil.rmtree(store)
-    tmp.rename(store)
-    return str(store)
+    return str(state.publication.commit(manifest))
 
 
 def abandon(state: RunState) -> None:
-    """Remove a failed run's temporary folder: nothing of it reaches the store."""
-    shutil.rmtree(state.tmp, ignore_errors=True)
+    """Remove a failed run's work folder and release the lock: the store stays as it was."""
+    state.publication.abandon()
 
 
 def ingest(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None, mapper: Mapper = local_map,

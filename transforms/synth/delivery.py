@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -31,12 +30,13 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from transforms.contract import CONTRACT_VERSION, load_contract
+from transforms.output_folder import SYNTH_PRODUCER, Publication
 from transforms.synth.block import PARQUET_OPTIONS, BlockResult, generate_block, to_contract_table
 from transforms.synth.calibration import load_calibration
 from transforms.synth.config import SynthConfig
 from transforms.synth.providers import ProviderRegistry, build_registry
 
-PRODUCER = "zorgpad synth"
+PRODUCER = SYNTH_PRODUCER  # how `transforms.output_folder` recognises a synthetic delivery
 
 
 def truth_dir(out: Path) -> Path:
@@ -65,18 +65,36 @@ _WORKER_STATE: dict[str, tuple] = {}  # config json -> (calibration, registry), 
 
 def generate_delivery(config: SynthConfig, out: Path, *, workers: int = 1,
                       progress: Callable[[int, int], None] | None = None) -> dict:
-    """Generate the delivery into ``out`` (replaced if it exists) and its truth into ``out.truth``.
+    """Generate the delivery into ``out`` and its truth into ``out.truth``; each must be new,
+    empty or written by an earlier ``generate_delivery`` (anything else is refused, see
+    ``transforms.output_folder``), and is replaced only when the new one is complete.
 
     Returns the truth summary (also written to ``truth.json``).
     """
     started = time.perf_counter()
     out = Path(out)
-    truth = truth_dir(out)
-    for folder in (out, truth):
-        if folder.exists():
-            shutil.rmtree(folder)
-        folder.mkdir(parents=True)
+    delivery_publication = Publication.begin(out, "synthetic_delivery")
+    try:
+        truth_publication = Publication.begin(truth_dir(out), "synthetic_truth")
+    except BaseException:
+        delivery_publication.abandon()
+        raise
+    try:
+        summary = _generate(config, delivery_publication.work_path, truth_publication.work_path, workers, progress)
+    except BaseException:
+        truth_publication.abandon()
+        delivery_publication.abandon()
+        raise
+    summary["seconds"] = round(time.perf_counter() - started, 2)
+    (truth_publication.work_path / "truth.json").write_text(
+        json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    delivery_publication.commit()
+    truth_publication.commit()
+    return summary
 
+
+def _generate(config: SynthConfig, out: Path, truth: Path, workers: int,
+              progress: Callable[[int, int], None] | None) -> dict:
     calibration, registry = _prepare(config)
     _WORKER_STATE[config.model_dump_json()] = (calibration, registry)
     contract = load_contract()
@@ -106,10 +124,7 @@ def generate_delivery(config: SynthConfig, out: Path, *, workers: int = 1,
         "producer": PRODUCER,
     }
     (out / "delivery.json").write_text(json.dumps(delivery, indent=2) + "\n")
-    summary = _truth_summary(config, registry, results, truth)
-    summary["seconds"] = round(time.perf_counter() - started, 2)
-    (truth / "truth.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    return summary
+    return _truth_summary(config, registry, results, truth)
 
 
 def _write_single(frame: pl.DataFrame, table, path: Path) -> None:
