@@ -8,7 +8,9 @@ crosses a Prefect task boundary (passing Dask collections between tasks can hang
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 from typing import Any, Callable, Iterator
 
 from distributed import Client, LocalCluster, as_completed
@@ -31,10 +33,77 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
         yield scheduler
         return
     n = workers or max(1, min(os.cpu_count() or 1, 8))
-    with _worker_environment(SINGLE_THREADED), LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-            dashboard_address=":0", host="127.0.0.1") as cluster:
-        yield cluster.scheduler_address
+    with _worker_environment(SINGLE_THREADED):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                               dashboard_address=":0", host="127.0.0.1")
+        try:
+            yield cluster.scheduler_address
+        finally:
+            _close_quietly(cluster)
+
+
+#: Loggers that report the races of a local cluster's shutdown (a worker's heartbeat cut off by its
+#: own close: "distributed.worker - ERROR - Failed to communicate with scheduler during heartbeat",
+#: a ``CommClosedError`` traceback; comms closed under a pending read, callbacks of a stopping loop).
+_SHUTDOWN_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def _close_quietly(cluster: LocalCluster) -> None:
+    """Close ``cluster`` without the noise of its shutdown races, which a user cannot tell from a
+    failure. For the close only, in this process (scheduler, nannies) and in the worker processes
+    (which print to the same stderr), the shutdown loggers are raised to CRITICAL; this process's
+    levels are restored afterwards, the workers end. What happened while the work ran was logged
+    at the levels in effect then."""
+    with _raised_log_levels(_SHUTDOWN_LOGGERS, logging.CRITICAL):
+        _quiet_workers(cluster.scheduler_address)
+        cluster.close()
+
+
+def _quiet_workers(address: str, timeout: float = 5) -> None:
+    """Raise the shutdown loggers in every worker process of the cluster at ``address`` (best effort,
+    at most ``timeout`` seconds: a worker that does not answer is closed anyway)."""
+    def run() -> None:
+        try:
+            with Client(address, set_as_default=False, timeout=timeout) as client:
+                client.run(_raise_levels_for_good, _SHUTDOWN_LOGGERS, logging.CRITICAL, on_error="ignore")
+        except Exception:  # noqa: BLE001 - quieting is a courtesy; the close must go on
+            pass
+
+    thread = threading.Thread(target=run, name="quiet-dask-workers", daemon=True)
+    thread.start()
+    thread.join(timeout)
+
+
+def _raise_levels_for_good(names: tuple[str, ...], level: int) -> None:
+    """In a worker that is about to be closed: log nothing below ``level`` on ``names`` and their
+    descendants."""
+    for name in _with_descendants(names):
+        logging.getLogger(name).setLevel(level)
+
+
+@contextlib.contextmanager
+def _raised_log_levels(names: tuple[str, ...], level: int) -> Iterator[None]:
+    """Log nothing below ``level`` on ``names`` and their descendants (those with a level of their
+    own included) while the block runs; restore their levels afterwards."""
+    loggers = [logging.getLogger(name) for name in _with_descendants(names)]
+    before = [(logger, logger.level) for logger in loggers]
+    try:
+        for logger in loggers:
+            if logger.getEffectiveLevel() < level:
+                logger.setLevel(level)
+        yield
+    finally:
+        for logger, previous in before:
+            logger.setLevel(previous)
+
+
+def _with_descendants(names: tuple[str, ...]) -> list[str]:
+    """``names`` and the names of every logger created below them so far."""
+    prefixes = tuple(f"{name}." for name in names)
+    loggers = logging.Logger.manager.loggerDict
+    below = [name for name in list(loggers)
+             if name.startswith(prefixes) and isinstance(loggers.get(name), logging.Logger)]
+    return list(names) + below
 
 
 @contextlib.contextmanager

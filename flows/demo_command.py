@@ -20,14 +20,21 @@ def demo(
     """Generate a demo delivery (faults included), ingest and validate it, and build all episodes."""
     from flows.episodes_flow import episodes_flow
     from flows.ingest_flow import ingest_flow
+    from flows.prefect_api import ensure_api
+    from transforms.output_folder import check_target
     from transforms.synth import SynthConfig, generate_delivery, truth_dir
 
+    # a folder of its own: the demo writes four folders into it and replaces them on a rerun
+    out = check_target(out, "demo", option="--out")
     out.mkdir(parents=True, exist_ok=True)
     delivery, store, episodes = out / "delivery", out / "store", out / "episodes"
+    (out / "demo.json").write_text(json.dumps({"delivery": str(delivery), "store": str(store),
+                                               "episodes": str(episodes)}, indent=2) + "\n")
     typer.echo(f"1/3 generating a synthetic delivery of {patients:,} patients ...")
     summary = generate_delivery(SynthConfig(patients=patients), delivery, workers=1)
     typer.echo(f"    {sum(summary['rows'].values()):,} rows in {summary['seconds']} s")
     typer.echo("2/3 ingesting: validation, quarantine, netting, patient buckets ...")
+    ensure_api()
     manifest = ingest_flow(str(delivery), str(store), workers=workers)
     quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
     typer.echo(f"    {quarantined:,} rows quarantined, books balanced: {manifest['balanced']}")
@@ -41,5 +48,3 @@ def demo(
     typer.echo(f"data docs:  {store / manifest['validation']['data_docs']}")
     typer.echo(f"episodes:   {episodes / 'episodes'}   (Hive-partitioned by bundle_id and anchor_year)")
     typer.echo(f"lines:      {episodes / 'episode_lines'}")
-    (out / "demo.json").write_text(json.dumps({"delivery": str(delivery), "store": str(store),
-                                               "episodes": str(episodes)}, indent=2) + "\n")

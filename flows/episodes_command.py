@@ -19,16 +19,31 @@ def episodes(
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
     runout_months: Annotated[int, typer.Option(help="months before data_as_of that are incomplete")] = 12,
     buckets_per_task: Annotated[int | None, typer.Option(
-        min=1, help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 4 buckets each)")] = None,
+        help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 4 buckets each)")] = None,
 ) -> None:
     """Build episodes (one row per episode) and episode lines (every allocated claim line)."""
+    if buckets_per_task is not None and buckets_per_task < 1:
+        raise UserError(f"--buckets-per-task must be at least 1, not {buckets_per_task}")
     from flows.episodes_flow import episodes_flow
-    from transforms.bundles import BundleDefinitionError
+    from transforms.bundles import BundleDefinitionError, select_bundles
 
-    if not (store / "manifest.json").exists() and not (store / "delivery.json").exists():
-        raise UserError(f"{store} is not a store (no manifest.json): run `zorgpad ingest` first")
+    from flows.prefect_api import ensure_api
+    from transforms.output_folder import OutputError, check_target, describe_holder, lock_holder, require_output
+
+    require_output(store, "store", option="--store")
+    target = check_target(out, "episodes", inputs={"store": store}, option="--out")
+    holder = lock_holder(target)
+    if holder is not None:
+        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
+                          "wait for it to finish, or stop it, and run again")
     names = [b.strip() for b in bundles.split(",")] if bundles else None
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers must be at least 1, not {workers}")
+    if runout_months < 0:
+        raise UserError(f"--runout-months must be 0 or more, not {runout_months}")
     try:
+        select_bundles(names)  # an unknown bundle is reported before anything starts
+        ensure_api()
         manifest = episodes_flow(str(store), str(out), bundles=names, scheduler=scheduler, workers=workers,
                                  runout_months=runout_months, buckets_per_task=buckets_per_task)
     except BundleDefinitionError as exc:

@@ -302,7 +302,7 @@ def test_broken_deliveries_give_one_clear_error_and_no_store(faulty_delivery, tm
     with pytest.raises(DeliveryError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ingest(broken, tmp_path / "store", n_buckets=2, data_docs=False)
     assert not (tmp_path / "store").exists()
-    assert not list(tmp_path.glob("store.tmp-*")), "a failed run left files behind"
+    assert not list(tmp_path.glob("store*")), "a failed run left files (a work folder, a lock) behind"
 
 
 def test_a_check_failing_on_too_many_rows_stops_the_run(faulty_delivery, tmp_path):

@@ -362,7 +362,8 @@ def inspect_delivery(root: Path | str, contract: Contract | None = None,
         for found in files.values():
             by_digest: dict[tuple[str, int], list[str]] = {}
             for f in found:
-                by_digest.setdefault((f.sha256, f.size), []).append(Path(f.path).relative_to(root).as_posix())
+                if f.rows:  # two empty files are alike without anything being delivered twice
+                    by_digest.setdefault((f.sha256, f.size), []).append(Path(f.path).relative_to(root).as_posix())
             identical += [group for group in by_digest.values() if len(group) > 1]
     return DeliveryPlan(root=str(root), meta=meta, files=files, partitions=partitions,
                         extra_columns=extra_columns, input_types=input_types, ignored=ignored,

@@ -12,6 +12,61 @@ from transforms.ingest.checks import REASON_PRECEDENCE, all_checks
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "store.md"
 
+GUARANTEES = """## What is guaranteed
+
+**Nothing that zorgpad did not write is deleted or changed.** `--store` (and every other output
+folder: `episodes --out`, `synth --out`, `ingest-vektis --out`, `demo --out`) must be a new folder,
+an empty one, or one an earlier run of the same command wrote: zorgpad recognises its folders by a
+marker in their `manifest.json` (`"zorgpad": {"kind": "store", "format": 1, "run_id": ...}`; a
+synthetic delivery by its `delivery.json`). A folder holding anything else, a file, a store that is,
+contains or lies inside the delivery, or a folder that cannot be written is refused with one
+`error:` line before any work starts, and left as it was.
+
+**A store is complete or absent, never a mix.** A run writes the new store into
+`STORE.zorgpad-new-<run>` beside it (same file system), writes `manifest.json` last, then swaps the
+two folders in one atomic step (`renameat2(RENAME_EXCHANGE)` on Linux) and removes the old content
+afterwards. Killed at any point (SIGKILL included), the run leaves either the old complete store or
+the new complete one at `STORE`. On a file system that cannot exchange folders the old store is
+first renamed to `STORE.zorgpad-old-<run>`; a run killed between the two renames leaves no
+`STORE`, and the next run restores it (the complete new store if there is one). The next run also
+removes every `STORE.zorgpad-new-*` / `-old-*` folder of earlier runs, recognised by its name *and*
+its content (a work marker or a zorgpad manifest), never by name alone. Old content that cannot be
+removed (an unchangeable file) does not stop the new store: the run warns and the next one tries
+again.
+
+**One writer at a time.** `STORE.zorgpad-lock` beside the store names the run writing it (pid,
+host, command, start) and is held with an `flock`, which the kernel releases when that run ends in
+any way. A second run on the same store stops at once with a message naming the first; a lock left
+by a run that died is stale and is taken over (with a warning).
+
+**What counts as the delivery.** When `delivery.json` has a `files` list (`{"path":
+"dbc/part-0.parquet", "bytes": ..., "sha256": ...}`, size and hash optional), exactly those files
+are read, each checked against its size and hash, and every other file is ignored. Otherwise a
+table is the parquet files directly in its folder and in Hive partition folders below it
+(`dbc/year=2019/part-0.parquet`); a parquet file in any other sub-folder (`pharmacy/old/`) stops
+the run, since a stale copy there would be read as current lines. Hidden files (`.x`, `_SUCCESS`)
+and files that are not parquet are ignored. Every ignored file is listed in the manifest
+(`ignored_files`), as are files of one table with identical content (`identical_files`: a file
+delivered twice, whose rows are then quarantined as duplicates).
+
+**Every row and every euro is accounted for as delivered.** For every table, rows in = stored +
+quarantined + merged by netting, and euros in = stored + quarantined (+ merged care activities,
+whose amounts are a breakdown), in exact decimals (`euros_*_exact`); euros in must also equal the
+total the first step read from the delivery (`euros_delivered_exact`). An amount that is not a whole
+number of cents (`0.123`, `1e12`, `NaN`) is quarantined with `amount` null and the delivered text in
+`as_delivered`, and counts in the euros with its delivered value (NaN is counted in
+`amounts_not_a_number`). The run fails if the books do not balance.
+
+**No BSN is echoed.** A value passing the BSN eleven-test is written as `<BSN-like value masked>` in
+every text column of the quarantine, in the validation summary, in Data Docs and in error messages;
+rows carrying one are quarantined (`bsn_like_id`) and never reach the store.
+
+**Values are normalised, never guessed.** Codes that lost their leading zeros get them back
+(counted in `normalised`); empty or blank text is read as null (counted in `blank_to_null`, so an
+empty `patient_id` is a `missing_key`); text that is not UTF-8 is quarantined (`bad_encoding`) with
+its bytes escaped (`\\xff`).
+""".splitlines() + [""]
+
 
 def render() -> str:
     out = ["# The store written by `zorgpad ingest`", "",
@@ -22,12 +77,14 @@ def render() -> str:
            "Claim tables also carry the netting result: `n_corrections` (lines merged into this one),",
            "`fully_credited` (credited to zero, contributes nothing) and `effective_claim_id` (the line whose",
            "attributes were kept: the latest re-declaration, or the original).", "",
-           "## Store tables", ""]
+           *GUARANTEES, "## Store tables", ""]
     for table in load_contract().tables:
         schema = store_schema(table)
         out.append(f"- `{table}`: " + ", ".join(f"`{f.name}` {f.type}" for f in schema))
     out += ["", "Quarantine files add `reason` (the primary reason), `checks` (every failed check id),",
-            "`source_partition` and `source_row` (where the row was in the delivery).", "",
+            "`source_partition` and `source_row` (where the row was in the delivery) and `as_delivered` (a JSON",
+            "object with the delivered text of every value that could not be converted, e.g.",
+            "`{\"amount\": \"0.123\"}`; null when all converted).", "",
             "## Checks and reason codes", "",
             "When a row fails several checks its `reason` is the first in this order: " +
             ", ".join(f"`{r}`" for r in REASON_PRECEDENCE) + ".", "",

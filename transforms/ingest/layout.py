@@ -13,8 +13,9 @@ STORE/
   corrections/<table>/bucket=NNNN/part-0.parquet  credit and re-declaration lines merged by netting
 ```
 
-A run writes everything into ``STORE.tmp-<run id>`` and renames it to ``STORE`` only when no
-critical check failed and the books balance: a failed run leaves the previous store untouched.
+A run writes everything into ``STORE.zorgpad-new-<run id>`` beside the store and swaps it into
+place only when no critical check failed and the books balance (``transforms.output_folder``): a
+failed or killed run leaves the previous store untouched.
 """
 
 from __future__ import annotations
