@@ -40,7 +40,7 @@ def parse_years(text: str | None) -> list[int] | None:
 def ingest_vektis(
     out: Annotated[
         Path,
-        typer.Option("--out", help="Output folder (created; its Vektis outputs are replaced)."),
+        typer.Option("--out", help="Output folder: new, empty or an earlier Vektis folder (replaced when the new one is complete)."),
     ],
     years: Annotated[
         str | None,
@@ -51,9 +51,13 @@ def ingest_vektis(
 ) -> None:
     """Harmonise the Vektis open data (Zvw costs per gemeente) into one validated long table."""
     year_list = parse_years(years)
+    from flows.prefect_api import ensure_api
     from flows.vektis_flow import VektisValidationFailed, ingest_vektis_flow
+    from transforms.output_folder import check_target
 
+    check_target(out, "vektis", option="--out")  # before the Prefect API starts
     try:
+        ensure_api()
         result = ingest_vektis_flow(out=str(out), years=year_list)
     except VektisValidationFailed as exc:
         raise UserError(str(exc)) from exc
