@@ -52,6 +52,7 @@ WORK_MARKER = ".zorgpad-work.json"
 KINDS = {
     "store": ("zorgpad store", "zorgpad ingest"),
     "episodes": ("zorgpad episodes folder", "zorgpad episodes"),
+    "panels": ("zorgpad panels folder", "zorgpad panels"),
     "vektis": ("zorgpad Vektis folder", "zorgpad ingest-vektis"),
     "synthetic_delivery": ("synthetic delivery", "zorgpad synth"),
     "synthetic_truth": ("synthetic delivery's truth", "zorgpad synth"),
