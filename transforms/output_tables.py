@@ -28,12 +28,12 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
-ColumnType = Literal["string", "int32", "int64", "float64", "bool", "date"]
+ColumnType = Literal["string", "int32", "int64", "float64", "bool", "date", "int32_list"]
 
 POLARS = {"string": pl.String, "int32": pl.Int32, "int64": pl.Int64, "float64": pl.Float64, "bool": pl.Boolean,
-          "date": pl.Date}
+          "date": pl.Date, "int32_list": pl.List(pl.Int32)}
 ARROW = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
-         "bool": pa.bool_(), "date": pa.date32()}
+         "bool": pa.bool_(), "date": pa.date32(), "int32_list": pa.list_(pa.int32())}
 #: The file written into every Hive partition folder.
 PART_FILE = "part-0.parquet"
 
