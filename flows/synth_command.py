@@ -43,6 +43,52 @@ def _effects(values: list[str]) -> dict:
     return effects
 
 
+def _provider_effects(value: str | None):
+    """Parse ``--provider-effect hip_oa:utilisation=1.2,price=1.2,share=0.18``."""
+    from transforms.synth.config import ProviderEffects
+
+    if value is None:
+        return ProviderEffects()
+    bundle, _, spec = value.partition(":")
+    fields: dict = {"bundle": bundle.strip()}
+    names = {"utilisation": "utilisation_factor", "price": "price_factor", "share": "patient_share"}
+    for part in filter(None, spec.split(",")):
+        key, _, number = part.partition("=")
+        name = names.get(key.strip())
+        if name is None:
+            raise UserError(f"--provider-effect {value!r}: use utilisation=FACTOR, price=FACTOR and/or share=FRACTION")
+        try:
+            fields[name] = float(number)
+        except ValueError:
+            raise UserError(f"--provider-effect {value!r}: {number!r} is not a number") from None
+    return ProviderEffects(**fields)
+
+
+def _regional_effects(value: str | None):
+    """Parse ``--regional-effect PV28:cataract=1.2,acute_stroke=1.2,tail=0.04``."""
+    from transforms.synth.config import RegionalEffects
+
+    if value is None:
+        return RegionalEffects()
+    province, _, spec = value.partition(":")
+    factors: dict[str, float] = {}
+    tail = None
+    for part in filter(None, spec.split(",")):
+        key, _, number = part.partition("=")
+        try:
+            number_f = float(number)
+        except ValueError:
+            raise UserError(f"--regional-effect {value!r}: {number!r} is not a number") from None
+        if key.strip() == "tail":
+            tail = number_f
+        else:
+            factors[key.strip()] = number_f
+    fields = {"province": province.strip(), "factors": factors}
+    if tail is not None:
+        fields["stroke_tail_share"] = tail
+    return RegionalEffects(**fields)
+
+
 @app.command("synth")
 def synth(
     out: Annotated[Path, typer.Option(help="folder for the delivery: new, empty or an earlier synthetic delivery (replaced when the new one is complete); truth goes to OUT.truth")],
@@ -53,6 +99,9 @@ def synth(
     data_as_of: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default 31 March after the last year")] = None,
     fault: Annotated[list[str], typer.Option(help="override a fault rate, e.g. --fault duplicate=0.01")] = [],
     effect: Annotated[list[str], typer.Option(help="planted effect, e.g. --effect hip_oa:price=-1300,volume=8")] = [],
+    panel_effects: Annotated[bool, typer.Option("--panel-effects/--no-panel-effects", help="plant the benchmark providers, the costlier province and the stroke cost tail (kept with --clean: they are not faults)")] = True,
+    provider_effect: Annotated[str | None, typer.Option(help="planted benchmark providers, e.g. hip_oa:utilisation=1.2,price=1.2,share=0.18 (a factor of 1 turns one off)")] = None,
+    regional_effect: Annotated[str | None, typer.Option(help="costlier province, e.g. PV28:cataract=1.2,acute_stroke=1.2,tail=0.04")] = None,
     block_size: Annotated[int, typer.Option(help="patients per generated block (memory per worker)")] = 5_000,
     workers: Annotated[int, typer.Option(help="parallel processes (default: CPU count)")] = 0,
 ) -> None:
@@ -71,7 +120,10 @@ def synth(
             patients=patients, first_year=first, last_year=last, seed=seed, clean=clean,
             data_as_of=date.fromisoformat(data_as_of) if data_as_of else None,
             faults=FaultRates(**faults), effects=_effects(effect), block_size=block_size,
+            providers=_provider_effects(provider_effect), regional=_regional_effects(regional_effect),
         )
+        if not panel_effects:
+            config = config.without_panel_effects()
     except (ValidationError, ValueError) as exc:
         raise UserError(f"invalid synth options: {exc}") from None
     n_workers = workers or min(os.cpu_count() or 1, config.n_blocks)

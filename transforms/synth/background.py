@@ -79,6 +79,10 @@ ACUTE = (
     ("B03AA07", 30.0, 1), ("N05BA01", 15.0, 1), ("N05CF01", 15.0, 2), ("A02BC01", 30.0, 2),
 )
 REGISTRATION_CODES = (("11000", 0, 64), ("11100", 65, 74), ("11101", 75, 200))
+#: The ra_drugs bundle's pharmacy drugs (transforms/bundles/ra_drugs.yml), and the specialty drug a
+#: patient with rheumatoid arthritis gets in background care instead (a DOAC).
+RA_BUNDLE_ATC = ("L04AB01", "L04AB04", "L04AB05", "L04AB06", "L04AA29")
+RA_PATIENT_SPECIALTY_ATC = "B01AF02"
 
 
 def draw_chronic(ctx: PathContext, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -128,6 +132,11 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
         if not cond.atc:
             continue
         choice = np.array(cond.atc, dtype=object)[rng.integers(0, len(cond.atc), n)]
+        if name == "specialty_drugs":
+            # an RA patient's TNF inhibitor belongs to the ra_drugs care path, which plants it: background
+            # care never dispenses an RA bundle drug to a patient with RA (it would open unplanted episodes)
+            ever_ra = chronic["rheumatoid_arthritis"].any(axis=1)
+            choice[ever_ra & np.isin(choice, RA_BUNDLE_ATC)] = RA_PATIENT_SPECIALTY_ATC
         in_chain = rng.random(n) < cond.chain_share
         for y_index, year in enumerate(years):
             p = np.flatnonzero(chronic[name][:, y_index])

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from transforms.contract import load_contract
 from transforms.money import cents_to_decimal
 from transforms.synth import background, faults
+from transforms.synth.episode_truth import block_truth
 from transforms.synth.calendar import day, year_start
 from transforms.synth.calibration import Calibration
 from transforms.synth.catalogue import load_catalogue
@@ -41,6 +42,7 @@ class BlockResult:
     rows: dict[str, int]
     withheld: dict[str, dict[str, int]]
     faults: int
+    prices: pl.DataFrame | None = None  # partial sums of declared cents per product and year (exact truth only)
 
 
 def patient_pseudonyms(seed: int, block: int, n: int) -> np.ndarray:
@@ -99,11 +101,17 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
         pq.write_table(arrow, path, **PARQUET_OPTIONS)
 
     planted = _planted_frame(ctx, claim_of_row, patient_ids, registry)
-    for name, frame in (("planted_triggers", planted), ("faults", fault_frame), ("corrections", corrections)):
+    frames = [("planted_triggers", planted), ("faults", fault_frame), ("corrections", corrections)]
+    prices = None
+    if config.exact_truth:  # the generator's own episodes (standardised amounts added by the delivery)
+        episodes, lines, prices = block_truth(tables, tables["insured"], config.as_of)
+        frames += [("episodes", episodes), ("episode_lines", lines)]
+    for name, frame in frames:
         path = truth / name / f"part-{block:05d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(path, compression="zstd")
-    return BlockResult(block=block, patients=pop.size, rows=rows, withheld=withheld, faults=fault_frame.height)
+    return BlockResult(block=block, patients=pop.size, rows=rows, withheld=withheld, faults=fault_frame.height,
+                       prices=prices)
 
 
 def _insured_frame(pop, patient_ids: pl.Series, as_of: int, gemeente_codes: tuple[str, ...]) -> pl.DataFrame:

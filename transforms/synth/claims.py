@@ -68,7 +68,7 @@ class ClaimBuffer:
     def dbc_price_cents(self, product: Product, provider: np.ndarray, days: np.ndarray) -> np.ndarray:
         """Negotiated price: national price x provider level x yearly growth; the same for every line
         of one product at one provider in one year (as contracts fix prices per year)."""
-        euros = product.price_eur * self.registry.price_factor[provider] * price_index(year_of(days))
+        euros = product.price_eur * self.registry.price_level(product.key, provider) * price_index(year_of(days))
         return np.round(euros * 100).astype(np.int64)
 
     # -- adding lines --------------------------------------------------------------------------------

@@ -79,6 +79,64 @@ def default_effects() -> dict[str, BundleEffect]:
     return effects
 
 
+#: Bundles whose care path can add planted extra in-bundle care (see ``paths/common.py``,
+#: ``EXTRA_CARE``): the utilisation effects below may name only these.
+UTILISATION_BUNDLES = ("hip_oa", "knee_oa", "cataract", "acute_stroke")
+
+
+class ProviderEffects(_Frozen):
+    """Two planted providers of one bundle for the provider benchmark (``panels.md`` section 1).
+
+    Both are hospitals outside the costlier province that never sign the bundle's contract and that
+    draw ``patient_share`` of the bundle's patients nationally each (high-volume centres), so that a
+    30,000-patient delivery gives each of them at least about 40 eligible episodes for a funnel plot.
+    (18% each is more than any Dutch hospital does, about 5% for the largest; lower it for realism
+    in large deliveries.) The *utilisation* provider gives ordinary prices but more in-bundle care: its
+    patients stay longer and get extra in-bundle subtrajecten, so that its mean in-bundle cost is
+    ``utilisation_factor`` times an ordinary provider's, declared and standardised alike. The
+    *price* provider gives ordinary care at ``price_factor`` times the national price level for the
+    bundle's products, so only its declared cost is higher. A factor of 1 turns that provider off.
+    """
+
+    bundle: str = "hip_oa"
+    utilisation_factor: float = Field(1.2, ge=1.0, le=3.0)
+    price_factor: float = Field(1.2, ge=0.5, le=3.0)
+    patient_share: float = Field(0.18, ge=0.0, le=0.3, description="of the bundle's patients, drawn by each planted provider")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.bundle not in ("hip_oa", "knee_oa"):
+            raise ValueError(f"provider effects are planted for hip_oa or knee_oa, not {self.bundle!r}")
+        return self
+
+
+class RegionalEffects(_Frozen):
+    """A costlier province (``panels.md`` section 3, regional and national baselines).
+
+    Episodes anchored at a provider in ``province`` get extra in-bundle care (utilisation, so the
+    difference shows in declared and standardised cost) that makes their mean in-bundle cost
+    ``factors[bundle]`` times that of the same care elsewhere. The contracts of bundles with a
+    regional baseline (cataract, acute_stroke) are placed in ``province`` whatever the factors, so
+    that a regional baseline is one province. ``stroke_tail_share`` of stroke patients get one to
+    three extra clinical rehabilitation stays (the heavy right tail that makes capping the costliest
+    5% at the regional P95 matter); 0 turns it off.
+    """
+
+    province: str = Field("PV28", pattern=r"^PV(2\d|3[01])$", description="CBS province code PV20-PV31 (PV28 = Zuid-Holland)")
+    factors: dict[str, float] = Field(default_factory=lambda: {"cataract": 1.2, "acute_stroke": 1.2})
+    stroke_tail_share: float = Field(0.04, ge=0.0, le=0.3)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        unknown = set(self.factors) - set(UTILISATION_BUNDLES)
+        if unknown:
+            raise ValueError(f"regional factors for {sorted(unknown)}: only {', '.join(UTILISATION_BUNDLES)} can have one")
+        bad = {b: f for b, f in self.factors.items() if not 1.0 <= f <= 3.0}
+        if bad:
+            raise ValueError(f"regional factors must lie in [1, 3]: {bad}")
+        return self
+
+
 class SynthConfig(_Frozen):
     """Everything that determines a synthetic delivery; the same config gives byte-identical files."""
 
@@ -90,6 +148,8 @@ class SynthConfig(_Frozen):
     clean: bool = False
     faults: FaultRates = FaultRates()
     effects: dict[str, BundleEffect] = Field(default_factory=default_effects)
+    providers: ProviderEffects = ProviderEffects()
+    regional: RegionalEffects = RegionalEffects()
     block_size: int = Field(5_000, ge=100, description="patients generated (and written) per block; about 0.9 GB per worker")
     delivery_id: str | None = None
 
@@ -118,6 +178,19 @@ class SynthConfig(_Frozen):
             return self.delivery_id
         mode = "clean" if self.clean else "faulty"
         return f"synth-{self.patients}p-{self.first_year}-{self.last_year}-s{self.seed}-{mode}"
+
+    @property
+    def exact_truth(self) -> bool:
+        """No faults, corrections or late declarations: the truth episodes and settlements are exact."""
+        rates = self.fault_rates
+        return not rates.late_declarations and rates.credit == 0 and not any(rates.error_rates().values())
+
+    def without_panel_effects(self) -> "SynthConfig":
+        """The same config with the planted benchmark and regional effects turned off."""
+        return self.model_copy(update={
+            "providers": self.providers.model_copy(update={"utilisation_factor": 1.0, "price_factor": 1.0, "patient_share": 0.0}),
+            "regional": self.regional.model_copy(update={"factors": {}, "stroke_tail_share": 0.0}),
+        })
 
     def effect(self, bundle: str) -> BundleEffect:
         return self.effects.get(bundle, BundleEffect())

@@ -9,9 +9,15 @@ Layout::
       contracts/contracts.parquet
     OUT.truth/                never read by the pipeline; for tests and evaluations
       truth.json              config, planted effects, counts, withheld lines, fault counts
-      planted_triggers/       every planted bundle trigger (bundle, patient, anchor, provider, claim)
+      planted_triggers/       every planted trigger line (bundle, patient, anchor, provider, claim, role)
       faults/                 every injected fault (table, claim_id, fault, column, old, new)
       corrections/            every credit / re-declaration pair with the expected net amount
+      episodes/               clean deliveries only: every episode the rules must give, with its
+                              status, in-bundle cents (declared, standardised, per phase) and outcomes
+      episode_lines/          clean deliveries only: the in-bundle lines of those episodes, prorated
+      reference_prices.parquet  clean deliveries only: national mean price per product and year
+      settlements.parquet     clean deliveries only: expected contract settlements and placebo rows
+      settlement_shares.parquet  their distribution over the contracts' providers
 
 Blocks of ``block_size`` patients are generated independently (in parallel with ``workers`` > 1),
 so memory stays flat as the number of patients grows.
@@ -34,7 +40,9 @@ from transforms.output_folder import SYNTH_PRODUCER, Publication
 from transforms.synth.block import PARQUET_OPTIONS, BlockResult, generate_block, to_contract_table
 from transforms.synth.calibration import load_calibration
 from transforms.synth.config import SynthConfig
+from transforms.synth.episode_truth import finish_truth, reference_prices
 from transforms.synth.providers import ProviderRegistry, build_registry
+from transforms.synth.truth_summary import panel_effects_summary, write_settlements
 
 PRODUCER = SYNTH_PRODUCER  # how `transforms.output_folder` recognises a synthetic delivery
 
@@ -124,7 +132,22 @@ def _generate(config: SynthConfig, out: Path, truth: Path, workers: int,
         "producer": PRODUCER,
     }
     (out / "delivery.json").write_text(json.dumps(delivery, indent=2) + "\n")
-    return _truth_summary(config, registry, results, truth)
+    summary = _truth_summary(config, registry, results, truth)
+    if config.exact_truth:
+        prices = reference_prices([r.prices for r in results if r.prices is not None])
+        prices.write_parquet(truth / "reference_prices.parquet", compression="zstd")
+        finish_truth(truth, [r.block for r in results], prices, registry.frame().select(
+            pl.col("provider_agb").alias("anchor_provider_agb"), pl.col("provider_type").alias("anchor_provider_type"),
+            pl.Series("anchor_province", registry.province.tolist(), dtype=pl.String)))
+        summary["settlements"] = write_settlements(config, registry, truth)
+    else:
+        summary["settlements"] = {
+            "computed": False,
+            "reason": "faults, corrections or withheld late declarations change which lines the store holds; the "
+                      "truth episodes and settlements are computed for clean deliveries only (--clean)",
+        }
+    summary["panel_effects"] = panel_effects_summary(config, registry, truth if config.exact_truth else None)
+    return summary
 
 
 def _write_single(frame: pl.DataFrame, table, path: Path) -> None:

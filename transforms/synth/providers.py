@@ -63,24 +63,63 @@ CONTRACT_PLAN: dict[str, dict] = {
     "hand_wrist": {"kinds": ("zbc",), "waves": (ContractWave(2024, 1),), "model": "bundled_payment"},
 }
 
+#: Contract parameters per bundle, in the names and units of ``panels.md`` section 3. Together the
+#: contracts use every parameter of its table at least once:
+#: - hip_oa: own baseline, trend, discount, winsorising at P99, stop-loss, shared savings and losses;
+#: - knee_oa (same contract as hip): the same with ``risk_adjust`` (its target depends on the
+#:   case-mix model, so the truth has no settlement for it);
+#: - cataract: regional baseline on standardised cost, the ci95 corridor;
+#: - breast_cancer_surgery: national baseline, a 2% minimum-savings corridor and a quality gate on
+#:   re-operation within 90 days (``reoperation_90d``, at most 15%: Dutch re-excision rates after
+#:   breast-conserving surgery are about 10-15%). The source documents put the quality gate on the
+#:   RA contract, but ``ra_drugs.yml`` declares no Boolean outcome (only counts), so a rate cannot be
+#:   gated there;
+#: - ra_drugs: own baseline, shared savings only;
+#: - heart_failure: ``fixed_sum_eur_per_patient``;
+#: - acute_stroke: regional baseline with the costliest 5% capped at the regional P95, losses from
+#:   contract year 2, a distribution key (filled in per contract with the AGB codes: 40% to the
+#:   hospital, 20% to each rehabilitation centre);
+#: - birth_care: ``payment_eur_per_phase`` (model bundled_payment); hand_wrist:
+#:   ``payment_eur_per_episode`` (model bundled_payment). These two names are the project's choice.
 CONTRACT_PARAMETERS: dict[str, dict] = {
     "hip_oa": {"baseline_years": [2015, 2016, 2017], "baseline": "own", "trend": 1.02, "discount": 0.02,
                "shared_savings_rate": 0.5, "shared_losses_rate": 0.5, "stop_loss_eur": 25000, "winsorise_pct": 99},
     "knee_oa": {"baseline_years": [2015, 2016, 2017], "baseline": "own", "trend": 1.02, "discount": 0.02,
-                "shared_savings_rate": 0.5, "shared_losses_rate": 0.5, "stop_loss_eur": 25000, "winsorise_pct": 99},
-    "cataract": {"baseline_years": [2016, 2017], "baseline": "regional", "trend": 1.02, "shared_savings_rate": 0.5,
-                 "shared_losses_rate": 0.5},
+                "shared_savings_rate": 0.5, "shared_losses_rate": 0.5, "stop_loss_eur": 25000, "winsorise_pct": 99,
+                "risk_adjust": True},
+    "cataract": {"baseline_years": [2016, 2017], "baseline": "regional", "trend": 1.02, "cost_basis": "standardised",
+                 "corridor": "ci95", "shared_savings_rate": 0.5, "shared_losses_rate": 0.5},
     "breast_cancer_surgery": {"baseline_years": [2017, 2018], "baseline": "national", "shared_savings_rate": 0.5,
-                              "shared_losses_rate": 0.5, "minimum_savings_pct": 2.0},
-    "ra_drugs": {"baseline_years": [2017, 2018], "baseline": "own", "shared_savings_rate": 0.5,
-                 "quality_gate": {"outcome": "das28_remission", "threshold": 0.4}},
-    "heart_failure": {"fixed_sum_eur_per_patient": 3200},
+                              "shared_losses_rate": 0.5, "minimum_savings_pct": 2.0,
+                              "quality_gate": {"outcome": "reoperation_90d", "threshold": 0.15}},
+    "ra_drugs": {"baseline_years": [2017, 2018], "baseline": "own", "shared_savings_rate": 0.5},
+    "heart_failure": {"fixed_sum_eur_per_patient": 2000},
     "acute_stroke": {"baseline_years": [2017, 2018], "baseline": "regional_capped_p95", "shared_savings_rate": 0.5,
-                     "shared_losses_rate": 0.5, "losses_from_contract_year": 2,
-                     "distribution_key": {"hospital": 0.4, "rehabilitation": 0.6}},
-    "birth_care": {"phases": ["prenatal", "natal", "postnatal", "maternity_care"], "prospective": True},
-    "hand_wrist": {"prospective": True, "window_days": 365},
+                     "shared_losses_rate": 0.5, "losses_from_contract_year": 2},
+    "birth_care": {"payment_eur_per_phase": {"prenatal": 700, "natal": 650, "postnatal": 350, "maternity_care": 2300}},
+    "hand_wrist": {"payment_eur_per_episode": 1500},
 }
+#: acute_stroke: the distribution key's shares per provider type, turned into AGB codes per contract.
+STROKE_DISTRIBUTION = {"hospital": 0.4, "rehabilitation": 0.6}
+#: Bundles whose contracts use a regional baseline: their contracts are placed in one province
+#: (``SynthConfig.regional.province``), so that "the same province" is one province.
+REGIONAL_BASELINE_BUNDLES = ("cataract", "acute_stroke")
+#: The DBC products of a bundle's care path, for a bundle-specific price level (the planted price
+#: provider of ``SynthConfig.providers``).
+BUNDLE_PRODUCTS = {
+    "hip_oa": ("hip_oa_outpatient", "hip_oa_prosthesis", "hip_oa_followup", "hip_complication", "hip_oa_clinical_stay"),
+    "knee_oa": ("knee_oa_outpatient", "knee_oa_prosthesis", "knee_oa_followup", "knee_complication",
+                "knee_oa_clinical_stay"),
+}
+#: Negotiated price levels of hospitals, ZBCs and rehabilitation centres: ``level * exp(e)`` with
+#: ``e ~ N(0, PRICE_SPREAD)`` truncated at +-2 standard deviations, so no provider is more than about
+#: 5% from its kind's level and none is a cost outlier by its prices alone (the generator used to draw
+#: them lognormal with sigma 0.08, untruncated: levels from about 0.8 to 1.25, and ZBCs at 0.88).
+PRICE_SPREAD = 0.025
+PRICE_LEVEL = {"zbc": 0.95}
+#: Rehabilitation centres in the regional-contract province: the stroke contract's hospital signs
+#: with three of them.
+STROKE_REHAB_CENTRES = 3
 
 
 @dataclass(frozen=True)
@@ -95,8 +134,18 @@ class ProviderRegistry:
     contract_start: dict[str, np.ndarray]  # bundle -> day the provider is treated from (int, large = never)
     contracts: pl.DataFrame
     gemeente_codes: tuple[str, ...]
+    product_price: dict[str, np.ndarray]  # product key -> per-provider multiplier of price_factor
+    planted: dict[str, int]  # "utilisation" / "price" -> provider index of the planted benchmark providers
+    referral: tuple[np.ndarray, np.ndarray]  # (provider indices, cumulative patient share) for ProviderEffects.bundle
 
     NEVER = np.iinfo(np.int32).max
+
+    def price_level(self, product_key: str, provider: np.ndarray) -> np.ndarray:
+        """The provider's negotiated price level for a product (its level, times a planted
+        bundle-specific multiplier)."""
+        level = self.price_factor[provider]
+        multiplier = self.product_price.get(product_key)
+        return level if multiplier is None else level * multiplier[provider]
 
     @property
     def agb_series(self) -> pl.Series:
@@ -156,6 +205,7 @@ def build_registry(config: SynthConfig, calibration: Calibration) -> ProviderReg
     provinces = np.array(calibration.province_of_gemeente)
     province_codes = np.unique(provinces)
 
+    contract_province = config.regional.province
     agb, kinds, gemeenten, factors = [], [], [], []
     for kind, (prefix, _, _) in PROVIDER_KINDS.items():
         n = _count(kind, config.patients, province_codes.size)
@@ -163,13 +213,17 @@ def build_registry(config: SynthConfig, calibration: Calibration) -> ProviderReg
         first = [int(np.flatnonzero(provinces == p)[np.argmax(gem_pop[provinces == p])]) for p in province_codes]
         rest = rng.choice(gem_pop.size, size=n - len(first), p=gem_pop).tolist() if n > len(first) else []
         placed = (first + rest)[:n]
+        if kind == "rehabilitation":
+            placed = _at_least_in_province(placed, STROKE_REHAB_CENTRES, contract_province, provinces, gem_pop)
         numbers = rng.choice(900_000, size=n, replace=False) + 100_000
         agb += [f"{prefix}{k:06d}" for k in numbers]
         kinds += [kind] * n
         gemeenten += placed
-        spread = 0.08 if kind in ("hospital", "zbc", "rehabilitation") else 0.03
-        level = 0.88 if kind == "zbc" else 1.0
-        factors += (level * rng.lognormal(0.0, spread, size=n)).tolist()
+        if kind in ("hospital", "zbc", "rehabilitation"):
+            e = np.clip(rng.normal(0.0, PRICE_SPREAD, size=n), -2 * PRICE_SPREAD, 2 * PRICE_SPREAD)
+        else:
+            e = rng.normal(0.0, 0.03, size=n)
+        factors += (PRICE_LEVEL.get(kind, 1.0) * np.exp(e)).tolist()
 
     agb_a = np.array(agb, dtype=object)
     kind_a = np.array(kinds, dtype=object)
@@ -178,8 +232,68 @@ def build_registry(config: SynthConfig, calibration: Calibration) -> ProviderReg
         agb=agb_a, kind=kind_a, gemeente=gem_a, province=provinces[gem_a],
         price_factor=np.array(factors), gemeente_codes=calibration.gemeente_codes,
     )
-    contract_start, contracts = _plan_contracts(config, rng, registry_wo_contracts)
-    return ProviderRegistry(contract_start=contract_start, contracts=contracts, **registry_wo_contracts)
+    planted, product_price, referral = _plant_benchmark_providers(config, rng, registry_wo_contracts)
+    contract_start, contracts = _plan_contracts(config, rng, registry_wo_contracts, exclude=set(planted.values()))
+    return ProviderRegistry(contract_start=contract_start, contracts=contracts, product_price=product_price,
+                            planted=planted, referral=referral, **registry_wo_contracts)
+
+
+def _at_least_in_province(placed: list[int], k: int, province: str, provinces: np.ndarray, gem_pop: np.ndarray) -> list[int]:
+    """Move providers placed at random (not the first one per province) into ``province`` until it
+    has ``k`` (into its most populous gemeenten), when there are enough providers."""
+    in_province = [i for i, g in enumerate(placed) if provinces[g] == province]
+    n_provinces = np.unique(provinces).size
+    movable = [i for i in range(n_provinces, len(placed)) if provinces[placed[i]] != province]
+    members = np.flatnonzero(provinces == province)
+    if members.size == 0:
+        return placed
+    populous = members[np.argsort(-gem_pop[members], kind="stable")]
+    out = list(placed)
+    for j, i in enumerate(movable[::-1][: max(0, k - len(in_province))]):
+        out[i] = int(populous[(j + 1) % populous.size])
+    return out
+
+
+def _plant_benchmark_providers(config: SynthConfig, rng: np.random.Generator, reg: dict
+                               ) -> tuple[dict[str, int], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Choose the two planted benchmark hospitals of ``config.providers`` (outside the regional
+    province, in different gemeenten) and set their price levels: the utilisation provider at the
+    national level (1.0) for everything, the price provider at 1.0 for everything except the
+    bundle's products, which it prices at ``price_factor``."""
+    effects = config.providers
+    n = reg["agb"].size
+    hospitals = np.flatnonzero((reg["kind"] == "hospital") & (reg["province"] != config.regional.province))
+    order = rng.permutation(hospitals)
+    chosen: list[int] = []
+    for h in order:
+        if all(reg["gemeente"][h] != reg["gemeente"][c] for c in chosen):
+            chosen.append(int(h))
+        if len(chosen) == 2:
+            break
+    planted = {"utilisation": chosen[0], "price": chosen[1]}
+    reg["price_factor"][chosen] = 1.0
+    multiplier = np.ones(n)
+    multiplier[planted["price"]] = effects.price_factor
+    product_price = {key: multiplier for key in BUNDLE_PRODUCTS[effects.bundle]}
+    shares = {"utilisation": effects.patient_share if effects.utilisation_factor != 1.0 else 0.0,
+              "price": effects.patient_share if effects.price_factor != 1.0 else 0.0}
+    providers = np.array([planted["utilisation"], planted["price"]], dtype=np.int64)
+    cumulative = np.cumsum([shares["utilisation"], shares["price"]])
+    return planted, product_price, (providers, cumulative)
+
+
+def _parameters(bundle: str, group: list[int], reg: dict) -> dict:
+    """The ``parameters`` JSON of one contract row: the bundle's parameters, with the stroke
+    distribution key in AGB codes (each type's share split equally over its providers)."""
+    params = dict(CONTRACT_PARAMETERS[bundle])
+    if bundle == "acute_stroke":
+        kinds = [str(reg["kind"][m]) for m in group]
+        key = {}
+        for member, kind in zip(group, kinds):
+            share = STROKE_DISTRIBUTION.get(kind, 0.0) / kinds.count(kind)
+            key[str(reg["agb"][member])] = round(share, 6)
+        params["distribution_key"] = key
+    return params
 
 
 def _contract_groups(bundle: str, members: np.ndarray, reg: dict) -> list[list[int]]:
@@ -204,10 +318,14 @@ def _contract_groups(bundle: str, members: np.ndarray, reg: dict) -> list[list[i
     return [[int(m) for m in members]]
 
 
-def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
+def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, exclude: set[int] = frozenset()
+                    ) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
     """Choose the treated providers per bundle and write the ``contracts`` table.
 
-    Only contracts that start on or before ``data_as_of`` are known to the delivery.
+    Only contracts that start on or before ``data_as_of`` are known to the delivery. The planted
+    benchmark providers (``exclude``) never sign the hip/knee contract; contracts of bundles with a
+    regional baseline are signed by providers of one province (``config.regional.province``; when
+    it has too few, the rest come from elsewhere).
     """
     n = reg["agb"].size
     start = {b: np.full(n, ProviderRegistry.NEVER, dtype=np.int64) for b in CONTRACT_PLAN}
@@ -217,8 +335,18 @@ def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict) ->
         if plan.get("group") == "joint" and bundle == "knee_oa":
             continue  # hip and knee share one contract per provider (see hip_oa)
         pool = np.flatnonzero(np.isin(reg["kind"], plan["kinds"]))
+        if plan.get("group") == "joint":
+            pool = np.array([p for p in pool if int(p) not in exclude], dtype=np.int64)
         total = sum(w.count for w in plan["waves"])
-        chosen = rng.choice(pool, size=min(total, pool.size), replace=False)
+        if bundle in REGIONAL_BASELINE_BUNDLES:
+            local = pool[reg["province"][pool] == config.regional.province]
+            # keep at least two providers of the province out of the contract, as regional peers
+            take = min(total, max(local.size - 2, 0))
+            chosen_local = rng.choice(local, size=take, replace=False)
+            others = np.setdiff1d(pool, local)
+            chosen = np.concatenate([chosen_local, rng.choice(others, size=min(total - take, others.size), replace=False)])
+        else:
+            chosen = rng.choice(pool, size=min(total, pool.size), replace=False)
         offset = 0
         for wave in plan["waves"]:
             members = chosen[offset : offset + wave.count]
@@ -242,7 +370,7 @@ def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict) ->
                                 "start_date": start_date,
                                 "end_date": end_date,
                                 "model": plan["model"],
-                                "parameters": json.dumps(CONTRACT_PARAMETERS[b], sort_keys=True),
+                                "parameters": json.dumps(_parameters(b, group, reg), sort_keys=True),
                             }
                         )
     contracts = pl.DataFrame(

@@ -42,8 +42,12 @@ def generate(ctx: PathContext) -> None:
     re_day = op_day[re] + rng.integers(14, 85, re.size)
     to_mastectomy = rng.random(re.size) < 0.33
     for key, sel in (("breast_reoperation", ~to_mastectomy), ("breast_mastectomy", to_mastectomy)):
-        ctx.subtraject(key, patient[re][sel], provider[re][sel], re_day[sel], care_days=1,
-                       main_activity_day=re_day[sel])
+        rows = ctx.subtraject(key, patient[re][sel], provider[re][sel], re_day[sel], care_days=1,
+                              main_activity_day=re_day[sel])
+        # a re-operation carries a trigger activity: a trigger inside the open episode
+        ctx.plant(PlantedTrigger(BUNDLE, patient[re][sel], re_day[sel], provider[re][sel], "dbc", rows,
+                                 ctx.treated(BUNDLE, provider[re][sel], re_day[sel]),
+                                 np.zeros(int(sel.sum()), dtype=np.int64), "reoperation"))
 
     # adjuvant treatment, out of bundle but tracked
     radio = np.flatnonzero(rng.random(n) < np.where(mastectomy, 0.3, 0.8))

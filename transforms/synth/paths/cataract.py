@@ -1,6 +1,7 @@
 """Cataract: referral, ophthalmology outpatient visit, the extraction (trigger), often the second
 eye within months (a second trigger inside the open episode), eye drops, and sometimes a laser
-treatment of secondary cataract (nastaar)."""
+treatment of secondary cataract (nastaar). Operations at a provider in the costlier province of
+``SynthConfig.regional`` are followed by extra outpatient checks (``EXTRA_CARE``)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ def generate(ctx: PathContext) -> None:
         ctx.dispense(p, day, "S01CA01", 10.0)
 
     operate(patient, provider, op_day, "trigger")
+    # planted utilisation (a costlier province): extra outpatient checks after the first operation
+    extra = ctx.extra_care_count(BUNDLE, ctx.utilisation_factor(BUNDLE, provider))
+    ctx.extra_care(BUNDLE, patient, provider, op_day + 14, extra, spacing=30, days=10)
     second = rng.random(n) < SECOND_EYE_SHARE
     s = np.flatnonzero(second)
     operate(patient[s], provider[s], op_day[s] + rng.integers(14, 150, s.size), "second_eye")

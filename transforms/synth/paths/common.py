@@ -29,6 +29,22 @@ from transforms.synth.tariffs import (
 )
 
 
+#: Planted extra in-bundle care (``SynthConfig.providers`` utilisation provider and
+#: ``SynthConfig.regional`` factors), per bundle: the catalogue product of the extra subtrajecten,
+#: the mean in-bundle cost of an ordinary eligible episode at national prices in 2017 euros, and the
+#: share of events whose patient is still alive and insured when the extra care starts (both
+#: measured on 100,000-patient clean deliveries, 2015-2022). An event with utilisation factor ``f``
+#: gets ``m = (f - 1) * mean / (price * reach)`` extra subtrajecten on average (``floor(m)``, plus
+#: one with probability ``m - floor(m)``), so its episode's expected in-bundle cost is about ``f``
+#: times an ordinary one's, declared and standardised alike.
+EXTRA_CARE: dict[str, tuple[str, float, float]] = {
+    "hip_oa": ("hip_oa_clinical_stay", 10_600.0, 1.0),
+    "knee_oa": ("knee_oa_clinical_stay", 11_200.0, 1.0),
+    "cataract": ("cataract_outpatient", 2_790.0, 1.0),
+    "acute_stroke": ("rehab_outpatient", 12_300.0, 0.85),
+}
+
+
 @dataclass
 class PlantedTrigger:
     """Triggers planted by a path (arrays), linked to their claim lines after finalising."""
@@ -115,16 +131,19 @@ class PathContext:
         candidates at the raised rate, a hospital per event, then thinning outside treatment."""
         boost = self.volume_boost(bundle)
         patient, day = self.draw_events(lambda age, sex, year: probability(age, sex, year) * boost)
-        provider = self.hospital_for(patient, zbc_share=zbc_share, elsewhere_share=elsewhere_share)
+        provider = self.hospital_for(patient, zbc_share=zbc_share, elsewhere_share=elsewhere_share, bundle=bundle)
         keep = self.apply_volume_effect(bundle, patient, day, provider)
         return patient[keep], day[keep], provider[keep]
 
     def volume_boost(self, bundle: str) -> float:
         return 1.0 + max(self.config.effect(bundle).volume_pct, 0.0) / 100.0
 
-    def hospital_for(self, patient: np.ndarray, zbc_share: float = 0.0, elsewhere_share: float = 0.08) -> np.ndarray:
+    def hospital_for(self, patient: np.ndarray, zbc_share: float = 0.0, elsewhere_share: float = 0.08,
+                     bundle: str | None = None) -> np.ndarray:
         """The hospital a patient goes to: mostly the usual one, sometimes a ZBC (elective care) or
-        another hospital anywhere (patients travel for reputation or waiting times)."""
+        another hospital anywhere (patients travel for reputation or waiting times). For the bundle
+        of the planted benchmark providers, each of them draws ``patient_share`` of the patients
+        from the whole country (high-volume centres)."""
         u = self.rng.random(patient.size)
         chosen = self.pop.usual["hospital"][patient].copy()
         to_zbc = u < zbc_share
@@ -132,7 +151,48 @@ class PathContext:
         away = (u >= zbc_share) & (u < zbc_share + elsewhere_share)
         hospitals = self.registry.of_kind("hospital")
         chosen[away] = hospitals[self.rng.integers(0, hospitals.size, int(away.sum()))]
+        if bundle is not None and bundle == self.config.providers.bundle:
+            providers, cumulative = self.registry.referral
+            if cumulative.size and cumulative[-1] > 0:
+                v = self.rng.random(patient.size)
+                pick = np.searchsorted(cumulative, v, side="right")
+                referred = pick < providers.size
+                chosen[referred] = providers[pick[referred]]
         return chosen
+
+    # -- planted utilisation (provider benchmark, costlier province) ---------------------------------
+    def utilisation_factor(self, bundle: str, provider: np.ndarray) -> np.ndarray:
+        """Per event, the planted factor on the in-bundle cost of an episode anchored at ``provider``:
+        the utilisation provider's factor for its bundle, times the province's factor."""
+        factor = np.ones(np.size(provider))
+        effects = self.config.providers
+        if bundle == effects.bundle and effects.utilisation_factor != 1.0:
+            factor[provider == self.registry.planted["utilisation"]] *= effects.utilisation_factor
+        regional = self.config.regional
+        f = regional.factors.get(bundle, 1.0)
+        if f != 1.0:
+            factor[self.registry.province[provider] == regional.province] *= f
+        return factor
+
+    def extra_care_count(self, bundle: str, factor: np.ndarray) -> np.ndarray:
+        """How many extra in-bundle subtrajecten (``EXTRA_CARE``) each event gets for its factor."""
+        key, mean_eur, reach = EXTRA_CARE[bundle]
+        m = (np.asarray(factor) - 1.0) * mean_eur / (self.product(key).price_eur * reach)
+        whole = np.floor(m)
+        extra = whole + (self.rng.random(m.size) < (m - whole))
+        return np.where(m > 0, extra, 0).astype(np.int64)
+
+    def extra_care(self, bundle: str, patient: np.ndarray, provider: np.ndarray, first_start: np.ndarray,
+                   count: np.ndarray, *, spacing: int, days: int, care_days: np.ndarray | int = 0) -> None:
+        """Declare ``count`` extra subtrajecten of the bundle's ``EXTRA_CARE`` product per event: the
+        first from ``first_start``, then every ``spacing`` days, each ``days`` long."""
+        key = EXTRA_CARE[bundle][0]
+        for k in range(int(count.max()) if count.size else 0):
+            sel = np.flatnonzero(count > k)
+            start = first_start[sel] + k * spacing
+            cd = care_days[sel] if isinstance(care_days, np.ndarray) else care_days
+            self.subtraject(key, patient[sel], provider[sel], start, days=np.full(sel.size, days), care_days=cd,
+                            main_activity_day=start)
 
     # -- lines ---------------------------------------------------------------------------------------
     def subtraject(self, key: str, patient: np.ndarray, provider: np.ndarray, start: np.ndarray, *,

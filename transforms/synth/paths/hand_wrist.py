@@ -36,7 +36,11 @@ def generate(ctx: PathContext) -> None:
         operated = rng.random(n) < surgery_share
         s = np.flatnonzero(operated)
         op_day = intake[s] + rng.integers(20, 200, s.size)
-        ctx.subtraject(f"{condition}_surgery", patient[s], provider[s], op_day, main_activity_day=op_day)
+        rows = ctx.subtraject(f"{condition}_surgery", patient[s], provider[s], op_day, main_activity_day=op_day)
+        # the surgery subtraject has a trigger diagnosis too (the rule names no activity): a trigger
+        # event, inside its intake's window, recorded like the cataract's second eye
+        ctx.plant(PlantedTrigger(BUNDLE, patient[s], op_day, provider[s], "dbc", rows, ctx.treated(BUNDLE, provider[s], op_day),
+                                 np.zeros(s.size, dtype=np.int64), "surgery"))
         therapy_start = np.where(operated, intake + 230, intake + rng.integers(10, 40, n))
         therapy_start[s] = op_day + rng.integers(7, 21, s.size)
         ot = rng.random(n) < 0.5

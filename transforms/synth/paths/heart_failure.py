@@ -31,11 +31,19 @@ def generate(ctx: PathContext) -> None:
         ctx.plant(PlantedTrigger(BUNDLE, patients, first, hospital[patients], "dbc", rows, treated,
                                  np.zeros(patients.size, dtype=np.int64)))
         again = patients[rng.random(patients.size) < 0.5]
-        ctx.subtraject("hf_outpatient", again, hospital[again], y0 + rng.integers(220, 340, again.size))
+        day = y0 + rng.integers(220, 340, again.size)
+        rows = ctx.subtraject("hf_outpatient", again, hospital[again], day)
+        # every heart-failure subtraject (0320/301 or 302) is a trigger line of the calendar-year bundle:
+        # recorded too, so that a year whose first subtraject was not delivered (death) is still expected
+        ctx.plant(PlantedTrigger(BUNDLE, again, day, hospital[again], "dbc", rows, ctx.treated(BUNDLE, hospital[again], day),
+                                 np.zeros(again.size, dtype=np.int64), "follow_up"))
         admitted = patients[rng.random(patients.size) < ADMISSION_RATE]
         day = y0 + rng.integers(0, 330, admitted.size)
-        ctx.subtraject("hf_admission", admitted, hospital[admitted], day, care_days=rng.integers(3, 13, admitted.size),
-                       main_activity_day=day)
+        rows = ctx.subtraject("hf_admission", admitted, hospital[admitted], day,
+                              care_days=rng.integers(3, 13, admitted.size), main_activity_day=day)
+        ctx.plant(PlantedTrigger(BUNDLE, admitted, day, hospital[admitted], "dbc", rows,
+                                 ctx.treated(BUNDLE, hospital[admitted], day), np.zeros(admitted.size, dtype=np.int64),
+                                 "admission"))
         for q in range(4):
             d = y0 + 91 * q + rng.integers(0, 20, patients.size)
             ctx.dispense(patients, d, "C03CA01", 90.0)

@@ -1,5 +1,8 @@
 """Hip and knee osteoarthritis: GP, referral, orthopaedic outpatient care, the prosthesis operation
-(the trigger), follow-up, physiotherapy, and sometimes a complication with revision."""
+(the trigger), follow-up, physiotherapy, and sometimes a complication with revision.
+
+At the planted utilisation provider of ``SynthConfig.providers`` (when the bundle is its bundle)
+patients stay two days longer and get extra clinical stays after the operation (``EXTRA_CARE``)."""
 
 from __future__ import annotations
 
@@ -42,12 +45,19 @@ def generate(ctx: PathContext, bundle: str) -> None:
     product = ctx.product(f"{part}_oa_prosthesis")
     open_day = op_day - rng.integers(0, 15, n)
     los = 1 + rng.poisson(np.maximum(3.2 - 0.25 * (op_day // 365 - 45), 1.2))  # stays shorten over the years
+    factor = ctx.utilisation_factor(bundle, provider)
+    effects = ctx.config.providers
+    if bundle == effects.bundle and effects.utilisation_factor != 1.0:
+        los = los + 2 * (provider == ctx.registry.planted["utilisation"])
     end_day = op_day + rng.integers(40, 100, n)
     base = ctx.claims.dbc_price_cents(product, provider, end_day)
     rows = ctx.subtraject(f"{part}_oa_prosthesis", patient, provider, open_day, days=end_day - open_day,
                           care_days=los, main_activity_day=op_day, extra_visits=1,
                           amount_cents=np.maximum(base + effect_cents, 100))
     ctx.plant(PlantedTrigger(bundle, patient, op_day, provider, "dbc", rows, treated, effect_cents))
+    # planted utilisation: extra clinical stays from the day after the operation's subtraject closes
+    ctx.extra_care(bundle, patient, provider, end_day + 1, ctx.extra_care_count(bundle, factor), spacing=30, days=20,
+                   care_days=rng.integers(3, 8, n))
 
     # after: follow-up visit, physiotherapy, sometimes a complication with revision
     ctx.subtraject(f"{part}_oa_followup", patient, provider, end_day + rng.integers(1, 60, n), extra_visits=0)

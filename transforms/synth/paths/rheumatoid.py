@@ -58,10 +58,20 @@ def generate(ctx: PathContext) -> None:
                 if part == 0:
                     first_rows[sel] = rows
                     first_day[sel] = start[sel]
+                elif name in IV_DRUGS:  # every add-on subtraject is a trigger line of the year's episode
+                    p = users[sel]
+                    ctx.plant(PlantedTrigger(BUNDLE, p, start[sel], hospital[p], "dbc", rows,
+                                             ctx.treated(BUNDLE, hospital[p], start[sel]),
+                                             np.zeros(p.size, dtype=np.int64), "infusion"))
         oral = np.isin(user_drug, PHARMACY_DRUGS)
         for m in range(12):
             p = users[oral]
-            ctx.dispense(p, y0 + 30 * m + rng.integers(0, 5, p.size), user_drug[oral], 28.0)
+            d = y0 + 30 * m + rng.integers(0, 5, p.size)
+            rows = ctx.dispense(p, d, user_drug[oral], 28.0)
+            # so is every dispensing of an oral or subcutaneous drug (anchored at the pharmacy)
+            pharmacy = ctx.pop.usual["pharmacy"][p]
+            ctx.plant(PlantedTrigger(BUNDLE, p, d, pharmacy, "pharmacy", rows, ctx.treated(BUNDLE, pharmacy, d),
+                                     np.zeros(p.size, dtype=np.int64), "dispensing"))
         treated = ctx.treated(BUNDLE, hospital[users], first_day)
         ctx.plant(PlantedTrigger(BUNDLE, users, first_day, hospital[users], "dbc", first_rows, treated,
                                  np.zeros(users.size, dtype=np.int64)))

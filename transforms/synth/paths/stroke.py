@@ -1,6 +1,10 @@
 """Acute ischaemic stroke: the clinical admission (trigger), neurology follow-up, clinical or
 outpatient rehabilitation or geriatric rehabilitation, physiotherapy, secondary prevention, a
-high mortality and sometimes a recurrent stroke within the year."""
+high mortality and sometimes a recurrent stroke within the year.
+
+Planted for the benchmarks (``SynthConfig.regional``): strokes admitted in the costlier province
+get extra outpatient rehabilitation (``EXTRA_CARE``), and ``stroke_tail_share`` of all stroke
+patients get one to three extra clinical rehabilitation stays (a heavy right tail)."""
 
 from __future__ import annotations
 
@@ -41,6 +45,18 @@ def generate(ctx: PathContext) -> None:
         start = discharge[idx] + rng.integers(1, 10, idx.size)
         care = rng.integers(14, 60, idx.size) if key != "rehab_outpatient" else 0
         ctx.subtraject(key, patient[idx], rehab_provider[idx], start, care_days=care, main_activity_day=start)
+    # planted: extra outpatient rehabilitation in the costlier province; the heavy tail of long
+    # clinical rehabilitation (one to three further stays of 80 days, from 100 days after discharge,
+    # 85 days apart, after any first rehabilitation)
+    extra = ctx.extra_care_count(BUNDLE, ctx.utilisation_factor(BUNDLE, provider))
+    ctx.extra_care(BUNDLE, patient, rehab_provider, discharge + 1, extra, spacing=115, days=90)
+    tail = np.flatnonzero(rng.random(n) < ctx.config.regional.stroke_tail_share)
+    stays = rng.choice(np.array([1, 2, 3]), size=tail.size, p=[0.5, 0.3, 0.2])
+    for k in range(3):
+        t = tail[stays > k]
+        start = discharge[t] + 100 + 85 * k
+        ctx.subtraject("rehab_clinical", patient[t], rehab_provider[t], start, days=np.full(t.size, 80),
+                       care_days=rng.integers(14, 60, t.size), main_activity_day=start)
     physio = np.flatnonzero(rng.random(n) < 0.4)
     ctx.physio_series(patient[physio], discharge[physio] + rng.integers(14, 60, physio.size), rng.integers(8, 21, physio.size))
     for q in range(4):
