@@ -413,6 +413,33 @@ def test_rounding_half_a_cent_away_from_zero(base, actual, expected):
     assert round_cents(D("2.5")) == 3 and round_cents(D("-2.5")) == -3 and round_cents(D("-0.49")) == 0
 
 
+@pytest.mark.parametrize(("baseline", "placebo", "actual", "exact"), [
+    # B = 300025 / 3, T = 0.9 B = 90007.5; placebo 2016 sum 270022: S = 0.5 -> 1; 2018 sum 200000: S = 70022.5
+    ((100008, 100008, 100009), (90007, 90007, 90008), (66666, 66667, 66667), (D("0.5"), D("70022.5"))),
+    # B = 300005 / 3, T = 90001.5; placebo sum 330004: S = -59999.5 -> -60000; 2018 sum 400000: -129995.5
+    ((100001, 100002, 100002), (110001, 110001, 110002), (133333, 133333, 133334), (D("-59999.5"), D("-129995.5"))),
+])
+def test_gross_savings_of_exactly_half_a_cent_round_away_from_zero(baseline, placebo, actual, exact):
+    """Means of three episodes are repeating decimals (B = 300025 / 3); the exact gross savings
+    (T - A) n = 0.9 * sum(baseline) - sum(actual) ends in exactly half a cent and is rounded away
+    from zero, in the placebo and in the settlement (a 60-digit decimal mean left ...4999)."""
+    rows = [*(ep(H1, 2017, c) for c in baseline), *(ep(H1, 2016, c) for c in placebo),
+            *(ep(H1, 2018, c) for c in actual)]
+    params = {"baseline_years": [2017], "discount": 0.1, "shared_savings_rate": 1, "shared_losses_rate": 1}
+    result = run(rows, contracts(params))
+    t = Fraction(sum(baseline), 3) * Fraction(9, 10)  # exact: the target is a multiple of half a cent / 3
+    s_placebo, s_actual = t * 3 - sum(placebo), t * 3 - sum(actual)
+    assert (s_placebo, s_actual) == (Fraction(exact[0]), Fraction(exact[1]))  # x.5 cents exactly
+    own = result.placebo.filter((pl.col("baseline") == "own") & (pl.col("year") == 2016)).row(0, named=True)
+    assert own["gross_savings_cents"] == half_up(exact[0])  # 1 / -60000
+    assert own["target_cents"] == half_up(D(sum(baseline)) * D("0.3"))
+    row = year_row(result, 2018)
+    assert row["gross_savings_cents"] == half_up(exact[1])  # 70023 / -129996
+    assert row["settlement_cents"] == half_up(exact[1])  # rate 1: the same half cent
+    assert provider_cents(result, 2018) == {H1: half_up(exact[1])}
+    assert round_cents(Fraction(-1, 2)) == -1 and round_cents(Fraction(1, 2)) == 1
+
+
 def test_provisional_while_censored_data_exists():
     rows = [ep(H1, 2017, 100000), ep(H1, 2018, 90000), ep(H1, 2018, 400000, status="censored_data"),
             ep(H1, 2019, 90000)]
@@ -623,6 +650,102 @@ def test_provider_settlements_add_up_to_the_contract(costs, key, rate):
     joined = result.reconciliation.join(per_year, on="performance_year", suffix="_providers")
     for total, parts in joined.select("settlement_cents", "settlement_cents_providers").iter_rows():
         assert total is None or total == parts
+
+
+# --- the generator's independent implementation gives the same numbers -----------------------------
+
+
+def generator(rows: list[dict], params: dict, *, model: str = "shared_savings_losses", providers=(H1,),
+              start=date(2018, 1, 1)) -> tuple[dict, dict, dict]:
+    """The synthetic-data generator's settlements (``transforms.synth.settlements``) of the same
+    episodes: settlement rows, placebo rows (its contract's baseline) and provider cents by year."""
+    from transforms.synth.settlements import Contract, Reconciliation, TruthEpisode
+
+    region = dict(zip(PROVIDERS["provider_agb"], PROVIDERS["region"], strict=True))
+    kind = dict(zip(PROVIDERS["provider_agb"], PROVIDERS["provider_type"], strict=True))
+    episodes = [TruthEpisode(bundle_id="hip_oa", episode_id=r["episode_id"], anchor_date=r["anchor_date"],
+                             provider=r["anchor_provider_agb"], province=region[r["anchor_provider_agb"]],
+                             status=r["status"], declared=r["in_bundle_cents"],
+                             standardised=r["in_bundle_standardised_cents"], patient_id=r["patient_id"])
+                for r in rows]
+    years = [r["anchor_year"] for r in rows]
+    contract = Contract("C1", "hip_oa", model, tuple(sorted(providers)), start, None, params)
+    out, shares = Reconciliation(episodes, region, kind, AS_OF, min(years), max(years)).rows(contract)
+    settle = {r["performance_year"]: r for r in out if r["kind"] == "settlement" and r["phase"] is None}
+    placebo = {r["performance_year"]: r for r in out if r["kind"] == "placebo"}
+    cents: dict[int, dict[str, int]] = {}
+    for x in shares:
+        cents.setdefault(x["performance_year"], {})[x["provider_agb"]] = x["share_cents"]
+    return settle, placebo, cents
+
+
+SAME = ["n_episodes", "baseline_cents", "target_cents", "actual_cents", "gross_savings_cents", "settlement_cents",
+        "corridor_met", "provisional"]
+
+
+def assert_same_as_generator(rows: list[dict], params: dict, **kw) -> None:
+    result = run(rows, contracts(params, **kw))
+    settle, placebo, cents = generator(rows, params, **kw)
+    panels = {r["performance_year"]: r for r in result.reconciliation.iter_rows(named=True) if r["n_episodes"]}
+    assert set(panels) == set(settle)  # the generator leaves out years without eligible episodes
+    for year, row in settle.items():
+        assert {c: panels[year][c] for c in SAME} == {c: row[c] for c in SAME}, year
+        assert provider_cents(result, year) == cents[year], year
+    baseline = params.get("baseline", "own")
+    mine = result.placebo.filter((pl.col("baseline") == baseline) & (pl.col("n_episodes") > 0))
+    assert set(mine["year"]) == set(placebo)
+    for r in mine.iter_rows(named=True):
+        g = placebo[r["year"]]
+        assert ((r["target_cents"], r["actual_cents"], r["gross_savings_cents"], r["outside_band"])
+                == (g["target_cents"], g["actual_cents"], g["gross_savings_cents"], g["outside_band"])), r["year"]
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_generator_agrees_on_half_a_cent(sign):
+    baseline, placebo, actual = ((100008, 100008, 100009), (90007, 90007, 90008), (66666, 66667, 66667)) if sign > 0 \
+        else ((100001, 100002, 100002), (110001, 110001, 110002), (133333, 133333, 133334))
+    rows = [*(ep(H1, 2017, c) for c in baseline), *(ep(H1, 2016, c) for c in placebo),
+            *(ep(H1, 2018, c) for c in actual)]
+    assert_same_as_generator(rows, {"baseline_years": [2017], "discount": 0.1, "shared_savings_rate": 1,
+                                    "shared_losses_rate": 1, "trend": 1.02})
+
+
+def test_generator_agrees_on_a_type_key_and_on_patients():
+    rows = [ep(H1, 2017, 100000), ep(H2, 2017, 100000), ep(R1, 2017, 100000),
+            ep(H1, 2018, 90000), ep(H1, 2018, 90000), ep(H2, 2018, 90000), ep(R1, 2018, 70003)]
+    params = {**BASE, "baseline_years": [2017], "distribution_key": {"hospital": 0.4, "rehabilitation": 0.6}}
+    assert_same_as_generator(rows, params, providers=(H1, H2, R1))
+    assert generator(rows, params, providers=(H1, H2, R1))[2][2018] == {H1: 8000, H2: 4000, R1: 17999}  # 2 : 1
+    rows = [ep(H1, 2021, 50000, patient="P1"), ep(H2, 2021, 20000, patient="P1"), ep(H1, 2021, 150000, patient="P2"),
+            ep(H1, 2021, 80000, patient="P3"), ep(H1, 2021, 999999, patient="P4", status="censored_enrolment"),
+            ep(H2, 2022, 90000, patient="P5"), ep(H2, 2022, 10000, patient="P5")]
+    params = {"fixed_sum_eur_per_patient": 1000}
+    assert_same_as_generator(rows, params, model="fixed_sum", providers=(H1, H2), start=date(2021, 1, 1))
+    settle, _, cents = generator(rows, params, model="fixed_sum", providers=(H1, H2), start=date(2021, 1, 1))
+    assert (settle[2021]["settlement_cents"], settle[2022]["settlement_cents"]) == (0, 0)  # 3 and 1 patients
+    assert settle[2022]["target_cents"] == 50000 and cents[2022] == {H1: 0, H2: 0}
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(costs=st.lists(st.tuples(st.sampled_from([H1, H2, R1, X1, X2]), st.integers(2015, 2019), st.integers(0, 500000),
+                                st.sampled_from(["complete", "complete", "death", "censored_data", "censored_enrolment"])),
+                      min_size=1, max_size=16),
+       key=st.sampled_from([None, {H1: 0.5, H2: 0.25, R1: 0.25}, {"hospital": 0.35, "rehabilitation": 0.65}]),
+       terms=st.fixed_dictionaries({
+           "trend": st.sampled_from([1, 1.02, 1.1]), "discount": st.sampled_from([0, 0.02, 0.1]),
+           "shared_savings_rate": st.sampled_from([0.5, 0.3333, 1]), "shared_losses_rate": st.sampled_from([0.5, 1]),
+           "baseline": st.sampled_from(["own", "regional", "national", "regional_capped_p95"])}),
+       cap=st.sampled_from([{}, {"winsorise_pct": 90}, {"stop_loss_eur": 2500}, {"corridor": "ci95"},
+                            {"minimum_savings_pct": 2.5}]))
+def test_generator_agrees_with_the_panels(costs, key, terms, cap):
+    """The generator's truth and the panels compute the same cents on random episodes."""
+    rows = [ep(H1, 2016, 100000), *(ep(p, y, c, status=s) for p, y, c, s in costs)]
+    params = {"baseline_years": [2016, 2017], **terms, **cap}
+    if terms["baseline"] == "regional_capped_p95":
+        params.pop("stop_loss_eur", None)  # the terms refuse a stop-loss with the regional P95 cap
+    if key:
+        params["distribution_key"] = key
+    assert_same_as_generator(rows, params, providers=(H1, H2, R1))
 
 
 def test_same_inputs_give_identical_frames():

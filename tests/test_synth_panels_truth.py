@@ -138,7 +138,8 @@ def _engine_truth_episodes(delivery: Path, out: Path) -> tuple[list[TruthEpisode
     out_eps = []
     for row in episodes.iter_rows(named=True):
         out_eps.append(TruthEpisode(
-            bundle_id=row["bundle_id"], episode_id=row["episode_id"], anchor_date=row["anchor_date"],
+            bundle_id=row["bundle_id"], episode_id=row["episode_id"], patient_id=row["patient_id"],
+            anchor_date=row["anchor_date"],
             provider=row["anchor_provider_agb"], province=province[row["anchor_provider_agb"]], status=row["status"],
             declared=row["in_bundle_cents"], standardised=row["in_bundle_standardised_cents"],
             outcomes={"reoperation_90d": bool(row.get("reoperation_90d"))},

@@ -8,13 +8,17 @@ frames (no file is read here): one bundle's episodes, the providers (``provider_
 (``reconciliation``, ``settlement``, ``placebo``, ``placebo_summary``, ``phases``);
 :func:`compare` sets two reconciliations of different deliveries side by side.
 
-Arithmetic: every amount is an exact :class:`decimal.Decimal` of cents in a local context of 60
-significant digits (only a division or a square root can round, at the 60th digit); each published
-cents value is rounded once, half away from zero (``ROUND_HALF_UP``), from the unrounded value, so
-``settlement_cents`` is ``round(S_y * rate)``, not a product of rounded numbers. Flags compare
-unrounded values (``corridor_met`` and ``outside_band`` compare squares, so no square root enters a
-flag). Floats (an ``expected_cents`` from the case-mix model) enter as the decimal of their shortest
-repr (``0.1`` is ``Decimal('0.1')``).
+Arithmetic: every amount (means, baselines, targets, trend powers, discounts, gross savings,
+corridor thresholds, payments, shares) is an exact :class:`fractions.Fraction` of cents, so a mean
+such as ``300025 / 3`` is never cut off at some digit; each published cents value is rounded once,
+half away from zero, from the exact value (:func:`round_cents`), so ``settlement_cents`` is
+``round(S_y * rate)``, not a product of rounded numbers, and a gross saving of exactly half a cent
+goes away from zero. Decimal parameters enter exactly (``Fraction(Decimal('1.02'))``), floats (an
+``expected_cents`` from the case-mix model) as the decimal of their shortest repr (``0.1`` is
+``1/10``). Flags compare exact values (``corridor_met`` and ``outside_band`` compare squares, so no
+square root enters a flag); only the published ``sd_cents``, ``corridor_cents`` (ci95) and
+``band_cents`` come from a square root, a 60-digit decimal one of the exact variance. Percentiles are
+exact decimals (the interpolation only divides by 100).
 
 The spec's steps, and what this module decided where the spec is silent:
 
@@ -100,7 +104,7 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Context, Decimal, localcontext
+from decimal import ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from fractions import Fraction
 from math import floor
 
@@ -135,10 +139,11 @@ __all__ = [
     "COMPARE_SCHEMA",
 ]
 
+#: percentiles (exact: they only divide by 100) and the published square roots
 CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
 ELIGIBLE = ("complete", "death")
 STATUSES = ("complete", "censored_enrolment", "censored_data", "death")
-Z95 = Decimal("1.96")
+Z95 = Fraction(196, 100)
 P95 = Decimal(95)
 COST_COLUMN = {"declared": "in_bundle_cents", "standardised": "in_bundle_standardised_cents"}
 EXPECTED_COLUMN = {"declared": "expected_cents", "standardised": "expected_standardised_cents"}
@@ -265,12 +270,11 @@ class Reconciliation:
 
 
 def round_cents(value: Decimal | int | Fraction) -> int:
-    """Cents rounded half away from zero (``2.5 -> 3``, ``-2.5 -> -3``), the one rounding step."""
-    if isinstance(value, Fraction):
-        sign = -1 if value < 0 else 1
-        return sign * floor(abs(value) + Fraction(1, 2))
-    with localcontext(CONTEXT):
-        return int(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    """Cents rounded half away from zero (``2.5 -> 3``, ``-2.5 -> -3``), the one rounding step,
+    from the exact value (a Decimal is converted exactly)."""
+    exact = value if isinstance(value, Fraction) else Fraction(value)
+    sign = -1 if exact < 0 else 1
+    return sign * floor(abs(exact) + Fraction(1, 2))
 
 
 def percentile(sorted_values: Sequence[int | Decimal], pct: Decimal | int) -> Decimal:
@@ -306,10 +310,18 @@ def distribute_cents(total_cents: int, shares: Mapping[str, Fraction | Decimal |
     return {k: sign * parts[k] for k in sorted(parts)}
 
 
-def _decimal(value: object) -> Decimal:
+def _exact(value: object) -> Fraction:
+    """A number as an exact fraction: a Decimal or int as it is, a float as its shortest repr."""
     if isinstance(value, float):
-        return Decimal(repr(value))
-    return Decimal(value)  # type: ignore[arg-type]
+        return Fraction(Decimal(repr(value)))
+    return Fraction(value)  # type: ignore[arg-type]
+
+
+def _sqrt(value: Fraction) -> Decimal:
+    """The square root of an exact non-negative fraction, to 60 significant digits (for the
+    published sd and band cents only; flags compare squares)."""
+    with localcontext(CONTEXT):
+        return (Decimal(value.numerator) / Decimal(value.denominator)).sqrt()
 
 
 def bundle_outcomes() -> dict[str, set[str]]:
@@ -329,16 +341,16 @@ class _Group:
     values: list[int]  # ascending cents
     prefix: list[int]  # prefix[k] = sum(values[:k])
     prefix_sq: list[int]
-    expected: Decimal | None
+    expected: Fraction | None
 
     @property
     def n(self) -> int:
         return len(self.values)
 
-    def capped(self, cap: Decimal | None) -> tuple[Decimal, Decimal]:
-        """(sum, sum of squares) of ``min(x, cap)``."""
+    def capped(self, cap: Fraction | None) -> tuple[Fraction, Fraction]:
+        """(sum, sum of squares) of ``min(x, cap)``, exactly."""
         if cap is None:
-            return Decimal(self.prefix[-1]), Decimal(self.prefix_sq[-1])
+            return Fraction(self.prefix[-1]), Fraction(self.prefix_sq[-1])
         k = bisect.bisect_left(self.values, cap)
         rest = self.n - k
         return self.prefix[k] + cap * rest, self.prefix_sq[k] + cap * cap * rest
@@ -350,7 +362,7 @@ class _Variant:
 
     basis: str
     winsorise_pct: Decimal | None
-    stop_loss_cents: Decimal | None
+    stop_loss_cents: Fraction | None
     capped_p95: bool
 
 
@@ -370,7 +382,7 @@ class _Bundle:
     _groups: dict[str, dict[GroupKey, _Group]] = field(default_factory=dict)
     _year_values: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     _region_values: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)
-    _caps: dict[tuple[_Variant, str, int], Decimal | None] = field(default_factory=dict)
+    _caps: dict[tuple[_Variant, str, int], Fraction | None] = field(default_factory=dict)
     _pcts: dict[tuple, Decimal | None] = field(default_factory=dict)
 
     def groups(self, basis: str) -> dict[GroupKey, _Group]:
@@ -387,8 +399,7 @@ class _Bundle:
                 values = row["v"]
                 expected = None
                 if has_expected and all(e is not None for e in row["e"]):
-                    with localcontext(CONTEXT):
-                        expected = sum((_decimal(e) for e in row["e"]), Decimal(0))
+                    expected = sum((_exact(e) for e in row["e"]), Fraction(0))
                 groups[(row["provider"], row["insurer"], row["year"])] = _Group(
                     values, [0, *itertools.accumulate(values)],
                     [0, *itertools.accumulate(v * v for v in values)], expected)
@@ -407,7 +418,7 @@ class _Bundle:
             self._pcts[key] = percentile(values, pct) if values else None
         return self._pcts[key]
 
-    def cap(self, variant: _Variant, provider: str, year: int) -> Decimal | None:
+    def cap(self, variant: _Variant, provider: str, year: int) -> Fraction | None:
         """The cap on ``c`` of an episode of ``provider`` anchored in ``year`` (None = no cap)."""
         key = (variant, provider, year)
         if key not in self._caps:
@@ -423,7 +434,7 @@ class _Bundle:
                                           self._region_values.get((variant.basis, region, year)), P95))
             elif variant.stop_loss_cents is not None:
                 caps.append(variant.stop_loss_cents)
-            present = [c for c in caps if c is not None]
+            present = [Fraction(c) for c in caps if c is not None]
             self._caps[key] = min(present) if present else None
         return self._caps[key]
 
@@ -529,7 +540,7 @@ def _phase_costs(bundle_id: str, lines: pl.DataFrame, bases: list[str]) -> pl.Da
 
 def _variant(terms: Terms, baseline: str) -> _Variant:
     capped = baseline == "regional_capped_p95"
-    stop = None if terms.stop_loss_eur is None or capped else terms.stop_loss_eur * 100
+    stop = None if terms.stop_loss_eur is None or capped else Fraction(terms.stop_loss_eur) * 100
     return _Variant(terms.cost_basis, terms.winsorise_pct, stop, capped)
 
 
@@ -549,8 +560,8 @@ def _population(data: _Bundle, contract: Contract, baseline: str, keys: Iterable
 
 @dataclass
 class _Baseline:
-    value: Decimal | None  # B
-    expected_mean: Decimal | None
+    value: Fraction | None  # B
+    expected_mean: Fraction | None
     n: int
     censored: bool
 
@@ -565,73 +576,68 @@ def _baseline(data: _Bundle, contract: Contract, baseline: str, variant: _Varian
     n = sum(groups[k].n for k in keys)
     if n == 0:
         return _Baseline(None, None, 0, bool(censored_keys))
-    with localcontext(CONTEXT):
-        total = Decimal(0)
-        expected = Decimal(0)
-        for k in keys:
-            s1, _ = groups[k].capped(data.cap(variant, k[0], k[2]))
-            total += s1 * terms.trend ** (terms.reference_year - k[2])
-            if terms.risk_adjust:
-                e = groups[k].expected
-                if e is None:
-                    raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
-                                              f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode "
-                                              f"(provider {k[0]}, {k[2]} has nulls)")
-                expected += e
-        return _Baseline(total / n, expected / n if terms.risk_adjust else None, n, bool(censored_keys))
-
-
-def _target(terms: Terms, base: _Baseline, year: int, expected_mean: Decimal | None) -> tuple[Decimal, Decimal | None]:
-    """``T_y`` and the risk ratio."""
-    assert base.value is not None
-    with localcontext(CONTEXT):
-        target = base.value * terms.trend ** (year - terms.reference_year) * (1 - terms.discount)
-        ratio = None
+    trend = Fraction(terms.trend)
+    total = Fraction(0)
+    expected = Fraction(0)
+    for k in keys:
+        s1, _ = groups[k].capped(data.cap(variant, k[0], k[2]))
+        total += s1 * trend ** (terms.reference_year - k[2])
         if terms.risk_adjust:
-            if not base.expected_mean or expected_mean is None:
-                raise ReconciliationError("risk_adjust: the mean expected cost of the baseline is zero")
-            ratio = expected_mean / base.expected_mean
-            target *= ratio
-        return target, ratio
+            e = groups[k].expected
+            if e is None:
+                raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
+                                          f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode "
+                                          f"(provider {k[0]}, {k[2]} has nulls)")
+            expected += e
+    return _Baseline(total / n, expected / n if terms.risk_adjust else None, n, bool(censored_keys))
+
+
+def _target(terms: Terms, base: _Baseline, year: int,
+            expected_mean: Fraction | None) -> tuple[Fraction, Fraction | None]:
+    """``T_y`` and the risk ratio, exactly (a negative trend power is a fraction too)."""
+    assert base.value is not None
+    target = base.value * Fraction(terms.trend) ** (year - terms.reference_year) * (1 - Fraction(terms.discount))
+    ratio = None
+    if terms.risk_adjust:
+        if not base.expected_mean or expected_mean is None:
+            raise ReconciliationError("risk_adjust: the mean expected cost of the baseline is zero")
+        ratio = expected_mean / base.expected_mean
+        target *= ratio
+    return target, ratio
 
 
 @dataclass
 class _Moments:
     n: int
-    s1: Decimal
-    s2: Decimal
+    s1: Fraction
+    s2: Fraction
 
     @property
-    def mean(self) -> Decimal | None:
-        with localcontext(CONTEXT):
-            return self.s1 / self.n if self.n else None
+    def mean(self) -> Fraction | None:
+        return self.s1 / self.n if self.n else None
 
     @property
-    def variance(self) -> Decimal | None:
-        """Sample variance (n - 1)."""
+    def variance(self) -> Fraction | None:
+        """Sample variance (n - 1), exactly."""
         if self.n < 2:
             return None
-        with localcontext(CONTEXT):
-            return max(Decimal(0), (self.s2 - self.s1 * self.s1 / self.n) / (self.n - 1))
+        return max(Fraction(0), (self.s2 - self.s1 * self.s1 / self.n) / (self.n - 1))
 
     def sd(self) -> Decimal | None:
         var = self.variance
-        with localcontext(CONTEXT):
-            return None if var is None else var.sqrt()
+        return None if var is None else _sqrt(var)
 
     def half_width(self) -> Decimal | None:
-        """``1.96 * sd / sqrt(n)``."""
-        sd = self.sd()
-        with localcontext(CONTEXT):
-            return None if sd is None else Z95 * sd / Decimal(self.n).sqrt()
+        """``1.96 * sd / sqrt(n)``: one square root of the exact ``1.96^2 var / n``."""
+        var = self.variance
+        return None if var is None else _sqrt(Z95 * Z95 * var / self.n)
 
-    def outside(self, gap: Decimal) -> bool | None:
-        """``|gap| >= 1.96 sd / sqrt(n)``, compared squared (no square root)."""
+    def outside(self, gap: Fraction) -> bool | None:
+        """``|gap| >= 1.96 sd / sqrt(n)``, compared squared (no square root), exactly."""
         var = self.variance
         if var is None:
             return None
-        with localcontext(CONTEXT):
-            return gap * gap * self.n >= Z95 * Z95 * var
+        return gap * gap * self.n >= Z95 * Z95 * var
 
 
 def _actual_episodes(data: _Bundle, contract: Contract, year: int) -> pl.DataFrame:
@@ -647,18 +653,16 @@ def _actual_episodes(data: _Bundle, contract: Contract, year: int) -> pl.DataFra
         "episode_id")
 
 
-def _costs(data: _Bundle, variant: _Variant, episodes: pl.DataFrame, year: int) -> list[Decimal]:
+def _costs(data: _Bundle, variant: _Variant, episodes: pl.DataFrame, year: int) -> list[Fraction]:
     out = []
-    with localcontext(CONTEXT):
-        for provider, x in episodes.select("provider", f"x_{variant.basis}").iter_rows():
-            cap = data.cap(variant, provider, year)
-            out.append(Decimal(x) if cap is None or x <= cap else cap)
+    for provider, x in episodes.select("provider", f"x_{variant.basis}").iter_rows():
+        cap = data.cap(variant, provider, year)
+        out.append(Fraction(x) if cap is None or x <= cap else cap)
     return out
 
 
-def _moments(values: Sequence[Decimal]) -> _Moments:
-    with localcontext(CONTEXT):
-        return _Moments(len(values), sum(values, Decimal(0)), sum((v * v for v in values), Decimal(0)))
+def _moments(values: Sequence[Fraction]) -> _Moments:
+    return _Moments(len(values), sum(values, Fraction(0)), sum((v * v for v in values), Fraction(0)))
 
 
 def _shares(data: _Bundle, contract: Contract, counts: Mapping[str, int]) -> dict[str, Fraction] | None:
@@ -668,7 +672,7 @@ def _shares(data: _Bundle, contract: Contract, counts: Mapping[str, int]) -> dic
         total = sum(counts.get(p, 0) for p in providers)
         return {p: Fraction(counts.get(p, 0), total) for p in providers} if total else None
     if all(k.isdigit() for k in key):
-        return {p: Fraction(key.get(p, Decimal(0))) for p in providers}
+        return {p: Fraction(key.get(p, 0)) for p in providers}
     shares = {p: Fraction(0) for p in providers}
     for ptype, share in key.items():
         members = [p for p in providers if data.ptype.get(p) == ptype]
@@ -678,7 +682,7 @@ def _shares(data: _Bundle, contract: Contract, counts: Mapping[str, int]) -> dic
     return shares
 
 
-def _cents(value: Decimal | None) -> int | None:
+def _cents(value: Fraction | Decimal | None) -> int | None:
     return None if value is None else round_cents(value)
 
 
@@ -733,7 +737,7 @@ def _reconcile_contract(data: _Bundle, contract: Contract, data_as_of: date) -> 
                     events = int(eligible[f"outcome_{gate.outcome}"].sum())
                     row["quality_events"] = events
                     row["quality_rate"] = events / n
-                    quality_met = Decimal(events) <= gate.threshold * n
+                    quality_met = events <= Fraction(gate.threshold) * n
             row["quality_met"] = quality_met
             if base.value is None:
                 notes.append(f"no eligible episodes of the {terms.baseline} baseline population in baseline "
@@ -746,8 +750,7 @@ def _reconcile_contract(data: _Bundle, contract: Contract, data_as_of: date) -> 
                     if expected.null_count():
                         raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
                                                   f"{EXPECTED_COLUMN[terms.cost_basis]} on every eligible episode")
-                    with localcontext(CONTEXT):
-                        expected_mean = sum((_decimal(e) for e in expected.to_list()), Decimal(0)) / n
+                    expected_mean = sum((_exact(e) for e in expected.to_list()), Fraction(0)) / n
                 row["baseline_cents"] = round_cents(base.value)
                 settlement = 0
                 if n == 0:
@@ -755,46 +758,44 @@ def _reconcile_contract(data: _Bundle, contract: Contract, data_as_of: date) -> 
                     notes.append(f"no eligible episodes of the contract's providers in {year}")
                     if not terms.risk_adjust:  # a risk-adjusted target needs the year's episodes
                         row["target_cents"] = round_cents(_target(terms, base, year, None)[0])
-                with localcontext(CONTEXT):
-                    if n:
-                        target, ratio = _target(terms, base, year, expected_mean)
-                        row["target_cents"] = round_cents(target)
-                        row["risk_ratio"] = float(ratio) if ratio is not None else None
-                        if terms.corridor == "ci95":
-                            row["corridor_cents"] = _cents(m.half_width())
-                        else:
-                            row["corridor_cents"] = round_cents(terms.minimum_savings_pct / 100 * target)
-                        assert m.mean is not None
-                        gap = target - m.mean
-                        gross = target * n - m.s1
-                        row["gross_savings_cents"] = round_cents(gross)
-                        if terms.corridor == "ci95":
-                            corridor_met = bool(m.outside(gap))
-                        else:
-                            corridor_met = abs(gap) * 100 >= terms.minimum_savings_pct * target
-                        row["corridor_met"] = corridor_met
-                        if gross > 0 and corridor_met and quality_met is not False:
-                            assert terms.shared_savings_rate is not None
-                            settlement = round_cents(gross * terms.shared_savings_rate)
-                        elif gross < 0 and corridor_met and losses_apply:
-                            assert terms.shared_losses_rate is not None
-                            settlement = round_cents(gross * terms.shared_losses_rate)
+                if n:
+                    target, ratio = _target(terms, base, year, expected_mean)
+                    row["target_cents"] = round_cents(target)
+                    row["risk_ratio"] = float(ratio) if ratio is not None else None
+                    if terms.corridor == "ci95":
+                        row["corridor_cents"] = _cents(m.half_width())
+                    else:
+                        row["corridor_cents"] = round_cents(Fraction(terms.minimum_savings_pct) / 100 * target)
+                    assert m.mean is not None
+                    gap = target - m.mean
+                    gross = target * n - m.s1
+                    row["gross_savings_cents"] = round_cents(gross)
+                    if terms.corridor == "ci95":
+                        corridor_met = bool(m.outside(gap))
+                    else:
+                        corridor_met = abs(gap) * 100 >= Fraction(terms.minimum_savings_pct) * target
+                    row["corridor_met"] = corridor_met
+                    if gross > 0 and corridor_met and quality_met is not False:
+                        assert terms.shared_savings_rate is not None
+                        settlement = round_cents(gross * Fraction(terms.shared_savings_rate))
+                    elif gross < 0 and corridor_met and losses_apply:
+                        assert terms.shared_losses_rate is not None
+                        settlement = round_cents(gross * Fraction(terms.shared_losses_rate))
         else:
-            with localcontext(CONTEXT):
-                if terms.model == "fixed_sum":
-                    assert terms.fixed_sum_eur_per_patient is not None
-                    payment = terms.fixed_sum_eur_per_patient * 100 * row["n_patients"]
-                elif terms.payment_eur_per_episode is not None:
-                    payment = terms.payment_eur_per_episode * 100 * n
-                else:
-                    assert terms.payment_eur_per_phase is not None
-                    payment = sum(terms.payment_eur_per_phase.values(), Decimal(0)) * 100 * n
-                    phases.extend(_phase_rows(data, contract, year, eligible, data_as_of))
-                result = payment - m.s1
-                row["payment_cents"] = round_cents(payment)
-                row["target_cents"] = round_cents(payment / n) if n else None
-                row["gross_savings_cents"] = round_cents(result)
-                settlement = round_cents(result)
+            if terms.model == "fixed_sum":
+                assert terms.fixed_sum_eur_per_patient is not None
+                payment = Fraction(terms.fixed_sum_eur_per_patient) * 100 * row["n_patients"]
+            elif terms.payment_eur_per_episode is not None:
+                payment = Fraction(terms.payment_eur_per_episode) * 100 * n
+            else:
+                assert terms.payment_eur_per_phase is not None
+                payment = sum(map(Fraction, terms.payment_eur_per_phase.values()), Fraction(0)) * 100 * n
+                phases.extend(_phase_rows(data, contract, year, eligible, data_as_of))
+            result = payment - m.s1
+            row["payment_cents"] = round_cents(payment)
+            row["target_cents"] = round_cents(payment / n) if n else None
+            row["gross_savings_cents"] = round_cents(result)
+            settlement = round_cents(result)
             if n == 0:
                 notes.append(f"no eligible episodes of the contract's providers in {year}")
         row["settlement_cents"] = settlement
@@ -834,14 +835,13 @@ def _phase_rows(data: _Bundle, contract: Contract, year: int, eligible: pl.DataF
     n = eligible.height
     cost = dict(lines.group_by("phase").agg(pl.col(f"phase_{basis}").sum()).iter_rows())
     out = []
-    with localcontext(CONTEXT):
-        for phase in PHASES:
-            payment = terms.payment_eur_per_phase[phase] * 100 * n
-            actual = int(cost.get(phase, 0))
-            out.append({"contract_id": contract.contract_id, "bundle_id": contract.bundle_id,
-                        "performance_year": year, "phase": phase, "n_episodes": n,
-                        "payment_cents": round_cents(payment), "actual_cents": actual,
-                        "result_cents": round_cents(payment - actual), "data_as_of": data_as_of})
+    for phase in PHASES:
+        payment = Fraction(terms.payment_eur_per_phase[phase]) * 100 * n
+        actual = int(cost.get(phase, 0))
+        out.append({"contract_id": contract.contract_id, "bundle_id": contract.bundle_id,
+                    "performance_year": year, "phase": phase, "n_episodes": n,
+                    "payment_cents": round_cents(payment), "actual_cents": actual,
+                    "result_cents": round_cents(payment - actual), "data_as_of": data_as_of})
     return out
 
 
@@ -855,23 +855,22 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
         variant = _variant(terms, baseline)
         base = _baseline(data, contract, baseline, variant)
         groups = data.groups(variant.basis)
-        gaps: list[Decimal] = []
+        gaps: list[Fraction] = []
         outside: list[bool] = []
         for year in years:
             keys = _population(data, contract, "own", [k for k in groups if k[2] == year])
             n = sum(groups[k].n for k in keys)
-            with localcontext(CONTEXT):
-                s1 = s2 = Decimal(0)
-                expected = Decimal(0)
-                for k in keys:
-                    a, b = groups[k].capped(data.cap(variant, k[0], year))
-                    s1 += a
-                    s2 += b
-                    if terms.risk_adjust:
-                        if groups[k].expected is None:
-                            raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
-                                                      f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode")
-                        expected += groups[k].expected
+            s1 = s2 = Fraction(0)
+            expected = Fraction(0)
+            for k in keys:
+                a, b = groups[k].capped(data.cap(variant, k[0], year))
+                s1 += a
+                s2 += b
+                if terms.risk_adjust:
+                    if groups[k].expected is None:
+                        raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
+                                                  f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode")
+                    expected += groups[k].expected
             m = _Moments(n, s1, s2)
             row = {"contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "baseline": baseline,
                    "contract_baseline": baseline == terms.baseline, "year": year,
@@ -883,31 +882,29 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
             elif n == 0:
                 row["note"] = f"no eligible episodes of the contract's providers in {year}"
             else:
-                with localcontext(CONTEXT):
-                    target, _ = _target(terms, base, year, expected / n if terms.risk_adjust else None)
-                    gap = target - m.s1 / n
-                    row["target_cents"] = round_cents(target)
-                    row["gap_cents"] = round_cents(gap)
-                    row["gross_savings_cents"] = round_cents(gap * n)
-                    flag = m.outside(gap)
-                    if flag is not None:
-                        flag = flag and gap != 0  # no gap is never a spurious saving, even when sd = 0
-                    row["outside_band"] = flag
-                    if flag is not None:
-                        gaps.append(gap)
-                        outside.append(flag)
+                target, _ = _target(terms, base, year, expected / n if terms.risk_adjust else None)
+                gap = target - m.s1 / n
+                row["target_cents"] = round_cents(target)
+                row["gap_cents"] = round_cents(gap)
+                row["gross_savings_cents"] = round_cents(gap * n)
+                flag = m.outside(gap)
+                if flag is not None:
+                    flag = flag and gap != 0  # no gap is never a spurious saving, even when sd = 0
+                row["outside_band"] = flag
+                if flag is not None:
+                    gaps.append(gap)
+                    outside.append(flag)
             rows.append(row)
-        with localcontext(CONTEXT):
-            count = len(gaps)
-            summary.append({
-                "contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "baseline": baseline,
-                "contract_baseline": baseline == terms.baseline, "n_years": count, "n_outside_band": sum(outside),
-                "share_outside_band": sum(outside) / count if count else None,
-                "mean_gap_cents": round_cents(sum(gaps, Decimal(0)) / count) if count else None,
-                "mean_abs_gap_cents": round_cents(sum((abs(g) for g in gaps), Decimal(0)) / count) if count else None,
-                "max_abs_gap_cents": round_cents(max(abs(g) for g in gaps)) if count else None,
-                "data_as_of": data_as_of,
-            })
+        count = len(gaps)
+        summary.append({
+            "contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "baseline": baseline,
+            "contract_baseline": baseline == terms.baseline, "n_years": count, "n_outside_band": sum(outside),
+            "share_outside_band": sum(outside) / count if count else None,
+            "mean_gap_cents": round_cents(sum(gaps, Fraction(0)) / count) if count else None,
+            "mean_abs_gap_cents": round_cents(sum((abs(g) for g in gaps), Fraction(0)) / count) if count else None,
+            "max_abs_gap_cents": round_cents(max(abs(g) for g in gaps)) if count else None,
+            "data_as_of": data_as_of,
+        })
     return rows, summary
 
 

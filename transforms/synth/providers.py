@@ -284,15 +284,17 @@ def _plant_benchmark_providers(config: SynthConfig, rng: np.random.Generator, re
 
 def _parameters(bundle: str, group: list[int], reg: dict) -> dict:
     """The ``parameters`` JSON of one contract row: the bundle's parameters, with the stroke
-    distribution key in AGB codes (each type's share split equally over its providers)."""
+    distribution key in AGB codes (each type's share split equally over its providers, in millionths
+    that add up to exactly 1: the last provider takes what rounding left over)."""
+    from decimal import Decimal
+
     params = dict(CONTRACT_PARAMETERS[bundle])
     if bundle == "acute_stroke":
         kinds = [str(reg["kind"][m]) for m in group]
-        key = {}
-        for member, kind in zip(group, kinds):
-            share = STROKE_DISTRIBUTION.get(kind, 0.0) / kinds.count(kind)
-            key[str(reg["agb"][member])] = round(share, 6)
-        params["distribution_key"] = key
+        shares = [(Decimal(str(STROKE_DISTRIBUTION.get(kind, 0.0))) / kinds.count(kind)).quantize(Decimal("0.000001"))
+                  for kind in kinds]
+        shares[-1] += Decimal(1) - sum(shares)
+        params["distribution_key"] = {str(reg["agb"][m]): float(share) for m, share in zip(group, shares)}
     return params
 
 

@@ -6,8 +6,12 @@ episodes (``episode_truth``) and its contracts table; independent of ``transform
 year), and the choices made where the spec is silent:
 
 1. Eligible episodes: status ``complete`` or ``death``. ``censored_data`` episodes of the
-   contract's providers anchored in ``y`` are counted (``n_censored_data``) and make the year
-   ``provisional``; they are not in ``n_episodes`` or the means.
+   contract's providers anchored in ``y`` are counted (``n_censored_data``); they are not in
+   ``n_episodes`` or the means. A settlement row is ``provisional`` while a ``censored_data``
+   episode exists that would enter its numbers once mature: the contract's own episodes of ``y``,
+   the baseline population's in the baseline years (shared-savings models), and, when a percentile
+   over all providers caps ``c`` (``winsorise_pct``, ``regional_capped_p95``), any episode of the
+   bundle anchored in ``y`` or in a baseline year. A placebo row looks at its own episodes only.
 2. Episode cost ``c`` = in-bundle cents on ``cost_basis``; capped (upper tail only) at the
    ``winsorise_pct`` percentile of all providers' eligible episodes of the bundle and anchor year
    (linear interpolation between order statistics: position ``(n - 1) * pct / 100``); then at
@@ -19,7 +23,8 @@ year), and the choices made where the spec is silent:
    contract's providers, ``regional`` and ``regional_capped_p95`` = anchored at any provider in a
    province of the contract's providers (the contract's own included), ``national`` = all.
 4. ``T_y = B * trend ** (y - L) * (1 - discount)``; ``A_y`` = mean ``c`` of the contract's eligible
-   episodes anchored in ``y`` on or after the start date (and up to the end date); ``n_y``.
+   episodes anchored in ``y`` inside the period of their provider's own contract row(s) (on or after
+   its start date, up to its end date); ``n_y``. Performance years run from the first start year.
 5. ``S_y = (T_y - A_y) * n_y``.
 6. Corridor: not met when ``|T - A| * 100 < minimum_savings_pct * T``; with ``corridor: ci95``
    instead when ``|T - A| < 1.96 * sd(c) / sqrt(n)`` (sample sd, ``n - 1``; compared squared, so
@@ -29,19 +34,22 @@ year), and the choices made where the spec is silent:
    ``S * shared_losses_rate`` when ``S < 0``, the corridor met and ``k >= losses_from_contract_year``
    (``k = y - start_year + 1``), else 0; rounded half away from zero once. Every ``*_cents`` column
    is its exact value rounded half away from zero; the exact values are given as ``p/q`` strings.
-9. Shares: by ``distribution_key`` (AGB codes; or a provider type's share split over the
-   contract's providers of that type pro rata to their episodes of the year, equally when they have
-   none), else pro rata to the providers' eligible episodes of the year; the cents of
+9. Shares, one row per provider of the contract and year (every model; for a per-phase bundled
+   payment of the whole): by ``distribution_key`` (AGB codes: those shares, providers not named 0;
+   or provider types: a type's share split over the contract's providers of that type pro rata to
+   their eligible episodes of the year, equally when they have none; a provider of a type not named
+   0), else pro rata to the providers' eligible episodes of the year (0 without any); the cents of
    ``settlement_cents`` by largest remainder, so the shares add up to it.
-10. ``fixed_sum``: ``n * fixed_sum_eur_per_patient - sum(c)`` (the patients are the eligible
-    episodes). ``bundled_payment``: ``n * payment_eur_per_episode - sum(c)``, or per phase with
-    ``payment_eur_per_phase`` (one row per phase, and one with ``phase`` null for the whole).
+10. ``fixed_sum``: ``fixed_sum_eur_per_patient * patients - sum(c)`` with patients the distinct
+    ``patient_id`` of the year's eligible episodes (an episode without a ``patient_id`` counts as
+    a patient of its own); ``target`` is that payment per episode. ``bundled_payment``:
+    ``n * payment_eur_per_episode - sum(c)``, or per phase with ``payment_eur_per_phase`` (one row
+    per phase, and one with ``phase`` null for the whole).
 
-Years of the contract without eligible episodes get no row; ``provisional`` looks at the
-contract's own episodes of the year only. ``risk_adjust`` needs the case-mix model's expected
-costs, which only the panels fit, and a contract with one insurer needs the patients' insurer,
-which the truth episodes do not carry: such a contract gets no row (its reason is in
-``truth.json``). Placebo rows (``kind = placebo``) apply steps 1-6 to every year before the
+Years of the contract without eligible episodes get no row. ``risk_adjust`` needs the case-mix
+model's expected costs, which only the panels fit, and a contract with one insurer needs the
+patients' insurer, which the truth episodes do not carry: such a contract gets no row (its reason
+is in ``truth.json``). Placebo rows (``kind = placebo``) apply steps 1-6 to every year before the
 contract start on the contract's providers' eligible episodes, with ``outside_band`` true when
 ``|T - A| >= 1.96 * sd / sqrt(n)`` and ``T != A`` (null below two episodes).
 """
@@ -86,6 +94,7 @@ class TruthEpisode:
     standardised: int
     outcomes: dict[str, bool] = field(default_factory=dict)
     phases: dict[str, tuple[int, int]] = field(default_factory=dict)  # phase -> (declared, standardised)
+    patient_id: str | None = None  # fixed_sum pays per distinct patient; None: the episode is its own patient
 
     @property
     def year(self) -> int:
@@ -108,6 +117,9 @@ class Contract:
     end_date: date | None
     parameters: dict
     insurers: tuple[str, ...] = ()  # the rows' insurer_uzovi codes; empty = all insurers
+    #: (provider_agb, start_date, end_date) per contract row; empty = every provider from
+    #: ``start_date`` to ``end_date``
+    periods: tuple[tuple[str, date, date | None], ...] = ()
 
 
 def half_away(x: Fraction) -> int:
@@ -177,6 +189,8 @@ def contracts_from_rows(rows: list[dict]) -> list[Contract]:
             end_date=None if any(e is None for e in ends) else max(ends),
             parameters=json.loads(members[0]["parameters"]),
             insurers=tuple(sorted({m["insurer_uzovi"] for m in members if m.get("insurer_uzovi")})),
+            periods=tuple(sorted(((m["provider_agb"], m["start_date"], m["end_date"]) for m in members),
+                                 key=lambda r: (r[0], r[1], r[2] or date.max))),
         ))
     return out
 
@@ -238,8 +252,12 @@ class Reconciliation:
         return c, eligible
 
     def _in_contract(self, contract: Contract, e: TruthEpisode) -> bool:
-        return (e.provider in contract.providers and e.anchor_date >= contract.start_date
-                and (contract.end_date is None or e.anchor_date <= contract.end_date))
+        """Anchored at a provider of the contract inside the period of one of its rows."""
+        if not contract.periods:
+            return (e.provider in contract.providers and e.anchor_date >= contract.start_date
+                    and (contract.end_date is None or e.anchor_date <= contract.end_date))
+        return any(agb == e.provider and start <= e.anchor_date and (end is None or e.anchor_date <= end)
+                   for agb, start, end in contract.periods)
 
     def rows(self, contract: Contract) -> tuple[list[dict], list[dict]]:
         """(settlement and placebo rows, provider shares) of one contract and bundle."""
@@ -249,17 +267,17 @@ class Reconciliation:
         if contract.model in SHARED_MODELS:
             return self._shared(contract, basis)
         if contract.model == "fixed_sum":
-            return self._payment(contract, basis, None, number(p["fixed_sum_eur_per_patient"]) * 100), []
+            return self._payment(contract, basis, None, number(p["fixed_sum_eur_per_patient"]) * 100, per_patient=True)
         if contract.model == "bundled_payment":
             if "payment_eur_per_phase" in p:
                 rows = []
                 payments = {ph: number(v) * 100 for ph, v in p["payment_eur_per_phase"].items()}
                 for ph in PHASES:
                     if ph in payments:
-                        rows += self._payment(contract, basis, ph, payments[ph])
-                rows += self._payment(contract, basis, None, sum(payments.values()))
-                return rows, []
-            return self._payment(contract, basis, None, number(p["payment_eur_per_episode"]) * 100), []
+                        rows += self._payment(contract, basis, ph, payments[ph])[0]
+                whole, shares = self._payment(contract, basis, None, sum(payments.values()))
+                return rows + whole, shares
+            return self._payment(contract, basis, None, number(p["payment_eur_per_episode"]) * 100)
         raise ContractParameterError(f"contract {contract.contract_id}: unknown model {contract.model!r}")
 
     def _years(self, contract: Contract) -> range:
@@ -273,25 +291,36 @@ class Reconciliation:
                 "phase": phase, "cost_basis": basis, "baseline": contract.parameters.get("baseline"),
                 "data_as_of": self.data_as_of}
 
-    def _payment(self, contract: Contract, basis: str, phase: str | None, payment: Fraction) -> list[dict]:
+    def _payment(self, contract: Contract, basis: str, phase: str | None, payment: Fraction,
+                 per_patient: bool = False) -> tuple[list[dict], list[dict]]:
+        """Rows of a payment model (``payment`` per episode, or per distinct patient), and the
+        providers' shares of the whole (``phase`` None)."""
         c, _ = self._cost_function(contract, basis, phase)
-        rows = []
+        rows, shares = [], []
         for y in self._years(contract):
             mine = [e for e in self.by_year[(contract.bundle_id, y)] if self._in_contract(contract, e)]
             eligible = [e for e in mine if e.status in ("complete", "death")]
             if not eligible:
                 continue
             n = len(eligible)
+            units = len({("patient", e.patient_id) if e.patient_id is not None else ("episode", e.episode_id)
+                         for e in eligible}) if per_patient else n
+            target = payment * units / n  # the payment per episode
             actual = sum((c(e) for e in eligible), Fraction(0)) / n
-            gross = (payment - actual) * n
+            gross = (target - actual) * n
             rows.append({**self._base_row(contract, "settlement", y, phase, basis),
-                         **self._money(n, mine, None, payment, actual, gross, gross),
+                         **self._money(n, mine, None, target, actual, gross, gross),
                          "corridor_met": None, "quality_met": None, "quality_rate": None, "outside_band": None})
-        return rows
+            if phase is None:
+                shares += self._shares(contract, y, eligible, half_away(gross))
+        return rows, shares
 
-    def _money(self, n: int, mine: list[TruthEpisode], baseline, target, actual, gross, settlement) -> dict:
+    def _money(self, n: int, mine: list[TruthEpisode], baseline, target, actual, gross, settlement,
+               immature: bool = False) -> dict:
+        """The counts and the money columns; ``immature``: a censored_data episode outside ``mine``
+        (baseline population, percentile) would still change the row."""
         censored = sum(e.status == "censored_data" for e in mine)
-        out = {"n_episodes": n, "n_censored_data": censored, "provisional": censored > 0}
+        out = {"n_episodes": n, "n_censored_data": censored, "provisional": censored > 0 or immature}
         for name, value in (("baseline", baseline), ("target", target), ("actual", actual),
                             ("gross_savings", gross), ("settlement", settlement)):
             out[f"{name}_cents"] = None if value is None else half_away(value)
@@ -314,6 +343,16 @@ class Reconciliation:
         else:
             population = eligible
         base = [e for e in population if e.year in years]
+        # censored_data episodes that would enter the numbers once mature (step 1)
+        censored = [e for e in self.by_bundle[contract.bundle_id] if e.status == "censored_data"]
+        if kind == "own":
+            censored_base = any(e.provider in contract.providers and e.year in years for e in censored)
+        elif kind in ("regional", "regional_capped_p95"):
+            censored_base = any(e.province in provinces and e.year in years for e in censored)
+        else:
+            censored_base = any(e.year in years for e in censored)
+        uses_percentile = p.get("winsorise_pct") is not None or kind == "regional_capped_p95"
+        censored_years = {e.year for e in censored}
         if not base:
             raise ValueError(f"contract {contract.contract_id} ({contract.bundle_id}): no eligible episodes in the "
                              f"baseline years {years}")
@@ -353,6 +392,7 @@ class Reconciliation:
                     rate = Fraction(sum(bool(e.outcomes.get(gate["outcome"])) for e in chosen), n)
                     quality_met = rate <= number(gate["threshold"])
                 k = y - start_year + 1
+                immature = False
                 if kind_of_row == "placebo":
                     settlement = None
                 elif gross > 0 and corridor_met and quality_met:
@@ -361,8 +401,10 @@ class Reconciliation:
                     settlement = gross * slr
                 else:
                     settlement = Fraction(0)
+                if kind_of_row == "settlement":
+                    immature = censored_base or (uses_percentile and bool(censored_years & {y, *years}))
                 row = {**self._base_row(contract, kind_of_row, y, None, basis),
-                       **self._money(n, mine, baseline, target, actual, gross, settlement),
+                       **self._money(n, mine, baseline, target, actual, gross, settlement, immature),
                        "corridor_met": corridor_met, "quality_met": quality_met if gate is not None else None,
                        "quality_rate": exact(rate),
                        "outside_band": (None if inside_ci is None else (not inside_ci and diff != 0))
@@ -380,18 +422,18 @@ class Reconciliation:
         counts: dict[str, int] = defaultdict(int)
         for e in chosen:
             counts[e.provider] += 1
-        share: dict[str, Fraction] = {}
+        share: dict[str, Fraction] = {agb: Fraction(0) for agb in contract.providers}
         if key:
             for agb in contract.providers:
                 if agb in key:
                     share[agb] = number(key[agb])
-                elif self.type_of.get(agb) in key:
+                elif self.type_of.get(agb) in key:  # the type's share, pro rata to episodes within the type
                     peers = [a for a in contract.providers if self.type_of.get(a) == self.type_of[agb] and a not in key]
                     total = sum(counts[a] for a in peers)
                     part = Fraction(counts[agb], total) if total else Fraction(1, len(peers))
                     share[agb] = number(key[self.type_of[agb]]) * part
         else:
-            share = {agb: Fraction(k, len(chosen)) for agb, k in counts.items()}
+            share.update({agb: Fraction(k, len(chosen)) for agb, k in counts.items()})
         magnitude = abs(settlement_cents)
         floors = {agb: math.floor(magnitude * s) for agb, s in share.items()}
         left = magnitude - sum(floors.values()) if share and sum(share.values()) == 1 else 0

@@ -28,14 +28,15 @@ def read_episodes(truth: Path, bundles: list[str] | None = None) -> pl.DataFrame
 
 def _truth_episodes(frame: pl.DataFrame, outcome_names: set[str]) -> list[TruthEpisode]:
     phase_cols = [f"{p}_{s}" for p in PHASES for s in ("cents", "standardised_cents")]
-    cols = ["bundle_id", "episode_id", "anchor_date", "anchor_provider_agb", "anchor_province", "status",
+    cols = ["bundle_id", "episode_id", "patient_id", "anchor_date", "anchor_provider_agb", "anchor_province", "status",
             "in_bundle_cents", "in_bundle_standardised_cents"]
     outcomes = [c for c in sorted(outcome_names) if c in frame.columns]
     phases = [c for c in phase_cols if c in frame.columns]
     out = []
     for row in frame.select(*cols, *outcomes, *phases).iter_rows(named=True):
         out.append(TruthEpisode(
-            bundle_id=row["bundle_id"], episode_id=row["episode_id"], anchor_date=row["anchor_date"],
+            bundle_id=row["bundle_id"], episode_id=row["episode_id"], patient_id=row["patient_id"],
+            anchor_date=row["anchor_date"],
             provider=row["anchor_provider_agb"], province=row["anchor_province"], status=row["status"],
             declared=int(row["in_bundle_cents"]), standardised=int(row["in_bundle_standardised_cents"]),
             outcomes={o: bool(row[o]) for o in outcomes if row[o] is not None},
