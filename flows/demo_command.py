@@ -17,8 +17,9 @@ def demo(
     patients: Annotated[int, typer.Option(help="size of the demo delivery")] = 2000,
     workers: Annotated[int, typer.Option(help="local Dask worker processes")] = 2,
 ) -> None:
-    """Generate a demo delivery (faults included), ingest and validate it, and build all episodes."""
+    """Generate a demo delivery (faults included), ingest and validate it, build all episodes and the panels."""
     from flows.episodes_flow import episodes_flow
+    from flows.panels_flow import panels_flow
     from flows.ingest_flow import ingest_flow
     from flows.prefect_api import ensure_api
     from transforms.output_folder import check_target
@@ -27,20 +28,24 @@ def demo(
     # a folder of its own: the demo writes four folders into it and replaces them on a rerun
     out = check_target(out, "demo", option="--out")
     out.mkdir(parents=True, exist_ok=True)
-    delivery, store, episodes = out / "delivery", out / "store", out / "episodes"
+    delivery, store, episodes, panels = out / "delivery", out / "store", out / "episodes", out / "panels"
     (out / "demo.json").write_text(json.dumps({"delivery": str(delivery), "store": str(store),
-                                               "episodes": str(episodes)}, indent=2) + "\n")
-    typer.echo(f"1/3 generating a synthetic delivery of {patients:,} patients ...")
+                                               "episodes": str(episodes), "panels": str(panels)}, indent=2) + "\n")
+    typer.echo(f"1/4 generating a synthetic delivery of {patients:,} patients ...")
     summary = generate_delivery(SynthConfig(patients=patients), delivery, workers=1)
     typer.echo(f"    {sum(summary['rows'].values()):,} rows in {summary['seconds']} s")
-    typer.echo("2/3 ingesting: validation, quarantine, netting, patient buckets ...")
+    typer.echo("2/4 ingesting: validation, quarantine, netting, patient buckets ...")
     ensure_api()
     manifest = ingest_flow(str(delivery), str(store), workers=workers)
     quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
     typer.echo(f"    {quarantined:,} rows quarantined, books balanced: {manifest['balanced']}")
-    typer.echo("3/3 building care-path episodes for every bundle ...")
+    typer.echo("3/4 building care-path episodes for every bundle ...")
     built = episodes_flow(str(store), str(episodes), workers=workers)
     typer.echo("    " + ", ".join(f"{b}: {n:,}" for b, n in built["episodes"].items()))
+    typer.echo("4/4 panels: case-mix models, benchmarks, bundle costs, reconciliation, placebo ...")
+    made = panels_flow(str(store), str(episodes), str(panels), workers=workers)
+    typer.echo(f"    {made['rows']['benchmark']:,} benchmark rows, {made['rows']['reconciliation']:,} settlements, "
+               f"{made['plots']:,} funnel plots (a small demo has few publishable cells)")
     typer.echo("")
     typer.echo(f"delivery:   {delivery}")
     typer.echo(f"truth:      {truth_dir(delivery)}")
@@ -48,3 +53,4 @@ def demo(
     typer.echo(f"data docs:  {store / manifest['validation']['data_docs']}")
     typer.echo(f"episodes:   {episodes / 'episodes'}   (Hive-partitioned by bundle_id and anchor_year)")
     typer.echo(f"lines:      {episodes / 'episode_lines'}")
+    typer.echo(f"panels:     {panels}   (benchmark/, bundle_costs/, reconciliation/, placebo/, ...; docs/panels.md)")

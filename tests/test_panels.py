@@ -181,3 +181,17 @@ def test_wrong_inputs_are_refused_before_any_work(built, tmp_path):
         preflight(built["store"], episodes, tmp_path / "p", PanelOptions())
     assert not (tmp_path / "p").exists()
     assert load_contract()  # the contract itself was not touched
+
+
+def test_the_command_refuses_wrong_options_with_one_error_line(built, tmp_path):
+    from test_cli_safety import assert_one_error_line, zorgpad
+
+    done = zorgpad(tmp_path, "panels", "--store", str(built["store"]), "--episodes", str(built["episodes"]),
+                   "--out", str(tmp_path / "p"), "--min-cell", "0")
+    assert_one_error_line(done, "--min-cell")
+    done = zorgpad(tmp_path, "panels", "--store", str(built["store"]), "--episodes", str(built["episodes"]),
+                   "--out", str(tmp_path / "p"), "--bundles", "hip_oa,nope")
+    assert_one_error_line(done, "--bundles", "nope")
+    done = zorgpad(tmp_path, "panels", "--store", str(built["store"]), "--episodes", str(built["episodes"]),
+                   "--out", str(built["episodes"] / "panels"))
+    assert_one_error_line(done, "lies inside the episodes")

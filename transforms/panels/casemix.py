@@ -95,6 +95,7 @@ from __future__ import annotations
 import math
 import operator
 import time
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Sequence
 
@@ -691,14 +692,18 @@ def _verify_and_polish(client, blocks: list, beta: np.ndarray, kind: Kind, sd: n
 def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: list[int], *,
                 statuses: Sequence[str] | None = DEFAULT_STATUSES, min_episodes: int = MIN_EPISODES,
                 min_events: int = MIN_EVENTS, tol: float = NEWTON_TOL, max_iter: int = NEWTON_MAX_ITER,
-                solver_first: Literal["newton", "lbfgs"] = "newton") -> FitResult:
+                solver_first: Literal["newton", "lbfgs"] = "newton", client=None) -> FitResult:
     """Fit the case-mix model of ``target`` on the episodes in ``files`` (parquet, one bundle) with
     dask-ml on the Dask cluster at ``address`` (module docstring: chunking, solver, verification).
 
     ``statuses``: the episode statuses used (None: all). Episodes with a null target are left out
     and counted (``n_excluded``); null covariates are imputed (:func:`design`). A client is
-    connected for the call only and is the scheduler only inside it.
+    connected for the call only and is the scheduler only inside it; or pass ``client`` (an open
+    ``distributed.Client``) to share one between fits running at the same time in threads: a fit's
+    computations may then run through the shared client, and none is cancelled when another fit's
+    own client would close.
     """
+    import contextlib
     import dask
     import dask.array as da
     from distributed import Client
@@ -709,7 +714,8 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
     files = sorted(str(f) for f in files)
     names = candidate_columns(years)
     p = len(names)
-    with Client(address, set_as_default=False) as client, client.as_current(), dask.config.set(scheduler=client):
+    connection = contextlib.nullcontext(client) if client is not None else Client(address, set_as_default=False)
+    with connection as client, client.as_current(), dask.config.set(scheduler=client):
         parts = [dask.delayed(_read_partition, pure=True)(f, target, kind, years, statuses_t) for f in files]
         futures = client.compute(parts)  # one task per file; its block stays on the worker
         infos = client.gather(client.map(_info, futures, pure=False))
@@ -801,7 +807,9 @@ def _dask_ml_fit(X, y, kind: Kind, solver: str, tol: float, max_iter: int) -> np
         model = model_cls(solver="lbfgs", penalty=None, tol=1e-6, max_iter=max_iter,
                           fit_intercept=True)
     try:
-        with np.errstate(all="ignore"):
+        # dask-glm still sets a Dask configuration key Dask renamed; its warning says nothing to a user
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*fuse_ave_width.*", category=FutureWarning)
             model.fit(X[:, 1:], y)
     except (np.linalg.LinAlgError, ValueError, FloatingPointError):
         return None

@@ -15,6 +15,7 @@ Every step reads and writes parquet paths; what steps hand each other is small a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -190,10 +191,20 @@ def plan_panels(store: Path | str, episodes: Path | str, out: Path | str, option
 
 
 # ------------------------------------------------------------------------------ step 2: case mix
+def _too_small(files: list[str], target: str, kind: str, statuses: tuple[str, ...]) -> bool:
+    """Whether the model cannot be fitted for want of episodes or events: decided on the target
+    column alone, here, so a model that is the overall mean anyway costs no cluster round trips
+    (and is the same whether or not a cluster is used)."""
+    y = pl.scan_parquet(files, hive_partitioning=True).filter(pl.col("status").is_in(list(statuses))).select(
+        pl.col(target).cast(pl.Float64)).drop_nulls().collect()[target]
+    total = float(y.clip(lower_bound=0).sum()) if kind == "poisson" else float(y.sum())
+    return casemix._degenerate_reason(kind, y.len(), 1, total, casemix.MIN_EPISODES, casemix.MIN_EVENTS) is not None
+
+
 def _fit(files: list[str], target: str, kind: str, years: list[int], statuses: tuple[str, ...],
-         address: str | None) -> casemix.FitResult:
-    if address is not None:
-        return casemix.fit_on_dask(address, files, target, kind, years, statuses=statuses)
+         address: str | None, client=None) -> casemix.FitResult:
+    if address is not None and not _too_small(files, target, kind, statuses):
+        return casemix.fit_on_dask(address, files, target, kind, years, statuses=statuses, client=client)
     frame = pl.read_parquet(files, hive_partitioning=True).filter(pl.col("status").is_in(list(statuses)))
     frame = frame.filter(pl.col(target).is_not_null()).sort("episode_id")
     X, names = casemix.design(frame, years)
@@ -212,13 +223,28 @@ def fit_casemix(run: PanelsRun, address: str | None = None) -> dict:
     None). Writes ``casemix_coefficients``, ``casemix_fit`` and each bundle's expected values."""
     t = time.perf_counter()
     coefficients, fits, report = [], [], {}
+    jobs = [(bundle, target, kind) for bundle in run.bundles for target, kind in casemix.model_targets(bundle).items()]
+
+    # one client for all fits (fitting several at once in threads was measured slower: the time of a
+    # dask-ml Newton step is spent building and optimising its small graphs, under the GIL)
+    with contextlib.ExitStack() as stack:
+        client = None
+        if address is not None:
+            from distributed import Client
+
+            client = stack.enter_context(Client(address, set_as_default=False))
+
+        def fit(job: tuple[str, str, str]) -> casemix.FitResult:
+            bundle, target, kind = job
+            files = [str(f) for f in episode_files(Path(run.episodes), bundle)]
+            return _fit(files, target, kind, run.years[bundle], run.options.statuses, address, client)
+
+        results = {job: fit(job) for job in jobs}
     for bundle in run.bundles:
-        files = [str(f) for f in episode_files(Path(run.episodes), bundle)]
-        years = run.years[bundle]
         episodes = read_episodes(Path(run.episodes), bundle)
         expected = episodes.select("episode_id")
         for target, kind in casemix.model_targets(bundle).items():
-            result = _fit(files, target, kind, years, run.options.statuses, address)
+            result = results[(bundle, target, kind)]
             model = _model_name(target)
             for order, (term, value) in enumerate(result.coefficients.items()):
                 coefficients.append({"bundle_id": bundle, "model": model, "term": term, "term_order": order,
