@@ -11,9 +11,12 @@ import contextlib
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Iterator
 
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster, wait
+
+from transforms.errors import UserFacingError
 
 
 #: Environment of a worker process: one thread for every library that runs its own pool. Polars
@@ -171,6 +174,20 @@ RECYCLE_WORKERS_AFTER = 100
 #: ``recycle_after`` of :func:`dask_mapper`).
 _TASKS_SINCE_RESTART: dict[str, int] = {}
 
+#: Seconds a restart of the workers may take: their nannies kill them and start new processes, which
+#: import polars, pyarrow and Great Expectations again (about 10 s each on a loaded 2-core machine).
+RESTART_TIMEOUT = 180.0
+#: A mapper looks at the cluster this often while its tasks run...
+WATCH_SECONDS = 30.0
+#: ...and gives up when no worker has been connected for this long (a cluster that lost its workers
+#: would otherwise leave the flow waiting for ever).
+NO_WORKERS_TIMEOUT = 600.0
+
+
+class DaskWorkersGone(UserFacingError):
+    """The cluster has had no workers for :data:`NO_WORKERS_TIMEOUT` while tasks waited (the
+    environment's to fix: start workers, or give the scheduler of a cluster that has them)."""
+
 
 def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
     """A ``mapper(function, argument_tuples, on_result)`` that runs the calls on the cluster and
@@ -212,22 +229,53 @@ def _run_wave(client: Client, function: Callable, arguments: list[tuple], offset
               keep: Callable[[Any], Any]) -> None:
     futures = client.map(function, *zip(*arguments), pure=False)
     position = {future.key: offset + i for i, future in enumerate(futures)}
-    # take each result as it finishes and release it on the worker at once, so neither the
-    # workers nor this process hold all results of a step at the same time
-    for future in as_completed(futures, loop=client.loop):
-        results[position[future.key]] = keep(future.result())
-        future.release()
+    pending = set(futures)
+    without_workers_since: float | None = None
+    while pending:
+        # take each result as it finishes and release it on the worker at once, so neither the
+        # workers nor this process hold all results of a step at the same time
+        try:
+            with client.as_current():  # wait() syncs on the current client; this one is no default
+                done, pending = wait(pending, timeout=WATCH_SECONDS, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = set()
+        for future in done:
+            results[position[future.key]] = keep(future.result())
+            future.release()
+        if done or client.nthreads():
+            without_workers_since = None
+        elif without_workers_since is None:
+            without_workers_since = time.monotonic()
+        elif time.monotonic() - without_workers_since > NO_WORKERS_TIMEOUT:
+            raise DaskWorkersGone(f"no Dask worker has been connected to the scheduler at "
+                                  f"{client.scheduler.address} for {NO_WORKERS_TIMEOUT:.0f} s; "
+                                  f"{len(pending)} tasks were still waiting")
 
 
 def _restart_workers(client: Client, address: str) -> None:
     """Fresh worker processes (their nannies start new ones); a cluster without nannies keeps its
-    workers."""
-    try:
-        client.restart(wait_for_workers=True)
-    except Exception as error:  # noqa: BLE001 - no nanny, or a worker did not come back in time
-        import logging
+    workers.
 
+    The restart itself only waits for the nannies to kill their workers: Dask's own wait counts the
+    scheduler's workers, and right after the kill the dead ones are still counted. So this waits
+    until none of the workers from before is connected and as many are as before (at most
+    :data:`RESTART_TIMEOUT`), and goes on with the ones there are when that takes too long."""
+    before = set(client.nthreads())
+    try:
+        client.restart(timeout=RESTART_TIMEOUT, wait_for_workers=False)
+    except Exception as error:  # noqa: BLE001 - no nanny, or a worker did not stop in time
         logging.getLogger(__name__).warning("workers not recycled (%s); going on with the running ones", error)
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while True:
+        now = set(client.nthreads())
+        if now and not now & before and len(now) >= len(before):
+            break
+        if time.monotonic() > deadline:
+            logging.getLogger(__name__).warning(
+                "%d of %d workers back %.0f s after their restart; going on with them",
+                len(now - before), len(before), RESTART_TIMEOUT)
+            break
+        time.sleep(0.2)
     _TASKS_SINCE_RESTART[address] = 0
 
 

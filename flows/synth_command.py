@@ -102,6 +102,7 @@ def synth(
     panel_effects: Annotated[bool, typer.Option("--panel-effects/--no-panel-effects", help="plant the benchmark providers, the costlier province and the stroke cost tail (kept with --clean: they are not faults)")] = True,
     provider_effect: Annotated[str | None, typer.Option(help="planted benchmark providers, e.g. hip_oa:utilisation=1.2,price=1.2,share=0.18 (a factor of 1 turns one off)")] = None,
     regional_effect: Annotated[str | None, typer.Option(help="costlier province, e.g. PV28:cataract=1.2,acute_stroke=1.2,tail=0.04")] = None,
+    specialist_scale: Annotated[float, typer.Option(help="multiply the number of hospitals, ZBCs and rehabilitation centres (70/40/16) by this, e.g. 0.2 for a delivery of a few hundred thousand insured with realistic volumes per provider (at least one per province; the contract waves shrink with them)")] = 1.0,
     block_size: Annotated[int, typer.Option(help="patients per generated block (memory per worker)")] = 5_000,
     workers: Annotated[int, typer.Option(help="parallel processes (default: CPU count)")] = 0,
 ) -> None:
@@ -121,6 +122,7 @@ def synth(
             data_as_of=date.fromisoformat(data_as_of) if data_as_of else None,
             faults=FaultRates(**faults), effects=_effects(effect), block_size=block_size,
             providers=_provider_effects(provider_effect), regional=_regional_effects(regional_effect),
+            specialist_scale=specialist_scale,
         )
         if not panel_effects:
             config = config.without_panel_effects()

@@ -73,3 +73,17 @@ def test_a_cluster_of_multithreaded_workers_is_reported():
                       env={"POLARS_MAX_THREADS": str(max(2, os.cpu_count() or 2))}) as cluster:
         warnings = oversubscribed_hosts(cluster.scheduler_address)
     assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "POLARS_MAX_THREADS=1" in warnings[0]
+
+
+def test_a_mapper_on_a_cluster_that_lost_its_workers_stops_with_an_error(monkeypatch):
+    """A scheduler whose workers are all gone (killed, never restarted) must not leave a flow
+    waiting for ever: the mapper gives up after ``NO_WORKERS_TIMEOUT``."""
+    from distributed import LocalCluster
+
+    import flows.dask_cluster as module
+
+    monkeypatch.setattr(module, "WATCH_SECONDS", 0.5)
+    monkeypatch.setattr(module, "NO_WORKERS_TIMEOUT", 2.0)
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0", host="127.0.0.1") as cluster:
+        with pytest.raises(module.DaskWorkersGone, match="no Dask worker has been connected"):
+            dask_mapper(cluster.scheduler_address)(_square_and_pid, [(1,), (2,)])

@@ -307,7 +307,8 @@ def test_cli_synth_rejects_bad_options_with_a_clear_message(tmp_path):
     from flows import synth_command  # noqa: F401
     from flows.cli import UserError, app
 
-    for args in (["--years", "2022-2015"], ["--fault", "typo=0.1"], ["--effect", "hip_oa:price=abc"]):
+    for args in (["--years", "2022-2015"], ["--fault", "typo=0.1"], ["--effect", "hip_oa:price=abc"],
+                 ["--specialist-scale", "0"]):
         result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "x"), *args])
         assert result.exit_code != 0
         assert isinstance(result.exception, UserError), (args, result.exception)

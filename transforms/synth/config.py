@@ -150,6 +150,12 @@ class SynthConfig(_Frozen):
     effects: dict[str, BundleEffect] = Field(default_factory=default_effects)
     providers: ProviderEffects = ProviderEffects()
     regional: RegionalEffects = RegionalEffects()
+    specialist_scale: float = Field(
+        1.0, gt=0.0, le=10.0,
+        description="multiplies the number of hospitals, ZBCs and rehabilitation centres (70, 40, 16): a delivery of a "
+                    "few hundred thousand insured is then like a region, with realistic volumes per provider "
+                    "(rounded; at least one per province and enough in the costlier province for its contracts and "
+                    "two untreated peers; the contract waves shrink with them, see providers._plan_contracts)")
     block_size: int = Field(5_000, ge=100, description="patients generated (and written) per block; about 0.9 GB per worker")
     delivery_id: str | None = None
 
@@ -177,7 +183,8 @@ class SynthConfig(_Frozen):
         if self.delivery_id:
             return self.delivery_id
         mode = "clean" if self.clean else "faulty"
-        return f"synth-{self.patients}p-{self.first_year}-{self.last_year}-s{self.seed}-{mode}"
+        scale = "" if self.specialist_scale == 1.0 else f"-x{self.specialist_scale:g}"
+        return f"synth-{self.patients}p{scale}-{self.first_year}-{self.last_year}-s{self.seed}-{mode}"
 
     @property
     def exact_truth(self) -> bool:

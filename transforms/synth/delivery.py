@@ -178,7 +178,9 @@ def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: lis
     return {
         "delivery_id": config.effective_delivery_id,
         "contract_version": CONTRACT_VERSION,
-        "config": json.loads(config.model_dump_json()),
+        # specialist_scale is recorded only when it is not the default, so that the truth of a
+        # default delivery stays byte-identical to the one written before the option existed
+        "config": json.loads(config.model_dump_json(exclude={"specialist_scale"} if config.specialist_scale == 1.0 else None)),
         "patients": sum(r.patients for r in results),
         "rows": rows,
         "withheld": withheld,

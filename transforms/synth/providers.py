@@ -5,6 +5,15 @@ Counts follow the Dutch landscape (about 70 hospitals, a few dozen independent t
 (ZBCs), a GP practice per ~3,500 insured, a pharmacy per ~8,000, ...), with at least one of every
 kind in every province so that "nearby" always exists. AGB codes start with the real zorgsoort
 prefix of their kind (``reference/agb``).
+
+The specialist providers (hospitals, ZBCs, rehabilitation centres) have national counts whatever the
+size of the delivery, so a small delivery spreads its patients thin over them (a 200,000-patient
+delivery gives a hospital 2-6 hip operations a year). ``SynthConfig.specialist_scale`` multiplies
+those counts (rounded), so that a delivery of a few hundred thousand insured is like a region with
+realistic volumes per provider. Whatever the scale there is at least one of each per province, and
+the costlier province (``SynthConfig.regional.province``, where the regional-baseline contracts are
+signed) gets at least ``1 + REGIONAL_PEERS`` hospitals and ``STROKE_REHAB_CENTRES`` rehabilitation
+centres. With fewer providers the contract waves shrink with them (:func:`_wave_counts`).
 """
 
 from __future__ import annotations
@@ -34,6 +43,12 @@ PROVIDER_KINDS: dict[str, tuple[str, int | None, int | None]] = {
     "birth_care_organisation": ("53", 12, None),
 }
 PROVINCE_MINIMUM = 1  # at least one provider of every kind per province
+#: The kinds whose count ``SynthConfig.specialist_scale`` multiplies.
+SPECIALIST_KINDS = ("hospital", "zbc", "rehabilitation")
+#: Providers of a contract's pool that never sign it, whatever the scale: for the regional-baseline
+#: bundles in the contract province (the regional peers), elsewhere in the whole pool (the untreated
+#: comparison providers).
+REGIONAL_PEERS = 2
 
 #: Insurers (UZOVI codes are synthetic, four digits) with market shares close to the Dutch groups'.
 INSURERS = ("3311", "7029", "3343", "3358", "0203", "3314", "8971", "0101", "9664", "3353")
@@ -120,6 +135,10 @@ PRICE_LEVEL = {"zbc": 0.95}
 #: Rehabilitation centres in the regional-contract province: the stroke contract's hospital signs
 #: with three of them.
 STROKE_REHAB_CENTRES = 3
+#: Providers of a kind that the regional-contract province gets at least (moved there from elsewhere
+#: when the placement by population left it fewer): the stroke contract's hospital and
+#: ``REGIONAL_PEERS`` untreated hospitals, and the stroke contract's rehabilitation centres.
+REGIONAL_MINIMUM = {"hospital": 1 + REGIONAL_PEERS, "rehabilitation": STROKE_REHAB_CENTRES}
 
 
 @dataclass(frozen=True)
@@ -191,10 +210,19 @@ class ProviderRegistry:
         return chosen
 
 
-def _count(kind: str, patients: int, n_provinces: int) -> int:
+def _count(kind: str, config: SynthConfig, n_provinces: int) -> int:
+    """How many providers of ``kind``: the fixed count (times ``specialist_scale`` for the specialist
+    kinds, rounded half up) or one per so many insured; at least one per province, plus for the kinds
+    of :data:`REGIONAL_MINIMUM` enough to put that many in the contract province (the first of every
+    province stays where it is, see :func:`_at_least_in_province`)."""
     _, fixed, per = PROVIDER_KINDS[kind]
-    n = fixed if fixed is not None else int(round(patients / per))
-    return max(n, n_provinces * PROVINCE_MINIMUM)
+    if fixed is None:
+        n = int(round(config.patients / per))
+    elif kind in SPECIALIST_KINDS and config.specialist_scale != 1.0:
+        n = int(np.floor(fixed * config.specialist_scale + 0.5))
+    else:
+        n = fixed
+    return max(n, n_provinces * PROVINCE_MINIMUM + REGIONAL_MINIMUM.get(kind, 1) - 1)
 
 
 def build_registry(config: SynthConfig, calibration: Calibration) -> ProviderRegistry:
@@ -208,13 +236,13 @@ def build_registry(config: SynthConfig, calibration: Calibration) -> ProviderReg
     contract_province = config.regional.province
     agb, kinds, gemeenten, factors = [], [], [], []
     for kind, (prefix, _, _) in PROVIDER_KINDS.items():
-        n = _count(kind, config.patients, province_codes.size)
+        n = _count(kind, config, province_codes.size)
         # one per province first (in its most populous gemeente), then the rest by population
         first = [int(np.flatnonzero(provinces == p)[np.argmax(gem_pop[provinces == p])]) for p in province_codes]
         rest = rng.choice(gem_pop.size, size=n - len(first), p=gem_pop).tolist() if n > len(first) else []
         placed = (first + rest)[:n]
-        if kind == "rehabilitation":
-            placed = _at_least_in_province(placed, STROKE_REHAB_CENTRES, contract_province, provinces, gem_pop)
+        if kind in REGIONAL_MINIMUM:
+            placed = _at_least_in_province(placed, REGIONAL_MINIMUM[kind], contract_province, provinces, gem_pop)
         numbers = rng.choice(900_000, size=n, replace=False) + 100_000
         agb += [f"{prefix}{k:06d}" for k in numbers]
         kinds += [kind] * n
@@ -320,6 +348,28 @@ def _contract_groups(bundle: str, members: np.ndarray, reg: dict) -> list[list[i
     return [[int(m) for m in members]]
 
 
+def _wave_counts(waves: tuple[ContractWave, ...], ratio: float, capacity: int) -> list[int]:
+    """How many providers sign in each wave of a bundle's plan when there are ``ratio`` times the
+    default number of providers of its kinds and at most ``capacity`` may sign.
+
+    With fewer providers than the default (``ratio < 1``) every wave shrinks by ``ratio`` (rounded
+    half up) but keeps at least one provider; then, while the waves need more than ``capacity``, the
+    largest wave (the earliest of equal ones) gives up one provider, down to one each, and after that
+    the latest waves are dropped (count 0). With the default counts or more the plan is kept as it is
+    (within the capacity)."""
+    counts = [w.count for w in waves]
+    if ratio < 1.0:
+        counts = [max(1, int(np.floor(c * ratio + 0.5))) for c in counts]
+    capacity = max(capacity, 0)
+    while sum(counts) > capacity:
+        largest = max(range(len(counts)), key=lambda i: (counts[i], -i))
+        if counts[largest] > 1:
+            counts[largest] -= 1
+        else:
+            counts[max(i for i, c in enumerate(counts) if c > 0)] = 0
+    return counts
+
+
 def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, exclude: set[int] = frozenset()
                     ) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
     """Choose the treated providers per bundle and write the ``contracts`` table.
@@ -327,7 +377,16 @@ def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, ex
     Only contracts that start on or before ``data_as_of`` are known to the delivery. The planted
     benchmark providers (``exclude``) never sign the hip/knee contract; contracts of bundles with a
     regional baseline are signed by providers of one province (``config.regional.province``; when
-    it has too few, the rest come from elsewhere).
+    it has fewer than ``REGIONAL_PEERS + 1`` providers of the bundle's kinds, which the registry's
+    :data:`REGIONAL_MINIMUM` prevents, they come from elsewhere).
+
+    Fewer providers (``SynthConfig.specialist_scale`` below 1): the waves of ``CONTRACT_PLAN`` are
+    scaled by the number of providers of the plan's kinds over their default number (e.g. 14 hospitals
+    and 12 ZBCs of 110: hip 14/4/2 becomes 3/1/1, cataract 8 becomes 2), each wave keeping at least
+    one provider, and so that ``REGIONAL_PEERS`` providers of the pool (for the regional-baseline
+    bundles: of the province) stay untreated; when even one provider per wave would leave fewer peers,
+    the latest waves are left out (:func:`_wave_counts`). The planted benchmark providers are never
+    counted as peers of the hip/knee contract.
     """
     n = reg["agb"].size
     start = {b: np.full(n, ProviderRegistry.NEVER, dtype=np.int64) for b in CONTRACT_PLAN}
@@ -337,22 +396,31 @@ def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, ex
         if plan.get("group") == "joint" and bundle == "knee_oa":
             continue  # hip and knee share one contract per provider (see hip_oa)
         pool = np.flatnonzero(np.isin(reg["kind"], plan["kinds"]))
+        default_size = sum(PROVIDER_KINDS[kind][1] or 0 for kind in plan["kinds"])
+        ratio = pool.size / default_size if default_size else 1.0
         if plan.get("group") == "joint":
             pool = np.array([p for p in pool if int(p) not in exclude], dtype=np.int64)
-        total = sum(w.count for w in plan["waves"])
         if bundle in REGIONAL_BASELINE_BUNDLES:
             local = pool[reg["province"][pool] == config.regional.province]
-            # keep at least two providers of the province out of the contract, as regional peers
-            take = min(total, max(local.size - 2, 0))
+            # keep at least REGIONAL_PEERS providers of the province out of the contract, as regional peers
+            capacity = local.size - REGIONAL_PEERS if local.size > REGIONAL_PEERS else pool.size - REGIONAL_PEERS
+        else:
+            capacity = pool.size - REGIONAL_PEERS
+        counts = _wave_counts(plan["waves"], ratio, capacity)
+        total = sum(counts)
+        if bundle in REGIONAL_BASELINE_BUNDLES:
+            take = min(total, max(local.size - REGIONAL_PEERS, 0))
             chosen_local = rng.choice(local, size=take, replace=False)
             others = np.setdiff1d(pool, local)
             chosen = np.concatenate([chosen_local, rng.choice(others, size=min(total - take, others.size), replace=False)])
         else:
             chosen = rng.choice(pool, size=min(total, pool.size), replace=False)
         offset = 0
-        for wave in plan["waves"]:
-            members = chosen[offset : offset + wave.count]
-            offset += wave.count
+        for wave, count in zip(plan["waves"], counts):
+            members = chosen[offset : offset + count]
+            offset += count
+            if not members.size:
+                continue
             start_date = date(wave.year, 1, 1)
             if start_date > as_of:
                 continue
