@@ -59,7 +59,37 @@ def _close_quietly(cluster: LocalCluster) -> None:
     at the levels in effect then."""
     with _raised_log_levels(_SHUTDOWN_LOGGERS, logging.CRITICAL):
         _quiet_workers(cluster.scheduler_address)
-        cluster.close()
+        processes = _worker_pids(cluster)
+        try:
+            cluster.close(timeout=CLOSE_TIMEOUT)
+        except Exception as error:  # noqa: BLE001 - a nanny that does not answer must not hang the run
+            logging.getLogger(__name__).warning(
+                "the local Dask cluster did not close within %.0f s (%s); its worker processes are killed",
+                CLOSE_TIMEOUT, type(error).__name__)
+            _kill(processes)
+
+
+#: Seconds a local cluster may take to close before its worker processes are killed.
+CLOSE_TIMEOUT = 60.0
+
+
+def _worker_pids(cluster: LocalCluster) -> list[int]:
+    """The process ids of the cluster's worker processes (started by its nannies in this process)."""
+    pids = []
+    for nanny in list(cluster.workers.values()):
+        process = getattr(getattr(nanny, "process", None), "process", None)
+        pid = getattr(process, "pid", None)
+        if pid:
+            pids.append(pid)
+    return pids
+
+
+def _kill(pids: list[int]) -> None:
+    import signal
+
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _quiet_workers(address: str, timeout: float = 5) -> None:

@@ -109,3 +109,15 @@ def test_suppress_nulls_the_values_of_withheld_cells():
     assert out["suppressed"].to_list() == [False, True, True, False]
     assert out["observed_cents"].to_list() == [630, None, None, 300]
     assert out["n_episodes"].to_list() == [63, None, None, 30]
+
+
+def test_a_province_of_one_large_and_one_small_provider_loses_its_row_not_its_hospital():
+    """Provinces of one hospital and one small ZBC each: withholding the province rows protects the
+    small ZBCs (two withheld provinces protect each other in the country's total) and keeps every
+    hospital in the benchmark."""
+    levels, codes, n = _group([[60, 4], [50, 3], [30, 25]], with_regions=True)
+    reasons = suppression_flags(levels, codes, n, 10)
+    published_providers = [count for lv, count, r in zip(levels, n, reasons) if lv == "provider" and r is None]
+    assert sorted(published_providers) == [25, 30, 50, 60]
+    assert [r for lv, c, r in zip(levels, codes, reasons) if lv == "region"] == [COMPLEMENTARY, COMPLEMENTARY, None]
+    assert _recomputable(levels, codes, reasons) == []

@@ -6,9 +6,13 @@ published totals (the providers of a province to the province, the provinces and
 the country), and a total minus the published cells gives back a lone withheld cell. So, within
 every total that is published, the number of withheld parts must be zero or at least two: where it
 is one, the smallest published part is withheld as well (``complementary``), or, when there is no
-other part, the total itself. A withheld total must in turn keep at least one of its parts withheld
-(its published parts would add up to it). This repeats until nothing changes (a withheld total can
-make its own total need a complement).
+other part, the total itself. A province is the exception: it is itself withheld instead when that
+hides fewer provider episodes (another province is withheld already, or the next province to go
+has a smaller provider than the one that would go here), because the providers are what a benchmark
+compares: a province of one large hospital and one small ZBC then loses its province row, not its
+hospital. A withheld total must in turn keep at least one of its parts withheld (its published
+parts would add up to it). This repeats until nothing changes (a withheld total can make its own
+total need a complement).
 
 The hierarchy of a group: ``level`` ``national`` (one cell) over ``region`` cells (by
 ``region_code``) over ``provider`` cells (each with its ``region_code``); the national total is the
@@ -47,6 +51,37 @@ def suppression_flags(levels: list[str], regions: list[str | None], n: list[int]
     given order, so the result is deterministic."""
     reason: list[str | None] = [SMALL_CELL if (count or 0) < min_cell else None for count in n]
     sets = _part_sets(levels, regions)
+    parts_of = {total: parts for total, parts in sets if total is not None and levels[total] == "region"}
+    national = next((i for i, lv in enumerate(levels) if lv == "national"), None)
+
+    def size(i: int) -> int:
+        return n[i] or 0
+
+    def region_cost(region: int) -> tuple[int, int, int]:
+        """Provider episodes lost if ``region`` is withheld as a complement: none when one of its
+        providers is withheld already (it then has two, and keeps them), else its smallest provider's."""
+        published = [i for i in parts_of.get(region, []) if reason[i] is None]
+        if len(published) < len(parts_of.get(region, [])) or not published:
+            return 0, size(region), region
+        return min(size(i) for i in published), size(region), region
+
+    def complement(total: int, candidates: list[int]) -> int:
+        """The part to withhold next to a lone withheld part of the published ``total``: the smallest
+        published part, or, for a province, the province itself when withholding it (and the
+        province the country's total then needs) hides fewer provider episodes. Providers are what
+        a benchmark compares; a province row is a summary."""
+        if not candidates:
+            return total
+        if levels[total] == "region" and national is not None and reason[national] is None:
+            regions_ = [r for r in parts_of if r != total]
+            withheld = [r for r in regions_ if reason[r] is not None]
+            cost = 0 if withheld else min((region_cost(r)[0] for r in regions_ if reason[r] is None), default=None)
+            if cost is not None and cost < min(size(i) for i in candidates):
+                return total
+        if all(levels[i] == "region" for i in candidates):
+            return min(candidates, key=region_cost)
+        return min(candidates, key=lambda i: (size(i), i))
+
     changed = True
     while changed:
         changed = False
@@ -58,11 +93,11 @@ def suppression_flags(levels: list[str], regions: list[str | None], n: list[int]
             if reason[total] is None:
                 if len(withheld) != 1:
                     continue  # none withheld, or two or more: the total gives only their sum away
-                pick = min(candidates, key=lambda i: (n[i] or 0, i)) if candidates else total
+                pick = complement(total, candidates)
             else:
                 if withheld or not candidates:
                     continue  # a withheld total whose parts were all published is their sum
-                pick = min(candidates, key=lambda i: (n[i] or 0, i))
+                pick = min(candidates, key=lambda i: (size(i), i))
             reason[pick] = COMPLEMENTARY
             changed = True
     return reason
