@@ -515,6 +515,22 @@ def test_placebo_flags_a_year_outside_the_band():
     assert summary["mean_gap_cents"] == -12750 and summary["contract_baseline"] is True
 
 
+def test_a_placebo_year_with_immature_episodes_is_provisional_and_left_out_of_the_summary():
+    """A young pre-contract year holds only its early, complete anchors: its gap is biased, so it is
+    marked provisional (why: the contract's own immature episodes) and the summary counts the other
+    years only."""
+    rows = [ep(H1, 2015, 100000), ep(H1, 2015, 100000), ep(H1, 2016, 95000), ep(H1, 2016, 105000),
+            ep(H1, 2017, 150000), ep(H1, 2017, 152000), ep(H1, 2017, 1, status="censored_data"),
+            ep(H1, 2018, 100000)]
+    params = {**BASE, "baseline_years": [2015, 2016]}
+    own = run(rows, contracts(params)).placebo.filter(pl.col("baseline") == "own").sort("year")
+    assert own["provisional"].to_list() == [False, False, True]
+    assert own["provisional_reason"].to_list() == [None, None, "own"]
+    assert own.filter(pl.col("year") == 2017)["outside_band"].item() is True  # it would have been flagged
+    summary = run(rows, contracts(params)).placebo_summary.filter(pl.col("baseline") == "own").row(0, named=True)
+    assert (summary["n_years"], summary["n_outside_band"], summary["n_provisional_years"]) == (2, 0, 1)
+
+
 # --- initial and final -----------------------------------------------------------------------------
 
 

@@ -170,14 +170,14 @@ PLACEBO_SCHEMA: dict[str, pl.DataType] = {
     "contract_id": pl.String, "bundle_id": pl.String, "baseline": pl.String, "contract_baseline": pl.Boolean,
     "year": pl.Int32, "baseline_year": pl.Boolean, "n_episodes": pl.Int64, "baseline_cents": pl.Int64,
     "target_cents": pl.Int64, "actual_cents": pl.Int64, "gap_cents": pl.Int64, "gross_savings_cents": pl.Int64,
-    "sd_cents": pl.Int64, "band_cents": pl.Int64, "outside_band": pl.Boolean, "note": pl.String,
-    "data_as_of": pl.Date,
+    "sd_cents": pl.Int64, "band_cents": pl.Int64, "outside_band": pl.Boolean, "provisional": pl.Boolean,
+    "provisional_reason": pl.String, "note": pl.String, "data_as_of": pl.Date,
 }
 PLACEBO_SUMMARY_SCHEMA: dict[str, pl.DataType] = {
     "contract_id": pl.String, "bundle_id": pl.String, "baseline": pl.String, "contract_baseline": pl.Boolean,
     "n_years": pl.Int64, "n_outside_band": pl.Int64, "share_outside_band": pl.Float64,
     "mean_gap_cents": pl.Int64, "mean_abs_gap_cents": pl.Int64, "max_abs_gap_cents": pl.Int64,
-    "data_as_of": pl.Date,
+    "n_provisional_years": pl.Int64, "data_as_of": pl.Date,
 }
 PHASES_SCHEMA: dict[str, pl.DataType] = {
     "contract_id": pl.String, "bundle_id": pl.String, "performance_year": pl.Int32, "phase": pl.String,
@@ -857,7 +857,10 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
         groups = data.groups(variant.basis)
         gaps: list[Fraction] = []
         outside: list[bool] = []
+        provisional_years = 0
+        uses_percentile = variant.winsorise_pct is not None or baseline == "regional_capped_p95"
         for year in years:
+            reasons = _placebo_provisional(data, contract, year, base.censored, uses_percentile)
             keys = _population(data, contract, "own", [k for k in groups if k[2] == year])
             n = sum(groups[k].n for k in keys)
             s1 = s2 = Fraction(0)
@@ -876,7 +879,8 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
                    "contract_baseline": baseline == terms.baseline, "year": year,
                    "baseline_year": year in (terms.baseline_years or ()), "n_episodes": n,
                    "baseline_cents": _cents(base.value), "actual_cents": _cents(m.mean), "sd_cents": _cents(m.sd()),
-                   "band_cents": _cents(m.half_width()), "data_as_of": data_as_of}
+                   "band_cents": _cents(m.half_width()), "provisional": bool(reasons),
+                   "provisional_reason": ", ".join(reasons) or None, "data_as_of": data_as_of}
             if base.value is None:
                 row["note"] = f"no eligible episodes of the {baseline} baseline population in the baseline years"
             elif n == 0:
@@ -891,7 +895,9 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
                 if flag is not None:
                     flag = flag and gap != 0  # no gap is never a spurious saving, even when sd = 0
                 row["outside_band"] = flag
-                if flag is not None:
+                if flag is not None and reasons:
+                    provisional_years += 1
+                elif flag is not None:
                     gaps.append(gap)
                     outside.append(flag)
             rows.append(row)
@@ -903,9 +909,26 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
             "mean_gap_cents": round_cents(sum(gaps, Fraction(0)) / count) if count else None,
             "mean_abs_gap_cents": round_cents(sum((abs(g) for g in gaps), Fraction(0)) / count) if count else None,
             "max_abs_gap_cents": round_cents(max(abs(g) for g in gaps)) if count else None,
-            "data_as_of": data_as_of,
+            "n_provisional_years": provisional_years, "data_as_of": data_as_of,
         })
     return rows, summary
+
+
+def _placebo_provisional(data: _Bundle, contract: Contract, year: int, baseline_censored: bool,
+                         uses_percentile: bool) -> list[str]:
+    """Why a placebo year is not final yet, as for a performance year (step 1): ``own`` when a
+    ``censored_data`` episode of the contract's providers is anchored in it, ``baseline`` when the
+    baseline population has one in the baseline years, ``percentile`` when a cap over all providers
+    is used and any episode of the bundle in the year is immature. Only the complete episodes of a
+    young year are in (its early anchors), so its gap is biased; the summary leaves such years out."""
+    reasons = []
+    if _population(data, contract, "own", [k for k in data.censored if k[2] == year]):
+        reasons.append("own")
+    if baseline_censored:
+        reasons.append("baseline")
+    if uses_percentile and any(y == year for _, _, y in data.censored):
+        reasons.append("percentile")
+    return reasons
 
 
 def _frame(rows: list[dict], schema: Mapping[str, pl.DataType], key: list[str]) -> pl.DataFrame:
