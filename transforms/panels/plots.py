@@ -56,9 +56,10 @@ def funnel_plot(cells: pl.DataFrame, title: str, path: Path) -> Path | None:
     ax.set_xlabel("episodes (n)")
     ax.set_ylabel("observed / expected")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="upper right", frameon=False)
+    # below the axes: inside, the legend would cover the outliers, which sit in the upper corners
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, format="png", metadata={"Software": None})
     plt.close(fig)
     return path
