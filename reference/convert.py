@@ -161,10 +161,8 @@ def convert_all(shared_reference: Path, dest: Path = HERE) -> dict[str, dict]:
     )
     record("gp/gp_mi_codes.parquet", mi, "gp_prestatiecodes/huisartsenzorg_MI_13000_reeks_omschrijvingen.csv")
 
-    did = shared_reference / "did_mpdta"
-    record("did/mpdta.parquet", pl.read_csv(did / "mpdta.csv", null_values="NA"), "did_mpdta/mpdta.csv")
-    for path in sorted((did / "r_ref").glob("*.csv")):
-        record(f"did/r_ref/{path.stem}.parquet", pl.read_csv(path, null_values="NA"), f"did_mpdta/r_ref/{path.name}")
+    # did_mpdta/ is a verbatim copy (CSV as R wrote it, so `zorgpad did estimate mpdta.csv` runs on
+    # the file itself), not converted here: see did_mpdta/README.md
 
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

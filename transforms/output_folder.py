@@ -53,10 +53,12 @@ KINDS = {
     "store": ("zorgpad store", "zorgpad ingest"),
     "episodes": ("zorgpad episodes folder", "zorgpad episodes"),
     "panels": ("zorgpad panels folder", "zorgpad panels"),
+    "maturity": ("zorgpad maturity folder", "zorgpad maturity"),
     "vektis": ("zorgpad Vektis folder", "zorgpad ingest-vektis"),
     "synthetic_delivery": ("synthetic delivery", "zorgpad synth"),
     "synthetic_truth": ("synthetic delivery's truth", "zorgpad synth"),
     "demo": ("zorgpad demo folder", "zorgpad demo"),
+    "did_report": ("zorgpad DiD report folder", "zorgpad did estimate"),
 }
 SYNTH_PRODUCER = "zorgpad synth"
 

@@ -19,7 +19,6 @@ Every ignored file is reported in the manifest.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,6 +27,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from transforms.hashing import file_sha256
 from transforms.contract import Column, Contract, load_contract
 from transforms.errors import UserFacingError
 
@@ -240,14 +240,6 @@ def discover_files(root: Path, contract: Contract, listed: list[ListedFile] | No
     return tables, ignored
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def accepts(column: Column, arrow_type: pa.DataType) -> bool:
     """Can a delivered column of ``arrow_type`` be converted to the contract type without guessing?"""
     t = arrow_type
@@ -333,7 +325,7 @@ def inspect_delivery(root: Path | str, contract: Contract | None = None,
                 raise DeliveryError(f"table {name}: {rel} has {size:,} bytes, delivery.json says {entry.bytes:,}: "
                                     "the file is not the one that was delivered (truncated or replaced?)",
                                     table=name, check="file_list")
-            digest = _sha256(path) if hash_files else ""
+            digest = file_sha256(path) if hash_files else ""
             if entry is not None and entry.sha256 is not None and hash_files and entry.sha256 != digest:
                 raise DeliveryError(f"table {name}: the SHA-256 of {rel} is {digest}, delivery.json says {entry.sha256}: "
                                     "the file is not the one that was delivered", table=name, check="file_list")

@@ -16,7 +16,6 @@ Every step reads and writes parquet paths; what steps hand each other is small a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import shutil
 import time
@@ -28,6 +27,7 @@ from typing import Any, Callable
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from transforms.hashing import file_sha256
 from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.errors import UserFacingError
@@ -85,10 +85,6 @@ class PanelOptions(BaseModel):
             first = exc.errors()[0]
             name = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
             raise PanelOptionsError(f"{name}: {first['msg']}") from None
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass
@@ -171,10 +167,10 @@ def plan_panels(store: Path | str, episodes: Path | str, out: Path | str, option
     provenance = {
         "store": {"path": inputs["store"], "run_id": store_marker.get("run_id"),
                   "delivery_id": checked["store_manifest"].get("delivery_id"),
-                  "manifest_sha256": _sha256(Path(inputs["store"]) / "manifest.json"),
+                  "manifest_sha256": file_sha256(Path(inputs["store"]) / "manifest.json"),
                   "inputs": {t: [f["sha256"] for f in files] for t, files in checked["store_manifest"].get("inputs", {}).items()}},
         "episodes": {"path": inputs["episodes"], "run_id": checked["episodes_manifest"].get("zorgpad", {}).get("run_id"),
-                     "manifest_sha256": _sha256(Path(inputs["episodes"]) / "manifest.json"),
+                     "manifest_sha256": file_sha256(Path(inputs["episodes"]) / "manifest.json"),
                      "runout_months": checked["episodes_manifest"].get("runout_months")},
     }
     if earlier is not None:
