@@ -7,3 +7,4 @@ from flows import ingest_command  # noqa: F401
 from flows import episodes_command  # noqa: F401
 from flows import panels_command  # noqa: F401
 from flows import did_command  # noqa: F401
+from flows import maturity_command  # noqa: F401

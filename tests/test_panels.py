@@ -12,6 +12,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from folder_content import VOLATILE, folder_content
 
 from transforms.contract import load_contract
 from transforms.episodes.run import build_episodes
@@ -37,22 +38,9 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 
 def content(folder: Path) -> dict[str, str]:
-    """Every file's hash, the manifest without its timings and run id."""
-    out = {}
-    for path in sorted(folder.rglob("*")):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(folder).as_posix()
-        if rel == "manifest.json":
-            manifest = json.loads(path.read_text())
-            manifest.pop("timing_seconds")
-            manifest.pop("zorgpad")
-            manifest.pop("out")
-            manifest.pop("casemix")  # names the solver path, which differs between a cluster and one process
-            out[rel] = json.dumps(manifest, sort_keys=True)
-        else:
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
+    """Every file's hash, the manifest without its timings and run id, and without ``casemix``, which
+    names the solver path (it differs between a cluster and one process)."""
+    return folder_content(folder, (*VOLATILE, "casemix"))
 
 
 def test_a_rebuild_gives_the_same_bytes(built, tmp_path):

@@ -43,6 +43,7 @@ class BlockResult:
     withheld: dict[str, dict[str, int]]
     faults: int
     prices: pl.DataFrame | None = None  # partial sums of declared cents per product and year (exact truth only)
+    service_days: dict[str, np.ndarray] | None = None  # per claim table, deliverable lines and cents per service day
 
 
 def patient_pseudonyms(seed: int, block: int, n: int) -> np.ndarray:
@@ -111,7 +112,7 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(path, compression="zstd")
     return BlockResult(block=block, patients=pop.size, rows=rows, withheld=withheld, faults=fault_frame.height,
-                       prices=prices)
+                       prices=prices, service_days=claims.service_days)
 
 
 def _insured_frame(pop, patient_ids: pl.Series, as_of: int, gemeente_codes: tuple[str, ...]) -> pl.DataFrame:

@@ -39,16 +39,29 @@ class _Chunk:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+#: The declaration lag per kind of care: ``slow_share`` of the lines are slow, the lag in days is then
+#: lognormal with median ``slow_median_days`` and log-sd ``slow_sigma``, else with ``median_days`` and
+#: ``sigma``; rounded to whole days, capped at ``cap_days``, plus ``offset_days``. ``truth.json``
+#: ``declaration_lag`` is computed from these numbers (``transforms.synth.lag_truth``).
+DECLARATION_LAG = {
+    "hospital": {"median_days": 45.0, "sigma": 0.6, "slow_share": 0.15, "slow_median_days": 160.0,
+                 "slow_sigma": 0.7, "cap_days": 730, "offset_days": 7},
+    "first_line": {"median_days": 21.0, "sigma": 0.6, "slow_share": 0.06, "slow_median_days": 160.0,
+                   "slow_sigma": 0.7, "cap_days": 730, "offset_days": 1},
+}
+
+
 def declaration_lag(rng: np.random.Generator, n: int, hospital: bool) -> np.ndarray:
     """Days between the end of care and the processing of its declaration.
 
     Most lines are processed within one or two months; a tail (disputes, settlements, reprocessing)
     takes up to two years. Hospital subtrajecten are slower than first-line care.
     """
-    median = 45.0 if hospital else 21.0
-    slow = rng.random(n) < (0.15 if hospital else 0.06)
-    lag = np.where(slow, rng.lognormal(np.log(160.0), 0.7, n), rng.lognormal(np.log(median), 0.6, n))
-    return np.minimum(np.round(lag), 730).astype(np.int64) + (7 if hospital else 1)
+    p = DECLARATION_LAG["hospital" if hospital else "first_line"]
+    slow = rng.random(n) < p["slow_share"]
+    lag = np.where(slow, rng.lognormal(np.log(p["slow_median_days"]), p["slow_sigma"], n),
+                   rng.lognormal(np.log(p["median_days"]), p["sigma"], n))
+    return np.minimum(np.round(lag), p["cap_days"]).astype(np.int64) + p["offset_days"]
 
 
 class ClaimBuffer:
@@ -63,6 +76,10 @@ class ClaimBuffer:
         self._first_line: dict[str, list[_Chunk]] = {t: [] for t in FIRST_LINE_TABLES}
         self._n_dbc = 0
         self._n_first_line = {t: 0 for t in FIRST_LINE_TABLES}
+        #: per claim table, the lines (row 0) and cents (row 1) per service day (``first_day`` + i) that
+        #: are delivered once declared, counted by ``finalise`` before it draws the declaration lags:
+        #: for ``truth.json`` ``declaration_lag``
+        self.service_days: dict[str, np.ndarray] = {}
 
     # -- prices ------------------------------------------------------------------------------------
     def dbc_price_cents(self, product: Product, provider: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -191,6 +208,7 @@ class ClaimBuffer:
             ("not_insured_or_deceased", spell < 0),
             ("not_closed_by_data_as_of", end > as_of),
         )
+        self.service_days["dbc"] = _per_day(end, cols["amount"], reasons == 0, first_day, as_of)
         declared = end + declaration_lag(self.rng, end.size, hospital=True)
         if withhold_late:
             reasons = np.where((reasons == 0) & (declared > as_of), len(_REASONS) - 1, reasons)
@@ -261,6 +279,7 @@ class ClaimBuffer:
                 ("outside_delivery_years", (fcols["day"] < first_day) | (fcols["day"] > last_day)),
                 ("not_insured_or_deceased", spell < 0),
             )
+            self.service_days[table] = _per_day(fcols["day"], fcols["amount"], reasons == 0, first_day, as_of)
             declared = fcols["day"] + declaration_lag(self.rng, fcols["day"].size, hospital=False)
             if withhold_late:
                 reasons = np.where((reasons == 0) & (declared > as_of), len(_REASONS) - 1, reasons)
@@ -284,6 +303,14 @@ class ClaimBuffer:
                 series.append(_concat_extra(name, chunks).filter(keep_mask))
             tables[table] = pl.DataFrame(series)
         return tables, withheld, claim_ids
+
+
+def _per_day(days: np.ndarray, cents: np.ndarray, keep: np.ndarray, first_day: int, as_of: int) -> np.ndarray:
+    """Lines (row 0) and cents (row 1) of the kept lines per day ``first_day`` .. ``as_of``."""
+    offset = np.asarray(days, dtype=np.int64)[keep] - first_day
+    n = as_of - first_day + 1
+    return np.stack([np.bincount(offset, minlength=n).astype(np.float64),
+                     np.bincount(offset, weights=np.asarray(cents, dtype=np.float64)[keep], minlength=n)])
 
 
 @dataclass
@@ -376,4 +403,4 @@ def _count_reasons(reasons: np.ndarray) -> dict[str, int]:
     return {_REASONS[i]: int(c) for i, c in enumerate(counts) if c and i}
 
 
-__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "FIRST_LINE_TABLES", "OPEN", "codes_series", "declaration_lag"]
+__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "FIRST_LINE_TABLES", "OPEN", "DECLARATION_LAG", "codes_series", "declaration_lag"]

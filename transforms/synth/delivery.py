@@ -8,7 +8,8 @@ Layout::
       providers/providers.parquet
       contracts/contracts.parquet
     OUT.truth/                never read by the pipeline; for tests and evaluations
-      truth.json              config, planted effects, counts, withheld lines, fault counts
+      truth.json              config, planted effects, counts, withheld lines, fault counts,
+                              the declaration-lag distribution per claim table (declaration_lag)
       planted_triggers/       every planted trigger line (bundle, patient, anchor, provider, claim, role)
       faults/                 every injected fault (table, claim_id, fault, column, old, new)
       corrections/            every credit / re-declaration pair with the expected net amount
@@ -41,6 +42,7 @@ from transforms.synth.block import PARQUET_OPTIONS, BlockResult, generate_block,
 from transforms.synth.calibration import load_calibration
 from transforms.synth.config import SynthConfig
 from transforms.synth.episode_truth import finish_truth, reference_prices
+from transforms.synth.lag_truth import declaration_lag_truth
 from transforms.synth.providers import ProviderRegistry, build_registry
 from transforms.synth.truth_summary import panel_effects_summary, write_settlements
 
@@ -155,6 +157,15 @@ def _write_single(frame: pl.DataFrame, table, path: Path) -> None:
     pq.write_table(to_contract_table(frame, table), path, **PARQUET_OPTIONS)
 
 
+def _service_days(results: list[BlockResult]) -> dict:
+    """Per claim table, the deliverable lines and cents of all blocks per service day (from ``first_year``)."""
+    total: dict = {}
+    for r in results:
+        for table, counts in (r.service_days or {}).items():
+            total[table] = counts if table not in total else total[table] + counts
+    return total
+
+
 def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: list[BlockResult], truth: Path) -> dict:
     rows: dict[str, int] = {}
     withheld: dict[str, dict[str, int]] = {}
@@ -201,4 +212,8 @@ def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: lis
             bundle: int((start < ProviderRegistry.NEVER).sum()) for bundle, start in registry.contract_start.items()
         },
         "planted_triggers": by_bundle_year.to_dicts(),
+        # from the generator's lag parameters and service days, not from the declarations it drew: what a
+        # claims-maturity estimate should find
+        "declaration_lag": declaration_lag_truth(config.first_year, config.as_of, _service_days(results),
+                                                 withheld=config.fault_rates.late_declarations),
     }
