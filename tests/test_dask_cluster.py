@@ -75,9 +75,9 @@ def test_a_cluster_of_multithreaded_workers_is_reported():
     assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "POLARS_MAX_THREADS=1" in warnings[0]
 
 
-def test_a_mapper_on_a_cluster_that_lost_its_workers_stops_with_an_error(monkeypatch):
+def test_a_mapper_on_a_cluster_without_workers_runs_the_tasks_itself(monkeypatch):
     """A scheduler whose workers are all gone (killed, never restarted) must not leave a flow
-    waiting for ever: the mapper gives up after ``NO_WORKERS_TIMEOUT``."""
+    waiting for ever: after ``NO_WORKERS_TIMEOUT`` the mapper runs what is left in this process."""
     from distributed import LocalCluster
 
     import flows.dask_cluster as module
@@ -85,5 +85,18 @@ def test_a_mapper_on_a_cluster_that_lost_its_workers_stops_with_an_error(monkeyp
     monkeypatch.setattr(module, "WATCH_SECONDS", 0.5)
     monkeypatch.setattr(module, "NO_WORKERS_TIMEOUT", 2.0)
     with LocalCluster(n_workers=0, processes=True, dashboard_address=":0", host="127.0.0.1") as cluster:
-        with pytest.raises(module.DaskWorkersGone, match="no Dask worker has been connected"):
-            dask_mapper(cluster.scheduler_address)(_square_and_pid, [(1,), (2,)])
+        results = dask_mapper(cluster.scheduler_address)(_square_and_pid, [(1,), (2,), (3,)])
+    assert [r[0] for r in results] == [1, 4, 9] and {r[1] for r in results} == {os.getpid()}
+
+
+def test_workers_that_do_not_come_back_after_a_restart_leave_the_rest_to_this_process(monkeypatch):
+    """Workers without a nanny are shut down by a restart and never return (as nannies that failed
+    to restart theirs): the first wave ran on the cluster, the rest runs here, in order."""
+    from distributed import LocalCluster
+
+    import flows.dask_cluster as module
+
+    monkeypatch.setattr(module, "RESTART_TIMEOUT", 3.0)
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", protocol="tcp") as cluster:
+        results = dask_mapper(cluster.scheduler_address, recycle_after=2)(_square_and_pid, [(i,) for i in range(5)])
+    assert [r[0] for r in results] == [i * i for i in range(5)]
