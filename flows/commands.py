@@ -8,3 +8,4 @@ from flows import episodes_command  # noqa: F401
 from flows import panels_command  # noqa: F401
 from flows import did_command  # noqa: F401
 from flows import maturity_command  # noqa: F401
+from flows import panel_build_command  # noqa: F401

@@ -59,6 +59,7 @@ KINDS = {
     "synthetic_truth": ("synthetic delivery's truth", "zorgpad synth"),
     "demo": ("zorgpad demo folder", "zorgpad demo"),
     "did_report": ("zorgpad DiD report folder", "zorgpad did estimate"),
+    "did_panel": ("zorgpad DiD panel folder", "zorgpad panel build"),
 }
 SYNTH_PRODUCER = "zorgpad synth"
 

@@ -76,7 +76,7 @@ def render() -> str:
                    f"{', '.join(f'`{o.name}`' for o in b.outcomes)} | {', '.join(map(str, b.contract_start_years))} |")
     out += ["", "## `episodes` columns", "", "| column | meaning |", "|---|---|"]
     for c in EPISODE_BASE_COLUMNS:
-        out.append(f"| `{c}` | {_column_text(c)} |")
+        out.append(f"| `{c}` | {column_text(c)} |")
     out.append("| *outcomes* | one column per outcome of the bundle (see below) |")
     out += ["", "Partition columns: `bundle_id`, `anchor_year`.", "", "### Outcomes per bundle", "",
             "| bundle | outcome | kind | meaning |", "|---|---|---|---|"]
@@ -99,7 +99,8 @@ def _rule(rule) -> str:
     return " ".join(parts)
 
 
-def _column_text(c: str) -> str:
+def column_text(c: str) -> str:
+    """The dictionary's meaning of an episode column."""
     if c in COLUMN_TEXT:
         return COLUMN_TEXT[c]
     if c.endswith("_standardised_cents"):
