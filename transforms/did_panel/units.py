@@ -106,9 +106,11 @@ def _insurer(frame: pl.DataFrame, insured: pl.DataFrame) -> pl.DataFrame:
 
 
 def episode_quarters(kept: pl.DataFrame, lines: pl.DataFrame, spec: PanelSpec, periods: pl.DataFrame) -> pl.DataFrame:
-    """Per kept episode and calendar quarter of its window inside the panel: the allocated cents of
-    the outcome columns from the episode's lines by quarter of service (line start), 0 where the
-    episode has nothing that quarter; ``n_lines`` counts them."""
+    """Per kept episode and calendar quarter inside the panel, from the first quarter of its window
+    (or of its first line, if earlier) to the last of its window (or its last line): the allocated
+    cents of the outcome columns from the episode's lines by quarter of service (line start), 0
+    where the episode has nothing that quarter; ``n_lines`` counts them. Every allocated cent of a
+    line starting inside the panel's years is in exactly one row."""
     first = spec.years[0]
     sums = []
     for outcome in spec.outcomes:
@@ -122,11 +124,16 @@ def episode_quarters(kept: pl.DataFrame, lines: pl.DataFrame, spec: PanelSpec, p
               .with_columns(period_index("start", "quarter", first).alias("period"))
               .group_by("episode_id", "period").agg(*sums, pl.len().cast(pl.Int64).alias("n_lines")))
     lo, hi = int(periods["period"].min()), int(periods["period"].max())
-    spans = kept.with_columns(
-        period_index("window_start", "quarter", first).clip(lo, hi).alias("_from"),
-        period_index("window_end", "quarter", first).clip(lo, hi).alias("_to"),
+    binned = binned.filter(pl.col("period").is_between(lo, hi))
+    # a line can start before the window (a subtraject opened earlier and allocated to the episode):
+    # the episode's quarters run from the first of its window and its lines to the last of them
+    reach = binned.group_by("episode_id").agg(pl.col("period").min().alias("_first"), pl.col("period").max().alias("_last"))
+    spans = kept.join(reach, on="episode_id", how="left").with_columns(
+        pl.min_horizontal(period_index("window_start", "quarter", first), "_first").clip(lo, hi).alias("_from"),
+        pl.max_horizontal(period_index("window_end", "quarter", first), "_last").clip(lo, hi).alias("_to"),
     ).with_columns(pl.int_ranges("_from", pl.col("_to") + 1, dtype=pl.Int32).alias("_periods"))
-    base = spans.drop("period", *spec.outcomes).explode("_periods").rename({"_periods": "period"}).drop("_from", "_to")
+    base = (spans.drop("period", "_first", "_last", *spec.outcomes).explode("_periods")
+            .rename({"_periods": "period"}).drop("_from", "_to"))
     quarters = base.join(binned, on=["episode_id", "period"], how="left").with_columns(
         *[pl.col(o).fill_null(0.0) for o in spec.outcomes], pl.col("n_lines").fill_null(0))
     return quarters.sort("episode_id", "period")
