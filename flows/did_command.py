@@ -37,6 +37,7 @@ def estimate(
     bootstrap_draws: Annotated[int, typer.Option(help="bootstrap draws")] = 999,
     seed: Annotated[int, typer.Option(help="seed of the bootstrap (the same seed gives the same standard errors)")] = 7,
     never_treated_coding: Annotated[str, typer.Option(help="zero (R did, csdid: G = 0) or nan (differences: G empty)")] = "zero",
+    skip_missing_cells: Annotated[bool, typer.Option("--skip-missing-cells", help="aggregate over the ATT(g,t) that could be estimated, listing the others (R did's aggte(na.rm = TRUE))")] = False,
 ) -> None:
     """ATT(g,t), the simple, dynamic, group and calendar aggregations and the pre-trend test, written
     to OUT as parquet tables, an event-study plot and report.html."""
@@ -46,7 +47,8 @@ def estimate(
     options = DidOptions.from_cli(y=y, t=t, id=id, g=g, x=x, control=control, method=method, cluster=cluster,
                                   weights=weights, fix_weights=fix_weights, repeated_cross_sections=repeated_cross_sections,
                                   anticipation=anticipation, base_period=base_period, bootstrap=bootstrap,
-                                  bootstrap_draws=bootstrap_draws, seed=seed, never_treated_coding=never_treated_coding)
+                                  bootstrap_draws=bootstrap_draws, seed=seed, never_treated_coding=never_treated_coding,
+                                  skip_missing_cells=skip_missing_cells)
     manifest = run_estimate(panel, out, options)
     target = Path(manifest["out"])
     typer.echo(manifest["headline"])

@@ -14,6 +14,14 @@ panel_app = typer.Typer(name="panel", help="DiD-ready panels from a spec (docs/d
 app.add_typer(panel_app, name="panel")
 
 
+def _euros(cents: float) -> str:
+    return f"EUR {cents / 100:,.0f}" if abs(cents) >= 1000 else f"EUR {cents / 100:,.2f}"
+
+
+def _number(value: float) -> str:
+    return f"{value:,.4g}"
+
+
 @panel_app.command("build")
 def build(
     spec: Annotated[Path, typer.Argument(metavar="SPEC.yaml", help="the panel spec (docs/did-panels.md)")],
@@ -23,6 +31,7 @@ def build(
     estimate: Annotated[bool, typer.Option("--estimate", help="also estimate each outcome (Callaway & Sant'Anna, needs the did extra)")] = False,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
+    vektis: Annotated[Path | None, typer.Option(help="unit gemeente_year: the Vektis folder written by `zorgpad ingest-vektis`")] = None,
 ) -> None:
     """Validate the spec, build the panel (units, periods, cohorts, maturity), its estimator adapters,
     attrition report and dictionary; with --estimate a DiD report per outcome."""
@@ -30,7 +39,7 @@ def build(
 
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
-    preflight(spec, store, episodes, out)  # seconds, before a Prefect API or Dask starts
+    preflight(spec, store, episodes, out, vektis)  # seconds, before a Prefect API or Dask starts
     if estimate:
         from transforms.did.estimate import csdid_version
 
@@ -40,7 +49,9 @@ def build(
 
     ensure_api()
     manifest = panel_build_flow(str(spec), str(store), str(episodes), str(out), estimate=estimate,
-                                scheduler=scheduler, workers=workers)
+                                scheduler=scheduler, workers=workers, vektis=str(vektis) if vektis else None)
+    from transforms.did_panel.estimates import FEW_CLUSTERS
+
     target = Path(manifest["out"])
     typer.echo(f"panel        {manifest['rows']['panel']:>9,} rows, {manifest['rows']['units']:,} units   {target / 'panel'}")
     typer.echo(f"cohorts      {', '.join(f'{c}: {n:,}' for c, n in manifest['units_per_cohort'].items())} units (0 = never treated)")
@@ -51,7 +62,10 @@ def build(
         if row.get("att") is None:
             typer.echo(f"estimate     {row['outcome']} ({row['sample']}): {row.get('error') or 'not estimated'}")
         else:
-            typer.echo(f"estimate     {row['outcome']} ({row['sample']}): ATT {row['att']:,.4g} "
-                       f"(95% CI {row['ci_low']:,.4g} to {row['ci_high']:,.4g})   {target / row['report']}")
+            shown = _euros if row["outcome"].endswith("_cents") else _number
+            few = (f"; only {row['treated_clusters']} treated clusters" if row.get("treated_clusters") is not None
+                   and row["treated_clusters"] < FEW_CLUSTERS else "")
+            typer.echo(f"estimate     {row['outcome']} ({row['sample']}): ATT {shown(row['att'])} "
+                       f"(95% CI {shown(row['ci_low'])} to {shown(row['ci_high'])}{few})   {target / row['report']}")
     typer.echo(f"dictionary   {target / 'dictionary.md'}; manifest: {target / 'manifest.json'} "
                f"(spec hash {manifest['spec_hash'][:12]}, content {manifest['content_sha256'][:12]})")

@@ -17,8 +17,8 @@ from transforms.did_panel import run as steps
 
 
 @task(name="check the spec and inputs", cache_policy=NO_CACHE)
-def plan_task(spec: str, store: str, episodes: str, out: str) -> steps.PanelBuild:
-    return steps.plan_build(spec, store, episodes, out)
+def plan_task(spec: str, store: str, episodes: str, out: str, vektis: str | None = None) -> steps.PanelBuild:
+    return steps.plan_build(spec, store, episodes, out, vektis)
 
 
 @task(name="claims maturity of the periods", cache_policy=NO_CACHE)
@@ -57,11 +57,12 @@ def _artifact(manifest: dict) -> str:
 
 @flow(name="panel build", log_prints=True)
 def panel_build_flow(spec: str, store: str, episodes: str, out: str, estimate: bool = False,
-                     scheduler: str | None = None, workers: int | None = None) -> dict:
-    """Build the panel of ``spec`` from ``store`` and its ``episodes`` into ``out`` (and with
-    ``estimate`` a DiD report per outcome); returns the manifest."""
+                     scheduler: str | None = None, workers: int | None = None, vektis: str | None = None) -> dict:
+    """Build the panel of ``spec`` from ``store`` and its ``episodes`` (and for unit gemeente_year
+    the ``vektis`` folder of ``zorgpad ingest-vektis``) into ``out`` (and with ``estimate`` a DiD
+    report per outcome); returns the manifest."""
     logger = get_run_logger()
-    run = plan_task(spec, store, episodes, out)
+    run = plan_task(spec, store, episodes, out, vektis)
     try:
         maturity = maturity_task(run)
         with dask_cluster(scheduler, workers) as address:

@@ -132,6 +132,7 @@ def test_a_spec_is_refused_before_any_data_are_read(tmp_path):
 def test_columns_are_checked_against_the_episodes(built, tmp_path):
     for change, fragment in (({"outcomes": ["in_bundle_euros"]}, "field `outcomes`: 'in_bundle_euros'"),
                              ({"covariates": ["postcode3"]}, "field `covariates`: 'postcode3' is String"),
+                             ({"covariates": ["length_of_stay"]}, "'length_of_stay' is not measured before the anchor"),
                              ({"filters": {"hair": ["red"]}}, "field `filters`: 'hair'"),
                              ({"bundles": ["hip_oa", "acute_stroke"]}, "field `bundles`: acute_stroke")):
         with pytest.raises(SpecError) as caught:

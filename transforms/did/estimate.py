@@ -175,12 +175,12 @@ def _att_gt_table(model, options: DidOptions) -> pl.DataFrame:
     return frame.with_columns(pl.col(pl.Float64).fill_nan(None)).sort("group", "time")
 
 
-def _aggregations(model) -> pl.DataFrame:
+def _aggregations(model, options: DidOptions) -> pl.DataFrame:
     rows = []
     pointwise = float(norm.ppf(1 - ALPHA / 2))
     for kind in AGGREGATION_TYPES:
         with contextlib.redirect_stdout(io.StringIO()):
-            model.aggte(typec=kind)
+            model.aggte(typec=kind, na_rm=options.skip_missing_cells)
         out = model.atte
         att, se = _float(out["overall_att"]), _float(out["overall_se"])
         rows.append({"type": kind, "event_time": None, "group": None, "time": None, "att": att, "se": se,
@@ -217,7 +217,7 @@ def estimate(prepared: PreparedPanel, options: DidOptions) -> DidResult:
             with _seeded(options.seed) if options.bootstrap else contextlib.nullcontext():
                 model = _fit(prepared, options, names)
                 att_gt = _att_gt_table(model, options)
-                aggregations = _aggregations(model)
+                aggregations = _aggregations(model, options)
         except (ValueError, KeyError, np.linalg.LinAlgError) as exc:
             raise DidInputError(f"csdid cannot estimate on this panel: {_plain(str(exc), names)}") from None
     for warning in caught:
@@ -237,6 +237,12 @@ def estimate(prepared: PreparedPanel, options: DidOptions) -> DidResult:
         if unbalanced > 0:
             notes.append(f"{unbalanced:,} of {prepared.units:,} units are not observed in every period and were "
                          "left out (csdid estimates on the balanced panel, as R did does by default)")
+    missing = att_gt.filter(pl.col("att").is_null())
+    if missing.height:
+        cells = ", ".join(f"({g}, {t})" for g, t in missing.select("group", "time").iter_rows())
+        notes.append(f"ATT(g,t) could not be estimated for {missing.height} (group, time) cell(s) {cells} (too few "
+                     "units, or covariates without variation in the cell); the aggregations use the others "
+                     "(R did: aggte(na.rm = TRUE))")
     if prepared.never_treated_units == 0 and options.control == "not_yet_treated":
         last = max(prepared.groups)
         notes.append(f"no unit is never treated: the last cohort ({last}) serves only as a comparison group, and "

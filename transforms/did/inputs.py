@@ -66,6 +66,7 @@ class DidOptions(BaseModel):
     bootstrap_draws: int = Field(999, ge=2)
     seed: int = Field(7, ge=0, lt=2**32)
     never_treated_coding: Literal["zero", "nan"] = "zero"
+    skip_missing_cells: bool = False  # R did's aggte(na.rm = TRUE): aggregate over the ATT(g,t) that exist
 
     @classmethod
     def from_cli(cls, **values: object) -> "DidOptions":

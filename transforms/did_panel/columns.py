@@ -31,6 +31,10 @@ INSURER_COLUMNS = (
 
 def describe(column: str, spec: PanelSpec) -> str:
     """The meaning of an outcome or covariate column in this panel."""
+    if spec.unit == "gemeente_year":
+        from transforms.did_panel import gemeente
+
+        return gemeente.describe(column)
     if column in VOLUME_TEXT:
         return VOLUME_TEXT[column]
     text = None

@@ -9,8 +9,9 @@ The cohort of a provider (per bundle) is the period holding its first contract s
 bundle, whichever insurer signed it: treatment is a property of the provider, and the treatment is
 absorbing (a contract that ends does not make a provider untreated again, as the staggered-adoption
 estimators assume). A provider whose first contract starts after the last period is never treated
-within the panel (cohort 0, counted in the attrition report); one whose contract started before the
-first period has no pre-period to compare with, so its episodes are left out and counted.
+within the panel (cohort 0, counted per status in the manifest's ``cohorts``); one whose contract
+started before the first period has no pre-period to compare with, so its episodes are left out and
+counted in the attrition report.
 """
 
 from __future__ import annotations

@@ -35,10 +35,12 @@ import yaml
 from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.did_panel import columns as panel_columns
+from transforms.did_panel import gemeente
 from transforms.did_panel.periods import AFTER_LAST, BEFORE_FIRST, IN_PANEL, periods_frame, provider_cohorts
 from transforms.did_panel.spec import VOLUME_OUTCOMES, PanelSpec, SpecError, load_spec, normalised, spec_hash
 from transforms.did_panel.units import (ATTRITION_SCHEMA, BASE_COLUMNS, QUARTER_OUTCOMES, episode_quarters,
                                         finish_rows, provider_periods, select_episodes)
+from transforms.episodes.rules import CHRONIC_ATC
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
 from transforms.maturity.store import read_lines as read_claim_lines
@@ -51,6 +53,11 @@ KIND = "did_panel"
 PARTS_DIR = "_parts"
 MATURITY_FILE = "_maturity.parquet"
 ADAPTERS = {"did": "adapters/did.parquet", "differences": "adapters/differences.parquet"}
+
+
+#: Episode columns measured before the anchor: the only ones a spec may use as covariates.
+PRE_ANCHOR_COLUMNS = ("age_at_anchor", "sex", *CHRONIC_ATC, "n_chronic_conditions", "prior_year_standardised_cents",
+                      "days_gp_to_referral", "days_referral_to_specialist", "days_specialist_to_trigger")
 
 
 class PanelInputError(UserFacingError):
@@ -77,6 +84,7 @@ class PanelBuild:
     provenance: dict
     started: float
     timing: dict[str, float] = field(default_factory=dict)
+    vektis: str | None = None  # the Vektis folder (unit gemeente_year)
 
     @property
     def work(self) -> Path:
@@ -113,6 +121,12 @@ def _check_columns(spec: PanelSpec, schemas: dict[str, dict[str, pl.DataType]]) 
                 if not (dtype in numeric or column == "sex"):
                     raise SpecError(f"{spec.name}: field `{field_name}`: {column!r} is {dtype} in the {bundle} "
                                     "episodes, not a number or true/false")
+    if spec.unit != "gemeente_year":
+        late = [c for c in spec.covariates if c not in PRE_ANCHOR_COLUMNS]
+        if late:
+            raise SpecError(f"{spec.name}: field `covariates`: {late[0]!r} is not measured before the anchor (a "
+                            "covariate must be fixed before treatment, or it absorbs the effect); covariates are "
+                            f"{', '.join(PRE_ANCHOR_COLUMNS)}")
     for column in spec.filters:
         missing = of_every(column)
         if missing:
@@ -134,11 +148,45 @@ def _maturity_table(spec: PanelSpec) -> str:
     return max(sorted(set(tables)), key=tables.count)
 
 
-def preflight(spec_path: Path | str, store: Path | str, episodes: Path | str, out: Path | str) -> dict:
+# -- unit gemeente_year: the Vektis folder (transforms/did_panel/gemeente.py)
+def _check_vektis(spec: PanelSpec, spec_path: Path | str, vektis: Path | str | None) -> dict | None:
+    """``--vektis``: required by unit gemeente_year (a complete, validated ``zorgpad ingest-vektis``
+    folder with the final release of every year of the spec), refused for the other units."""
+    if spec.unit != gemeente.UNIT:
+        if vektis is not None:
+            raise PanelInputError(f"--vektis is read only by unit gemeente_year; {spec_path} has unit {spec.unit}: "
+                                  "leave --vektis out")
+        return None
+    if vektis is None:
+        raise PanelInputError(f"{spec_path}: unit gemeente_year is built from the Vektis open data: pass --vektis DIR "
+                              "(a folder written by `zorgpad ingest-vektis`)")
+    manifest = require_output(vektis, "vektis", option="--vektis")
+    if manifest.get("validation_success") is not True:
+        raise OutputError(f"--vektis {vektis}: its validation failed (see its validation_summary.json); run "
+                          "`zorgpad ingest-vektis` again")
+    have = gemeente.final_years(manifest)
+    missing = [y for y in range(spec.years[0], spec.years[1] + 1) if y not in have]
+    if missing:
+        held = f"{have[0]}-{have[-1]}" if have else "no year"
+        raise SpecError(f"{spec_path}: field `years`: --vektis {vektis} holds the final release of {held}, not of "
+                        f"{', '.join(map(str, missing))}; run `zorgpad ingest-vektis --years "
+                        f"{spec.years[0]}-{spec.years[1]}` (Vektis publishes 2011-2023), or narrow the years")
+    return manifest
+
+
+def _episode_columns(spec: PanelSpec) -> PanelSpec:
+    """The spec as far as its columns are episode columns (gemeente_year: only the filters)."""
+    return spec.model_copy(update={"outcomes": (), "covariates": ()}) if spec.unit == gemeente.UNIT else spec
+# -- end gemeente_year
+
+
+def preflight(spec_path: Path | str, store: Path | str, episodes: Path | str, out: Path | str,
+              vektis: Path | str | None = None) -> dict:
     """What can be checked in seconds, before a Prefect API or Dask starts: the spec first (a wrong
     field fails before any data are read), then the inputs, the spec's columns against the episodes'
     schemas and the output folder. Raises a :class:`UserFacingError`."""
     spec = load_spec(spec_path)
+    vektis_manifest = _check_vektis(spec, spec_path, vektis)
     store_manifest = require_output(store, "store", option="--store")
     episodes_manifest = require_output(episodes, "episodes", option="--episodes")
     store_path = Path(store).expanduser().resolve()
@@ -161,10 +209,11 @@ def preflight(spec_path: Path | str, store: Path | str, episodes: Path | str, ou
             raise PanelInputError(f"--episodes {episodes}: no {bundle} episodes to build the panel from")
         schemas[bundle] = _schema(files)
     try:
-        _check_columns(spec, schemas)
+        _check_columns(_episode_columns(spec), schemas)
     except SpecError as exc:
         raise SpecError(str(exc).replace(f"{spec.name}:", f"{spec_path}:", 1)) from None
     inputs = {"spec": Path(spec_path), "store": Path(store), "episodes": Path(episodes)}
+    inputs.update({"vektis": Path(vektis)} if vektis is not None else {})
     target = check_target(out, KIND, inputs=inputs, option="--out")
     holder = lock_holder(target)
     if holder is not None:
@@ -172,18 +221,22 @@ def preflight(spec_path: Path | str, store: Path | str, episodes: Path | str, ou
                           "wait for it to finish, or stop it, and run again")
     last_year = (store_manifest.get("delivery") or {}).get("last_year")
     return {"spec": spec, "store_manifest": store_manifest, "episodes_manifest": episodes_manifest,
-            "data_as_of": as_of, "schemas": schemas, "last_year": last_year if isinstance(last_year, int) else None}
+            "data_as_of": as_of, "schemas": schemas, "last_year": last_year if isinstance(last_year, int) else None,
+            "vektis_manifest": vektis_manifest}
 
 
-def plan_build(spec_path: Path | str, store: Path | str, episodes: Path | str, out: Path | str) -> PanelBuild:
+def plan_build(spec_path: Path | str, store: Path | str, episodes: Path | str, out: Path | str,
+               vektis: Path | str | None = None) -> PanelBuild:
     """Step 1: :func:`preflight` again, then the lock, the work folder and the cohorts."""
     started = time.perf_counter()
-    checked = preflight(spec_path, store, episodes, out)
+    checked = preflight(spec_path, store, episodes, out, vektis)
     spec: PanelSpec = checked["spec"]
     store_path = Path(store).expanduser().resolve()
     episodes_path = Path(episodes).expanduser().resolve()
     spec_file = Path(spec_path).expanduser().resolve()
-    publication = Publication.begin(out, KIND, inputs={"spec": spec_file, "store": store_path, "episodes": episodes_path},
+    vektis_path = Path(vektis).expanduser().resolve() if vektis is not None else None
+    publication = Publication.begin(out, KIND, inputs={"spec": spec_file, "store": store_path, "episodes": episodes_path,
+                                                       **({"vektis": vektis_path} if vektis_path else {})},
                                     option="--out")
     try:
         partitions = []
@@ -192,6 +245,8 @@ def plan_build(spec_path: Path | str, store: Path | str, episodes: Path | str, o
             for f in episode_files(episodes_path, bundle):
                 by_year.setdefault(int(f.parent.name.split("=")[1]), []).append(str(f))
             partitions += [(bundle, year, files) for year, files in sorted(by_year.items())]
+        if vektis_path is not None:  # gemeente_year: one more task reads the Vektis folder
+            partitions.append((gemeente.VEKTIS_PART, 0, [str(vektis_path)]))
         cohorts = provider_cohorts(read_contracts(store_path), spec.bundles, spec.period, spec.years)
         store_marker = checked["store_manifest"].get("zorgpad", {})
         provenance = {
@@ -207,11 +262,18 @@ def plan_build(spec_path: Path | str, store: Path | str, episodes: Path | str, o
                          "code_version": checked["episodes_manifest"].get("code_version"),
                          "runout_months": checked["episodes_manifest"].get("runout_months")},
         }
+        if vektis_path is not None:
+            vektis_manifest = checked["vektis_manifest"]
+            provenance["vektis"] = {"path": str(vektis_path), "run_id": vektis_manifest.get("zorgpad", {}).get("run_id"),
+                                    "manifest_sha256": file_sha256(vektis_path / "manifest.json"),
+                                    "releases": vektis_manifest.get("releases")}
+        # a gemeente_year row holds every insurer's insured: the panel has no insurer columns or split
+        several_insurers = _several_insurers(store_path) if spec.unit != gemeente.UNIT else False
         run = PanelBuild(spec, str(spec_file), file_sha256(spec_file), str(store_path), str(episodes_path), publication,
                          checked["data_as_of"], checked["last_year"], partitions, cohorts,
-                         _several_insurers(store_path), _maturity_table(spec),
+                         several_insurers, _maturity_table(spec),
                          {b: {c: str(t) for c, t in s.items()} for b, s in checked["schemas"].items()},
-                         provenance, started)
+                         provenance, started, vektis=str(vektis_path) if vektis_path else None)
     except BaseException:
         publication.abandon()
         raise
@@ -267,10 +329,36 @@ def _insured(store: str, patients: pl.Series) -> pl.DataFrame:
             .filter(pl.col("patient_id").is_in(patients.unique().to_list())).collect())
 
 
+# -- unit gemeente_year
+def _gemeente_partition(run: PanelBuild, bundle_id: str, year: int, files: list[str]) -> dict:
+    """Step 3 for gemeente_year (a Dask task): the gemeente-year rows from the Vektis folder
+    (partition ``vektis``), or one bundle and anchor year's episodes counted per gemeente of the
+    patient (only the columns the count needs are read); written in one schema."""
+    spec = run.spec
+    if bundle_id == gemeente.VEKTIS_PART:
+        cells = gemeente.vektis_cells(gemeente.read_vektis(files[0]))
+        providers = pl.read_parquet(sorted((Path(run.store) / "providers").rglob("*.parquet")),
+                                    columns=["provider_agb", "gemeente_code"])
+        kept, attrition = gemeente.vektis_part(cells, gemeente.gemeente_cohorts(run.cohorts, providers, spec.years),
+                                               spec)
+        read = cells.height
+    else:
+        episodes = pl.read_parquet(files, columns=list(dict.fromkeys([*gemeente.EPISODE_COLUMNS, *spec.filters])))
+        kept, attrition = gemeente.resident_episodes(episodes.sort("episode_id"), spec, bundle_id)
+        read = episodes.height
+    path = run.work / PARTS_DIR / f"{bundle_id}-{year}.parquet"
+    kept.write_parquet(path)
+    return {"bundle_id": bundle_id, "year": year, "path": str(path), "episodes": read,
+            "attrition": attrition.to_dicts(), "unit": gemeente.UNIT}
+# -- end gemeente_year
+
+
 def partition_step(run: PanelBuild, bundle_id: str, year: int, files: list[str]) -> dict:
     """Step 3, one bundle and anchor year (a Dask task): keep the episodes of the spec, write them
     (and for episode_quarter their quarters) to the work folder; return the attrition rows."""
     spec = run.spec
+    if spec.unit == gemeente.UNIT:
+        return _gemeente_partition(run, bundle_id, year, files)
     wanted = [c for c in dict.fromkeys([*BASE_COLUMNS, *spec.outcomes, *spec.covariates, *spec.filters])
               if c in run.schemas[bundle_id] and c not in VOLUME_OUTCOMES]
     episodes = pl.read_parquet(files, columns=wanted).sort("episode_id")
@@ -308,6 +396,8 @@ def build_partitions(run: PanelBuild, mapper: Mapper = local_map) -> list[dict]:
 # ------------------------------------------------------------------------------ step 4: assemble
 def attrition_table(reports: list[dict], kept: pl.DataFrame) -> pl.DataFrame:
     """Per bundle: the episodes read, what each step left out, and the episodes kept; the counts add up."""
+    if any(r.get("unit") == gemeente.UNIT for r in reports):  # gemeente_year: episodes and Vektis cells
+        return gemeente.attrition(reports, kept)
     rows = pl.DataFrame([r for rep in reports for r in rep["attrition"]], schema=ATTRITION_SCHEMA)
     read = pl.DataFrame([(rep["bundle_id"], rep["episodes"]) for rep in reports],
                         schema={"bundle_id": pl.String, "read": pl.Int64}, orient="row").group_by("bundle_id").agg(
@@ -340,12 +430,16 @@ def unit_rows(kept: pl.DataFrame, spec: PanelSpec, periods: pl.DataFrame) -> pl.
     if spec.unit == "provider_period":
         return provider_periods(kept, spec, periods).with_columns(pl.lit(None, pl.Int64).alias("n_lines"),
                                                                   pl.lit(None, pl.String).alias("gemeente_code"))
+    if spec.unit == gemeente.UNIT:
+        return gemeente.unit_rows(kept)
     raise PanelInputError(f"unit {spec.unit} is not built from episodes")
 
 
 def _unit_id(spec: PanelSpec) -> pl.Expr:
     if spec.unit == "provider_period":
         return pl.col("bundle_id") + ":" + pl.col("provider_agb")
+    if spec.unit == gemeente.UNIT:
+        return pl.col("gemeente_code")
     return pl.col("episode_id")
 
 
@@ -404,9 +498,15 @@ def estimate_step(run: PanelBuild) -> dict:
 
     t0 = time.perf_counter()
     result = estimate_outcomes(run.spec, run.work / ADAPTERS["did"], run.work / "estimates",
-                               insurer_split=run.several_insurers and _insurer_specific(run.cohorts))
+                               insurer_split=(run.several_insurers and spec_has_insurers(run.spec)
+                                              and _insurer_specific(run.cohorts)))
     run.timing["estimate"] = time.perf_counter() - t0
     return result
+
+
+def spec_has_insurers(spec: PanelSpec) -> bool:
+    """Only episode units carry the patient's insurer (aggregated units pool every insurer)."""
+    return spec.unit in ("episode", "episode_quarter")
 
 
 def _insurer_specific(cohorts: pl.DataFrame) -> bool:
@@ -480,9 +580,9 @@ def abandon(run: PanelBuild) -> None:
 
 
 def build_panel(spec_path: Path | str, store: Path | str, episodes: Path | str, out: Path | str, *,
-                estimate: bool = False, mapper: Mapper = local_map) -> dict:
+                estimate: bool = False, mapper: Mapper = local_map, vektis: Path | str | None = None) -> dict:
     """All steps in this process (or with ``mapper`` on a cluster); returns the manifest."""
-    run = plan_build(spec_path, store, episodes, out)
+    run = plan_build(spec_path, store, episodes, out, vektis)
     try:
         maturity = maturity_step(run)
         reports = build_partitions(run, mapper)

@@ -38,6 +38,7 @@ from transforms.errors import UserFacingError
 UNITS = ("episode", "episode_quarter", "provider_period", "gemeente_year")
 PERIODS = ("year", "quarter", "month")
 STATUSES = ("complete", "censored_enrolment", "censored_data", "death")
+DEFAULT_STATUSES = ("complete", "death")
 #: Outcomes a provider_period panel computes itself (the others are means of episode columns).
 VOLUME_OUTCOMES = ("volume", "log_volume")
 #: Columns a spec may cluster by, per unit.
@@ -91,11 +92,13 @@ class PanelSpec(_Strict):
                                         "treatment in aggregated units")
     treatment: Treatment = Treatment()
     control: Literal["never_treated", "not_yet_treated"] = "never_treated"
-    filters: dict[str, Any] = Field(default_factory=lambda: {"status": ["complete", "death"]},
-                                            description="episode column -> allowed values, or {min, max}")
+    filters: dict[str, Any] = Field(default_factory=lambda: {"status": list(DEFAULT_STATUSES)},
+                                    description="episode column -> allowed values, or {min, max}; status is "
+                                    "complete and death unless given")
     cluster: str = Field("provider_agb", description="the column standard errors cluster by")
-    weights: Literal["none", "episodes"] = Field("none", description="episodes: aggregated rows weighted by their "
-                                                 "number of episodes")
+    weights: Literal["none", "episodes", "insured_years"] = Field(
+        "none", description="episodes: aggregated rows weighted by their number of episodes; insured_years: "
+        "gemeente_year rows by their Vektis insured-years")
     adjust: bool = Field(False, description="add <outcome>_adjusted = outcome / completion of its period")
     mature_at: float = Field(0.95, gt=0, le=1, description="a period is mature from this completion on")
     maturity_table: Literal["dbc", "dbc_activity", "gp", "pharmacy", "paramedical", "maternity"] | None = Field(
@@ -143,7 +146,9 @@ class PanelSpec(_Strict):
             unknown = [s for s in statuses if s not in STATUSES]
             if unknown:
                 raise ValueError(f"status: unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}")
-        checked: dict[str, Any] = {}
+        # the status filter holds unless the spec gives its own: a filter on sex alone must not let
+        # censored episodes (whose follow-up is not in the data) into the panel
+        checked: dict[str, Any] = {"status": list(DEFAULT_STATUSES)} if "status" not in value else {}
         for column, allowed in value.items():
             if isinstance(allowed, list):
                 if not allowed:
@@ -177,6 +182,8 @@ class PanelSpec(_Strict):
         volume = [o for o in self.outcomes if o in VOLUME_OUTCOMES]
         if volume and self.unit != "provider_period":
             raise _FieldError("outcomes", f"{volume[0]} is an outcome of unit provider_period only")
+        if self.weights == "insured_years" and self.unit != "gemeente_year":
+            raise _FieldError("weights", f"insured_years weigh gemeente_year rows; unit {self.unit} has none")
         if self.cluster not in CLUSTERS[self.unit]:
             raise _FieldError("cluster", f"unit {self.unit} clusters by {' or '.join(CLUSTERS[self.unit])}, "
                               f"not {self.cluster!r}")
@@ -185,7 +192,24 @@ class PanelSpec(_Strict):
             if costs:
                 raise _FieldError("outcomes", f"unit episode_quarter sums allocated cents per quarter: {costs[0]!r} is "
                                   "not a *_cents column")
+        if self.unit == "gemeente_year":
+            self._gemeente_year()
         return self
+
+    def _gemeente_year(self) -> None:
+        """gemeente_year outcomes and covariates are Vektis measures (``transforms.did_panel.gemeente``),
+        not episode columns; Vektis costs are final, so the store's completion does not adjust them."""
+        from transforms.did_panel.gemeente import COVARIATES, OUTCOMES
+
+        for field_name, names, valid in (("outcomes", self.outcomes, OUTCOMES), ("covariates", self.covariates,
+                                                                                 COVARIATES)):
+            wrong = [n for n in names if n not in valid]
+            if wrong:
+                raise _FieldError(field_name, f"{wrong[0]!r} is not one of the {field_name} of unit gemeente_year "
+                                  f"(Vektis, per gemeente and year): {', '.join(valid)}")
+        if self.adjust:
+            raise _FieldError("adjust", "unit gemeente_year: Vektis costs are final, the store's claims completion "
+                              "does not apply to them; leave adjust false")
 
     @property
     def repeated_cross_sections(self) -> bool:

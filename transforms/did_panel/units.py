@@ -52,11 +52,9 @@ def _allowed(column: str, rule) -> pl.Expr:
     return expr.fill_null(False)
 
 
-def select_episodes(episodes: pl.DataFrame, spec: PanelSpec, cohorts: pl.DataFrame, insured: pl.DataFrame,
-                    bundle_id: str, *, several_insurers: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """One partition's kept episodes (with ``bundle_id``, ``provider_agb``, ``period``, ``cohort``,
-    outcomes and covariates as floats, ``insurer_uzovi`` and ``contracting_insurer``) and its
-    attrition rows (step, reason, bundle, episodes left out)."""
+def within_spec(episodes: pl.DataFrame, spec: PanelSpec) -> tuple[pl.DataFrame, list[tuple[str, int]]]:
+    """The episodes anchored in the spec's years that pass its filters, and per step how many were
+    left out (``anchor outside <years>``, ``filter <column>``): the first steps of every unit."""
     steps: list[tuple[str, int]] = []
     first, last = spec.years
     frame = episodes
@@ -67,6 +65,16 @@ def select_episodes(episodes: pl.DataFrame, spec: PanelSpec, cohorts: pl.DataFra
         kept = frame.filter(_allowed(column, rule))
         steps.append((f"filter {column}", frame.height - kept.height))
         frame = kept
+    return frame, steps
+
+
+def select_episodes(episodes: pl.DataFrame, spec: PanelSpec, cohorts: pl.DataFrame, insured: pl.DataFrame,
+                    bundle_id: str, *, several_insurers: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One partition's kept episodes (with ``bundle_id``, ``provider_agb``, ``period``, ``cohort``,
+    outcomes and covariates as floats, ``insurer_uzovi`` and ``contracting_insurer``) and its
+    attrition rows (step, reason, bundle, episodes left out)."""
+    frame, steps = within_spec(episodes, spec)
+    first = spec.years[0]
     joined = frame.join(cohorts.filter(pl.col("bundle_id") == bundle_id).drop("bundle_id"),
                         left_on="anchor_provider_agb", right_on="provider_agb", how="left")
     joined = joined.with_columns(pl.col("cohort").fill_null(NEVER_TREATED),
@@ -187,7 +195,12 @@ def finish_rows(frame: pl.DataFrame, spec: PanelSpec, periods: pl.DataFrame, mat
     frame = frame.with_columns(pl.col("unit_id").rank("dense").cast(pl.Int64).alias("unit_num"))
     frame = treatment_columns(frame.join(periods.select("period", "period_label"), on="period", how="left"))
     frame = frame.join(maturity, on="period", how="left")
-    weight = pl.col("n_episodes").cast(pl.Float64) if spec.weights == "episodes" else pl.lit(1.0)
+    if spec.weights == "episodes":
+        weight = pl.col("n_episodes").cast(pl.Float64)
+    elif spec.weights == "insured_years":
+        weight = pl.col("insured_years").cast(pl.Float64)
+    else:
+        weight = pl.lit(1.0)
     frame = frame.with_columns(weight.alias("weight"))
     if spec.adjust:
         frame = frame.with_columns([
