@@ -9,3 +9,4 @@ from flows import panels_command  # noqa: F401
 from flows import did_command  # noqa: F401
 from flows import maturity_command  # noqa: F401
 from flows import panel_build_command  # noqa: F401
+from flows import regional_command  # noqa: F401
