@@ -162,7 +162,9 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
         for code, lo, hi in REGISTRATION_CODES:
             p = np.flatnonzero((age >= lo) & (age <= hi))
             for q in range(4):
-                d = y0 + (0, 90, 181, 273)[q] + np.zeros(p.size, dtype=np.int64)
+                # the first day of the quarter (in a leap year 1 April is day 91, not 90)
+                quarter_start = (np.datetime64(f"{year}-{3 * q + 1:02d}-01") - np.datetime64("1970-01-01")).astype(np.int64)
+                d = int(quarter_start) + np.zeros(p.size, dtype=np.int64)
                 ctx.claims.first_line("gp", p, pop.usual["gp"][p], d, gp_tariff_cents(code, d), origin="chronic",
                                       service_cd=code)
 
