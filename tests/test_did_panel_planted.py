@@ -1,5 +1,5 @@
 """Slow (``python -m pytest -m slow``): on a generated delivery with the default planted effects, the
-DiD panels recover them. 300,000 insured, 2015-2021: hip and knee contracts start in waves (2018,
+DiD panels recover them, and the population placebo tells the benchmarks apart. 300,000 insured, 2015-2021: hip and knee contracts start in waves (2018,
 2019, 2020) and lower the operation price of episodes at the treated providers by EUR 1,300 and
 raise their volume by 8% (``truth.json`` ``effects``); cataract contracts plant nothing.
 
@@ -115,6 +115,56 @@ def treated_clusters_per_event_time(panel: pl.DataFrame, outcome: str) -> dict[i
     return out
 
 
-def test_the_planted_effects_are_recovered(tmp_path):
-    inputs = build_inputs(tmp_path)
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> dict[str, Path]:
+    return build_inputs(tmp_path_factory.mktemp("planted"))
+
+
+def test_the_planted_effects_are_recovered(inputs, tmp_path):
     check_recovery(estimates(inputs, tmp_path), inputs["truth"])
+
+
+def oldest_region_population(store: Path, out: Path) -> Path:
+    """The two largest GP practices of the province whose attributed insured are oldest, from 2019:
+    an older population costs more, so a national benchmark sees losses the contract did not make
+    (the generator draws everyone's gemeente from the real age shares of the gemeenten)."""
+    from transforms.panels.inputs import providers_with_region
+    from transforms.population.attribution import attribute, scan_store, store_period
+
+    gp, insured = scan_store(store)
+    attributed = attribute(gp, insured, period=store_period(store)).filter(
+        (pl.col("year") == 2016) & (pl.col("quarter") == 1))
+    born = pl.read_parquet(sorted((store / "insured").rglob("*.parquet"))).group_by("patient_id").agg(
+        pl.col("birth_year").first())
+    frame = attributed.join(providers_with_region(store), left_on="practice_agb", right_on="provider_agb").join(
+        born, on="patient_id")
+    oldest = frame.group_by("region_code").agg((2016 - pl.col("birth_year")).mean().alias("age"),
+                                               pl.col("practice_agb").n_unique().alias("practices"))
+    region = oldest.filter(pl.col("practices") >= 3).sort("age", descending=True)["region_code"][0]
+    practices = frame.filter(pl.col("region_code") == region).group_by("practice_agb").len().sort(
+        ["len", "practice_agb"], descending=[True, False])["practice_agb"].head(2).to_list()
+    path = out / "population.yaml"
+    path.write_text(yaml.safe_dump({"name": f"two_practices_{region}", "practices": practices,
+                                    "start_date": "2019-01-01"}))
+    return path
+
+
+def test_the_population_placebo_finds_the_national_benchmark_spurious(inputs, tmp_path):
+    """No population contract is planted, so the truth is no savings: the national benchmark shows the
+    older region's cost as losses outside its band; the capped regional and case-mix ones do not."""
+    from typer.testing import CliRunner
+
+    import flows.commands  # noqa: F401  (registers every command)
+    from flows.cli import app
+    from transforms.population.run import build_population
+
+    done = CliRunner().invoke(app, ["ingest-vektis", "--out", str(tmp_path / "vektis"), "--years", "2015-2021"])
+    assert done.exit_code == 0, done.output
+    population = oldest_region_population(inputs["store"], tmp_path)
+    manifest = build_population(inputs["store"], tmp_path / "vektis", population, tmp_path / "population")
+    placebo = {row["benchmark"]: row for row in manifest["placebo"]}
+    assert placebo["national"]["spurious"] and placebo["national"]["mean_gap_cents"] > 0, placebo["national"]
+    assert placebo["national"]["quarters_outside_band"] >= placebo["national"]["quarters"] // 2
+    for name in ("regional_capped_p95", "casemix"):
+        assert not placebo[name]["spurious"], placebo[name]
+        assert abs(placebo[name]["spurious_euros_per_year"]) < abs(placebo["national"]["spurious_euros_per_year"])

@@ -60,6 +60,7 @@ KINDS = {
     "demo": ("zorgpad demo folder", "zorgpad demo"),
     "did_report": ("zorgpad DiD report folder", "zorgpad did estimate"),
     "did_panel": ("zorgpad DiD panel folder", "zorgpad panel build"),
+    "population": ("zorgpad population benchmark folder", "zorgpad population"),
     "regional": ("zorgpad regional folder", "zorgpad regional"),
 }
 SYNTH_PRODUCER = "zorgpad synth"

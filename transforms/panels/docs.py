@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transforms.panels.tables import PANEL_TABLES
+from transforms.population.run import TABLES as POPULATION_TABLES
 from transforms.regional.tables import REGIONAL_TABLES
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "panels.md"
@@ -127,6 +128,46 @@ how little of the spread chance explains.
 """
 
 
+POPULATION_INTRO = """# Population benchmarks (shared savings on an enrolled population)
+
+Generated from `transforms/population/tables/*.yml`. Built by
+`zorgpad population --store STORE --vektis VEKTIS --population POP.yaml --out POPULATION`, where
+`POP.yaml` names the enrolled population: `name`, `practices` (GP practice AGB codes) or
+`contract_id` (the GP practices among a contract's providers), and `start_date`.
+
+```
+POPULATION/manifest.json                                  population, inputs, options, placebo, timings
+POPULATION/population_benchmark/benchmark=<b>/part-0.parquet  every benchmark per quarter
+POPULATION/population_placebo/part-0.parquet              the placebo of every benchmark
+POPULATION/attribution_counts/part-0.parquet              what the attribution did with every insured-quarter and fee
+```
+
+- **Attribution** (`transforms/population/attribution.py`): an insured belongs in a quarter to the
+  GP practice that declared their registration fee (inschrijftarief, NZa codes 11000-11104) with a
+  service date in that quarter; with two practices, the latest fee of the quarter (the registration
+  at the quarter's end), then the higher amount, then the lowest AGB; with none, the insured-quarter
+  is unattributed (never carried forward); a credited fee or one outside enrolment does not count.
+- **Outcome**: total Zvw spending of the claim tables (dbc, gp, pharmacy, paramedical, maternity;
+  `dbc_activity` only breaks DBCs down), net of corrections, by service date (a DBC's end date),
+  per attributed insured per quarter, 0 for an insured without claims.
+- **Benchmarks** (`transforms/population/benchmark.py`): `national` (every other attributed insured),
+  `regional` (those of practices in the population's province), `regional_capped_p95` (every
+  insured-quarter of population and region capped at the region's 95th percentile of that quarter),
+  `casemix` (indirect age-class x sex standardisation against the Vektis costs per insured-year of the
+  claim tables' categories, scaled by the data's national observed / expected), and
+  `regional_casemix_capped` (zorgpad's own: the region's capped cost per age class x sex applied to
+  the population's make-up).
+- **Band and threshold**: the gap's 95% band from both groups' insured-level variances; the
+  yearly savings threshold = 1.96 x its standard error x the population x 4: a smaller true saving
+  cannot be told from noise. **Placebo**: the quarters before the start (2020-2021 left out by
+  default): the mean gap, its band from the quarter-to-quarter spread, and `spurious` when that band
+  misses 0 -- the benchmark would have paid (or charged) for nothing.
+- What the data cannot support: attribution sees only registration fees (a patient who never sees a
+  GP but is registered is counted; one unregistered is not), the region is the province of most of
+  the population's practices, and the case mix is age and sex only (no morbidity).
+"""
+
+
 def render() -> str:
     lines = [INTRO]
     for table in PANEL_TABLES.values():
@@ -135,6 +176,9 @@ def render() -> str:
     for table in REGIONAL_TABLES.values():
         lines += table.markdown()
     lines += [REGIONAL_LIMITS]
+    lines += [POPULATION_INTRO]
+    for table in POPULATION_TABLES.values():
+        lines += table.markdown()
     return "\n".join(lines)
 
 
