@@ -103,11 +103,14 @@ def synth(
     provider_effect: Annotated[str | None, typer.Option(help="planted benchmark providers, e.g. hip_oa:utilisation=1.2,price=1.2,share=0.18 (a factor of 1 turns one off)")] = None,
     regional_effect: Annotated[str | None, typer.Option(help="costlier province, e.g. PV28:cataract=1.2,acute_stroke=1.2,tail=0.04")] = None,
     specialist_scale: Annotated[float, typer.Option(help="multiply the number of hospitals, ZBCs and rehabilitation centres (70/40/16) by this, e.g. 0.2 for a delivery of a few hundred thousand insured with realistic volumes per provider (at least one per province; the contract waves shrink with them)")] = 1.0,
+    population_effect: Annotated[float, typer.Option(help="planted population contract: the patients of the province's largest GP practices spend this percentage more (e.g. -5 for 5% less) from 1 January 2019; 0 = off")] = 0.0,
+    population_province: Annotated[str, typer.Option(help="CBS province code of the population contract's GP practices")] = "PV31",
     block_size: Annotated[int, typer.Option(help="patients per generated block (memory per worker)")] = 5_000,
     workers: Annotated[int, typer.Option(help="parallel processes (default: CPU count)")] = 0,
 ) -> None:
     """Generate a complete delivery (nine tables + delivery.json) with known truth next to it."""
     from transforms.synth import FaultRates, SynthConfig, generate_delivery, truth_dir
+    from transforms.synth.config import PopulationEffect
 
     first, last = _years(years)
     try:
@@ -123,6 +126,7 @@ def synth(
             faults=FaultRates(**faults), effects=_effects(effect), block_size=block_size,
             providers=_provider_effects(provider_effect), regional=_regional_effects(regional_effect),
             specialist_scale=specialist_scale,
+            population=PopulationEffect(spending_pct=population_effect, province=population_province),
         )
         if not panel_effects:
             config = config.without_panel_effects()

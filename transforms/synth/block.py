@@ -22,7 +22,7 @@ from transforms.synth.episode_truth import block_truth
 from transforms.synth.calendar import day, year_start
 from transforms.synth.calibration import Calibration
 from transforms.synth.catalogue import load_catalogue
-from transforms.synth.claims import ClaimBuffer, ClaimIds
+from transforms.synth.claims import ClaimBuffer, ClaimIds, population_shift
 from transforms.synth.config import SynthConfig
 from transforms.synth.paths import birth, breast, cataract, hand_wrist, heart_failure, joint, rheumatoid, stroke
 from transforms.synth.paths.common import PathContext
@@ -44,6 +44,7 @@ class BlockResult:
     faults: int
     prices: pl.DataFrame | None = None  # partial sums of declared cents per product and year (exact truth only)
     service_days: dict[str, np.ndarray] | None = None  # per claim table, deliverable lines and cents per service day
+    population_savings: dict[tuple[int, int], list[int]] | None = None  # (year, quarter) -> [lines, cents] (population effect)
 
 
 def patient_pseudonyms(seed: int, block: int, n: int) -> np.ndarray:
@@ -82,6 +83,7 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
     tables, withheld, claim_of_row = claims.finalise(
         block=block, first_day=int(year_start(config.first_year)), last_day=int(year_start(config.last_year + 1)) - 1,
         as_of=as_of, withhold_late=config.fault_rates.late_declarations, patient_ids=patient_ids,
+        population=population_shift(config, calibration, registry),
     )
     for name in ("dbc", "gp", "pharmacy", "paramedical", "maternity"):
         if tables[name] is not None:
@@ -112,7 +114,8 @@ def generate_block(config: SynthConfig, calibration: Calibration, registry: Prov
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.write_parquet(path, compression="zstd")
     return BlockResult(block=block, patients=pop.size, rows=rows, withheld=withheld, faults=fault_frame.height,
-                       prices=prices, service_days=claims.service_days)
+                       prices=prices, service_days=claims.service_days,
+                       population_savings=claims.population_savings)
 
 
 def _insured_frame(pop, patient_ids: pl.Series, as_of: int, gemeente_codes: tuple[str, ...]) -> pl.DataFrame:

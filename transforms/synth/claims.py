@@ -33,6 +33,66 @@ class ActivityLines:
     amount_cents: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class PopulationShift:
+    """The planted population contract effect (``SynthConfig.population``) as ``finalise`` applies it:
+    amounts of patients whose usual GP is in ``practices`` (provider indices), from ``start_day`` on,
+    change by ``basis_points`` / 100 percent (rounded half away from zero to the cent); GP lines with
+    a service code in ``exempt_service_cd`` (the registration fees) are left alone."""
+
+    practices: np.ndarray
+    start_day: int
+    basis_points: int
+    exempt_service_cd: tuple[str, ...]
+
+    def affected(self, pop: Population, patient: np.ndarray, days: np.ndarray) -> np.ndarray:
+        return np.isin(pop.usual["gp"][patient], self.practices) & (days >= self.start_day)
+
+    def scale(self, cents: np.ndarray) -> np.ndarray:
+        num = np.asarray(cents, dtype=np.int64) * (10_000 + self.basis_points)
+        return np.sign(num) * ((np.abs(num) + 5_000) // 10_000)
+
+
+def population_practices(effect, calibration, registry: ProviderRegistry) -> np.ndarray:
+    """The ``effect.practices`` GP practices of ``effect.province`` with the most expected patients
+    (ties by AGB), as provider indices sorted by AGB; all of the province's if it has fewer (a small
+    delivery has about one practice per 3,500 insured, at least one per province). Deterministic and without random numbers: the
+    expected patients of a practice follow :meth:`ProviderRegistry.nearby` -- a gemeente's insured
+    share split evenly over its practices, or over the province's if the gemeente has none."""
+    share = np.einsum("sa,sag->g", calibration.age_sex_share, calibration.gemeente_share)
+    gp = registry.of_kind("gp")
+    gp_gem = registry.gemeente[gp]
+    per_gem = np.bincount(gp_gem, minlength=share.size)
+    expected = np.zeros(gp.size)
+    has = per_gem[gp_gem] > 0
+    expected[has] = share[gp_gem[has]] / per_gem[gp_gem[has]]
+    provinces = np.asarray(calibration.province_of_gemeente, dtype=object)
+    gp_prov = registry.province[gp]
+    for g in np.flatnonzero(per_gem == 0):
+        pool = gp_prov == provinces[g]
+        if pool.any():
+            expected[pool] += share[g] / pool.sum()
+    in_province = np.flatnonzero(gp_prov == effect.province)  # never empty (a provider of every kind per province)
+    agb = registry.agb[gp[in_province]].astype(str)
+    order = np.lexsort((agb, -expected[in_province]))
+    chosen = gp[in_province[order[: effect.practices]]]
+    return chosen[np.argsort(registry.agb[chosen].astype(str))]
+
+
+def population_shift(config, calibration, registry: ProviderRegistry) -> PopulationShift | None:
+    """The ``PopulationShift`` of ``config.population``, or None when it is off."""
+    effect = config.population
+    if not effect.active:
+        return None
+    from transforms.synth.background import REGISTRATION_CODES  # background imports the care paths
+    from transforms.synth.calendar import year_start
+
+    return PopulationShift(practices=population_practices(effect, calibration, registry),
+                           start_day=int(year_start(effect.start_year)),
+                           basis_points=int(round(effect.spending_pct * 100)),
+                           exempt_service_cd=tuple(code for code, _, _ in REGISTRATION_CODES))
+
+
 @dataclass
 class _Chunk:
     columns: dict[str, np.ndarray]
@@ -80,6 +140,9 @@ class ClaimBuffer:
         #: are delivered once declared, counted by ``finalise`` before it draws the declaration lags:
         #: for ``truth.json`` ``declaration_lag``
         self.service_days: dict[str, np.ndarray] = {}
+        #: (year, quarter of service) -> [lines, cents] the planted population effect took off the
+        #: delivered lines (original minus changed amount), filled by ``finalise`` with a ``PopulationShift``
+        self.population_savings: dict[tuple[int, int], list[int]] = {}
 
     # -- prices ------------------------------------------------------------------------------------
     def dbc_price_cents(self, product: Product, provider: np.ndarray, days: np.ndarray) -> np.ndarray:
@@ -183,12 +246,14 @@ class ClaimBuffer:
 
     # -- finalising --------------------------------------------------------------------------------
     def finalise(self, *, block: int, first_day: int, last_day: int, as_of: int, withhold_late: bool,
-                 patient_ids: pl.Series) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, "ClaimIds"]]:
+                 patient_ids: pl.Series, population: PopulationShift | None = None) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, "ClaimIds"]]:
         """Build the block's claim tables.
 
         Returns ``(tables, withheld, claim_ids)``: the tables as polars frames (days as int, money as
         ``amount_cents``, ``<col>_null`` masks); counts of lines withheld per table and reason; and
         per table the claim ids of the buffer rows, so care paths can name their trigger lines.
+        With ``population`` the planted population effect changes the amounts first (after the
+        calibration has measured them, so every random draw stays the same).
         """
         tables: dict[str, pl.DataFrame | None] = {}
         withheld: dict[str, dict[str, int]] = {}
@@ -208,6 +273,11 @@ class ClaimBuffer:
             ("not_insured_or_deceased", spell < 0),
             ("not_closed_by_data_as_of", end > as_of),
         )
+        dbc_shifted = np.zeros(self._n_dbc, dtype=bool)  # by buffer row, for the activities
+        if population is not None:
+            hit = population.affected(self.pop, cols["patient"], end)  # service date: the (delivered) end date
+            cols["amount"], dbc_saved = _shifted(population, cols["amount"], hit)
+            dbc_shifted[cols["row"][hit]] = True
         self.service_days["dbc"] = _per_day(end, cols["amount"], reasons == 0, first_day, as_of)
         declared = end + declaration_lag(self.rng, end.size, hospital=True)
         if withhold_late:
@@ -215,6 +285,8 @@ class ClaimBuffer:
         else:
             declared = np.minimum(declared, as_of)
         keep = reasons == 0
+        if population is not None:
+            self._count_savings(end, dbc_saved, keep)
         withheld["dbc"] = _count_reasons(reasons[~keep])
         ids = ClaimIds.assign("D", block, cols["row"], keep, self._n_dbc)
         claim_ids["dbc"] = ids
@@ -253,6 +325,9 @@ class ClaimBuffer:
         parent_kept = ids.position[acols["row"]] >= 0 if acols["row"].size else np.zeros(0, dtype=bool)
         inside = (acols["day"] <= end_by_row[acols["row"]]) & (acols["day"] >= start_by_row[acols["row"]])
         akeep = parent_kept & inside
+        if population is not None:
+            hit = dbc_shifted[acols["row"]] & has_amount
+            acols["amount"] = np.where(hit, population.scale(acols["amount"]), acols["amount"])
         tables["dbc_activity"] = pl.DataFrame([
             ids.of_rows(acols["row"][akeep]).alias("claim_id"),
             pl.Series("activity_cd", code_vocab, dtype=pl.String).gather(code_idx[akeep]),
@@ -279,6 +354,11 @@ class ClaimBuffer:
                 ("outside_delivery_years", (fcols["day"] < first_day) | (fcols["day"] > last_day)),
                 ("not_insured_or_deceased", spell < 0),
             )
+            if population is not None:
+                hit = population.affected(self.pop, fcols["patient"], fcols["day"])
+                if table == "gp":
+                    hit &= ~_service_cd_in(chunks, population.exempt_service_cd)
+                fcols["amount"], saved = _shifted(population, fcols["amount"], hit)
             self.service_days[table] = _per_day(fcols["day"], fcols["amount"], reasons == 0, first_day, as_of)
             declared = fcols["day"] + declaration_lag(self.rng, fcols["day"].size, hospital=False)
             if withhold_late:
@@ -286,6 +366,8 @@ class ClaimBuffer:
             else:
                 declared = np.minimum(declared, as_of)
             keep = reasons == 0
+            if population is not None:
+                self._count_savings(fcols["day"], saved, keep)
             withheld[table] = _count_reasons(reasons[~keep])
             ids = ClaimIds.assign(CLAIM_PREFIX[table], block, fcols["row"], keep, self._n_first_line[table])
             claim_ids[table] = ids
@@ -303,6 +385,48 @@ class ClaimBuffer:
                 series.append(_concat_extra(name, chunks).filter(keep_mask))
             tables[table] = pl.DataFrame(series)
         return tables, withheld, claim_ids
+
+    def _count_savings(self, days: np.ndarray, saved: np.ndarray, delivered: np.ndarray) -> None:
+        """Add the cents the population effect took off the delivered lines, per year and quarter of ``days``."""
+        count = delivered & (saved != 0)
+        if not count.any():
+            return
+        d = np.asarray(days, dtype=np.int64)[count].astype("datetime64[D]")
+        year = d.astype("datetime64[Y]").astype(np.int64) + 1970
+        quarter = d.astype("datetime64[M]").astype(np.int64) % 12 // 3 + 1
+        for (y, q), lines, total in _group_sum(year * 10 + quarter, saved[count]):
+            entry = self.population_savings.setdefault((y, q), [0, 0])
+            entry[0] += lines
+            entry[1] += total
+
+
+def _shifted(population: PopulationShift, cents: np.ndarray, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cents`` with the population effect applied where ``hit``, and the cents saved per line."""
+    new = np.where(hit, population.scale(cents), cents)
+    return new, np.asarray(cents, dtype=np.int64) - new
+
+
+def _group_sum(key: np.ndarray, values: np.ndarray):
+    """``((key // 10, key % 10), count, sum)`` per distinct key."""
+    keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=values.astype(np.float64), minlength=keys.size)
+    return [((int(k) // 10, int(k) % 10), int(c), int(round(s))) for k, c, s in zip(keys, counts, sums)]
+
+
+def _service_cd_in(chunks: list[_Chunk], codes: tuple[str, ...]) -> np.ndarray:
+    """Per line of ``chunks`` (in concatenation order): its ``service_cd`` is one of ``codes``."""
+    parts = []
+    for c in chunks:
+        n = c.columns["row"].size
+        v = c.extra.get("service_cd")
+        if v is None:
+            parts.append(np.zeros(n, dtype=bool))
+        elif isinstance(v, str):
+            parts.append(np.full(n, v in codes))
+        else:
+            values = v.to_numpy() if isinstance(v, pl.Series) else np.asarray(v)
+            parts.append(np.isin(np.broadcast_to(values.astype(str), (n,)), codes))
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=bool)
 
 
 def _per_day(days: np.ndarray, cents: np.ndarray, keep: np.ndarray, first_day: int, as_of: int) -> np.ndarray:
@@ -403,4 +527,4 @@ def _count_reasons(reasons: np.ndarray) -> dict[str, int]:
     return {_REASONS[i]: int(c) for i, c in enumerate(counts) if c and i}
 
 
-__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "FIRST_LINE_TABLES", "OPEN", "DECLARATION_LAG", "codes_series", "declaration_lag"]
+__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "PopulationShift", "population_shift", "FIRST_LINE_TABLES", "OPEN", "DECLARATION_LAG", "codes_series", "declaration_lag"]

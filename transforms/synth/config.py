@@ -137,6 +137,29 @@ class RegionalEffects(_Frozen):
         return self
 
 
+class PopulationEffect(_Frozen):
+    """A planted population contract: the patients of a few GP practices spend a known share less.
+
+    Every claim amount (dbc, gp, pharmacy, paramedical, maternity; not the GP registration fees,
+    which are fixed tariffs) of a patient whose usual GP is one of the ``practices`` largest GP
+    practices of ``province`` (by expected patients, ties by AGB), with a service date (``end_date``
+    for DBC subtrajecten) on or after 1 January ``start_year``, is multiplied by
+    ``1 + spending_pct / 100`` and rounded to the cent; the registered activities of such a
+    subtraject with an amount are scaled alike. ``spending_pct`` 0 (the default) turns it off; the
+    delivery is then byte-identical to one generated without this option. ``truth.json``
+    ``population_effect`` records the practices and the planted savings per quarter.
+    """
+
+    province: str = Field("PV31", pattern=r"^PV(2\d|3[01])$", description="CBS province code PV20-PV31 (PV31 = Limburg)")
+    practices: int = Field(2, ge=1, le=50, description="number of GP practices: the largest of the province by patients (all if it has fewer)")
+    start_year: int = Field(2019, ge=2015, le=2030, description="the effect applies from 1 January of this year")
+    spending_pct: float = Field(0.0, ge=-90.0, le=100.0, description="change of the practices' patients' spending, in percent (0 = off)")
+
+    @property
+    def active(self) -> bool:
+        return self.spending_pct != 0.0
+
+
 class SynthConfig(_Frozen):
     """Everything that determines a synthetic delivery; the same config gives byte-identical files."""
 
@@ -150,6 +173,7 @@ class SynthConfig(_Frozen):
     effects: dict[str, BundleEffect] = Field(default_factory=default_effects)
     providers: ProviderEffects = ProviderEffects()
     regional: RegionalEffects = RegionalEffects()
+    population: PopulationEffect = PopulationEffect()
     specialist_scale: float = Field(
         1.0, gt=0.0, le=10.0,
         description="multiplies the number of hospitals, ZBCs and rehabilitation centres (70, 40, 16): a delivery of a "

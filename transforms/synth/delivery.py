@@ -40,6 +40,7 @@ from transforms.contract import CONTRACT_VERSION, load_contract
 from transforms.output_folder import SYNTH_PRODUCER, Publication
 from transforms.synth.block import PARQUET_OPTIONS, BlockResult, generate_block, to_contract_table
 from transforms.synth.calibration import load_calibration
+from transforms.synth.claims import population_practices
 from transforms.synth.config import SynthConfig
 from transforms.synth.episode_truth import finish_truth, reference_prices
 from transforms.synth.lag_truth import declaration_lag_truth
@@ -149,7 +150,49 @@ def _generate(config: SynthConfig, out: Path, truth: Path, workers: int,
                       "truth episodes and settlements are computed for clean deliveries only (--clean)",
         }
     summary["panel_effects"] = panel_effects_summary(config, registry, truth if config.exact_truth else None)
+    if config.population.active:
+        summary["population_effect"] = _population_effect_truth(config, calibration, registry, results)
     return summary
+
+
+def _default_options(config: SynthConfig) -> set[str]:
+    """Options left out of ``truth.json`` ``config`` at their defaults (added after the first deliveries)."""
+    left_out = set()
+    if config.specialist_scale == 1.0:
+        left_out.add("specialist_scale")
+    if not config.population.active:
+        left_out.add("population")
+    return left_out
+
+
+def _population_effect_truth(config: SynthConfig, calibration, registry: ProviderRegistry,
+                             results: list[BlockResult]) -> dict:
+    """The planted population effect: its practices and the cents it took off the delivered lines
+    (original minus changed amount) per year and quarter of service -- the gap between the
+    counterfactual (the spending without the effect) and the delivered spending."""
+    effect = config.population
+    savings: dict[tuple[int, int], list[int]] = {}
+    for r in results:
+        for key, (lines, cents) in (r.population_savings or {}).items():
+            entry = savings.setdefault(key, [0, 0])
+            entry[0] += lines
+            entry[1] += cents
+    return {
+        "province": effect.province,
+        "practices": registry.agb[population_practices(effect, calibration, registry)].tolist(),
+        "start_year": effect.start_year,
+        "spending_pct": effect.spending_pct,
+        "applies_to": "every amount of dbc, gp (not the registration fees), pharmacy and paramedical and maternity "
+                      "lines of patients whose usual GP is one of the practices, with a service date (dbc: end_date) "
+                      "on or after 1 January start_year, times 1 + spending_pct/100 rounded half away from zero to "
+                      "the cent (dbc_activity amounts of such subtrajecten alike); savings are over the delivered "
+                      "lines before faults and corrections",
+        "planted_savings_cents": [
+            {"year": y, "quarter": q, "lines": lines, "cents": cents}
+            for (y, q), (lines, cents) in sorted(savings.items())
+        ],
+        "planted_savings_cents_total": sum(cents for _, cents in savings.values()),
+    }
 
 
 def _write_single(frame: pl.DataFrame, table, path: Path) -> None:
@@ -191,7 +234,8 @@ def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: lis
         "contract_version": CONTRACT_VERSION,
         # specialist_scale is recorded only when it is not the default, so that the truth of a
         # default delivery stays byte-identical to the one written before the option existed
-        "config": json.loads(config.model_dump_json(exclude={"specialist_scale"} if config.specialist_scale == 1.0 else None)),
+        # so is the population effect (recorded, with its practices and savings, when it is on)
+        "config": json.loads(config.model_dump_json(exclude=_default_options(config) or None)),
         "patients": sum(r.patients for r in results),
         "rows": rows,
         "withheld": withheld,
