@@ -163,3 +163,33 @@ def test_refused_inputs(built, tmp_path):
                          "--population", str(built["population"]), "--out", str(tmp_path / "out"))
     assert_one_error_line(not_vektis, "--vektis")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_planted_population_saving_is_inside_the_pre_adjusted_band(built, tmp_path):
+    """The generator takes 10% off the spending of a province's largest practices' patients from
+    2019 (``truth.json`` ``population_effect``: the known counterfactual); the national benchmark's
+    contract-period gap less its pre-period gap holds the planted saving per insured per quarter."""
+    from transforms.ingest.run import ingest
+    from transforms.population.run import build_population
+    from transforms.synth import SynthConfig, generate_delivery, truth_dir
+    from transforms.synth.config import PopulationEffect
+
+    config = SynthConfig(patients=6_000, first_year=2017, last_year=2020, seed=9, clean=True, block_size=6_000,
+                         population=PopulationEffect(province="PV28", practices=1, start_year=2019, spending_pct=-10.0))
+    generate_delivery(config, tmp_path / "delivery")
+    truth = json.loads((truth_dir(tmp_path / "delivery") / "truth.json").read_text())["population_effect"]
+    ingest(tmp_path / "delivery", tmp_path / "store", n_buckets=2, data_docs=False)
+    population = tmp_path / "population.yaml"
+    population.write_text(yaml.safe_dump({"name": "planted", "practices": truth["practices"],
+                                          "start_date": "2019-01-01"}))
+    manifest = build_population(tmp_path / "store", built["vektis"], population, tmp_path / "out",
+                                excluded_years=())
+    quarters = pl.read_parquet(sorted((tmp_path / "out" / "population_benchmark").rglob("*.parquet")),
+                               hive_partitioning=True).filter(pl.col("benchmark") == "national")
+    planted = pl.DataFrame(truth["planted_savings_cents"]).select(
+        pl.col("year").cast(pl.Int32), pl.col("quarter").cast(pl.Int32), "cents")
+    contract = quarters.filter(pl.col("period") == "contract").join(planted, on=["year", "quarter"], how="left")
+    per_insured = float((-contract["cents"].fill_null(0) / contract["population_insured"]).mean())
+    assert per_insured < 0  # savings: the gap goes down
+    (row,) = [r for r in manifest["savings"] if r["benchmark"] == "national"]
+    assert row["pre_adjusted_band_low_cents"] <= per_insured <= row["pre_adjusted_band_high_cents"], (row, per_insured)

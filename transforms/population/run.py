@@ -178,14 +178,17 @@ def benchmark_step(run: PopulationRun, spending_paths: list[str]) -> dict:
         .when(pl.col("year").is_in(list(run.excluded_years))).then(pl.lit("excluded"))
         .otherwise(pl.lit("pre")).alias("period"))
     placebo = bench.placebo(quarters, start.year)
+    saved = bench.savings(quarters)
     TABLES["population_benchmark"].write(quarters.select(TABLES["population_benchmark"].column_names), run.work)
     TABLES["population_placebo"].write(placebo.select(TABLES["population_placebo"].column_names), run.work)
     TABLES["attribution_counts"].write(counts.select(TABLES["attribution_counts"].column_names), run.work)
+    if saved.height:
+        TABLES["population_savings"].write(saved.select(TABLES["population_savings"].column_names), run.work)
     run.timing["benchmarks"] = time.perf_counter() - t0
     pop_rows = frame.filter(pl.col("in_population"))
-    return {"placebo": placebo.to_dicts(),
+    return {"placebo": placebo.to_dicts(), "savings": saved.to_dicts(),
             "rows": {"population_benchmark": quarters.height, "population_placebo": placebo.height,
-                     "attribution_counts": counts.height},
+                     "attribution_counts": counts.height, "population_savings": saved.height},
             "attributed_insured_quarters": attributed.height,
             "population_insured_quarters": pop_rows.height,
             "region_insured_quarters": frame.filter(pl.col("in_region") & ~pl.col("in_population")).height,
