@@ -139,6 +139,7 @@ Generated from `transforms/population/tables/*.yml`. Built by
 POPULATION/manifest.json                                  population, inputs, options, placebo, timings
 POPULATION/population_benchmark/benchmark=<b>/part-0.parquet  every benchmark per quarter
 POPULATION/population_placebo/part-0.parquet              the placebo of every benchmark
+POPULATION/population_savings/part-0.parquet              the contract period: settled gap, and less the pre-period gap
 POPULATION/attribution_counts/part-0.parquet              what the attribution did with every insured-quarter and fee
 ```
 
