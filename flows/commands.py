@@ -11,3 +11,4 @@ from flows import maturity_command  # noqa: F401
 from flows import panel_build_command  # noqa: F401
 from flows import regional_command  # noqa: F401
 from flows import population_command  # noqa: F401
+from flows import catalog_command  # noqa: F401
