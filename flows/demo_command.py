@@ -37,8 +37,10 @@ def demo(
     typer.echo("2/4 ingesting: validation, quarantine, netting, patient buckets ...")
     ensure_api()
     manifest = ingest_flow(str(delivery), str(store), workers=workers)
-    quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
-    typer.echo(f"    {quarantined:,} rows quarantined, books balanced: {manifest['balanced']}")
+    from transforms.ingest.summary import books_line, validation_line
+
+    typer.echo(f"    books {books_line(manifest)}")
+    typer.echo(f"    validation: {validation_line(manifest)}")
     typer.echo("3/4 building care-path episodes for every bundle ...")
     built = episodes_flow(str(store), str(episodes), workers=workers)
     typer.echo("    " + ", ".join(f"{b}: {n:,}" for b, n in built["episodes"].items()))

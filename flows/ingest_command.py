@@ -41,9 +41,12 @@ def ingest(
                                critical_share=critical_share, **recycle)
     except DeliveryError as exc:
         raise UserError(str(exc) if exc.check == "options" else f"delivery rejected ({exc.check}): {exc}") from None
-    quarantined = sum(b["rows_quarantined"] for b in manifest["books"].values())
-    typer.echo(f"store:       {manifest['store']}  (books balanced: {manifest['balanced']})")
-    typer.echo(f"quarantined: {quarantined:,} rows in {Path(manifest['store']) / 'quarantine'}")
+    from transforms.ingest.summary import books_line, validation_line
+
+    typer.echo(f"store:       {manifest['store']}")
+    typer.echo(f"books:       {books_line(manifest)}")
+    typer.echo(f"validation:  {validation_line(manifest)}")
+    typer.echo(f"quarantine:  {Path(manifest['store']) / 'quarantine'}")
     typer.echo(f"manifest:    {Path(manifest['store']) / 'manifest.json'}")
     if manifest["validation"]["data_docs"]:
         typer.echo(f"data docs:   {Path(manifest['store']) / manifest['validation']['data_docs']}")
