@@ -48,7 +48,10 @@ def population(
             typer.echo(f"  {row['benchmark']:24s} no gap: no comparison insured for this benchmark (a region of "
                        "only the population's practices?)")
             continue
-        verdict = "SPURIOUS" if row["spurious"] else "inside the band"
+        verdict = ("SPURIOUS" if row["spurious"] else "inside the band") + (
+            f", {row['quarters_outside_band']}/{row['quarters']} quarters outside")
+        if row["systematic"] and not row["spurious"]:
+            verdict += "; a small systematic bias"
         typer.echo(f"  {row['benchmark']:24s} gap EUR {row['mean_gap_cents'] / 100:>8,.2f} per insured per quarter "
                    f"({row['spurious_euros_per_year']:>12,.0f} EUR a year; threshold "
                    f"{row['mean_threshold_euros_per_year']:>10,.0f}): {verdict}")

@@ -37,13 +37,13 @@ def finish_task(run: steps.PopulationRun, report: dict) -> dict:
 
 
 def _artifact(manifest: dict) -> str:
-    lines = [f"# Population {manifest['population']['name']}", "", "| benchmark | mean gap (EUR/insured/quarter) | spurious | EUR a year |",
-             "|---|---:|---|---:|"]
+    lines = [f"# Population {manifest['population']['name']}", "", "| benchmark | mean gap (EUR/insured/quarter) | spurious | systematic | EUR a year |",
+             "|---|---:|---|---|---:|"]
     for row in manifest["placebo"]:
         if row["mean_gap_cents"] is None:
-            lines.append(f"| {row['benchmark']} | - | - | - |")
+            lines.append(f"| {row['benchmark']} | - | - | - | - |")
             continue
-        lines.append(f"| {row['benchmark']} | {row['mean_gap_cents'] / 100:,.2f} | {row['spurious']} | "
+        lines.append(f"| {row['benchmark']} | {row['mean_gap_cents'] / 100:,.2f} | {row['spurious']} | {row['systematic']} | "
                      f"{row['spurious_euros_per_year']:,.0f} |")
     return "\n".join(lines)
 

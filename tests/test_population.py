@@ -80,7 +80,10 @@ def test_the_placebo_uses_the_pre_period_only():
     assert row["se_mean_gap_cents"] == pytest.approx(gaps.std(ddof=1) / np.sqrt(3))
     assert row["quarters_outside_band"] == 3
     assert row["spurious_euros_per_year"] == pytest.approx(20.0 * 100 * 4 / 100)
-    assert row["spurious"] is True
+    assert row["spurious"] is True and row["systematic"] is True
+    fewer = quarters.with_columns(pl.Series("band_low_cents", [5.0, -1.0, -1.0, 0, 0, 0]))
+    (row,) = bench.placebo(fewer, 2022).iter_rows(named=True)
+    assert row["quarters_outside_band"] == 1 and row["spurious"] is False  # 1 in 3 can be chance
 
 
 @given(st.integers(min_value=-5, max_value=130))

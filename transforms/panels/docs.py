@@ -161,8 +161,9 @@ POPULATION/attribution_counts/part-0.parquet              what the attribution d
 - **Band and threshold**: the gap's 95% band from both groups' insured-level variances; the
   yearly savings threshold = 1.96 x its standard error x the population x 4: a smaller true saving
   cannot be told from noise. **Placebo**: the quarters before the start (2020-2021 left out by
-  default): the mean gap, its band from the quarter-to-quarter spread, and `spurious` when that band
-  misses 0 -- the benchmark would have paid (or charged) for nothing.
+  default): `spurious` when more quarters' bands miss 0 than chance gives (one in 20; binomial test),
+  and `systematic` when the band of the mean gap (from the quarter-to-quarter spread) misses 0 -- a
+  bias too small to see in a quarter that a settlement would still pay every year.
 - What the data cannot support: attribution sees only registration fees (a patient who never sees a
   GP but is registered is counted; one unregistered is not), the region is the province of most of
   the population's practices, and the case mix is age and sex only (no morbidity).

@@ -22,8 +22,10 @@ For each benchmark and quarter: the gap (population minus benchmark, per insured
 negative = savings), its 95% band, and the **savings threshold**: the yearly euros a true saving must
 exceed to leave the band (1.96 x the gap's standard error x the population x 4). The **placebo**
 takes the quarters before the contract start (COVID years 2020-2021 left out by default): no
-contract acted then, so any gap is spurious; a benchmark whose mean pre-period gap has a band
-(quarter-to-quarter spread) that holds 0 would not have paid for nothing.
+contract acted then, so any gap is spurious: a benchmark is ``spurious`` when more pre-period
+quarters have a band that misses 0 than chance gives (1 in 20), and ``systematic`` when the band of
+its mean pre-period gap (from the quarter-to-quarter spread) misses 0 -- a bias too small to show in
+a quarter that a settlement would still pay every year (``spurious_euros_per_year``).
 """
 
 from __future__ import annotations
@@ -144,7 +146,8 @@ def placebo(quarters: pl.DataFrame, start_year: int, start_quarter: int = 1, *,
     mean gap per insured per quarter, its standard error from the quarter-to-quarter spread (which
     holds both the sampling noise and a benchmark's systematic drift), its 95% band, how many
     quarters' own bands miss 0, the spurious savings (-) or losses (+) a year in euros, the mean
-    yearly threshold, and whether the benchmark would have paid for nothing (``spurious``)."""
+    yearly threshold, ``spurious`` (more quarters outside their band than chance) and ``systematic``
+    (the mean gap's band misses 0)."""
     pre = quarters.filter(pl.col("period") == "pre") if "period" in quarters.columns else quarters.filter(
         ((pl.col("year") * 4 + pl.col("quarter")) < start_year * 4 + start_quarter)
         & ~pl.col("year").is_in(list(excluded_years)))
@@ -158,8 +161,18 @@ def placebo(quarters: pl.DataFrame, start_year: int, start_quarter: int = 1, *,
         (pl.col("mean_gap_cents") - Z95 * pl.col("se_mean_gap_cents")).alias("band_low_cents"),
         (pl.col("mean_gap_cents") + Z95 * pl.col("se_mean_gap_cents")).alias("band_high_cents"),
         (pl.col("mean_gap_cents") * pl.col("mean_population_insured") * 4 / 100).alias("spurious_euros_per_year"))
+    chance = [_more_than_chance(k, n) for k, n in summary.select("quarters_outside_band", "quarters").iter_rows()]
     return summary.with_columns(
-        ((pl.col("band_low_cents") > 0) | (pl.col("band_high_cents") < 0)).alias("spurious")).sort("benchmark")
+        pl.Series("spurious", chance, dtype=pl.Boolean),
+        ((pl.col("band_low_cents") > 0) | (pl.col("band_high_cents") < 0)).alias("systematic")).sort("benchmark")
+
+
+def _more_than_chance(outside: int, quarters: int) -> bool:
+    """More pre-period quarters outside their 95% band than chance gives (one-sided binomial test
+    at 5%: without a benchmark error 1 quarter in 20 misses 0)."""
+    from scipy.stats import binomtest
+
+    return quarters > 0 and binomtest(int(outside), int(quarters), 0.05, alternative="greater").pvalue < 0.05
 
 
 def savings(quarters: pl.DataFrame) -> pl.DataFrame:
