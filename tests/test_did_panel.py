@@ -347,3 +347,11 @@ def test_the_flow_on_dask_estimates_each_outcome_and_the_free_riding(built, epis
     assert not math.isnan(manifest["rows"]["panel"])
 
 
+
+
+def test_the_status_filter_stays_unless_a_spec_gives_its_own():
+    base = {"name": "x", "bundles": ["hip_oa"], "unit": "episode", "years": [2016, 2020], "outcomes": ["complication"]}
+    assert parse_spec(base).filters == {"status": ["complete", "death"]}
+    assert parse_spec({**base, "filters": {"sex": ["V"]}}).filters == {"status": ["complete", "death"], "sex": ["V"]}
+    every = ["complete", "death", "censored_data", "censored_enrolment"]
+    assert parse_spec({**base, "filters": {"status": every}}).filters == {"status": every}

@@ -56,8 +56,8 @@ FIELD_NOTES: dict[str, tuple[str, str]] = {
     "control": (ALL, "the comparison group of `--estimate`: providers never treated within the panel, or "
                      "also those not yet treated; written into `dictionary.md`"),
     "filters": (ALL, "a list keeps the episodes whose value is in it, `{min: .., max: ..}` a range "
-                     "(inclusive; nulls are left out); a spec that gives `filters` replaces the default, so "
-                     "repeat `status` in it; each filter is an attrition step"),
+                     "(inclusive; nulls are left out); the status filter stays unless the spec gives `status` "
+                     "itself (list all four statuses to keep censored episodes); each filter is an attrition step"),
     "cluster": (ALL, "per unit below; `unit_id` leaves clustering to the estimator's unit"),
     "weights": ("provider_period, gemeente_year", "sets the `weight` column (else 1), which `--estimate` "
                                                   "then uses; an episode row has one episode"),
