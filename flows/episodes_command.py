@@ -28,14 +28,11 @@ def episodes(
     from transforms.bundles import BundleDefinitionError, select_bundles
 
     from flows.prefect_api import ensure_api
-    from transforms.output_folder import OutputError, check_target, describe_holder, lock_holder, require_output
+    from transforms.output_folder import check_target, require_output, require_unlocked
 
     require_output(store, "store", option="--store")
     target = check_target(out, "episodes", inputs={"store": store}, option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     names = [b.strip() for b in bundles.split(",")] if bundles else None
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")

@@ -33,7 +33,6 @@ else is refused and left as it is. The output folders are only read.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import uuid

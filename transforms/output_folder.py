@@ -217,6 +217,31 @@ def lock_holder(target: Path | str) -> dict | None:
     return None
 
 
+def require_unlocked(target: Path | str) -> None:
+    """Refuse (``OutputError``) a target another zorgpad run is writing: checked in the preflight, so
+    the user hears it in a second rather than after the work (the lock itself is taken later)."""
+    holder = lock_holder(target)
+    if holder is not None:
+        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
+                          "wait for it to finish, or stop it, and run again")
+
+
+def require_episodes_of(store: Path | str, episodes: Path | str) -> tuple[dict, dict]:
+    """The manifests of a complete store and of complete episodes built from it for the same delivery
+    (``--store``, ``--episodes``); one ``OutputError`` naming the mismatch otherwise."""
+    store_manifest = require_output(store, "store", option="--store")
+    episodes_manifest = require_output(episodes, "episodes", option="--episodes")
+    store_path = str(Path(store).expanduser().resolve())
+    if episodes_manifest.get("store") and episodes_manifest["store"] != store_path:
+        raise OutputError(f"--episodes {episodes} were built from the store {episodes_manifest['store']}, not from "
+                          f"--store {store_path}: build the episodes from this store, or pass their store")
+    as_of = store_manifest["delivery"]["data_as_of"]
+    if episodes_manifest.get("data_as_of") not in (None, as_of):
+        raise OutputError(f"--episodes have data_as_of {episodes_manifest['data_as_of']}, the store {as_of}: "
+                          "they are of another delivery; rebuild the episodes")
+    return store_manifest, episodes_manifest
+
+
 def acquire_lock(target: Path, *, command: str | None = None) -> dict | None:
     """Take the exclusive lock of ``target`` (raises :class:`OutputError` when a live run holds it).
     Returns what a stale lock said about its dead holder, None when there was none."""

@@ -28,7 +28,7 @@ import polars as pl
 from transforms.did.estimate import csdid_version, estimate
 from transforms.did.inputs import DidOptions, check_panel_path, panel_fingerprint, prepare_panel, read_panel
 from transforms.did.report import event_study_png, headline, options_used, render_html
-from transforms.output_folder import OutputError, Publication, check_target, describe_holder, lock_holder
+from transforms.output_folder import Publication, check_target, require_unlocked
 from transforms.runtime import code_version
 
 KIND = "did_report"
@@ -42,10 +42,7 @@ def preflight(panel: Path | str, out: Path | str) -> tuple[Path, Path]:
     a panel, the report folder may be written and nobody is writing it, csdid is installed."""
     panel_path = check_panel_path(panel)
     target = check_target(out, KIND, inputs={"panel": panel_path}, option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     csdid_version()
     return panel_path, target
 

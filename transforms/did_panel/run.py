@@ -20,23 +20,20 @@ inputs (the content hash in the manifest says so), on one machine or a cluster.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
-import pyarrow.parquet as pq
 import yaml
 
 from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.did_panel import columns as panel_columns
 from transforms.did_panel import gemeente
-from transforms.did_panel.periods import AFTER_LAST, BEFORE_FIRST, IN_PANEL, periods_frame, provider_cohorts
+from transforms.did_panel.periods import IN_PANEL, periods_frame, provider_cohorts
 from transforms.did_panel.spec import VOLUME_OUTCOMES, PanelSpec, SpecError, load_spec, normalised, spec_hash
 from transforms.did_panel.units import (ATTRITION_SCHEMA, BASE_COLUMNS, QUARTER_OUTCOMES, episode_quarters,
                                         finish_rows, provider_periods, select_episodes)
@@ -44,8 +41,7 @@ from transforms.episodes.rules import CHRONIC_ATC
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
 from transforms.maturity.store import read_lines as read_claim_lines
-from transforms.output_folder import (OutputError, Publication, check_target, describe_holder, lock_holder,
-                                      require_output)
+from transforms.output_folder import OutputError, Publication, check_target, require_output, require_episodes_of, require_unlocked
 from transforms.panels.inputs import episode_files, read_contracts
 from transforms.runtime import Mapper, code_version, local_map
 
@@ -187,16 +183,8 @@ def preflight(spec_path: Path | str, store: Path | str, episodes: Path | str, ou
     schemas and the output folder. Raises a :class:`UserFacingError`."""
     spec = load_spec(spec_path)
     vektis_manifest = _check_vektis(spec, spec_path, vektis)
-    store_manifest = require_output(store, "store", option="--store")
-    episodes_manifest = require_output(episodes, "episodes", option="--episodes")
-    store_path = Path(store).expanduser().resolve()
-    if episodes_manifest.get("store") and episodes_manifest["store"] != str(store_path):
-        raise OutputError(f"--episodes {episodes} were built from the store {episodes_manifest['store']}, not from "
-                          f"--store {store_path}: build the episodes from this store, or pass their store")
+    store_manifest, episodes_manifest = require_episodes_of(store, episodes)
     as_of = store_manifest["delivery"]["data_as_of"]
-    if episodes_manifest.get("data_as_of") not in (None, as_of):
-        raise OutputError(f"--episodes have data_as_of {episodes_manifest['data_as_of']}, the store {as_of}: "
-                          "they are of another delivery; rebuild the episodes")
     built = episodes_manifest.get("bundles", [])
     missing = [b for b in spec.bundles if b not in built]
     if missing:
@@ -215,10 +203,7 @@ def preflight(spec_path: Path | str, store: Path | str, episodes: Path | str, ou
     inputs = {"spec": Path(spec_path), "store": Path(store), "episodes": Path(episodes)}
     inputs.update({"vektis": Path(vektis)} if vektis is not None else {})
     target = check_target(out, KIND, inputs=inputs, option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     last_year = (store_manifest.get("delivery") or {}).get("last_year")
     return {"spec": spec, "store_manifest": store_manifest, "episodes_manifest": episodes_manifest,
             "data_as_of": as_of, "schemas": schemas, "last_year": last_year if isinstance(last_year, int) else None,

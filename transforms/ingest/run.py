@@ -28,7 +28,7 @@ from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_deli
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
-from transforms.output_folder import OutputError, Publication, check_target, describe_holder, lock_holder
+from transforms.output_folder import Publication, check_target, require_unlocked
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_CRITICAL_SHARE = 0.05
@@ -232,10 +232,7 @@ def preflight(delivery: Path | str, store: Path | str, *, n_buckets: int | None 
     check_options(n_buckets, critical_share)
     folder = _delivery_folder(delivery)
     target = check_target(store, "store", inputs={"delivery": folder}, option="--store")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     return inspect_delivery(folder, hash_files=False)
 
 

@@ -25,8 +25,7 @@ from transforms.maturity.store import SERVICE_DATE, read_lines
 from transforms.maturity.tables import MATURITY_TABLES, ORDER, table
 from transforms.maturity.triangle import (build_triangle, declaration_cells, last_complete_month, month_start,
                                           month_start_expr)
-from transforms.output_folder import (OutputError, Publication, check_target, describe_holder, lock_holder,
-                                      require_output)
+from transforms.output_folder import OutputError, Publication, check_target, require_output, require_unlocked
 from transforms.runtime import code_version
 
 KIND = "maturity"
@@ -54,10 +53,7 @@ def preflight(store: Path | str, out: Path | str, *, mature_at: float = DEFAULT_
         raise OutputError(f"--store {store}: its manifest.json has no valid delivery data_as_of ({as_of!r}); "
                           "run `zorgpad ingest` again") from None
     target = check_target(out, KIND, inputs={"store": Path(store)}, option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     last_year = (manifest.get("delivery") or {}).get("last_year")
     return {"store_manifest": manifest, "data_as_of": as_of_date,
             "last_year": int(last_year) if isinstance(last_year, int) else None}

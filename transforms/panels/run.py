@@ -31,8 +31,7 @@ from transforms.hashing import file_sha256
 from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.errors import UserFacingError
-from transforms.output_folder import (OutputError, Publication, check_target, describe_holder, lock_holder,
-                                      require_output)
+from transforms.output_folder import Publication, check_target, require_episodes_of, require_output, require_unlocked
 from transforms.panels import benchmark, casemix
 from transforms.panels.bundle_costs import DEFAULT_WINSORISE_PCT, bundle_costs
 from transforms.panels.contract_terms import check_contracts
@@ -114,16 +113,8 @@ def preflight(store: Path | str, episodes: Path | str, out: Path | str, options:
     the store and the episodes are complete zorgpad outputs and belong together, the output folder
     may be written and nobody writes it, the bundles exist, every contract's terms are valid.
     Returns what :func:`plan_panels` needs (raises a :class:`UserFacingError` otherwise)."""
-    store_manifest = require_output(store, "store", option="--store")
-    episodes_manifest = require_output(episodes, "episodes", option="--episodes")
-    store_path = str(Path(store).expanduser().resolve())
-    if episodes_manifest.get("store") and episodes_manifest["store"] != store_path:
-        raise OutputError(f"--episodes {episodes} were built from the store {episodes_manifest['store']}, not from "
-                          f"--store {store_path}: build the episodes from this store, or pass their store")
+    store_manifest, episodes_manifest = require_episodes_of(store, episodes)
     as_of = store_manifest["delivery"]["data_as_of"]
-    if episodes_manifest.get("data_as_of") not in (None, as_of):
-        raise OutputError(f"--episodes have data_as_of {episodes_manifest['data_as_of']}, the store {as_of}: "
-                          "they are of another delivery; rebuild the episodes")
     inputs = {"store": Path(store), "episodes": Path(episodes)}
     if earlier is not None:
         earlier_manifest = require_output(earlier, "panels", option="--earlier")
@@ -131,10 +122,7 @@ def preflight(store: Path | str, episodes: Path | str, out: Path | str, options:
     else:
         earlier_manifest = None
     target = check_target(out, "panels", inputs=inputs, option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     built = [b for b in episodes_manifest.get("bundles", []) if episode_files(Path(episodes), b)]
     if options.bundles is not None:
         missing = [b for b in options.bundles if b not in episodes_manifest.get("bundles", [])]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import polars as pl
@@ -22,8 +21,7 @@ from pydantic import ValidationError
 
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
-from transforms.output_folder import (OutputError, Publication, check_target, describe_holder, lock_holder,
-                                      require_output)
+from transforms.output_folder import Publication, check_target, require_output, require_unlocked
 from transforms.output_tables import OutputTable, load_tables
 from transforms.panels.inputs import providers_with_region, read_contracts
 from transforms.population import benchmark as bench
@@ -102,10 +100,7 @@ def preflight(store: Path | str, vektis: Path | str, population: Path | str, out
     regions = known.group_by("region_code").len().sort(["len", "region_code"], descending=[True, False])
     target = check_target(out, KIND, inputs={"store": Path(store), "vektis": Path(vektis), "population": Path(population)},
                           option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     return {"population": pop, "practices": practices, "region": regions["region_code"][0],
             "store_manifest": store_manifest}
 

@@ -23,8 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from transforms.hashing import file_sha256
-from transforms.output_folder import (OutputError, Publication, check_target, describe_holder, lock_holder,
-                                      require_output)
+from transforms.output_folder import OutputError, Publication, check_target, require_output, require_unlocked
 from transforms.regional.panel import TOTAL, UNKNOWN, regional_panel
 from transforms.regional.plots import TREND_LARGEST, funnel_plot, trend_plot
 from transforms.regional.tables import REGIONAL_TABLES, table
@@ -72,10 +71,7 @@ def preflight(vektis: Path | str, out: Path | str) -> dict:
         raise OutputError(f"--vektis {folder} has no harmonised table ({LONG_DIR}/year=*/*.parquet); run "
                           "`zorgpad ingest-vektis` again")
     target = check_target(out, KIND, inputs={"Vektis folder": folder}, option="--out")
-    holder = lock_holder(target)
-    if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+    require_unlocked(target)
     return {"manifest": manifest, "files": files, "folder": folder}
 
 
