@@ -12,3 +12,4 @@ from flows import panel_build_command  # noqa: F401
 from flows import regional_command  # noqa: F401
 from flows import population_command  # noqa: F401
 from flows import catalog_command  # noqa: F401
+from flows import run_command  # noqa: F401

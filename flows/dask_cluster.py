@@ -213,6 +213,12 @@ WATCH_SECONDS = 30.0
 NO_WORKERS_TIMEOUT = 300.0
 
 
+#: Who is told of each step of tasks and each finished task (``flows.terminal.StepProgress``):
+#: objects with ``step_started(function_name, tasks) -> step``, ``task_finished(step, result)`` and
+#: ``step_finished(step)``, called in this process.
+PROGRESS_LISTENERS: list[Any] = []
+
+
 def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
     """A ``mapper(function, argument_tuples, on_result)`` that runs the calls on the cluster and
     returns their results in order.
@@ -232,7 +238,22 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
     def mapper(function: Callable, arguments: list[tuple], on_result: Callable[[Any], Any] | None = None) -> list:
         if not arguments:
             return []
-        keep = on_result or (lambda result: result)
+        fold = on_result or (lambda result: result)
+        steps = [(listener, listener.step_started(getattr(function, "__name__", "tasks"), len(arguments)))
+                 for listener in list(PROGRESS_LISTENERS)]
+
+        def keep(result: Any) -> Any:
+            for listener, step in steps:
+                listener.task_finished(step, result)
+            return fold(result)
+
+        try:
+            return _map(function, arguments, keep)
+        finally:
+            for listener, step in steps:
+                listener.step_finished(step)
+
+    def _map(function: Callable, arguments: list[tuple], keep: Callable[[Any], Any]) -> list:
         results: list = [None] * len(arguments)
         with Client(address, set_as_default=False) as client:
             workers = max(1, len(client.scheduler_info().get("workers", {})))

@@ -51,7 +51,7 @@ FORMAT = 1
 MARKER_TABLE = "zorgpad_catalog"
 LIST_VIEW = "catalog_tables"
 #: A container of other outputs, never catalogued itself.
-CONTAINERS = {"demo"}
+CONTAINERS = {"demo", "run"}
 _TRANSFORMS = Path(__file__).resolve().parent
 #: Where the YAML declarations of each kind's tables are (the grain, key and partition types).
 DECLARATIONS = {
@@ -187,7 +187,8 @@ def _tables_in(folder: Path, rel: tuple[str, ...] = ()) -> list[tuple[str, tuple
 
 
 def output_folders(out: Path) -> list[tuple[str, Path]]:
-    """The output folders (kind, path) that ``out`` is or holds."""
+    """The output folders (kind, path) that ``out`` is or holds: a demo folder holds a run folder,
+    a run folder holds ``did/<spec>/`` panels one level down."""
     kind = output_kind(out)
     if kind is not None and kind not in CONTAINERS:
         return [(kind, out)]
@@ -195,8 +196,13 @@ def output_folders(out: Path) -> list[tuple[str, Path]]:
     for sub in sorted(out.iterdir()):
         if sub.is_dir() and not _skipped(sub):
             sub_kind = output_kind(sub)
-            if sub_kind is not None and sub_kind not in CONTAINERS:
+            if sub_kind in CONTAINERS:
+                found.extend(output_folders(sub))
+            elif sub_kind is not None:
                 found.append((sub_kind, sub))
+            elif kind in CONTAINERS:
+                found.extend((k, p) for p in sorted(sub.iterdir()) if p.is_dir() and not _skipped(p)
+                             and (k := output_kind(p)) is not None and k not in CONTAINERS)
     return found
 
 

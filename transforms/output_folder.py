@@ -62,6 +62,8 @@ KINDS = {
     "did_panel": ("zorgpad DiD panel folder", "zorgpad panel build"),
     "population": ("zorgpad population benchmark folder", "zorgpad population"),
     "regional": ("zorgpad regional folder", "zorgpad regional"),
+    "run": ("zorgpad run folder", "zorgpad run"),
+    "report": ("zorgpad run report", "zorgpad run"),
 }
 SYNTH_PRODUCER = "zorgpad synth"
 
