@@ -5,8 +5,11 @@
     export ZORGPAD_DATA=/data            # deliveries arrive in $ZORGPAD_DATA/incoming/<month>
     python deploy/deployments.py         # registers the deployments and serves them
 
-Schedules (Europe/Amsterdam): the monthly run on the 5th at 01:00 (deliveries land in the first
-days of the month) and a weekly Sunday rebuild of the episodes (bundle definitions may change).
+Schedules (Europe/Amsterdam): the monthly ``zorgpad run`` on the 5th at 01:00 (deliveries land in
+the first days of the month; unchanged stages are kept), a weekly Sunday rebuild of the episodes
+(bundle definitions may change), and an unscheduled ``panel-build`` a researcher starts from the UI
+with the path of a spec as its parameter. ``deploy/prefect.yaml`` declares the same deployments for
+a work pool (``prefect deploy --all``).
 Parameters can be overridden per run from the Prefect UI or ``prefect deployment run``.
 """
 
@@ -18,7 +21,8 @@ from prefect import serve
 from prefect.client.schemas.schedules import CronSchedule
 
 from flows.episodes_flow import episodes_flow
-from flows.monthly_flow import monthly_flow
+from flows.panel_build_flow import panel_build_flow
+from flows.run_flow import run_flow
 
 TIMEZONE = "Europe/Amsterdam"
 
@@ -26,13 +30,13 @@ TIMEZONE = "Europe/Amsterdam"
 def build_deployments() -> list:
     data = os.environ.get("ZORGPAD_DATA", "/data")
     scheduler = os.environ.get("ZORGPAD_DASK_SCHEDULER")
-    monthly = monthly_flow.to_deployment(
+    monthly = run_flow.to_deployment(
         name="monthly-delivery",
         schedules=[CronSchedule(cron="0 1 5 * *", timezone=TIMEZONE)],
-        parameters={"delivery": f"{data}/incoming/current", "store": f"{data}/store",
-                    "episodes": f"{data}/episodes", "scheduler": scheduler},
+        parameters={"delivery": f"{data}/incoming/current", "out": f"{data}/run",
+                    "specs": f"{data}/specs", "scheduler": scheduler},
         tags=["zorgpad", "monthly"],
-        description="Ingest the month's delivery and rebuild all episodes.",
+        description="zorgpad run on the month's delivery: ingest, episodes, panels, DiD specs, report.",
     )
     weekly = episodes_flow.to_deployment(
         name="weekly-episodes",
@@ -41,7 +45,15 @@ def build_deployments() -> list:
         tags=["zorgpad", "episodes"],
         description="Rebuild the episodes from the current store.",
     )
-    return [monthly, weekly]
+    panel = panel_build_flow.to_deployment(
+        name="panel-build",
+        parameters={"spec": f"{data}/specs/example.yaml", "store": f"{data}/run/store",
+                    "episodes": f"{data}/run/episodes", "out": f"{data}/requests/example", "estimate": True,
+                    "scheduler": scheduler},
+        tags=["zorgpad", "did"],
+        description="Build one DiD panel (and its estimates) from a spec: give the spec's path and an output folder.",
+    )
+    return [monthly, weekly, panel]
 
 
 if __name__ == "__main__":
