@@ -240,6 +240,19 @@ def test_the_report_renders_in_a_browser_with_every_image(first_run, tmp_path):
         probe.unlink(missing_ok=True)
 
 
+def test_one_catalog_covers_the_whole_run_folder(first_run):
+    import duckdb
+
+    out = first_run["out"]
+    done = zorgpad(first_run["tmp"], "catalog", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    with duckdb.connect(str(out / "catalog.duckdb"), read_only=True) as con:
+        views = {row[0] for row in con.execute("select view from catalog_tables").fetchall()}
+        assert {"store_dbc", "episodes_episodes", "panels_benchmark", "did_panel_panel"} <= views, sorted(views)
+        bundles = {row[0] for row in con.execute("select distinct bundle_id from episodes_episodes").fetchall()}
+    assert bundles == set(BUNDLES.split(","))
+
+
 def test_a_changed_spec_rebuilds_only_its_panel(first_run, tmp_path):
     """Last in the module: it changes the first run's DiD panel."""
     out = first_run["out"]
