@@ -247,7 +247,7 @@ def test_one_catalog_covers_the_whole_run_folder(first_run):
     done = zorgpad(first_run["tmp"], "catalog", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     with duckdb.connect(str(out / "catalog.duckdb"), read_only=True) as con:
-        views = {row[0] for row in con.execute("select view from catalog_tables").fetchall()}
+        views = {row[0] for row in con.execute("select view_name from catalog_tables").fetchall()}
         assert {"store_dbc", "episodes_episodes", "panels_benchmark", "did_panel_panel"} <= views, sorted(views)
         bundles = {row[0] for row in con.execute("select distinct bundle_id from episodes_episodes").fetchall()}
     assert bundles == set(BUNDLES.split(","))
