@@ -51,8 +51,10 @@ def report_task(out: str) -> str:
 
 
 def spec_files(specs: str | None) -> list[str]:
-    """The ``*.yaml``/``*.yml`` files of a spec folder, in name order."""
-    if not specs:
+    """The ``*.yaml``/``*.yml`` files of a spec folder, in name order; none when there is no such
+    folder (a scheduled deployment's spec folder may be empty or not yet made; the command refuses
+    a ``--specs`` that does not exist before the flow starts)."""
+    if not specs or not Path(specs).is_dir():
         return []
     return [str(p) for p in sorted(Path(specs).iterdir()) if p.is_file() and p.suffix in (".yaml", ".yml")]
 
