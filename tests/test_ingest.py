@@ -24,8 +24,8 @@ from transforms.ingest.delivery import DeliveryError
 from transforms.ingest.id_stage import later_copies, later_copies_in
 from transforms.ingest.keys import fnv1a64
 from transforms.ingest.netting import net_corrections
-from transforms.ingest.normalise import money_to_cents
 from transforms.ingest.run import ingest
+from transforms.money import delivered_cents
 from transforms.synth import FaultRates, SynthConfig, generate_delivery, truth_dir
 
 CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
@@ -243,12 +243,12 @@ def test_manifest_and_validation_outputs(faulty_delivery, local_store):
 
 # ---------------------------------------------------------------------------------- normalising
 def test_money_converts_exactly_to_cents():
-    cents, null, problem = money_to_cents(pa.array([12.34, -0.1, 1e-3, None, float("nan"), 123456789.99]))
+    cents, null, problem = delivered_cents(pa.array([12.34, -0.1, 1e-3, None, float("nan"), 123456789.99]))
     assert cents.tolist()[:2] == [1234, -10] and cents[5] == 12345678999
     assert problem.tolist() == [False, False, True, False, True, False]
     assert null.tolist() == [False, False, False, True, False, False]
     dec = pa.array([Decimal("1.005"), Decimal("2.010"), Decimal("-3.100")], pa.decimal128(10, 3))
-    cents, _, problem = money_to_cents(dec)
+    cents, _, problem = delivered_cents(dec)
     assert cents.tolist()[1:] == [201, -310] and problem.tolist() == [True, False, False]
 
 

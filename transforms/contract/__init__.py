@@ -215,9 +215,6 @@ class Table(_Frozen):
     def polars_schema(self) -> dict[str, pl.DataType]:
         return {c.name: c.polars_type for c in self.columns}
 
-    def empty(self) -> pl.DataFrame:
-        return pl.DataFrame(schema=self.polars_schema())
-
 
 class CodeList(_Frozen):
     """A list of codes with validity periods, from bundled reference data or a project list."""

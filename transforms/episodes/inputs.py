@@ -17,6 +17,7 @@ from pathlib import Path
 import polars as pl
 
 from transforms.ingest.keys import patient_key
+from transforms.money import decimal_cents
 
 LINE_COLUMNS = {
     "patient_key": pl.Int64, "patient_id": pl.String, "source_table": pl.String, "claim_id": pl.String,
@@ -60,10 +61,6 @@ def _read(root: Path, table: str, bucket: int | None, columns: list[str],
     return pl.concat(pl.collect_all(frames), how="diagonal_relaxed")
 
 
-def _cents(column: str) -> pl.Expr:
-    return (pl.col(column).cast(pl.Decimal(14, 2)) * 100).cast(pl.Int64)
-
-
 def read_insured(root: Path | str, bucket: int | None) -> pl.DataFrame:
     insured = _read(Path(root), "insured", bucket, ["patient_key", "patient_id", "enrolled_from", "enrolled_to",
                                                      "birth_year", "sex", "postcode3", "gemeente_code", "death_date"])
@@ -92,7 +89,7 @@ def read_lines(root: Path | str, bucket: int | None, tables: tuple[str, ...] = C
             pl.lit(table).alias("source_table"),
             pl.col(start).alias("start"),
             pl.col(end).alias("end"),
-            _cents("amount").alias("amount_cents"),
+            decimal_cents("amount").alias("amount_cents"),
         )
         parts.append(frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
                                    for c, t in LINE_COLUMNS.items()]))
@@ -108,17 +105,10 @@ def read_activities(root: Path | str, bucket: int | None, dbc_lines: pl.DataFram
     if activities is None:
         activities = pl.DataFrame(schema={"claim_id": pl.String, "activity_cd": pl.String,
                                           "activity_date": pl.Date, "quantity": pl.Int32, "amount": pl.Decimal(12, 2)})
-    activities = activities.with_columns(_cents("amount").alias("amount_cents")).drop("amount", "patient_key", strict=False)
+    activities = activities.with_columns(decimal_cents("amount").alias("amount_cents")).drop(
+        "amount", "patient_key", strict=False)
     claims = dbc_lines.filter(pl.col("source_table") == "dbc").select("claim_id", "patient_key", "patient_id")
     return activities.join(claims, on="claim_id", how="inner")
-
-
-def read_bucket(root: Path | str, bucket: int | None, patient_keys: pl.Series | None = None) -> BucketInputs:
-    """The insured spells, money lines and activities of one bucket (``bucket=None``: the whole
-    folder, for an unbucketed delivery); only ``patient_keys`` when given."""
-    lines = read_lines(root, bucket, patient_keys=patient_keys)
-    return BucketInputs(insured=read_insured(root, bucket), lines=lines,
-                        activities=read_activities(root, bucket, lines, patient_keys))
 
 
 def bucket_numbers(root: Path | str) -> list[int | None]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.episodes.inputs import _cents, _read
+from transforms.episodes.inputs import _read
 from transforms.episodes.rules import round_half_away
+from transforms.money import decimal_cents
 
 PRICE_SCHEMA = {"product_cd": pl.String, "year": pl.Int32, "reference_cents": pl.Int64, "n_lines": pl.UInt32}
 
@@ -24,7 +25,8 @@ def partial_prices(root: str, buckets: list[int | None]) -> pl.DataFrame:
     frames = [f for b in buckets if (f := _read(Path(root), "dbc", b, ["product_cd", "end_date", "amount"])) is not None]
     if not frames:
         return pl.DataFrame(schema={"product_cd": pl.String, "year": pl.Int32, "sum_cents": pl.Int64, "n_lines": pl.UInt32})
-    lines = pl.concat(frames).with_columns(_cents("amount").alias("amount_cents")).filter(pl.col("amount_cents") != 0)
+    lines = (pl.concat(frames).with_columns(decimal_cents("amount").alias("amount_cents"))
+             .filter(pl.col("amount_cents") != 0))
     return lines.group_by("product_cd", pl.col("end_date").dt.year().cast(pl.Int32).alias("year")).agg(
         pl.col("amount_cents").sum().alias("sum_cents"), pl.len().alias("n_lines"))
 

@@ -29,8 +29,8 @@ import pyarrow.parquet as pq
 
 from transforms.contract import Column, Table
 from transforms.ingest.delivery import Partition
+from transforms.money import delivered_cents
 
-MAX_CENTS = 10**12  # decimal(12, 2): at most 10 digits before the decimal point
 EXTRA_PREFIX = "extra__"
 ISSUE = "_issue"
 AS_DELIVERED = "_as_delivered"
@@ -75,40 +75,6 @@ def read_partition(partition: Partition) -> pa.Table:
     if partition.row_groups:
         return pf.read_row_groups(list(partition.row_groups))
     return pf.schema_arrow.empty_table()
-
-
-def money_to_cents(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Euros (decimal or float64) -> (cents int64, null mask, exactness problem mask). A float within
-    a millionth of a cent of a whole cent is that cent (most cent values have no exact float)."""
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks() if values.num_chunks else pa.array([], values.type)
-    n = len(values)
-    null = ~np.asarray(values.is_valid()) if n else np.zeros(0, dtype=bool)
-    t = values.type
-    if pa.types.is_decimal(t):
-        scale = t.scale
-        wide = values.cast(pa.decimal128(38, scale))
-        # decimal -> python ints only through exact string formatting would be slow; use the 128-bit words
-        words = np.frombuffer(wide.buffers()[1], dtype=np.int64)[2 * wide.offset : 2 * (wide.offset + n)]
-        low, high = words[0::2], words[1::2]
-        fits = (high == np.where(low < 0, -1, 0))  # value fits in int64
-        unscaled = low.copy()
-        if scale <= 2:
-            cents = unscaled * 10 ** (2 - scale)
-            problem = ~fits | (np.abs(unscaled) >= MAX_CENTS // 10 ** (2 - scale))
-        else:
-            factor = 10 ** (scale - 2)
-            cents = np.sign(unscaled) * ((np.abs(unscaled) + factor // 2) // factor)
-            problem = ~fits | (unscaled % factor != 0) | (np.abs(cents) >= MAX_CENTS)
-        problem &= ~null
-        return np.where(null | problem, 0, cents), null, problem
-    floats = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64)
-    scaled = floats * 100.0
-    with np.errstate(invalid="ignore"):
-        cents = np.round(scaled)
-        problem = ~np.isfinite(scaled) | (np.abs(scaled - cents) > 1e-4) | (np.abs(cents) >= MAX_CENTS)
-    problem &= ~null
-    return np.where(null | problem, 0, cents).astype(np.int64), null, problem
 
 
 def delivered_text(values: pa.Array, mask: np.ndarray) -> list[str]:
@@ -188,7 +154,7 @@ def normalise(raw: pa.Table, table: Table) -> Normalised:
     for col in table.columns:
         values = raw.column(col.name)
         if col.type == "money":
-            cents, null, problem = money_to_cents(values)
+            cents, null, problem = delivered_cents(values)
             series.append(pl.Series(col.name, cents, dtype=pl.Int64).set(pl.Series(null), None) if null.any()
                           else pl.Series(col.name, cents, dtype=pl.Int64))
             if problem.any():

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import polars as pl
 
@@ -28,6 +28,7 @@ from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_deli
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
+from transforms.money import exact_euros
 from transforms.output_folder import Publication, check_target, require_unlocked
 from transforms.runtime import Mapper, code_version, local_map
 
@@ -146,10 +147,6 @@ def _orphans(staging: Staging, store: Path) -> TableBooks:
                       amounts_not_a_number=not_a_number)
 
 
-def _euros(cents: int, extra: Decimal = Decimal(0)) -> Decimal:
-    return Decimal(cents).scaleb(-2) + extra
-
-
 def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
     """Rows in = stored + quarantined + merged; euros in = stored + quarantined (+ merged care
     activities, whose amounts are a breakdown), exactly: amounts that are not whole cents count
@@ -161,9 +158,9 @@ def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
         merged_cents = b.cents_merged_lines if table == "dbc_activity" else 0
         cents_ok = b.cents_in == b.cents_stored + b.cents_quarantined + merged_cents
         unrepresentable_ok = b.unrepresentable_in == b.unrepresentable_quarantined
-        euros_in = _euros(b.cents_in, b.unrepresentable_in)
-        euros_stored = _euros(b.cents_stored)
-        euros_quarantined = _euros(b.cents_quarantined, b.unrepresentable_quarantined)
+        euros_in = exact_euros(b.cents_in) + b.unrepresentable_in
+        euros_stored = exact_euros(b.cents_stored)
+        euros_quarantined = exact_euros(b.cents_quarantined) + b.unrepresentable_quarantined
         entry = {name: (str(value) if isinstance(value, Decimal) else value) for name, value in asdict(b).items()}
         out[table] = {**entry, "euros_in": float(euros_in), "euros_stored": float(euros_stored),
                       "euros_quarantined": float(euros_quarantined), "euros_in_exact": str(euros_in),
@@ -177,7 +174,7 @@ def delivered_euros(reports: list[PartitionReport]) -> dict[str, Decimal]:
     partition step: the books of the later steps must account for exactly this."""
     out: dict[str, Decimal] = {}
     for r in reports:
-        out[r.table] = out.get(r.table, Decimal(0)) + _euros(r.cents, Decimal(r.unrepresentable_euros))
+        out[r.table] = out.get(r.table, Decimal(0)) + exact_euros(r.cents) + Decimal(r.unrepresentable_euros)
     return out
 
 
@@ -466,10 +463,6 @@ def _validation_summary(plan: DeliveryPlan, row_checks: dict, link_failed: dict[
         tables[table] = {"rows": rows, "quarantined": ledger[table]["rows_quarantined"],
                          "reasons": reasons.get(table, {}), "checks": checks}
     return {"delivery_id": plan.meta.delivery_id, "success": success, "tables": tables}
-
-
-def jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 __all__ = ["DeliveryError", "IngestResult", "choose_buckets", "ingest", "local_map"]

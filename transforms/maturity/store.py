@@ -10,6 +10,7 @@ import polars as pl
 
 from transforms.ingest.layout import CLAIM_TABLES
 from transforms.maturity.triangle import original_declarations
+from transforms.money import decimal_cents
 
 #: The service date of each claim table: DBC subtrajecten are declared after they close (the
 #: contract checks ``end_date <= declared_on``), so their service month is the month of ``end_date``.
@@ -20,18 +21,14 @@ def _files(store: Path, folder: str, table: str) -> list[Path]:
     return sorted((Path(store) / folder / table).glob("bucket=*/*.parquet"))
 
 
-def _cents(column: str) -> pl.Expr:
-    return (pl.col(column).cast(pl.Decimal(14, 2)) * 100).cast(pl.Int64)
-
-
 def read_stored(store: Path | str, table: str) -> pl.LazyFrame | None:
     """The stored lines of ``table`` as :data:`transforms.maturity.triangle.STORED` (None: no files)."""
     files = sorted((Path(store) / table).glob("bucket=*/*.parquet"))
     if not files:
         return None
     return pl.scan_parquet(files, hive_partitioning=False).select(
-        "claim_id", pl.col(SERVICE_DATE[table]).alias("service_date"), "declared_on", _cents("amount").alias("cents"),
-        "n_corrections", "fully_credited")
+        "claim_id", pl.col(SERVICE_DATE[table]).alias("service_date"), "declared_on",
+        decimal_cents("amount").alias("cents"), "n_corrections", "fully_credited")
 
 
 def read_corrections(store: Path | str, table: str) -> pl.LazyFrame | None:

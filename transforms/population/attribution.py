@@ -1,4 +1,4 @@
-"""Attribution of insured to GP practices per calendar quarter (``shared/domain/panels.md`` section 4).
+"""Attribution of insured to GP practices per calendar quarter (``docs/panels-spec.md`` section 4).
 
 A shared-savings contract on a population pays a GP practice (or a care group of practices) for
 the total spending of "its" insured. Dutch GPs are paid a registration fee (inschrijftarief, NZa
@@ -73,6 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from transforms.contract import Contract, load_contract
 from transforms.errors import UserFacingError
+from transforms.money import decimal_cents
 
 #: The registration fees within the contract's GP code list: ``11000``-``11104`` (the input contract,
 #: ``gp.service_cd``: "quarterly registration fees"). The codes themselves come from the code list.
@@ -154,12 +155,7 @@ def _cents(lf: pl.LazyFrame) -> pl.Expr:
     schema = lf.collect_schema()
     if "amount_cents" in schema:
         return pl.col("amount_cents").cast(pl.Int64)
-    dtype = schema["amount"]
-    if dtype.is_float():
-        return (pl.col("amount") * 100).round(0).cast(pl.Int64)
-    if dtype.is_integer():
-        return pl.col("amount").cast(pl.Int64) * 100
-    return (pl.col("amount").cast(pl.Decimal(14, 2)) * 100).cast(pl.Int64)
+    return decimal_cents("amount")
 
 
 def _fees(gp: Frame, codes: Iterable[str] | None) -> pl.LazyFrame:

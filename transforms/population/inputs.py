@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 
 from transforms.maturity.store import SERVICE_DATE
+from transforms.money import decimal_cents
 
 #: The claim tables whose amounts are Zvw spending (dbc_activity only breaks dbc down).
 SPENDING_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
@@ -36,7 +37,7 @@ def bucket_spending(store: Path | str, bucket: str) -> pl.DataFrame:
         day = pl.col(SERVICE_DATE[table])
         frames.append(pl.scan_parquet(files).select(
             "patient_id", day.dt.year().cast(pl.Int32).alias("year"), day.dt.quarter().cast(pl.Int8).alias("quarter"),
-            (pl.col("amount").cast(pl.Decimal(14, 2)) * 100).cast(pl.Int64).alias("cents")))
+            decimal_cents("amount").alias("cents")))
     if not frames:
         return pl.DataFrame(schema={"patient_id": pl.String, "year": pl.Int32, "quarter": pl.Int8, "cents": pl.Int64})
     return (pl.concat(frames).group_by("patient_id", "year", "quarter").agg(pl.col("cents").sum())

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from transforms.money import euros_to_cents
 from transforms.synth.calendar import year_of
 from transforms.synth.catalogue import Product, price_index
 from transforms.synth.population import OPEN, Population
@@ -149,7 +150,7 @@ class ClaimBuffer:
         """Negotiated price: national price x provider level x yearly growth; the same for every line
         of one product at one provider in one year (as contracts fix prices per year)."""
         euros = product.price_eur * self.registry.price_level(product.key, provider) * price_index(year_of(days))
-        return np.round(euros * 100).astype(np.int64)
+        return euros_to_cents(euros)
 
     # -- adding lines --------------------------------------------------------------------------------
     def dbc(

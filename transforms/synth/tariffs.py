@@ -9,6 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 import reference
+from transforms.money import euros_to_cents
 from transforms.synth.calendar import year_of
 
 GROWTH = 0.02
@@ -50,7 +51,7 @@ def _tariff_by_year(code: str, years: np.ndarray) -> np.ndarray:
     euros = np.array([k[1] for k in known])
     nearest = np.abs(years[:, None] - known_years[None, :]).argmin(axis=1)
     value = euros[nearest] * (1.0 + GROWTH) ** (years - known_years[nearest])
-    return np.round(value * 100).astype(np.int64)
+    return euros_to_cents(value)
 
 
 #: GP service codes the generator declares for contacts, and their relative frequency per era
@@ -127,7 +128,7 @@ ATC_EUR_PER_DDD = {
 def pharmacy_cents(atc: np.ndarray, ddd: np.ndarray) -> np.ndarray:
     """Declared amount of a dispensing: DDD x price per DDD + the dispensing fee."""
     per_ddd = np.array([ATC_EUR_PER_DDD[a] for a in atc]) if atc.size else np.zeros(0)
-    return np.round((per_ddd * ddd + DISPENSING_FEE_EUR) * 100).astype(np.int64)
+    return euros_to_cents(per_ddd * ddd + DISPENSING_FEE_EUR)
 
 
 PHYSIO_SESSION_EUR = 31.0
@@ -140,4 +141,4 @@ MATERNITY_EUR = {  # midwife and maternity-care fees (typical, 2017; a full midw
 
 def index_cents(euros: float, days: np.ndarray, base_year: int = 2017) -> np.ndarray:
     """A 2017 price in cents on each day, grown 2% a year."""
-    return np.round(euros * (1.0 + GROWTH) ** (year_of(days) - base_year) * 100).astype(np.int64)
+    return euros_to_cents(euros * (1.0 + GROWTH) ** (year_of(days) - base_year))

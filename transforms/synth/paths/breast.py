@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from transforms.money import euros_to_cents
 from transforms.synth.paths.common import PathContext, PlantedTrigger, age_band_rate
 
 #: About 14,000 breast-cancer operations a year, women 45-75 mostly (national screening ages).
@@ -25,7 +26,7 @@ def generate(ctx: PathContext) -> None:
     ctx.subtraject("breast_diagnostics", patient, provider, referral_day + rng.integers(2, 10, n), days=rng.integers(7, 20, n))
 
     treated = ctx.treated(BUNDLE, provider, op_day)
-    effect = np.where(treated, int(round(ctx.config.effect(BUNDLE).price_eur * 100)), 0)
+    effect = np.where(treated, int(euros_to_cents(ctx.config.effect(BUNDLE).price_eur)), 0)
     mastectomy = rng.random(n) < MASTECTOMY_SHARE
     for key, sel in (("breast_lumpectomy", ~mastectomy), ("breast_mastectomy", mastectomy)):
         product = ctx.product(key)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from transforms.money import euros_to_cents
 from transforms.synth.paths.common import PathContext, PlantedTrigger, age_band_rate
 
 #: About 150,000 cataract operations a year in the Netherlands, rising steeply with age.
@@ -29,7 +30,7 @@ def generate(ctx: PathContext) -> None:
 
     def operate(p: np.ndarray, prov: np.ndarray, day: np.ndarray, role: str) -> None:
         treated = ctx.treated(BUNDLE, prov, day)
-        effect = np.where(treated, int(round(ctx.config.effect(BUNDLE).price_eur * 100)), 0)
+        effect = np.where(treated, int(euros_to_cents(ctx.config.effect(BUNDLE).price_eur)), 0)
         alt = rng.random(p.size) < 0.35
         for key, sel in (("cataract_surgery", ~alt), ("cataract_surgery_alt", alt)):
             product = ctx.product(key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from transforms.money import euros_to_cents
 from transforms.synth.paths.common import PathContext, PlantedTrigger, age_band_rate
 
 #: Primary prostheses for osteoarthritis per person-year (about 30,000 hips and 27,000 knees a
@@ -41,7 +42,7 @@ def generate(ctx: PathContext, bundle: str) -> None:
 
     # the operation: pre-operative screening opens the subtraject; the prosthesis is the trigger
     treated = ctx.treated(bundle, provider, op_day)
-    effect_cents = np.where(treated, int(round(ctx.config.effect(bundle).price_eur * 100)), 0)
+    effect_cents = np.where(treated, int(euros_to_cents(ctx.config.effect(bundle).price_eur)), 0)
     product = ctx.product(f"{part}_oa_prosthesis")
     open_day = op_day - rng.integers(0, 15, n)
     los = 1 + rng.poisson(np.maximum(3.2 - 0.25 * (op_day // 365 - 45), 1.2))  # stays shorten over the years
