@@ -169,7 +169,9 @@ def convert_all(shared_reference: Path, dest: Path = HERE) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    source = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE.parent.parent / "shared" / "reference"
+    if len(sys.argv) != 2:  # the upstream folder lies outside the repository: always named, never assumed
+        sys.exit("usage: python -m reference.convert /path/to/shared/reference")
+    source = Path(sys.argv[1])
     result = convert_all(source)
     for name, info in result.items():
         print(f"{name:45s} {info['rows']:>8d} rows")

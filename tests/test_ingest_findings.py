@@ -1,4 +1,4 @@
-"""Bad input that used to lose money, double-count it or echo a BSN, each on a hand-written delivery
+"""Bad input that could lose money, double-count it or echo a BSN, each on a hand-written delivery
 with a hand-computed outcome: what counts as the delivery, duplicate care activities, amounts as
 delivered, uncorrected credits, chains and cycles of corrections, duplicate providers, text that is
 not UTF-8, the years of ``delivery.json``, BSN masking and empty keys."""

@@ -29,7 +29,7 @@ def quantile7(values: list[float], q: float) -> float:
 
 def dersimonian_laird(z: list[float], se0: list[float], trim: float = 0.1) -> tuple[float, float]:
     """phi and tau2 the way FunnelPlotR's R/od_adjustment.R computes them (winsorisation,
-    phi_func, tau_func), with panels.md's rule that phi <= 1 means no adjustment."""
+    phi_func, tau_func), with docs/panels-spec.md's rule that phi <= 1 means no adjustment."""
     low, high = quantile7(z, trim), quantile7(z, 1 - trim)
     wz = [min(max(v, low), high) for v in z]
     n = len(z)
@@ -216,7 +216,7 @@ def test_without_overdispersion_the_adjusted_limits_are_the_unadjusted_ones():
 
 
 def test_phi_just_below_one_gives_no_tau2_where_funnelplotr_would():
-    """With (n - 1) / n <= phi <= 1 FunnelPlotR's tau_func returns a small positive tau2; panels.md
+    """With (n - 1) / n <= phi <= 1 FunnelPlotR's tau_func returns a small positive tau2; docs/panels-spec.md
     says no adjustment without overdispersion."""
     n = 20
     expected = np.linspace(20, 200, n)

@@ -1,4 +1,4 @@
-"""Contract reconciliation (panels.md section 3): every expected number is computed by hand in the
+"""Contract reconciliation (docs/panels-spec.md section 3): every expected number is computed by hand in the
 test, in plain Decimal arithmetic written out step by step, on a dozen hand-built episodes."""
 
 from __future__ import annotations

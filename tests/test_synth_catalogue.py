@@ -52,7 +52,7 @@ REQUIRED_PRODUCT_KEYS = {
     "cts_intake_plastic", "cts_intake_ortho", "cts_surgery", "cmc1_intake", "cmc1_surgery",
 }
 
-# The codes the bundle definitions (shared/domain/bundles.md) trigger on or flag: the catalogue must
+# The codes the bundle definitions (docs/bundles.md) trigger on or flag: the catalogue must
 # produce them, or the bundles cannot be exercised by synthetic data.
 REQUIRED_CODES = {
     "hip_oa_prosthesis": ("0305", "1701", "190305"),

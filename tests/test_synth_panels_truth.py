@@ -1,4 +1,4 @@
-"""The generator's truth for the panels (``shared/domain/panels.md`` sections 1-3).
+"""The generator's truth for the panels (``docs/panels-spec.md`` sections 1-3).
 
 - On an ingested clean delivery, the generator's own episodes (``DIR.truth/episodes``,
   ``episode_lines``) equal the episode engine's to the cent, for every bundle: episode ids, windows,
@@ -39,7 +39,7 @@ from transforms.synth.settlements import (
 
 ELIGIBLE = ["complete", "death"]
 HIP_COMPLICATION_PRODUCT = "192001007"  # hip_complication in catalogue.yml
-SPEC_PARAMETERS = {  # the parameter table of panels.md section 3 (baseline_years and baseline: every shared contract)
+SPEC_PARAMETERS = {  # the parameter table of docs/panels-spec.md section 3 (baseline_years and baseline: every shared contract)
     "trend", "discount", "cost_basis", "winsorise_pct", "stop_loss_eur", "shared_savings_rate",
     "shared_losses_rate", "losses_from_contract_year", "minimum_savings_pct", "corridor", "quality_gate",
     "distribution_key", "fixed_sum_eur_per_patient", "risk_adjust", "baseline_years", "baseline",

@@ -1,6 +1,6 @@
 """An independent second implementation of the episode rules in plain DuckDB SQL.
 
-Written from ``docs/episode-rules.md`` and ``shared/domain/bundles.md`` only, as the reference peer
+Written from ``docs/episode-rules.md`` and ``docs/bundles.md`` only, as the reference peer
 of the polars episode engine: both must produce the same episodes and the same allocated cents.
 The logic lives in ``episodes.sql``; this module prepares the inputs (parquet views, bundle
 parameters, the completeness date) and returns the two result tables as polars DataFrames.

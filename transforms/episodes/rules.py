@@ -1,4 +1,4 @@
-"""The common episode rules as polars expression builders, one per rule of ``bundles.md``.
+"""The common episode rules as polars expression builders, one per rule of ``docs/bundles.md``.
 
 Each function returns a ``pl.Expr`` (or a small frame operation) named after the rule, so that a
 rule in ``docs/episode-rules.md`` maps to one function here:

@@ -35,15 +35,15 @@ DEFAULT_RUNOUT_MONTHS = 12
 TASKS = 48
 #: With the number of workers known: at least this many tasks per worker ...
 TASKS_PER_WORKER = 2
-#: ... and at most this many buckets per task (a task holds its buckets' outputs until it writes: at
-#: 1M patients, 16 buckets per task took a worker from 390 to 506 MB and was no faster).
+#: ... and at most this many buckets per task (a task holds its buckets' outputs until it writes, so
+#: more buckets per task cost worker memory and buy no speed; the numbers are in ``bench/README.md``).
 MAX_BUCKETS_PER_TASK = 4
 
 
 def default_buckets_per_task(n_buckets: int, workers: int | None = None) -> int:
     """Buckets one task builds. Each task writes a file per bundle and anchor year and reads the
-    prices and contracts once, so fewer, larger tasks are cheaper: at 100k patients (16 buckets), a
-    bucket per task made those small writes about a third of the run. With ``workers`` known, the
+    prices and contracts once, so fewer, larger tasks are cheaper: with a bucket per task those small
+    writes become a large share of the run (``bench/README.md``). With ``workers`` known, the
     fewest tasks that give every worker ``TASKS_PER_WORKER`` of them with at most
     ``MAX_BUCKETS_PER_TASK`` buckets each; otherwise about ``TASKS`` tasks, enough for any cluster."""
     if workers:

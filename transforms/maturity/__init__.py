@@ -1,4 +1,4 @@
-"""Claims maturity (``shared/domain/panels.md`` section 7): how complete each service month of each
+"""Claims maturity (``docs/panels-spec.md`` section 7): how complete each service month of each
 claim table is at the delivery's ``data_as_of``, estimated from the delivery itself by chain-ladder.
 
 - ``triangle``: the declaration triangle (service month x development month, lines and cents, by the

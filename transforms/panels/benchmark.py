@@ -1,4 +1,4 @@
-"""The provider benchmark of one bundle (``panels.md`` section 1): the rows of ``benchmark`` (in-bundle
+"""The provider benchmark of one bundle (``docs/panels-spec.md`` section 1): the rows of ``benchmark`` (in-bundle
 cost, declared and standardised) and ``benchmark_outcomes`` (every binary outcome), per provider,
 per province and nationally, before suppression.
 

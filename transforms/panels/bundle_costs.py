@@ -1,4 +1,4 @@
-"""Bundle costs (``panels.md`` section 2): the distribution of episode costs per component and phase.
+"""Bundle costs (``docs/panels-spec.md`` section 2): the distribution of episode costs per component and phase.
 
 For one bundle and anchor year, every eligible episode gets its allocated cost (declared and
 standardised, from ``episode_lines``) per component (``in_bundle``, ``msz_other``, ``gp``,

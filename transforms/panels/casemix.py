@@ -1,4 +1,4 @@
-"""The case-mix model of a bundle (panels.md section 1): the expected in-bundle cost and the expected
+"""The case-mix model of a bundle (docs/panels-spec.md section 1): the expected in-bundle cost and the expected
 rate of every binary outcome of an episode, from its patient's characteristics.
 
 Models
@@ -110,7 +110,7 @@ Kind = Literal["poisson", "logistic"]
 #: The cost target per cost basis.
 COST_TARGETS = {"declared": "in_bundle_cents", "standardised": "in_bundle_standardised_cents"}
 
-#: Episode statuses a benchmark uses by default (panels.md section 1).
+#: Episode statuses a benchmark uses by default (docs/panels-spec.md section 1).
 DEFAULT_STATUSES = ("complete", "death")
 
 CHRONIC_FLAGS = ("diabetes", "obstructive_airway", "cardiovascular", "lipid", "anticoagulants",

@@ -1,6 +1,6 @@
 """Contract terms: the ``parameters`` JSON of a ``contracts`` row, validated into a frozen object.
 
-``panels.md`` section 3 lists the parameters, their units and defaults; ``bundles.md`` ("Payment
+``docs/panels-spec.md`` section 3 lists the parameters, their units and defaults; ``docs/bundles.md`` ("Payment
 parameters") says what they mean. Two names are ours, because the spec only says "payment minus
 actual cost per episode and phase": ``payment_eur_per_episode`` (one amount per episode) and
 ``payment_eur_per_phase`` (``{phase: euros}``, birth care's four phases) for model
@@ -117,7 +117,7 @@ class QualityGate(_Strict):
 
 
 class Terms(_Strict):
-    """The validated parameters of one contract x bundle (defaults as in ``panels.md``)."""
+    """The validated parameters of one contract x bundle (defaults as in ``docs/panels-spec.md``)."""
 
     model: Literal["shared_savings", "shared_savings_losses", "bundled_payment", "fixed_sum"]
     baseline_years: Annotated[tuple[StrictInt, ...], BeforeValidator(_list), Field(min_length=1)] | None = None

@@ -1,5 +1,5 @@
 """Observed / expected per cell, funnel limits with overdispersion, empirical-Bayes shrinkage
-(panels.md section 1, "Provider benchmark"). Pure functions over polars frames; no I/O.
+(docs/panels-spec.md section 1, "Provider benchmark"). Pure functions over polars frames; no I/O.
 
 Two steps:
 
@@ -80,10 +80,10 @@ with ``n`` the number of cells with a z-score and ``S`` the cell's null standard
 works on a transformed scale for ratios (log for "SHMI", square root for "CQC", arcsine-square-root for
 proportions), where ``S`` is ``1 / sqrt(expected)`` or ``1 / (2 sqrt(expected))`` and the limits are
 transformed back. We keep its formulas for ``phi`` and ``tau2`` but apply them on the natural O/E
-scale with ``S = se0`` as defined above, because panels.md gives the z-scores, the limits
+scale with ``S = se0`` as defined above, because docs/panels-spec.md gives the z-scores, the limits
 ``1 +/- z * sqrt(se0^2 + tau2)`` and the shrinkage all on that scale, and because our costs are not
 counts (a Poisson ``1 / sqrt(expected)`` in cents would be meaningless). Where FunnelPlotR would give
-a small positive ``tau2`` with ``(n - 1) / n <= phi <= 1``, panels.md's rule (no adjustment without
+a small positive ``tau2`` with ``(n - 1) / n <= phi <= 1``, docs/panels-spec.md's rule (no adjustment without
 overdispersion) wins: ``tau2 = 0``. The outlier flag uses the additive random-effects limits, the ones
 ``tau2`` (and the shrinkage) belong to and the default of FunnelPlotR for ratios; the multiplicative
 ones are published alongside. A group with a single cell has no between-cell variance: ``tau2 = 0``.
@@ -98,7 +98,7 @@ from scipy.stats import norm
 
 Kind = Literal["cost", "binary"]
 
-#: z of the 95% limits and confidence interval (panels.md: 1.96).
+#: z of the 95% limits and confidence interval (docs/panels-spec.md: 1.96).
 Z95 = 1.96
 #: z of the 99.8% limits: ``scipy.stats.norm.ppf(0.999)`` = 3.090232...
 Z998 = float(norm.ppf(0.999))

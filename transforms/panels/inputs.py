@@ -1,7 +1,7 @@
 """What the panels read: the episodes and episode lines of a bundle, and the providers of the store
 with their region (the province of the provider's gemeente, from the bundled CBS division).
 
-Eligible episodes: by default status ``complete`` or ``death`` (``panels.md`` section 1). Episodes
+Eligible episodes: by default status ``complete`` or ``death`` (``docs/panels-spec.md`` section 1). Episodes
 that are ``censored_enrolment`` (the patient left the data during the window) or
 ``censored_data`` (the window ends after the completeness date) are left out of benchmarks and
 costs and counted in the manifest; reconciliation counts ``censored_data`` to mark a year

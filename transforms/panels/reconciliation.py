@@ -1,6 +1,6 @@
 """Contract reconciliation (nacalculatie), the placebo over the pre-contract years, initial vs final.
 
-``panels.md`` section 3 is the specification; the steps below carry its numbers. Inputs are plain
+``docs/panels-spec.md`` section 3 is the specification; the steps below carry its numbers. Inputs are plain
 frames (no file is read here): one bundle's episodes, the providers (``provider_agb``,
 ``provider_type``, ``region`` = province code, or ``region_code`` as ``panels.inputs`` names it;
 ``unknown`` = no region), the ``contracts`` rows and the delivery's

@@ -209,7 +209,7 @@ def fit_casemix(run: PanelsRun, address: str | None = None) -> dict:
     coefficients, fits, report = [], [], {}
     jobs = [(bundle, target, kind) for bundle in run.bundles for target, kind in casemix.model_targets(bundle).items()]
 
-    # one client for all fits (fitting several at once in threads was measured slower: the time of a
+    # one client for all fits (fitting several at once in threads is slower: the time of a
     # dask-ml Newton step is spent building and optimising its small graphs, under the GIL)
     with contextlib.ExitStack() as stack:
         client = None

@@ -1,4 +1,4 @@
-"""Populations for shared savings (``shared/domain/panels.md`` section 4).
+"""Populations for shared savings (``docs/panels-spec.md`` section 4).
 
 - ``attribution``: insured attributed per calendar quarter to the GP practice that declared their
   registration fee (inschrijftarief) that quarter; the counts of what was not attributed and why;

@@ -1,4 +1,4 @@
-"""Population benchmarks for a shared-savings contract on an enrolled population (``panels.md`` section 4).
+"""Population benchmarks for a shared-savings contract on an enrolled population (``docs/panels-spec.md`` section 4).
 
 The outcome is total Zvw spending (every claim table, net of corrections, by service date) per
 attributed insured per quarter, zero for an attributed insured without claims. The enrolled

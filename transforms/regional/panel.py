@@ -1,4 +1,4 @@
-"""The regional panel (panels.md section 5): Zvw cost per gemeente, year and category from the
+"""The regional panel (docs/panels-spec.md section 5): Zvw cost per gemeente, year and category from the
 harmonised Vektis table, against the cost expected from the national rates of that year (indirect
 standardisation for sex and age class), with funnel limits and the gemeente's trend. Pure functions
 over polars frames; no I/O, no Prefect.

@@ -85,7 +85,7 @@ UTILISATION_BUNDLES = ("hip_oa", "knee_oa", "cataract", "acute_stroke")
 
 
 class ProviderEffects(_Frozen):
-    """Two planted providers of one bundle for the provider benchmark (``panels.md`` section 1).
+    """Two planted providers of one bundle for the provider benchmark (``docs/panels-spec.md`` section 1).
 
     Both are hospitals outside the costlier province that never sign the bundle's contract and that
     draw ``patient_share`` of the bundle's patients nationally each (high-volume centres), so that a
@@ -111,7 +111,7 @@ class ProviderEffects(_Frozen):
 
 
 class RegionalEffects(_Frozen):
-    """A costlier province (``panels.md`` section 3, regional and national baselines).
+    """A costlier province (``docs/panels-spec.md`` section 3, regional and national baselines).
 
     Episodes anchored at a provider in ``province`` get extra in-bundle care (utilisation, so the
     difference shows in declared and standardised cost) that makes their mean in-bundle cost

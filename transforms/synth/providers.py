@@ -64,7 +64,7 @@ class ContractWave:
     count: int
 
 
-#: Staggered adoption per bundle. The first wave is the start year in ``bundles.md``; hip/knee get
+#: Staggered adoption per bundle. The first wave is the start year in ``docs/bundles.md``; hip/knee get
 #: later joiners so that staggered-adoption estimators have more than one cohort to work with.
 CONTRACT_PLAN: dict[str, dict] = {
     "hip_oa": {"kinds": ("hospital", "zbc"), "waves": (ContractWave(2018, 14), ContractWave(2019, 4), ContractWave(2020, 2)), "model": "shared_savings_losses", "group": "joint"},
@@ -78,7 +78,7 @@ CONTRACT_PLAN: dict[str, dict] = {
     "hand_wrist": {"kinds": ("zbc",), "waves": (ContractWave(2024, 1),), "model": "bundled_payment"},
 }
 
-#: Contract parameters per bundle, in the names and units of ``panels.md`` section 3. Together the
+#: Contract parameters per bundle, in the names and units of ``docs/panels-spec.md`` section 3. Together the
 #: contracts use every parameter of its table at least once:
 #: - hip_oa: own baseline, trend, discount, winsorising at P99, stop-loss, shared savings and losses;
 #: - knee_oa (same contract as hip): the same with ``risk_adjust`` (its target depends on the
@@ -128,8 +128,8 @@ BUNDLE_PRODUCTS = {
 }
 #: Negotiated price levels of hospitals, ZBCs and rehabilitation centres: ``level * exp(e)`` with
 #: ``e ~ N(0, PRICE_SPREAD)`` truncated at +-2 standard deviations, so no provider is more than about
-#: 5% from its kind's level and none is a cost outlier by its prices alone (the generator used to draw
-#: them lognormal with sigma 0.08, untruncated: levels from about 0.8 to 1.25, and ZBCs at 0.88).
+#: 5% from its kind's level and none is a cost outlier by its prices alone (a wider, untruncated
+#: spread, e.g. lognormal with sigma 0.08, would give levels from about 0.8 to 1.25).
 PRICE_SPREAD = 0.025
 PRICE_LEVEL = {"zbc": 0.95}
 #: Rehabilitation centres in the regional-contract province: the stroke contract's hospital signs

@@ -1,4 +1,4 @@
-"""Expected contract settlements (``panels.md`` section 3, nacalculatie), computed by the generator.
+"""Expected contract settlements (``docs/panels-spec.md`` section 3, nacalculatie), computed by the generator.
 
 Plain Python in exact rational arithmetic (``fractions.Fraction``), from the generator's truth
 episodes (``episode_truth``) and its contracts table; independent of ``transforms.panels`` and
@@ -65,7 +65,7 @@ from fractions import Fraction
 
 PHASES = ("prenatal", "natal", "postnatal", "maternity_care")
 Z95 = Fraction(196, 100)
-#: Every parameter name a contract may carry (panels.md section 3, plus the project's two
+#: Every parameter name a contract may carry (docs/panels-spec.md section 3, plus the project's two
 #: bundled-payment names) and the kind of value it takes.
 PARAMETERS: dict[str, str] = {
     "baseline_years": "years", "baseline": "baseline", "trend": "positive", "discount": "fraction",

@@ -95,7 +95,7 @@ def write_settlements(config: SynthConfig, registry: ProviderRegistry, truth: Pa
     return {
         "computed": True,
         "files": ["settlements.parquet", "settlement_shares.parquet"],
-        "rules": "panels.md section 3 steps 1-10 as read in transforms/synth/settlements.py (its docstring lists "
+        "rules": "docs/panels-spec.md section 3 steps 1-10 as read in transforms/synth/settlements.py (its docstring lists "
                  "every choice where the spec is silent)",
         "contracts": computed,
         "not_computed": skipped,
