@@ -10,18 +10,20 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any, Callable, Iterator
 
 from distributed import Client, LocalCluster, wait
 
+from transforms.errors import UserFacingError
 
 
 #: Environment of a worker process: one thread for every library that runs its own pool. Polars
 #: starts a thread per core in every process; with one worker process per core that is cores x cores
-#: threads fighting over the cores (measured on 2 cores: 1.3x the CPU per bucket, and a "1 worker"
-#: run that used 1.2 cores, so 1 -> 2 workers gave 1.39x where plain processes gave 2.1x).
+#: threads fighting over the cores: more CPU per bucket, a "1 worker" cluster that uses more than one
+#: core, and less speed-up from more workers (the numbers are in ``bench/README.md``).
 SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1",
                    "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
@@ -32,16 +34,71 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
     """Yield a scheduler address: ``scheduler`` if given, else a local process cluster's, of one
     single-threaded process per core (see :data:`SINGLE_THREADED`)."""
     if scheduler:
-        yield scheduler
+        yield scheduler_address(scheduler)
         return
     n = workers or max(1, min(os.cpu_count() or 1, 8))
     with _worker_environment(SINGLE_THREADED):
         cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                                dashboard_address=":0", host="127.0.0.1")
-        try:
-            yield cluster.scheduler_address
-        finally:
-            _close_quietly(cluster)
+    _OWN_CLUSTERS[cluster.scheduler_address] = (cluster, n)
+    try:
+        yield cluster.scheduler_address
+    finally:
+        _OWN_CLUSTERS.pop(cluster.scheduler_address, None)
+        _close_quietly(cluster)
+
+
+#: The local clusters this process started, by scheduler address, with their number of workers.
+_OWN_CLUSTERS: dict[str, tuple[LocalCluster, int]] = {}
+
+
+def revive_workers(address: str) -> bool:
+    """Start new workers in place of those a local cluster started here has lost for good, and say
+    whether any were asked for.
+
+    A nanny that cannot start its worker process within its timeout (an overloaded machine, a
+    restart that imports everything again) closes, and Dask does not replace it: the cluster then
+    has fewer workers, or none, for the rest of the run, and every later computation waits. Nannies
+    that are closed or whose worker is not connected are dropped from the cluster's spec and the
+    cluster is scaled back to its size, which starts fresh nannies (with the single-threaded
+    environment). A cluster started elsewhere (``--scheduler``) is its operator's to mend."""
+    from distributed.core import Status
+
+    owned = _OWN_CLUSTERS.get(address)
+    if owned is None:
+        return False
+    cluster, n = owned
+    with Client(address, set_as_default=False) as client:
+        connected = set(client.nthreads())
+    lost = [name for name, nanny in list(cluster.workers.items())
+            if nanny.status != Status.running or getattr(nanny, "worker_address", None) not in connected]
+    if not lost and len(cluster.workers) >= n:
+        return False
+    logging.getLogger(__name__).warning("%d of %d Dask workers lost; starting new ones", max(len(lost), n - len(connected)), n)
+    with _worker_environment(SINGLE_THREADED):
+        for name in lost:  # out of the spec and the cluster's workers, so scaling opens new ones
+            cluster.worker_spec.pop(name, None)
+            nanny = cluster.workers.pop(name, None)
+            if nanny is not None and nanny.status == Status.running:
+                cluster.sync(nanny.close)
+        cluster.scale(n)
+        cluster.sync(cluster._correct_state)  # start them now, inside the single-threaded environment
+    return True
+
+
+#: What Dask accepts as a scheduler address: a protocol and a location.
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|ws|wss|inproc)://[^\s{}]+$")
+
+
+def scheduler_address(scheduler: str) -> str:
+    """``scheduler`` if it is a Dask address. A deployment registered while its template variable
+    (``{{ $ZORGPAD_DASK_SCHEDULER }}``) was unset carries the template text itself; without this
+    check the run would wait for a connection to it until Dask's timeout."""
+    if not _ADDRESS.match(scheduler.strip()):
+        raise UserFacingError(
+            f"--scheduler {scheduler!r} is not a Dask scheduler address (tcp://host:port or tls://host:port); "
+            "for a deployment, set ZORGPAD_DASK_SCHEDULER before `prefect deploy` (empty: a local cluster)")
+    return scheduler.strip()
 
 
 #: Loggers that report the races of a local cluster's shutdown (a worker's heartbeat cut off by its
@@ -143,9 +200,9 @@ def _worker_environment(variables: dict[str, str]) -> Iterator[None]:
     """Give worker processes ``variables`` from their first instruction on.
 
     ``LocalCluster(env=...)`` sets them only once the worker runs, after the worker has unpickled
-    the parent's ``__main__`` and with it imported polars, whose thread pool is sized at import: the
-    workers kept a pool per core. Dask's ``pre-spawn-environ`` is set before the process is spawned,
-    also in restarts. Its price is that the nannies, which live in this process, write the
+    the parent's ``__main__`` and with it imported polars, whose thread pool is sized at import, so
+    the workers would keep a pool per core. Dask's ``pre-spawn-environ`` is set before the process
+    is spawned, also in restarts. Its price is that the nannies, which live in this process, write the
     variables into this process's environment when they spawn; this restores it afterwards
     (polars and pyarrow here have sized their pools already)."""
     import dask
@@ -204,10 +261,12 @@ RECYCLE_WORKERS_AFTER = 100
 _TASKS_SINCE_RESTART: dict[str, int] = {}
 
 #: Seconds a restart of the workers may take: their nannies kill them and start new processes, which
-#: import polars, pyarrow and Great Expectations again (about 10 s each on a loaded 2-core machine).
+#: import polars, pyarrow and Great Expectations again (seconds each, far more on a loaded machine).
 RESTART_TIMEOUT = 180.0
 #: A mapper looks at the cluster this often while its tasks run...
 WATCH_SECONDS = 30.0
+#: ...asks a local cluster started here for new workers when none has been connected for this long...
+REVIVE_AFTER = 60.0
 #: ...and runs the remaining tasks in this process when no worker has been connected for this long
 #: (a cluster that lost its workers would otherwise leave the flow waiting for ever).
 NO_WORKERS_TIMEOUT = 300.0
@@ -227,10 +286,10 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
     (counted over every mapper of this process on the same cluster), like ``maxtasksperchild`` of
     Python's process pools. A long-lived worker keeps the resident memory of the largest batches it
     has seen, across tables and steps, even when Python holds nothing (allocator arenas, library
-    caches): measured at 1M patients, ingest workers grew to 2.1 GB against 1.4 GB at 100k. With
-    recycling, a worker's memory depends on the size of a task, not on the size of the delivery
-    (1.36 GB at 1M). The calls are then submitted in waves of ``recycle_after`` tasks per worker with a
-    restart between waves; tasks must be idempotent (they are: they write deterministic paths).
+    caches): without recycling a worker's memory grows with the size of the delivery, with it only
+    with the size of a task (ingest numbers in ``bench/README.md``). The calls are then
+    submitted in waves of ``recycle_after`` tasks per worker with a restart between waves; tasks
+    must be idempotent (they are: they write deterministic paths).
     Needs workers started by a nanny (``dask worker``, ``LocalCluster``); without one the workers
     are left running and only hand freed memory back.
     """
@@ -262,7 +321,7 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
                 batch = arguments[start:start + wave]
                 if recycle_after and _TASKS_SINCE_RESTART.get(address, 0) >= wave:
                     if not _restart_workers(client, address):
-                        # seen on a 2-core CI machine: the nannies did not bring their workers back;
+                        # the nannies may not bring their workers back (on a loaded machine);
                         # the tasks are plain idempotent functions, so the rest runs here instead
                         logging.getLogger(__name__).warning(
                             "no Dask worker came back after the restart; running the remaining %d tasks "
@@ -284,6 +343,7 @@ def _run_wave(client: Client, function: Callable, arguments: list[tuple], offset
     position = {future.key: offset + i for i, future in enumerate(futures)}
     pending = set(futures)
     without_workers_since: float | None = None
+    revived = False
     while pending:
         # take each result as it finishes and release it on the worker at once, so neither the
         # workers nor this process hold all results of a step at the same time
@@ -296,9 +356,11 @@ def _run_wave(client: Client, function: Callable, arguments: list[tuple], offset
             results[position[future.key]] = keep(future.result())
             future.release()
         if done or client.nthreads():
-            without_workers_since = None
+            without_workers_since, revived = None, False
         elif without_workers_since is None:
             without_workers_since = time.monotonic()
+        elif not revived and time.monotonic() - without_workers_since > REVIVE_AFTER:
+            revived = revive_workers(client.scheduler.address)  # a restarting nanny would be back by now
         elif time.monotonic() - without_workers_since > NO_WORKERS_TIMEOUT:
             # the cluster lost every worker and none came back: the tasks are plain idempotent
             # functions, so what is left runs here rather than leaving the run waiting for ever
@@ -326,19 +388,25 @@ def _restart_workers(client: Client, address: str) -> int:
         client.restart(timeout=RESTART_TIMEOUT, wait_for_workers=False)
     except Exception as error:  # noqa: BLE001 - no nanny, or a worker did not stop in time
         logging.getLogger(__name__).warning("workers not recycled (%s); going on with the running ones", error)
+    now = _wait_for_fresh_workers(client, before)
+    if len(now - before) < len(before) and revive_workers(address):
+        now = _wait_for_fresh_workers(client, before)
+    if len(now - before) < len(before):
+        logging.getLogger(__name__).warning("%d of %d workers back %.0f s after their restart; going on with them",
+                                            len(now - before), len(before), RESTART_TIMEOUT)
+    _TASKS_SINCE_RESTART[address] = 0
+    return len(now)
+
+
+def _wait_for_fresh_workers(client: Client, before: set[str]) -> set[str]:
+    """The connected workers once none from ``before`` is left and as many are connected as before,
+    or when :data:`RESTART_TIMEOUT` has passed."""
     deadline = time.monotonic() + RESTART_TIMEOUT
     while True:
         now = set(client.nthreads())
-        if now and not now & before and len(now) >= len(before):
-            break
-        if time.monotonic() > deadline:
-            logging.getLogger(__name__).warning(
-                "%d of %d workers back %.0f s after their restart; going on with them",
-                len(now - before), len(before), RESTART_TIMEOUT)
-            break
+        if (now and not now & before and len(now) >= len(before)) or time.monotonic() > deadline:
+            return now
         time.sleep(0.2)
-    _TASKS_SINCE_RESTART[address] = 0
-    return len(now)
 
 
 def dask_workers(address: str) -> int:

@@ -100,3 +100,51 @@ def test_workers_that_do_not_come_back_after_a_restart_leave_the_rest_to_this_pr
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", protocol="tcp") as cluster:
         results = dask_mapper(cluster.scheduler_address, recycle_after=2)(_square_and_pid, [(i,) for i in range(5)])
     assert [r[0] for r in results] == [i * i for i in range(5)]
+
+
+@pytest.mark.parametrize("scheduler", ["{{ $ZORGPAD_DASK_SCHEDULER }}", "localhost:8786", "tcp://"])
+def test_a_scheduler_that_is_not_an_address_is_refused_before_connecting(scheduler):
+    from transforms.errors import UserFacingError
+
+    with pytest.raises(UserFacingError, match="not a Dask scheduler address"):
+        with dask_cluster(scheduler):
+            pass
+
+
+def test_a_scheduler_address_is_used_as_given():
+    with dask_cluster(" tcp://10.0.0.5:8786 ") as address:
+        assert address == "tcp://10.0.0.5:8786"
+
+
+def test_workers_whose_nannies_gave_up_are_replaced_and_start_single_threaded():
+    """A nanny that could not start its worker closes for good (an overloaded machine); the local
+    cluster this process started gets new ones, so later steps do not wait for workers that never come."""
+    import time
+
+    import flows.dask_cluster as module
+    from distributed import Client
+
+    with dask_cluster(workers=2) as address:
+        cluster, _ = module._OWN_CLUSTERS[address]
+        for nanny in list(cluster.workers.values()):
+            cluster.sync(nanny.close)
+        with Client(address, set_as_default=False) as client:
+            deadline = time.monotonic() + 30
+            while client.nthreads() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert not client.nthreads()
+            assert module.revive_workers(address)
+            client.wait_for_workers(2, timeout=120)
+        started_with = dask_mapper(address)(_initial_environment, [(i,) for i in range(4)])
+        assert not module.revive_workers(address)  # all there: nothing to do
+    for environment in started_with:
+        assert {name: environment.get(name) for name in SINGLE_THREADED} == SINGLE_THREADED
+
+
+def test_a_cluster_started_elsewhere_is_left_to_its_operator():
+    from distributed import LocalCluster
+
+    import flows.dask_cluster as module
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0", protocol="tcp") as cluster:
+        assert not module.revive_workers(cluster.scheduler_address)

@@ -689,6 +689,20 @@ def _verify_and_polish(client, blocks: list, beta: np.ndarray, kind: Kind, sd: n
     return beta, math.inf, mu, max_polish  # not reached
 
 
+#: How long a fit waits for a Dask worker to connect before it gives up.
+WORKER_TIMEOUT = 600.0
+
+
+def _wait_for_a_worker(client) -> None:
+    """Return once a worker is connected: a cluster that lost its workers would otherwise leave the
+    fit's ``gather`` waiting for ever."""
+    try:
+        client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
+    except TimeoutError as error:
+        raise RuntimeError(f"no Dask worker connected to {client.scheduler.address} for {WORKER_TIMEOUT:.0f} s: "
+                           "the case-mix model cannot be fitted") from error
+
+
 def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: list[int], *,
                 statuses: Sequence[str] | None = DEFAULT_STATUSES, min_episodes: int = MIN_EPISODES,
                 min_events: int = MIN_EVENTS, tol: float = NEWTON_TOL, max_iter: int = NEWTON_MAX_ITER,
@@ -716,6 +730,7 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
     p = len(names)
     connection = contextlib.nullcontext(client) if client is not None else Client(address, set_as_default=False)
     with connection as client, client.as_current(), dask.config.set(scheduler=client):
+        _wait_for_a_worker(client)
         parts = [dask.delayed(_read_partition, pure=True)(f, target, kind, years, statuses_t) for f in files]
         futures = client.compute(parts)  # one task per file; its block stays on the worker
         infos = client.gather(client.map(_info, futures, pure=False))
