@@ -186,6 +186,10 @@ def print_summary(r: dict) -> None:
     print(f"  peak memory tree   {m['peak_tree_rss_mb']:,.0f} MB (at {m['peak_tree_rss_at_s']:.0f} s; {m['samples']} samples)")
     print(f"  peak main process  {m['peak_main_rss_mb']:,.0f} MB (scheduler, nannies, driver);  peak per worker "
           f"{m['peak_worker_rss_mb']:,.0f} MB ({m['worker_processes_seen']} worker processes seen)")
+    if r.get("duckdb_floor"):
+        f = r["duckdb_floor"]
+        print(f"  DuckDB floor       {f['seconds']:,.1f} s ({f['threads']} threads, {f['buckets']} buckets): "
+              f"ingest / floor = {r['ingest_to_floor_ratio']:.2f}")
     print(f"  CPU seconds        ours {m['cpu_seconds_tree']:,.0f}, other processes on the machine {m['cpu_seconds_other']:,.0f} "
           f"(utilisation of {r['cores']} cores: {m['cpu_seconds_tree'] / r['total_wall_s'] / r['cores']:.0%})")
 
@@ -206,11 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS / "ingest.jsonl")
     parser.add_argument("--no-record", action="store_true", help="do not append to the results file")
     parser.add_argument("--delete", action="store_true", help="delete the store afterwards")
+    parser.add_argument("--duckdb-floor", action="store_true",
+                        help="then measure the DuckDB floor (bench/ingest_floor.py) on the same delivery, bucket "
+                             "count and number of threads, and record the ratio ingest / floor")
     args = parser.parse_args(argv)
 
     result = run(args.delivery, args.store, args.workers, buckets=args.buckets, data_docs=not args.no_data_docs,
                  interval=args.interval, max_minutes=args.max_minutes, heartbeat=args.heartbeat, label=args.label,
                  recycle_after=args.recycle_after or None)
+    if args.duckdb_floor and result["status"] == "ok":
+        from bench.ingest_floor import measure
+
+        floor = measure(args.delivery, args.store.with_name(args.store.name + "-duckdb-floor"), result["buckets"],
+                        args.workers)
+        result["duckdb_floor"] = floor
+        result["ingest_to_floor_ratio"] = round(result["wall_s"] / floor["seconds"], 2)
     print_summary(result)
     if not args.no_record:
         append_result(args.results, result)

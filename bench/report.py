@@ -165,11 +165,12 @@ def ingest_table(rows: list[dict]) -> str:
     steps = ("inspect", "partitions", "ids", "buckets", "validation_docs", "total")
     head = ("| date (UTC) | commit | delivery | workers | buckets / id-parts | wall | " + " | ".join(steps)
             + " | rows in | rows/s | rows/s/core | store on disk | peak tree RSS | peak per worker | peak main "
-              "| CPU use | other load | status |")
+              "| CPU use | other load | DuckDB floor | ingest / floor | status |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p, m = r["params"], r["memory"]
         timing = r.get("timing_seconds") or {}
+        floor = r.get("duckdb_floor") or {}
         util = m["cpu_seconds_tree"] / r["wall_s"] / r["cores"] if r.get("wall_s") else None
         lines.append(
             f"| {_date(r)} | {_commit(r)} | {r.get('delivery_id') or p['delivery']} "
@@ -178,7 +179,8 @@ def ingest_table(rows: list[dict]) -> str:
             + f" | {_n(r.get('rows_in'))} | {_n(r.get('rows_per_s'))} | {_n(r.get('rows_per_s_per_core'))} "
               f"| {human_bytes(r.get('bytes_on_disk') or 0)} | {_n(m['peak_tree_rss_mb'])} MB "
               f"| {_n(m['peak_worker_rss_mb'])} MB | {_n(m['peak_main_rss_mb'])} MB "
-              f"| {'' if util is None else f'{util:.0%}'} | {_noise(m, r['wall_s'])} | {r.get('status', 'ok')} |")
+              f"| {'' if util is None else f'{util:.0%}'} | {_noise(m, r['wall_s'])} "
+              f"| {_n(floor.get('seconds'), 1)} | {_n(r.get('ingest_to_floor_ratio'), 2)} | {r.get('status', 'ok')} |")
     return "\n".join(lines)
 
 
