@@ -45,7 +45,7 @@ class StepClock:
         self.current: str | None = None
         self._saved: dict = {}
 
-    def __enter__(self) -> "StepClock":
+    def __enter__(self) -> StepClock:
         from transforms.ingest import run as module
 
         for name in STEPS:

@@ -112,7 +112,7 @@ class TreeMemorySampler:
         self._cpu_stop = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "TreeMemorySampler":
+    def start(self) -> TreeMemorySampler:
         self.started = time.perf_counter()
         self._cpu_start = psutil.cpu_times()
         self._sample()
@@ -128,7 +128,7 @@ class TreeMemorySampler:
         self.stopped = time.perf_counter()
         self._cpu_stop = psutil.cpu_times()
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         return self.start()
 
     def __exit__(self, *exc) -> None:

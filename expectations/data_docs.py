@@ -76,7 +76,7 @@ def localise_static_links(docs_dir: Path | str) -> int:
     for page in docs_dir.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
 
-        def relative(target: str) -> str:
+        def relative(target: str, page: Path = page) -> str:
             return Path(os.path.relpath(docs_dir / "static" / target, page.parent)).as_posix()
 
         new = _REMOTE_LOGO.sub(lambda m: relative(f"images/{m.group(1)}"), text)

@@ -12,8 +12,8 @@ which fails when any batch failed. Memory is then bounded by the number of suite
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 #: Counts that add up over batches.
 _SUMMED = ("element_count", "unexpected_count", "missing_count")
@@ -96,7 +96,7 @@ class ValidationMerger:
         folded["meta"]["batches"] += batches
         folded["success"] = bool(folded["success"] and result["success"])
 
-    def absorb_all(self, results: Iterable[dict]) -> "ValidationMerger":
+    def absorb_all(self, results: Iterable[dict]) -> ValidationMerger:
         for result in results:
             self.absorb(result)
         return self

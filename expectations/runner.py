@@ -106,7 +106,7 @@ def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str)
         return BatchValidation({}, {}, frame.height)
     definition = _definition(table, stage)
     # GX sees only the columns its expectations read (list columns and the rest stay in polars)
-    needed = ["_row"] + sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"})
+    needed = ["_row", *sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"})]
     pdf = to_gx_frame(frame.select([c for c in needed if c in frame.columns]), table)
     result = definition.run(batch_parameters={"dataframe": pdf}, result_format={"result_format": "COMPLETE"})
     _forget_stored_results()

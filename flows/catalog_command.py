@@ -4,7 +4,7 @@ Reads parquet footers only, in this process: seconds, no Prefect flow or Dask cl
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -14,7 +14,7 @@ from flows.cli import app
 @app.command("catalog")
 def catalog(
     out: Annotated[Path, typer.Argument(help="a zorgpad output folder, or a folder holding several (e.g. a demo folder)")],
-    catalog_file: Annotated[Optional[Path], typer.Option(
+    catalog_file: Annotated[Path | None, typer.Option(
         "--catalog", help="the DuckDB file to write (default OUT/catalog.duckdb); replaced only if zorgpad wrote it")] = None,
 ) -> None:
     """Write a DuckDB catalog: one view per output table under OUT, plus `catalog_tables` listing them."""

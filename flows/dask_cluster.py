@@ -13,12 +13,12 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from distributed import Client, LocalCluster, wait
 
 from transforms.errors import UserFacingError
-
 
 #: Environment of a worker process: one thread for every library that runs its own pool. Polars
 #: starts a thread per core in every process; with one worker process per core that is cores x cores

@@ -25,9 +25,8 @@ def episodes(
     if buckets_per_task is not None and buckets_per_task < 1:
         raise UserError(f"--buckets-per-task must be at least 1, not {buckets_per_task}")
     from flows.episodes_flow import episodes_flow
-    from transforms.bundles import BundleDefinitionError, select_bundles
-
     from flows.prefect_api import ensure_api
+    from transforms.bundles import BundleDefinitionError, select_bundles
     from transforms.output_folder import check_target, require_output, require_unlocked
 
     require_output(store, "store", option="--store")

@@ -8,8 +8,6 @@ temporary folder that is only moved into place at the end).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 

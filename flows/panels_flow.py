@@ -40,7 +40,7 @@ def finish_task(run: steps.PanelsRun, casemix: dict, reports: list[dict]) -> dic
 def _artifact(manifest: dict) -> str:
     lines = [f"# Panels of {manifest['data_as_of']}", "", "| table | rows |", "|---|---:|"]
     lines += [f"| {name} | {rows:,} |" for name, rows in manifest["rows"].items()]
-    return "\n".join(lines + ["", f"{manifest['plots']} funnel plots"])
+    return "\n".join([*lines, "", f"{manifest['plots']} funnel plots"])
 
 
 @flow(name="panels", log_prints=True)

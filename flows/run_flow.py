@@ -27,10 +27,9 @@ from flows.ingest_flow import ingest_flow
 from flows.panel_build_flow import panel_build_flow
 from flows.panels_flow import panels_flow
 from transforms.hashing import file_sha256
-from transforms.output_folder import acquire_lock, check_target, release_lock
-from transforms.run_cache import (is_fresh, read_run_manifest, record_stage, stage_key, tree_digest,
-                                  write_run_manifest)
 from transforms.ingest.summary import quarantine_reasons
+from transforms.output_folder import acquire_lock, check_target, release_lock
+from transforms.run_cache import is_fresh, read_run_manifest, record_stage, stage_key, tree_digest, write_run_manifest
 
 #: Stage outcomes in the run manifest: built in this run, or found complete for the same key.
 BUILT, CACHED = "built", "cached"

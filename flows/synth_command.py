@@ -97,8 +97,8 @@ def synth(
     seed: Annotated[int, typer.Option(help="random seed: the same seed gives byte-identical files")] = 7,
     clean: Annotated[bool, typer.Option("--clean", help="no faults, corrections or late declarations")] = False,
     data_as_of: Annotated[str | None, typer.Option(help="YYYY-MM-DD; default 31 March after the last year")] = None,
-    fault: Annotated[list[str], typer.Option(help="override a fault rate, e.g. --fault duplicate=0.01")] = [],
-    effect: Annotated[list[str], typer.Option(help="planted effect, e.g. --effect hip_oa:price=-1300,volume=8")] = [],
+    fault: Annotated[list[str] | None, typer.Option(help="override a fault rate, e.g. --fault duplicate=0.01")] = None,
+    effect: Annotated[list[str] | None, typer.Option(help="planted effect, e.g. --effect hip_oa:price=-1300,volume=8")] = None,
     panel_effects: Annotated[bool, typer.Option("--panel-effects/--no-panel-effects", help="plant the benchmark providers, the costlier province and the stroke cost tail (kept with --clean: they are not faults)")] = True,
     provider_effect: Annotated[str | None, typer.Option(help="planted benchmark providers, e.g. hip_oa:utilisation=1.2,price=1.2,share=0.18 (a factor of 1 turns one off)")] = None,
     regional_effect: Annotated[str | None, typer.Option(help="costlier province, e.g. PV28:cataract=1.2,acute_stroke=1.2,tail=0.04")] = None,
@@ -112,6 +112,8 @@ def synth(
     from transforms.synth import FaultRates, SynthConfig, generate_delivery, truth_dir
     from transforms.synth.config import PopulationEffect
 
+    fault = fault or []  # typer passes None when the option is not given
+    effect = effect or []
     first, last = _years(years)
     try:
         faults = FaultRates().model_dump()

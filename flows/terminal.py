@@ -107,7 +107,7 @@ class StepProgress:
                                  console=console or Console(stderr=True), transient=True)
         self._totals: dict[TaskID, list[int]] = {}
 
-    def __enter__(self) -> "StepProgress":
+    def __enter__(self) -> StepProgress:
         from flows import dask_cluster
 
         self.progress.start()

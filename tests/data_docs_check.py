@@ -1,4 +1,4 @@
-""""The Data Docs open in a browser", checked twice: by walking the site's links and assets (always),
+"""Checks "The Data Docs open in a browser" twice: by walking the site's links and assets (always),
 and by opening the index in headless Chromium without network access (where Chromium is installed;
 `.ci/run` installs it)."""
 

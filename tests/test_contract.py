@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from transforms.contract import CONTRACT_DIR, MONEY, TABLE_ORDER, Table, load_contract
-from transforms.contract import dictionary
-from transforms.contract.derive_gp_codes import OUT as GP_CODES, derive
+from transforms.contract import CONTRACT_DIR, MONEY, TABLE_ORDER, Table, dictionary, load_contract
+from transforms.contract.derive_gp_codes import OUT as GP_CODES
+from transforms.contract.derive_gp_codes import derive
 
 
 def test_all_nine_tables_load_with_arrow_schemas():

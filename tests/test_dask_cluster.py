@@ -4,6 +4,7 @@ worker processes recycled after a number of tasks (a real local cluster of worke
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 
 import pytest
 
@@ -32,7 +33,7 @@ def test_results_come_back_in_order_and_workers_are_recycled_after_their_tasks()
     # first wave and after each of the next two; no process runs tasks of two waves
     waves = [{pid for _, pid in recycled[start:start + 4]} for start in range(0, 12, 4)]
     assert not {pid for _, pid in first} & waves[0]
-    for earlier, later in zip(waves, waves[1:]):
+    for earlier, later in pairwise(waves):
         assert not earlier & later
 
 
@@ -121,8 +122,9 @@ def test_workers_whose_nannies_gave_up_are_replaced_and_start_single_threaded():
     cluster this process started gets new ones, so later steps do not wait for workers that never come."""
     import time
 
-    import flows.dask_cluster as module
     from distributed import Client
+
+    import flows.dask_cluster as module
 
     with dask_cluster(workers=2) as address:
         cluster, _ = module._OWN_CLUSTERS[address]

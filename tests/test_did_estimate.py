@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from data_docs_check import browser
 from polars.testing import assert_frame_equal
-from test_cli_safety import assert_one_error_line, zorgpad
 
+from data_docs_check import browser
+from test_cli_safety import assert_one_error_line, zorgpad
 from transforms.did.estimate import estimate
 from transforms.did.inputs import DidInputError, DidOptions, prepare_panel, read_panel
 from transforms.did.run import run_estimate

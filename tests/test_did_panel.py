@@ -15,8 +15,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_cli_safety import assert_one_error_line, zorgpad
 
+from test_cli_safety import assert_one_error_line, zorgpad
 from transforms.did_panel.periods import period_of, periods_frame
 from transforms.did_panel.run import build_panel, preflight
 from transforms.did_panel.spec import SpecError, load_spec, parse_spec, spec_hash
@@ -279,7 +279,7 @@ def test_the_provider_period_panel_is_balanced_with_volume_and_fixed_covariates(
     assert (panel.group_by("unit_id").agg(pl.col("balanced").first() == (pl.col("volume") > 0).all())["balanced"]).all()
     # covariates: the unit's mean before treatment (never treated: before the first cohort), on every row
     first_cohort = panel.filter(pl.col("cohort") > 0)["cohort"].min()
-    for unit, rows in panel.group_by("unit_id"):
+    for _unit, rows in panel.group_by("unit_id"):
         assert rows["age_at_anchor"].n_unique() == 1
         bundle, provider, cohort = rows["bundle_id"][0], rows["provider_agb"][0], rows["cohort"][0]
         cut = cohort if cohort else first_cohort

@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from test_cli_safety import ZORGPAD, assert_one_error_line, environment, zorgpad
 
+from test_cli_safety import ZORGPAD, assert_one_error_line, environment, zorgpad
 from transforms.did_panel import gemeente
 from transforms.did_panel.estimates import options_for
 from transforms.did_panel.run import build_panel, preflight

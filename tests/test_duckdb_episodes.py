@@ -356,7 +356,7 @@ def test_missing_data_as_of(tmp_path):
 
 def test_hive_partitioned_store_with_extra_columns(literal, tmp_path):
     """The ingest store: Hive buckets and extra columns give the same result."""
-    root, episodes, lines = literal
+    _root, episodes, lines = literal
     for table, rows in LITERAL.items():
         df = pl.DataFrame(rows, schema=_SCHEMAS[table], orient="row")
         key = "patient_id" if "patient_id" in df.columns else "claim_id"

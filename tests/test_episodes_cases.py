@@ -160,7 +160,7 @@ def test_knee_with_complication(tmp_path):
     d.dbc("K", "P", "0305", "1801", "2018-02-01", "2018-03-15", 9500.0, activities=[("190306", "2018-02-10", 1)])
     d.dbc("R", "P", "0305", "1803", "2018-09-01", "2018-09-20", 7000.0, activities=[("038665", "2018-09-02", 1)])
     d.dbc("H", "P", "0305", "1701", "2018-05-01", "2018-05-02", 300.0)  # hip arthrosis: not knee in-bundle
-    episodes, lines = run(d, tmp_path, ["knee_oa"])
+    episodes, _lines = run(d, tmp_path, ["knee_oa"])
     e = one(episodes, patient_id="P")
     assert e["complication"] and e["in_bundle_cents"] == 950000 + 700000 and e["msz_other_cents"] == 30000
 
@@ -260,7 +260,7 @@ def test_hand_wrist_intake_surgery_and_hand_therapy(tmp_path):
     d.dbc("S", "P", "0303", "132", "2018-07-10", "2018-08-10", 1400.0, activities=[("038340", "2018-07-10", 1)])
     for i, day in enumerate(("2018-07-20", "2018-07-27", "2018-08-03")):
         d.physio(f"T{i}", "P", day, discipline="occupational_therapy", service="4000")
-    episodes, lines = run(d, tmp_path, ["hand_wrist"])
+    episodes, _lines = run(d, tmp_path, ["hand_wrist"])
     e = one(episodes, patient_id="P")
     assert e["anchor_date"] == date(2018, 5, 1) and e["n_triggers"] == 2  # the surgery subtraject also matches
     assert e["surgery"] and e["hand_therapy_sessions"] == 3

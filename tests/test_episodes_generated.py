@@ -48,7 +48,7 @@ def expected_episode_counts(planted: pl.DataFrame) -> dict[tuple[str, int], int]
     reading): per bundle and anchor year, how many episodes there must be."""
     bundles = load_bundles()
     counts: dict[tuple[str, int], int] = {}
-    for (bundle_id, patient), rows in planted.sort("anchor_date").group_by(["bundle_id", "patient_id"], maintain_order=True):
+    for (bundle_id, _patient), rows in planted.sort("anchor_date").group_by(["bundle_id", "patient_id"], maintain_order=True):
         window = bundles[bundle_id].window
         window_end = None
         seen_years: set[int] = set()
@@ -91,7 +91,7 @@ def test_episode_anchors_are_the_planted_trigger_dates_and_providers(clean_run):
 
 
 def test_money_is_conserved_per_episode_and_no_line_is_allocated_twice(clean_run):
-    _, store, out = clean_run
+    _, _store, out = clean_run
     lines = read_all(out / "episode_lines")
     episodes = read_all(out / "episodes")
     totals = lines.group_by("episode_id").agg(pl.col("allocated_cents").sum().alias("sum"))

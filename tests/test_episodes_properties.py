@@ -84,10 +84,10 @@ def test_allocation_conserves_prorated_money_and_never_double_allocates(tmp_path
         for r in d.rows[table]:
             start = r.get("start_date") or r["service_date"]
             end = r.get("end_date") or r["service_date"]
-            claims[r["claim_id"]] = (r["patient_id"], start, end, int(round(float(r["amount"]) * 100)))
+            claims[r["claim_id"]] = (r["patient_id"], start, end, round(float(r["amount"]) * 100))
     for e in episodes.to_dicts():
         expected = 0
-        for claim, (pid, start, end, cents) in claims.items():
+        for pid, start, end, cents in claims.values():
             if pid != e["patient_id"] or cents == 0 or start > e["window_end"] or end < e["window_start"]:
                 continue
             days_in = (min(end, e["window_end"]) - max(start, e["window_start"])).days + 1

@@ -106,7 +106,7 @@ def test_a_clean_delivery_quarantines_nothing(tmp_path):
 def test_books_balance_rows_and_euros_for_every_table(faulty_delivery, local_store):
     manifest = json.loads((local_store / "manifest.json").read_text())
     assert manifest["balanced"]
-    for table, b in manifest["books"].items():
+    for b in manifest["books"].values():
         assert b["rows_in"] == b["rows_in_delivery"] == b["rows_stored"] + b["rows_quarantined"] + b["rows_merged"]
     # euros in, from the delivery itself, with an independent reader
     for table in CLAIM_TABLES:
@@ -294,7 +294,6 @@ BROKEN = {
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_deliveries_give_one_clear_error_and_no_store(faulty_delivery, tmp_path, case):
     from flows import ingest_command  # noqa: F401  (registers the command)
-    from flows.cli import UserError, app
 
     breaker, message = BROKEN[case]
     broken = _copy(faulty_delivery, tmp_path)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tiny_delivery import GP, HOSPITAL, INSURER, TinyDelivery, d
+from tiny_delivery import HOSPITAL, TinyDelivery
 from transforms.ingest.checks import BSN_MASK, is_bsn_like
 from transforms.ingest.delivery import DeliveryError
 from transforms.ingest.run import ingest
@@ -100,15 +100,15 @@ def test_the_file_list_of_delivery_json_is_what_is_read_and_checked(tmp_path):
 
     wrong = [dict(f, sha256="0" * 64) if f["path"] == "dbc/part-0.parquet" else f for f in files]
     (root / "delivery.json").write_text(json.dumps({**meta, "files": wrong}))
-    with pytest.raises(DeliveryError, match="the SHA-256 of dbc/part-0.parquet is .* delivery.json says 0000"):
+    with pytest.raises(DeliveryError, match=r"the SHA-256 of dbc/part-0.parquet is .* delivery.json says 0000"):
         run(root, tmp_path / "again")
     short = [dict(f, bytes=f["bytes"] + 1) if f["path"] == "gp/part-0.parquet" else f for f in files]
     (root / "delivery.json").write_text(json.dumps({**meta, "files": short}))
-    with pytest.raises(DeliveryError, match="gp/part-0.parquet has .* bytes, delivery.json says"):
+    with pytest.raises(DeliveryError, match=r"gp/part-0.parquet has .* bytes, delivery.json says"):
         run(root, tmp_path / "again")
-    missing = files + [{"path": "gp/part-1.parquet"}]
+    missing = [*files, {"path": "gp/part-1.parquet"}]
     (root / "delivery.json").write_text(json.dumps({**meta, "files": missing}))
-    with pytest.raises(DeliveryError, match="delivery.json lists gp/part-1.parquet, which is not in the delivery"):
+    with pytest.raises(DeliveryError, match=r"delivery.json lists gp/part-1.parquet, which is not in the delivery"):
         run(root, tmp_path / "again")
 
 
@@ -235,7 +235,7 @@ def test_claims_outside_the_years_of_delivery_json(tmp_path):
     assert result.manifest["balanced"]
     # most claims outside the years: delivery.json is wrong, not the claims
     wrong = base(tmp_path / "w", first_year=2019)
-    with pytest.raises(DeliveryError, match="delivery.json contradicts the data: .* outside the years 2019-2022"):
+    with pytest.raises(DeliveryError, match=r"delivery.json contradicts the data: .* outside the years 2019-2022"):
         run(wrong.write(), tmp_path / "w-store", critical_share=0.05)
 
 

@@ -15,16 +15,21 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from folder_content import folder_content
 from test_cli_safety import assert_one_error_line, zorgpad
-
 from transforms.ingest.run import ingest
 from transforms.maturity import docs
 from transforms.maturity.chainladder import completion, completion_by_period, development_factors
 from transforms.maturity.run import build_maturity, maturity_of
 from transforms.maturity.tables import table
-from transforms.maturity.triangle import (build_triangle, declaration_cells, last_complete_month,
-                                          month_index, original_declarations)
+from transforms.maturity.triangle import (
+    build_triangle,
+    declaration_cells,
+    last_complete_month,
+    month_index,
+    original_declarations,
+)
 from transforms.synth import SynthConfig, generate_delivery, truth_dir
 from transforms.synth.claims import DECLARATION_LAG, declaration_lag
 from transforms.synth.config import FaultRates

@@ -9,15 +9,23 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from fs_guards import unchangeable
-from transforms.output_folder import (OutputError, Publication, acquire_lock, check_target, exchange, lock_holder,
-                                      lock_path, output_kind, release_lock, require_output)
+from transforms.output_folder import (
+    OutputError,
+    Publication,
+    acquire_lock,
+    check_target,
+    exchange,
+    lock_holder,
+    lock_path,
+    output_kind,
+    release_lock,
+    require_output,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +59,7 @@ def test_a_folder_with_a_users_files_is_refused_and_left_as_it_was(tmp_path):
     folder = tmp_path / "X"
     folder.mkdir()
     (folder / "thesis.docx").write_text("hi")
-    with pytest.raises(OutputError, match="files that are not a zorgpad store .*thesis.docx"):
+    with pytest.raises(OutputError, match=r"files that are not a zorgpad store .*thesis.docx"):
         Publication.begin(folder, "store")
     assert (folder / "thesis.docx").read_text() == "hi"
     assert siblings(folder) == ["X"], "no lock file or work folder left behind"
@@ -74,7 +82,7 @@ def test_a_file_a_missing_output_and_overlapping_inputs_are_refused(tmp_path):
                              (tmp_path, "contains the delivery")):
         with pytest.raises(OutputError, match=relation):
             check_target(target, "store", inputs={"delivery": delivery}, option="--store")
-    with pytest.raises(OutputError, match="does not exist.*run `zorgpad ingest` first"):
+    with pytest.raises(OutputError, match=r"does not exist.*run `zorgpad ingest` first"):
         require_output(tmp_path / "nothing", "store")
     with pytest.raises(OutputError, match="is not a zorgpad store"):
         require_output(delivery, "store")
@@ -217,7 +225,7 @@ def test_a_publish_killed_at_any_point_leaves_the_old_or_the_new_store_and_a_rer
     state = state_of(target)
     if state is None:  # only between the two renames of a file system that cannot exchange
         assert point == "between-renames"
-        with pytest.raises(OutputError, match="interrupted .* left a complete zorgpad store"):
+        with pytest.raises(OutputError, match=r"interrupted .* left a complete zorgpad store"):
             require_output(target, "store")
     else:
         assert state in ("old", "new"), state

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from folder_content import VOLATILE, folder_content
 
+from folder_content import VOLATILE, folder_content
 from transforms.contract import load_contract
 from transforms.episodes.run import build_episodes
 from transforms.errors import UserFacingError
@@ -109,7 +109,7 @@ def test_providers_with_identical_episodes_have_oe_exactly_one(built):
                                               (pl.col("episode_id") + f"-{k}").alias("episode_id"))
                         for k in range(5)])
     years = sorted(copies["anchor_year"].unique().to_list())
-    for target, (y, yhat) in zip(("in_bundle_cents", "in_bundle_standardised_cents"), benchmark.COST_BASES.values()):
+    for target, (_y, yhat) in zip(("in_bundle_cents", "in_bundle_standardised_cents"), benchmark.COST_BASES.values()):
         X, names = casemix.design(copies, years)
         fit = casemix.fit_local(X, copies[target].cast(pl.Float64).to_numpy(), "poisson", names, target=target,
                                 years=years)

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli_safety import assert_one_error_line, zorgpad
 from typer.testing import CliRunner
 
+from test_cli_safety import assert_one_error_line, zorgpad
 from transforms.population import benchmark as bench
 from transforms.population.attribution import registration_fee_codes
 from transforms.population.inputs import SPENDING_TABLES

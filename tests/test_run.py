@@ -166,7 +166,7 @@ def test_an_outside_cluster_gives_identical_tables_even_when_a_worker_is_killed(
     time.sleep(3)
     victim = _worker_pids(cluster)[0]
     os.kill(victim, signal.SIGKILL)
-    stdout, stderr = run.communicate(timeout=1200)
+    _stdout, stderr = run.communicate(timeout=1200)
     assert run.returncode == 0, stderr[-4000:]
     assert victim not in _worker_pids(cluster)
     assert tables(out) == first_run["tables"]

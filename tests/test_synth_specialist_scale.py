@@ -12,8 +12,15 @@ import pytest
 
 from transforms.synth import SynthConfig, generate_delivery, truth_dir
 from transforms.synth.calibration import load_calibration
-from transforms.synth.providers import (CONTRACT_PLAN, PROVIDER_KINDS, REGIONAL_BASELINE_BUNDLES, REGIONAL_PEERS,
-                                        ContractWave, _wave_counts, build_registry)
+from transforms.synth.providers import (
+    CONTRACT_PLAN,
+    PROVIDER_KINDS,
+    REGIONAL_BASELINE_BUNDLES,
+    REGIONAL_PEERS,
+    ContractWave,
+    _wave_counts,
+    build_registry,
+)
 
 
 def test_wave_counts_by_hand():

@@ -4,6 +4,7 @@ and folding must say what validating it whole says."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import polars as pl
 import pytest
@@ -38,7 +39,7 @@ def test_folding_slices_gives_the_counts_of_the_whole(checked_dbc):
     whole = validate_batch(checked_dbc, "dbc", "row", "whole").result
     merger = ValidationMerger()
     bounds = [0, 100, 900, checked_dbc.height]
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(pairwise(bounds)):
         merger.absorb(validate_batch(checked_dbc.slice(a, b - a), "dbc", "row", f"slice-{i}").result)
     [folded] = merger.results()
     assert folded["meta"]["batches"] == 3 and folded["suite_name"] == whole["suite_name"]

@@ -403,7 +403,7 @@ def _prefect_server_importable() -> str | None:
     """Why the ephemeral Prefect server cannot start in this environment, or None."""
     try:
         import prefect.server.api.server  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever stops the import is the reason to skip
         return f"{type(exc).__name__}: {exc}"
     return None
 

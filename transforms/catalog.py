@@ -37,8 +37,8 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -110,7 +110,7 @@ def _name(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ declarations
-@lru_cache(maxsize=None)
+@cache
 def _declarations(kind: str) -> dict[str, dict]:
     folder = DECLARATIONS.get(kind)
     found: dict[str, dict] = {}
@@ -245,7 +245,7 @@ def _is_ours(path: Path) -> bool:
         rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
                            [MARKER_TABLE]).fetchone()
         return bool(rows and rows[0])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a database we cannot query is not a catalog we can replace
         return False
     finally:
         con.close()
@@ -286,7 +286,7 @@ def build_catalog(out: Path | str, catalog: Path | str | None = None) -> dict:
             con.execute(f"CREATE TABLE {MARKER_TABLE} (format INTEGER, written_at VARCHAR, out VARCHAR, "
                         f"writer VARCHAR)")
             con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (?, ?, ?, ?)",
-                        [FORMAT, datetime.now(timezone.utc).isoformat(timespec="seconds"), str(out),
+                        [FORMAT, datetime.now(UTC).isoformat(timespec="seconds"), str(out),
                          "zorgpad catalog"])
             for t in tables:
                 try:

@@ -33,14 +33,13 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping
 
 from transforms.errors import UserFacingError
 
@@ -270,7 +269,7 @@ def acquire_lock(target: Path, *, command: str | None = None) -> dict | None:
             break
         os.close(fd)
     stale = _holder(path) or None
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(timezone.utc).isoformat(
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(UTC).isoformat(
         timespec="seconds"), "command": command or " ".join(["zorgpad", *sys.argv[1:]])}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
@@ -439,7 +438,7 @@ class Publication:
 
     @classmethod
     def begin(cls, target: Path | str, kind: str, *, inputs: Mapping[str, Path | str] | None = None,
-              option: str = "--out", command: str | None = None) -> "Publication":
+              option: str = "--out", command: str | None = None) -> Publication:
         """Check the target, take its lock, clean up after earlier runs and create the work folder."""
         path = check_target(target, kind, inputs=inputs, option=option)
         acquire_lock(path, command=command)

@@ -60,7 +60,7 @@ class OutputTable(_Frozen):
     columns: tuple[OutputColumn, ...]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "OutputTable":
+    def _consistent(self) -> OutputTable:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"table {self.table}: a column is declared twice")
@@ -133,7 +133,7 @@ class OutputTable(_Frozen):
             lines.append(f"Files: `{self.table}/{path}/{PART_FILE}` (Hive partitions).")
         lines += ["", "| column | type | meaning |", "|---|---|---|"]
         lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in self.columns]
-        return lines + [""]
+        return [*lines, ""]
 
 
 @lru_cache(maxsize=8)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from transforms.output_folder import MARKER, marker, output_kind, write_json_atomically
 
@@ -97,7 +97,7 @@ def write_run_manifest(out: Path, manifest: dict) -> None:
     """Write the manifest by rename: a reader (or a rerun) sees the old or the new one, never half."""
     out = Path(out)
     manifest[MARKER] = marker("run")
-    manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json_atomically(out / MANIFEST, manifest)
 
 
@@ -113,7 +113,7 @@ def record_stage(manifest: dict, stage: str, key: str, folder: str, *, seconds: 
     """Note in ``manifest`` that ``stage`` finished for ``key`` into ``folder`` (relative to the run)."""
     manifest.setdefault("stages", {})[stage] = {
         "key": key, "status": "done", "folder": folder,
-        "seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3), "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "summary": summary,
     }
 

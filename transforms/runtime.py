@@ -5,9 +5,10 @@ that a worker process importing a stage loads only what that stage needs."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: ``mapper(function, argument_tuples, on_result=None) -> results in argument order``; ``on_result``
 #: is applied to each result as it arrives (to fold what is large into a summary early).

@@ -112,7 +112,7 @@ _SOURCES: dict[str, tuple[list[str], str]] = {
     ),
     "gp": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, "
                         "amount_cents BIGINT"),
-    "pharmacy": (_FIRST_LINE + ["atc_cd"], "claim_id VARCHAR, patient_id VARCHAR, "
+    "pharmacy": ([*_FIRST_LINE, "atc_cd"], "claim_id VARCHAR, patient_id VARCHAR, "
                  "service_date DATE, amount_cents BIGINT, atc_cd VARCHAR"),
     "paramedical": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, "
                                  "amount_cents BIGINT"),

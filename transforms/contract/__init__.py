@@ -166,7 +166,7 @@ class Table(_Frozen):
     rules: tuple[Rule, ...] = ()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Table":
+    def _consistent(self) -> Table:
         names = [c.name for c in self.columns]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -283,7 +283,7 @@ class Contract(_Frozen):
     code_lists: dict[str, CodeList]
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> "Contract":
+    def _references_resolve(self) -> Contract:
         for table in self.tables.values():
             for col in table.columns:
                 if col.code_list is not None and col.code_list not in self.code_lists:

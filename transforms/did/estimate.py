@@ -36,8 +36,18 @@ import numpy as np
 import polars as pl
 from scipy.stats import chi2, norm
 
-from transforms.did.inputs import (CLUSTER, COHORT, OUTCOME, PERIOD, UNIT, WEIGHT, DidInputError, DidOptions,
-                                   PreparedPanel, mask_identifiers)
+from transforms.did.inputs import (
+    CLUSTER,
+    COHORT,
+    OUTCOME,
+    PERIOD,
+    UNIT,
+    WEIGHT,
+    DidInputError,
+    DidOptions,
+    PreparedPanel,
+    mask_identifiers,
+)
 
 CSDID_VERSION = "0.4.3"
 ALPHA = 0.05

@@ -28,8 +28,8 @@ import pandas as pd
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from transforms.hashing import file_sha256
 from transforms.errors import UserFacingError
+from transforms.hashing import file_sha256
 
 #: Internal names of the panel's columns, as csdid sees them.
 OUTCOME, PERIOD, UNIT, COHORT, WEIGHT, CLUSTER = "zp_outcome", "zp_period", "zp_unit", "zp_cohort", "zp_weight", "zp_cluster"
@@ -69,7 +69,7 @@ class DidOptions(BaseModel):
     skip_missing_cells: bool = False  # R did's aggte(na.rm = TRUE): aggregate over the ATT(g,t) that exist
 
     @classmethod
-    def from_cli(cls, **values: object) -> "DidOptions":
+    def from_cli(cls, **values: object) -> DidOptions:
         """The options from the command line (``x`` comma-separated), with a one-line error naming
         the option and its allowed values when one is wrong."""
         x = values.pop("x", None)

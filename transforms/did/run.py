@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -80,7 +80,7 @@ def write_report(frame: pl.DataFrame, folder: Path, options: DidOptions, *, sour
     (folder / "report.html").write_text(page, encoding="utf-8")
     return {
         "command": command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": fingerprint,
         "options": options.model_dump(mode="json"),
         "options_in_words": {k: str(v) for k, v in options_used(options, source)},

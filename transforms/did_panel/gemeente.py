@@ -273,6 +273,21 @@ def attrition(reports: list[dict], kept: pl.DataFrame) -> pl.DataFrame:
                                      "episodes": pl.Int64, "remaining": pl.Int64}, orient="row")
 
 
-__all__ = ["COVARIATES", "COST_CATEGORIES", "OUTCOMES", "PART_SCHEMA", "UNIT", "VEKTIS_PART", "attrition", "describe",
-           "final_years", "gemeente_cohorts", "panel_bundle", "read_vektis", "resident_episodes", "unit_rows",
-           "vektis_cells", "vektis_part"]
+__all__ = [
+    "COST_CATEGORIES",
+    "COVARIATES",
+    "OUTCOMES",
+    "PART_SCHEMA",
+    "UNIT",
+    "VEKTIS_PART",
+    "attrition",
+    "describe",
+    "final_years",
+    "gemeente_cohorts",
+    "panel_bundle",
+    "read_vektis",
+    "resident_episodes",
+    "unit_rows",
+    "vektis_cells",
+    "vektis_part",
+]

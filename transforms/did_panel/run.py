@@ -35,13 +35,27 @@ from transforms.did_panel import columns as panel_columns
 from transforms.did_panel import gemeente
 from transforms.did_panel.periods import IN_PANEL, periods_frame, provider_cohorts
 from transforms.did_panel.spec import VOLUME_OUTCOMES, PanelSpec, SpecError, load_spec, normalised, spec_hash
-from transforms.did_panel.units import (ATTRITION_SCHEMA, BASE_COLUMNS, QUARTER_OUTCOMES, episode_quarters,
-                                        finish_rows, provider_periods, select_episodes)
+from transforms.did_panel.units import (
+    ATTRITION_SCHEMA,
+    BASE_COLUMNS,
+    QUARTER_OUTCOMES,
+    episode_quarters,
+    finish_rows,
+    provider_periods,
+    select_episodes,
+)
 from transforms.episodes.rules import CHRONIC_ATC
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
 from transforms.maturity.store import read_lines as read_claim_lines
-from transforms.output_folder import OutputError, Publication, check_target, require_output, require_episodes_of, require_unlocked
+from transforms.output_folder import (
+    OutputError,
+    Publication,
+    check_target,
+    require_episodes_of,
+    require_output,
+    require_unlocked,
+)
 from transforms.panels.inputs import episode_files, read_contracts
 from transforms.runtime import Mapper, code_version, local_map
 

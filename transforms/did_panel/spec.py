@@ -68,7 +68,7 @@ class Range(_Strict):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
@@ -170,7 +170,7 @@ class PanelSpec(_Strict):
         return checked
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PanelSpec":
+    def _consistent(self) -> PanelSpec:
         overlap = [c for c in self.covariates if c in self.outcomes]
         if overlap:
             raise _FieldError("covariates", f"{overlap[0]!r} is also an outcome")
@@ -301,5 +301,16 @@ def spec_hash(spec: PanelSpec) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-__all__ = ["CLUSTERS", "PERIODS", "PanelSpec", "SpecError", "Treatment", "UNITS", "VOLUME_OUTCOMES", "load_spec",
-           "normalised", "parse_spec", "spec_hash"]
+__all__ = [
+    "CLUSTERS",
+    "PERIODS",
+    "UNITS",
+    "VOLUME_OUTCOMES",
+    "PanelSpec",
+    "SpecError",
+    "Treatment",
+    "load_spec",
+    "normalised",
+    "parse_spec",
+    "spec_hash",
+]

@@ -21,8 +21,7 @@ from __future__ import annotations
 import polars as pl
 
 from transforms.bundles import COMPONENTS
-from transforms.did_panel.periods import (AFTER_LAST, BEFORE_FIRST, NEVER, NEVER_TREATED, period_index,
-                                          treatment_columns)
+from transforms.did_panel.periods import AFTER_LAST, BEFORE_FIRST, NEVER, NEVER_TREATED, period_index, treatment_columns
 from transforms.did_panel.spec import VOLUME_OUTCOMES, PanelSpec
 
 #: Episode columns the builder always reads.

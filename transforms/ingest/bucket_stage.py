@@ -23,7 +23,7 @@ from transforms.ingest.checks import REASON_PRECEDENCE, masked_bsn
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, ORDER_DATE, Staging, bucket_dir
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
-from transforms.ingest.partition_stage import FAILED, with_failed
+from transforms.ingest.partition_stage import FAILED
 from transforms.money import cents_to_decimal
 
 CLAIM_DATE = {"dbc": "start_date", "gp": "service_date", "pharmacy": "service_date",
@@ -52,7 +52,7 @@ class TableBooks:
     unrepresentable_quarantined: Decimal = Decimal(0)
     amounts_not_a_number: int = 0
 
-    def add(self, other: "TableBooks") -> None:
+    def add(self, other: TableBooks) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 

@@ -114,7 +114,7 @@ def checks_for(table: Table) -> list[Check]:
             out.append(Check(f"{t}.{c}.not_bsn", t, "derived", "row", "bsn_like_id", "row",
                              f"{c} is a pseudonym, not a number passing the BSN eleven-test", c))
         if col.references is not None:
-            ref_table, _, ref_col = col.references.partition(".")
+            ref_table = col.references.partition(".")[0]
             if ref_table == "insured" and t != "insured":
                 continue  # covered by the enrolment rule (a patient without spells is outside enrolment)
             reason = "unknown_provider" if ref_table == "providers" else "unknown_reference"

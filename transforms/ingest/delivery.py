@@ -27,9 +27,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.hashing import file_sha256
 from transforms.contract import Column, Contract, load_contract
 from transforms.errors import UserFacingError
+from transforms.hashing import file_sha256
 
 #: Rows per partition: a file larger than this is split along its row groups.
 PARTITION_ROWS = 1_000_000

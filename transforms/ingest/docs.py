@@ -12,7 +12,7 @@ from transforms.ingest.checks import REASON_PRECEDENCE, all_checks
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "store.md"
 
-GUARANTEES = """## What is guaranteed
+GUARANTEES = [*"""## What is guaranteed
 
 **Nothing that zorgpad did not write is deleted or changed.** `--store` (and every other output
 folder: `episodes --out`, `synth --out`, `ingest-vektis --out`, `demo --out`) must be a new folder,
@@ -65,7 +65,7 @@ rows carrying one are quarantined (`bsn_like_id`) and never reach the store.
 (counted in `normalised`); empty or blank text is read as null (counted in `blank_to_null`, so an
 empty `patient_id` is a `missing_key`); text that is not UTF-8 is quarantined (`bad_encoding`) with
 its bytes escaped (`\\xff`).
-""".splitlines() + [""]
+""".splitlines(), ""]
 
 
 def render() -> str:
@@ -89,7 +89,7 @@ def render() -> str:
             "When a row fails several checks its `reason` is the first in this order: " +
             ", ".join(f"`{r}`" for r in REASON_PRECEDENCE) + ".", "",
             "| check | stage | severity | reason | what it checks |", "|---|---|---|---|---|"]
-    for table, checks in all_checks().items():
+    for checks in all_checks().values():
         for c in checks:
             out.append(f"| `{c.id}` | {c.stage} | {c.severity} | `{c.reason}` | {c.description} |")
     out += ["", "Stages: `row` checks run per partition in parallel; `link` checks run per patient bucket",

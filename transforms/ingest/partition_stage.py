@@ -109,7 +109,7 @@ def process_partition(partition: Partition, staging_root: str, n_buckets: int, d
 
     return PartitionReport(
         table=table.name, partition=partition.name, path=partition.path, rows=normalised.frame.height, cents=cents,
-        failed={k: int(len(v)) for k, v in validation.failed_rows.items()}, examples=examples,
+        failed={k: len(v) for k, v in validation.failed_rows.items()}, examples=examples,
         padded=normalised.padded, extra_columns=normalised.extra_columns, result=validation.result,
         blank_to_null=normalised.blank_to_null, unrepresentable_euros=normalised.unrepresentable.get("amount", "0"),
         amounts_not_a_number=normalised.not_a_number.get("amount", 0),

@@ -12,18 +12,25 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
 from expectations.results import ValidationMerger, load_results
-from transforms.contract import CONTRACT_VERSION, load_contract
-from transforms.ingest.bucket_stage import (BucketReport, TableBooks, _validate_link, _write_table, first_valid_kept,
-                                            process_bucket, unique_key_flags, unrepresentable_amounts)
+from transforms.contract import CONTRACT_VERSION
+from transforms.ingest.bucket_stage import (
+    BucketReport,
+    TableBooks,
+    _validate_link,
+    _write_table,
+    first_valid_kept,
+    process_bucket,
+    unique_key_flags,
+    unrepresentable_amounts,
+)
 from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_delivery
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
@@ -115,8 +122,8 @@ def _small_tables(staging: Staging, store: Path, plan: DeliveryPlan) -> tuple[li
     contracts = frames["contracts"].with_columns(
         pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references"))
     contracts = _validate_link(unique_key_flags(contracts, "contracts"), "contracts", -1, report)
-    from transforms.ingest.bucket_stage import primary_reason
     from expectations.suites import suite_checks
+    from transforms.ingest.bucket_stage import primary_reason
 
     reason_of = {c.id: c.reason for t in SMALL_TABLES for c in (*suite_checks(t, "row"), *suite_checks(t, "link"))}
     for table, frame in (("providers", providers), ("contracts", contracts)):

@@ -19,12 +19,22 @@ import polars as pl
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
 from transforms.ingest.layout import CLAIM_TABLES
-from transforms.maturity.chainladder import (DEFAULT_MATURE_AT, DEFAULT_MIN_SERVICE_MONTHS, completion,
-                                             completion_by_period, development_factors)
+from transforms.maturity.chainladder import (
+    DEFAULT_MATURE_AT,
+    DEFAULT_MIN_SERVICE_MONTHS,
+    completion,
+    completion_by_period,
+    development_factors,
+)
 from transforms.maturity.store import SERVICE_DATE, read_lines
 from transforms.maturity.tables import MATURITY_TABLES, ORDER, table
-from transforms.maturity.triangle import (build_triangle, declaration_cells, last_complete_month, month_start,
-                                          month_start_expr)
+from transforms.maturity.triangle import (
+    build_triangle,
+    declaration_cells,
+    last_complete_month,
+    month_start,
+    month_start_expr,
+)
 from transforms.output_folder import OutputError, Publication, check_target, require_output, require_unlocked
 from transforms.runtime import code_version
 

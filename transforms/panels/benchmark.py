@@ -31,7 +31,7 @@ FUNNEL_COLUMNS = ["cv_pooled", "se0", "limit95_low", "limit95_high", "limit998_l
 
 def expected_column(target: str) -> str:
     """Where the expected value of a case-mix target is kept on the episodes."""
-    for basis, (y, yhat) in COST_BASES.items():
+    for y, yhat in COST_BASES.values():
         if target == y:
             return yhat
     return f"expected__{target}"

@@ -96,8 +96,9 @@ import math
 import operator
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -278,7 +279,7 @@ def _separated_columns(names: Sequence[str], kind: Kind, n: float, events: float
     return out
 
 
-def model_targets(bundle: "BundleDefinition | str") -> dict[str, Kind]:
+def model_targets(bundle: BundleDefinition | str) -> dict[str, Kind]:
     """The targets a bundle's case-mix models are fitted for: the two cost bases (Poisson) and every
     Boolean outcome of the bundle (logistic)."""
     if isinstance(bundle, str):
@@ -419,7 +420,7 @@ def _degenerate_reason(kind: Kind, n: int, p: int, total: float, min_episodes: i
         if total <= 0:
             return "every episode costs 0"
         return None
-    events, non_events = int(round(total)), n - int(round(total))
+    events, non_events = int(round(total)), n - int(round(total))  # noqa: RUF046 - total may be a numpy scalar
     if events == 0 or non_events == 0:
         return f"perfectly separated outcome: {events} of {n} episodes have it"
     if min(events, non_events) < min_events:
@@ -718,6 +719,7 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
     own client would close.
     """
     import contextlib
+
     import dask
     import dask.array as da
     from distributed import Client

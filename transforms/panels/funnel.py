@@ -91,7 +91,8 @@ ones are published alongside. A group with a single cell has no between-cell var
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import polars as pl
 from scipy.stats import norm

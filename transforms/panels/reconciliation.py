@@ -121,22 +121,22 @@ from transforms.panels.contract_terms import (
 )
 
 __all__ = [
-    "ContractTermsError",
-    "ReconciliationError",
-    "Reconciliation",
-    "reconcile",
-    "compare",
-    "percentile",
-    "round_cents",
-    "distribute_cents",
-    "bundle_outcomes",
+    "COMPARE_SCHEMA",
     "DESCRIPTIONS",
-    "RECONCILIATION_SCHEMA",
-    "SETTLEMENT_SCHEMA",
+    "PHASES_SCHEMA",
     "PLACEBO_SCHEMA",
     "PLACEBO_SUMMARY_SCHEMA",
-    "PHASES_SCHEMA",
-    "COMPARE_SCHEMA",
+    "RECONCILIATION_SCHEMA",
+    "SETTLEMENT_SCHEMA",
+    "ContractTermsError",
+    "Reconciliation",
+    "ReconciliationError",
+    "bundle_outcomes",
+    "compare",
+    "distribute_cents",
+    "percentile",
+    "reconcile",
+    "round_cents",
 ]
 
 #: percentiles (exact: they only divide by 100) and the published square roots

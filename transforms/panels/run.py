@@ -16,27 +16,31 @@ Every step reads and writes parquet paths; what steps hand each other is small a
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any, Callable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from transforms.hashing import file_sha256
 from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.errors import UserFacingError
+from transforms.hashing import file_sha256
 from transforms.output_folder import Publication, check_target, require_episodes_of, require_output, require_unlocked
 from transforms.panels import benchmark, casemix
 from transforms.panels.bundle_costs import DEFAULT_WINSORISE_PCT, bundle_costs
 from transforms.panels.contract_terms import check_contracts
-from transforms.panels.inputs import (ELIGIBLE_STATUSES, binary_outcomes, episode_files, providers_with_region,
-                                      read_contracts, read_episodes, read_lines)
+from transforms.panels.inputs import (
+    ELIGIBLE_STATUSES,
+    binary_outcomes,
+    episode_files,
+    providers_with_region,
+    read_contracts,
+    read_episodes,
+    read_lines,
+)
 from transforms.panels.plots import funnel_plot
 from transforms.panels.reconciliation import bundle_outcomes, compare, reconcile
 from transforms.panels.suppression import DEFAULT_MIN_CELL, suppress
@@ -75,7 +79,7 @@ class PanelOptions(BaseModel):
         return value
 
     @classmethod
-    def from_cli(cls, *, bundles: str | None, statuses: str, min_cell: int, winsorise_pct: float) -> "PanelOptions":
+    def from_cli(cls, *, bundles: str | None, statuses: str, min_cell: int, winsorise_pct: float) -> PanelOptions:
         try:
             return cls(bundles=tuple(b.strip() for b in bundles.split(",") if b.strip()) if bundles else None,
                        statuses=tuple(s.strip() for s in statuses.split(",") if s.strip()), min_cell=min_cell,
@@ -271,7 +275,7 @@ def _publish(name: str, rows: pl.DataFrame, group: list[str], work: Path, min_ce
                                                          "provider_agb", "region_code", "region_name", "outcome",
                                                          "component", "phase", "suppressed", "suppression_reason",
                                                          "n_episodes")]
-    shown = suppress(rows.sort(group + ["level", "unit"]), group, values, min_cell=min_cell)
+    shown = suppress(rows.sort([*group, "level", "unit"]), group, values, min_cell=min_cell)
     spec.write(shown.select(spec.column_names), work)
     return shown.height
 

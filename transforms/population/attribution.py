@@ -364,7 +364,7 @@ class EnrolledPopulation(BaseModel):
     end_date: date | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "EnrolledPopulation":
+    def _one_source(self) -> EnrolledPopulation:
         if (self.practices is None) == (self.contract_id is None):
             raise ValueError(f"population {self.name!r}: give either practices or contract_id, not both or neither")
         if self.practices is not None:
@@ -466,8 +466,24 @@ def store_period(store: Path | str) -> Period:
 
 
 __all__ = [
-    "AGB", "EnrolledPopulation", "FEE_OUTCOMES", "QUARTER_OUTCOMES", "REGISTRATION_FEE_RANGE", "RULE_LATEST",
-    "RULE_SINGLE", "attribute", "attribution_counts", "classify_fees", "counts_as_fee", "insured_quarters",
-    "is_registration_fee", "latest_first", "population_practices", "population_quarters", "quarter_start",
-    "registration_fee_codes", "scan_store", "store_period",
+    "AGB",
+    "FEE_OUTCOMES",
+    "QUARTER_OUTCOMES",
+    "REGISTRATION_FEE_RANGE",
+    "RULE_LATEST",
+    "RULE_SINGLE",
+    "EnrolledPopulation",
+    "attribute",
+    "attribution_counts",
+    "classify_fees",
+    "counts_as_fee",
+    "insured_quarters",
+    "is_registration_fee",
+    "latest_first",
+    "population_practices",
+    "population_quarters",
+    "quarter_start",
+    "registration_fee_codes",
+    "scan_store",
+    "store_period",
 ]

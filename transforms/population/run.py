@@ -25,8 +25,14 @@ from transforms.output_folder import Publication, check_target, require_output, 
 from transforms.output_tables import OutputTable, load_tables
 from transforms.panels.inputs import providers_with_region, read_contracts
 from transforms.population import benchmark as bench
-from transforms.population.attribution import (EnrolledPopulation, attribute, attribution_counts, population_practices,
-                                               scan_store, store_period)
+from transforms.population.attribution import (
+    EnrolledPopulation,
+    attribute,
+    attribution_counts,
+    population_practices,
+    scan_store,
+    store_period,
+)
 from transforms.population.inputs import bucket_insured, bucket_spending, buckets, vektis_rates
 from transforms.runtime import Mapper, code_version, local_map
 

@@ -312,6 +312,20 @@ def regional_panel(long: pl.DataFrame) -> RegionalPanel:
     return RegionalPanel(regional=panel, rates=rates, dispersion=dispersion, excluded=excluded)
 
 
-__all__ = ["CATEGORY_ORDER", "RegionalInputError", "RegionalPanel", "TOTAL", "UNKNOWN", "UNMAPPED_PREFIX",
-           "add_funnel", "add_trend", "cells", "final_release", "gemeenten", "largest_remainder", "national_rates",
-           "person_cv", "regional_panel"]
+__all__ = [
+    "CATEGORY_ORDER",
+    "TOTAL",
+    "UNKNOWN",
+    "UNMAPPED_PREFIX",
+    "RegionalInputError",
+    "RegionalPanel",
+    "add_funnel",
+    "add_trend",
+    "cells",
+    "final_release",
+    "gemeenten",
+    "largest_remainder",
+    "national_rates",
+    "person_cv",
+    "regional_panel",
+]

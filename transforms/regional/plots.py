@@ -22,12 +22,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display; set before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
-from transforms.panels.funnel import Z95, Z998  # noqa: E402
-from transforms.regional.panel import UNKNOWN  # noqa: E402
+from transforms.panels.funnel import Z95, Z998
+from transforms.regional.panel import UNKNOWN
 
 #: Gemeenten labelled on a funnel besides the outliers, and drawn in the small multiples.
 LABEL_LARGEST = 6

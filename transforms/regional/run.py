@@ -100,7 +100,7 @@ def _summary(regional: pl.DataFrame) -> dict:
     for (year,), group in sorted(rows.partition_by("year", as_dict=True).items()):
         shown = group.filter(pl.col("oe").is_not_null())
 
-        def named(flag: str) -> list[str]:
+        def named(flag: str, shown: pl.DataFrame = shown) -> list[str]:
             hit = shown.filter(pl.col("outlier") == flag).sort("oe", descending=flag == "high")
             return [f"{g} {n}" for g, n in hit.select("gemeente", "gemeente_vektis").iter_rows()]
 

@@ -122,7 +122,6 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
     pop = ctx.pop
     n = pop.size
     years = np.array(list(ctx.years))
-    first = ctx.config.first_year
     chronic = ctx.chronic
     frailty = rng.gamma(0.9, 1 / 0.9, n)
     light = 0.5 + 0.5 * frailty  # first-line use varies less than hospital use

@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 from transforms.contract import load_contract
 from transforms.money import cents_to_decimal
 from transforms.synth import background, faults
-from transforms.synth.episode_truth import block_truth
 from transforms.synth.calendar import day, year_start
 from transforms.synth.calibration import Calibration
 from transforms.synth.catalogue import load_catalogue
 from transforms.synth.claims import ClaimBuffer, ClaimIds, population_shift
 from transforms.synth.config import SynthConfig
+from transforms.synth.episode_truth import block_truth
 from transforms.synth.paths import birth, breast, cataract, hand_wrist, heart_failure, joint, rheumatoid, stroke
 from transforms.synth.paths.common import PathContext
 from transforms.synth.population import OPEN, draw_population

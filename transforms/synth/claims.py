@@ -90,7 +90,7 @@ def population_shift(config, calibration, registry: ProviderRegistry) -> Populat
 
     return PopulationShift(practices=population_practices(effect, calibration, registry),
                            start_day=int(year_start(effect.start_year)),
-                           basis_points=int(round(effect.spending_pct * 100)),
+                           basis_points=round(effect.spending_pct * 100),
                            exempt_service_cd=tuple(code for code, _, _ in REGISTRATION_CODES))
 
 
@@ -247,7 +247,7 @@ class ClaimBuffer:
 
     # -- finalising --------------------------------------------------------------------------------
     def finalise(self, *, block: int, first_day: int, last_day: int, as_of: int, withhold_late: bool,
-                 patient_ids: pl.Series, population: PopulationShift | None = None) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, "ClaimIds"]]:
+                 patient_ids: pl.Series, population: PopulationShift | None = None) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, ClaimIds]]:
         """Build the block's claim tables.
 
         Returns ``(tables, withheld, claim_ids)``: the tables as polars frames (days as int, money as
@@ -411,7 +411,7 @@ def _group_sum(key: np.ndarray, values: np.ndarray):
     """``((key // 10, key % 10), count, sum)`` per distinct key."""
     keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=values.astype(np.float64), minlength=keys.size)
-    return [((int(k) // 10, int(k) % 10), int(c), int(round(s))) for k, c, s in zip(keys, counts, sums)]
+    return [((int(k) // 10, int(k) % 10), int(c), int(round(s))) for k, c, s in zip(keys, counts, sums)]  # noqa: RUF046 - round() of a numpy 1.x scalar is a float
 
 
 def _service_cd_in(chunks: list[_Chunk], codes: tuple[str, ...]) -> np.ndarray:
@@ -447,7 +447,7 @@ class ClaimIds:
     kept: pl.Series
 
     @classmethod
-    def assign(cls, prefix: str, block: int, rows: np.ndarray, keep: np.ndarray, n_rows: int) -> "ClaimIds":
+    def assign(cls, prefix: str, block: int, rows: np.ndarray, keep: np.ndarray, n_rows: int) -> ClaimIds:
         kept_rows = rows[keep]
         position = np.full(n_rows, -1, dtype=np.int64)
         position[kept_rows] = np.arange(kept_rows.size)
@@ -528,4 +528,4 @@ def _count_reasons(reasons: np.ndarray) -> dict[str, int]:
     return {_REASONS[i]: int(c) for i, c in enumerate(counts) if c and i}
 
 
-__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "PopulationShift", "population_shift", "FIRST_LINE_TABLES", "OPEN", "DECLARATION_LAG", "codes_series", "declaration_lag"]
+__all__ = ["DECLARATION_LAG", "FIRST_LINE_TABLES", "OPEN", "ActivityLines", "ClaimBuffer", "ClaimIds", "PopulationShift", "codes_series", "declaration_lag", "population_shift"]

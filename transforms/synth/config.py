@@ -41,7 +41,7 @@ class FaultRates(_Frozen):
     late_declarations: bool = Field(True, description="withhold lines declared after data_as_of (run-out)")
 
     @classmethod
-    def none(cls) -> "FaultRates":
+    def none(cls) -> FaultRates:
         return cls(
             credit=0, redeclare_share=0, duplicate=0, invalid_code=0, outside_enrolment=0,
             unknown_provider=0, bsn_in_id=0, late_declarations=False,
@@ -216,7 +216,7 @@ class SynthConfig(_Frozen):
         rates = self.fault_rates
         return not rates.late_declarations and rates.credit == 0 and not any(rates.error_rates().values())
 
-    def without_panel_effects(self) -> "SynthConfig":
+    def without_panel_effects(self) -> SynthConfig:
         """The same config with the planted benchmark and regional effects turned off."""
         return self.model_copy(update={
             "providers": self.providers.model_copy(update={"utilisation_factor": 1.0, "price_factor": 1.0, "patient_share": 0.0}),

@@ -121,7 +121,7 @@ def _dated(rule: LineRule, lines: pl.DataFrame, activities: pl.DataFrame) -> pl.
 class Person:
     """Spells and death of one patient, from the generator's insured frame."""
 
-    __slots__ = ("spells", "death", "sex", "birth_year")
+    __slots__ = ("birth_year", "death", "sex", "spells")
 
     def __init__(self) -> None:
         self.spells: list[tuple[int, int | None]] = []

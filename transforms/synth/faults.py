@@ -88,7 +88,7 @@ def inject(tables: dict[str, pl.DataFrame | None], rates: FaultRates, rng: np.ra
         claim = df["claim_id"]
 
         def record(idx: np.ndarray, fault: str, column: str, old: pl.Series, new: list | pl.Series,
-                   tbl: str = table, ids: pl.Series | None = None) -> None:
+                   tbl: str = table, ids: pl.Series | None = None, claim: pl.Series = claim) -> None:
             faults.append(pl.DataFrame({
                 "table": [tbl] * idx.size,
                 "claim_id": (ids if ids is not None else claim.gather(idx)).cast(pl.String),

@@ -188,7 +188,7 @@ class ProviderRegistry:
         the same province (``u`` in [0, 1) makes the pick; deterministic given ``u``)."""
         candidates = self.of_kind(kind)
         chosen = np.full(patient_gemeente.shape, -1, dtype=np.int64)
-        for level, patient_key, provider_key in (
+        for _level, patient_key, provider_key in (
             ("gemeente", patient_gemeente, self.gemeente[candidates]),
             ("province", patient_province, self.province[candidates]),
         ):
@@ -217,7 +217,7 @@ def _count(kind: str, config: SynthConfig, n_provinces: int) -> int:
     province stays where it is, see :func:`_at_least_in_province`)."""
     _, fixed, per = PROVIDER_KINDS[kind]
     if fixed is None:
-        n = int(round(config.patients / per))
+        n = round(config.patients / per)
     elif kind in SPECIALIST_KINDS and config.specialist_scale != 1.0:
         n = int(np.floor(fixed * config.specialist_scale + 0.5))
     else:

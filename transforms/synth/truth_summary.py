@@ -16,7 +16,14 @@ from transforms.synth.providers import (
     REGIONAL_BASELINE_BUNDLES,
     ProviderRegistry,
 )
-from transforms.synth.settlements import PHASES, Contract, Reconciliation, TruthEpisode, contracts_from_rows, not_computable
+from transforms.synth.settlements import (
+    PHASES,
+    Contract,
+    Reconciliation,
+    TruthEpisode,
+    contracts_from_rows,
+    not_computable,
+)
 
 ELIGIBLE = ("complete", "death")
 

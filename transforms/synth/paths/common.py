@@ -8,8 +8,8 @@ trigger with ``ctx.plant``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -20,14 +20,13 @@ from transforms.synth.config import SynthConfig
 from transforms.synth.population import Population
 from transforms.synth.providers import ProviderRegistry
 from transforms.synth.tariffs import (
+    GP_CONTACT_CODES,
     OCCUPATIONAL_SESSION_EUR,
     PHYSIO_SESSION_EUR,
-    GP_CONTACT_CODES,
     contact_codes,
     index_cents,
     pharmacy_cents,
 )
-
 
 #: Planted extra in-bundle care (``SynthConfig.providers`` utilisation provider and
 #: ``SynthConfig.regional`` factors), per bundle: the catalogue product of the extra subtrajecten,

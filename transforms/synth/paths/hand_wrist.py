@@ -18,7 +18,7 @@ def generate(ctx: PathContext) -> None:
     for condition, rates, surgery_share in (("cts", CTS_RATES, 0.65), ("cmc1", CMC1_RATES, 0.4)):
         female = 2.5 if condition == "cts" else 3.0
         patient, intake, provider = ctx.draw_treated_events(
-            BUNDLE, lambda age, sex, year: age_band_rate(age, rates) * np.where(sex == 1, female, 1.0), zbc_share=0.35)
+            BUNDLE, lambda age, sex, year, rates=rates, female=female: age_band_rate(age, rates) * np.where(sex == 1, female, 1.0), zbc_share=0.35)
         n = patient.size
         ctx.gp_consults(patient, intake - rng.integers(40, 120, n))
         ctx.gp_consults(patient, intake - rng.integers(10, 35, n), referral_specialism="0303" if condition == "cts" else "0304")
