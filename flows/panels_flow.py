@@ -44,8 +44,15 @@ def _artifact(manifest: dict) -> str:
 
 
 @flow(name="panels", log_prints=True)
-def panels_flow(store: str, episodes: str, out: str, options: dict | None = None, earlier: str | None = None,
-                scheduler: str | None = None, workers: int | None = None) -> dict:
+def panels_flow(
+    store: str,
+    episodes: str,
+    out: str,
+    options: dict | None = None,
+    earlier: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> dict:
     """Build the panels of ``store`` and its ``episodes`` into ``out``; returns the manifest.
     ``options``: the fields of ``transforms.panels.run.PanelOptions``; ``earlier``: an earlier
     panels folder to compare the settlements with."""

@@ -31,7 +31,7 @@ def test_results_come_back_in_order_and_workers_are_recycled_after_their_tasks()
     assert sorted(folded) == [i * i for i in range(12)]
     # waves of 2 tasks per worker: 6 tasks were run before, so the workers are replaced before the
     # first wave and after each of the next two; no process runs tasks of two waves
-    waves = [{pid for _, pid in recycled[start:start + 4]} for start in range(0, 12, 4)]
+    waves = [{pid for _, pid in recycled[start : start + 4]} for start in range(0, 12, 4)]
     assert not {pid for _, pid in first} & waves[0]
     for earlier, later in pairwise(waves):
         assert not earlier & later
@@ -70,8 +70,14 @@ def test_a_cluster_of_multithreaded_workers_is_reported():
     warning names the host."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
-                      env={"POLARS_MAX_THREADS": str(max(2, os.cpu_count() or 2))}) as cluster:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        host="127.0.0.1",
+        env={"POLARS_MAX_THREADS": str(max(2, os.cpu_count() or 2))},
+    ) as cluster:
         warnings = oversubscribed_hosts(cluster.scheduler_address)
     assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "POLARS_MAX_THREADS=1" in warnings[0]
 

@@ -78,8 +78,11 @@ def test_a_file_a_missing_output_and_overlapping_inputs_are_refused(tmp_path):
         check_target(tmp_path / "f", "store")
     delivery = tmp_path / "delivery"
     delivery.mkdir()
-    for target, relation in ((delivery, " is the delivery"), (delivery / "store", "lies inside the delivery"),
-                             (tmp_path, "contains the delivery")):
+    for target, relation in (
+        (delivery, " is the delivery"),
+        (delivery / "store", "lies inside the delivery"),
+        (tmp_path, "contains the delivery"),
+    ):
         with pytest.raises(OutputError, match=relation):
             check_target(target, "store", inputs={"delivery": delivery}, option="--store")
     with pytest.raises(OutputError, match=r"does not exist.*run `zorgpad ingest` first"):
@@ -142,8 +145,13 @@ time.sleep(120)
 
 
 def _holder(target: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(target)], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(target)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -153,7 +161,9 @@ def test_a_second_writer_is_stopped_with_the_name_of_the_first(tmp_path):
     proc = _holder(target)
     try:
         assert lock_holder(target)["pid"] == proc.pid
-        with pytest.raises(OutputError, match=rf"being written by another zorgpad run \(pid {proc.pid} on .*test holder"):
+        with pytest.raises(
+            OutputError, match=rf"being written by another zorgpad run \(pid {proc.pid} on .*test holder"
+        ):
             Publication.begin(target, "store")
     finally:
         proc.kill()
@@ -219,8 +229,11 @@ pub.commit({"content": content})
 @pytest.mark.parametrize("point", ["writing", "before-swap", "after-swap", "removing-old", "between-renames"])
 def test_a_publish_killed_at_any_point_leaves_the_old_or_the_new_store_and_a_rerun_cleans_up(tmp_path, point):
     target = publish(tmp_path / "store", "old")
-    done = subprocess.run([sys.executable, "-c", KILL_AT, str(target), "new", point], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(target), "new", point],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == -signal.SIGKILL
     state = state_of(target)
     if state is None:  # only between the two renames of a file system that cannot exchange
@@ -236,8 +249,11 @@ def test_a_publish_killed_at_any_point_leaves_the_old_or_the_new_store_and_a_rer
 
 def test_a_restore_prefers_the_complete_new_store(tmp_path):
     target = publish(tmp_path / "store", "old")
-    subprocess.run([sys.executable, "-c", KILL_AT, str(target), "new", "between-renames"], cwd=REPO,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(target), "new", "between-renames"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert not target.exists()
     publication = Publication.begin(target, "store")  # restores, then writes its own
     try:

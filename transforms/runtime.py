@@ -15,8 +15,7 @@ from typing import Any
 Mapper = Callable[..., list]
 
 
-def local_map(function: Callable, arguments: list[tuple],
-              on_result: Callable[[Any], Any] | None = None) -> list:
+def local_map(function: Callable, arguments: list[tuple], on_result: Callable[[Any], Any] | None = None) -> list:
     """Run the calls one after the other in this process (the single-process reference)."""
     keep = on_result or (lambda result: result)
     return [keep(function(*args)) for args in arguments]
@@ -32,8 +31,13 @@ def code_version() -> str:
     except Exception:  # not installed (running from a checkout)
         package = "unknown"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except Exception:
         commit = ""
     return f"{package}+{commit}" if commit else package

@@ -325,9 +325,7 @@ def _load_table(path: Path, fragments: dict[str, dict[str, Any]]) -> Table:
 @lru_cache(maxsize=1)
 def load_contract() -> Contract:
     """Load and validate the contract from the YAML next to this module."""
-    fragments = {
-        p.stem: yaml.safe_load(p.read_text()) for p in sorted((CONTRACT_DIR / "fragments").glob("*.yml"))
-    }
+    fragments = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((CONTRACT_DIR / "fragments").glob("*.yml"))}
     tables = {name: _load_table(CONTRACT_DIR / "tables" / f"{name}.yml", fragments) for name in TABLE_ORDER}
     extra = {p.stem for p in (CONTRACT_DIR / "tables").glob("*.yml")} - set(TABLE_ORDER)
     if extra:
