@@ -64,10 +64,15 @@ def run_engine(store: Path, bundles: list[str], workers: int) -> dict:
             wall = time.perf_counter() - started
     shutil.rmtree(out.parent, ignore_errors=True)
     memory = sampler.summary()
-    return {"wall_s": round(wall, 2), "warm_up_s": round(warm_up, 2), "episodes": manifest["episodes"],
-            "timing": manifest["timing_seconds"], "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),
-            "peak_worker_rss_mb": round(memory["peak_worker_rss_mb"], 1),
-            "cpu_seconds_other": memory["cpu_seconds_other"]}
+    return {
+        "wall_s": round(wall, 2),
+        "warm_up_s": round(warm_up, 2),
+        "episodes": manifest["episodes"],
+        "timing": manifest["timing_seconds"],
+        "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),
+        "peak_worker_rss_mb": round(memory["peak_worker_rss_mb"], 1),
+        "cpu_seconds_other": memory["cpu_seconds_other"],
+    }
 
 
 def _duckdb_once(store: str, bundles: list[str], threads: int) -> tuple[float, dict]:
@@ -79,8 +84,9 @@ def _duckdb_once(store: str, bundles: list[str], threads: int) -> tuple[float, d
     try:
         started = time.perf_counter()
         # writes the same Hive-partitioned outputs as the engine, so both do the same work
-        episodes, _ = duckdb_episodes(Path(store), tuple(bundles), data_as_of=data_as_of_of(Path(store)),
-                                      threads=threads, out=out)
+        episodes, _ = duckdb_episodes(
+            Path(store), tuple(bundles), data_as_of=data_as_of_of(Path(store)), threads=threads, out=out
+        )
         wall = time.perf_counter() - started
     finally:
         shutil.rmtree(out.parent, ignore_errors=True)
@@ -100,8 +106,12 @@ def run_duckdb(store: Path, bundles: list[str], threads: int) -> dict:
         with sampler:
             wall, counts = pool.submit(_duckdb_once, str(store), bundles, threads).result()
     memory = sampler.summary()
-    return {"wall_s": round(wall, 2), "episodes": counts, "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),
-            "cpu_seconds_other": memory["cpu_seconds_other"]}
+    return {
+        "wall_s": round(wall, 2),
+        "episodes": counts,
+        "peak_tree_rss_mb": round(memory["peak_tree_rss_mb"], 1),
+        "cpu_seconds_other": memory["cpu_seconds_other"],
+    }
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -131,7 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     ceiling = scaling_ceiling(rounds=args.ceiling_rounds)
     print(f"machine: two CPU-bound processes run {ceiling['speedup_1_to_2']}x faster than one", file=sys.stderr)
     lines = claim_lines(args.store)
-    patients = pl.scan_parquet(args.store / "insured" / "**" / "*.parquet").select(pl.col("patient_id").n_unique()).collect().item()
+    patients = (
+        pl.scan_parquet(args.store / "insured" / "**" / "*.parquet")
+        .select(pl.col("patient_id").n_unique())
+        .collect()
+        .item()
+    )
     runs = []
     for n in args.workers:
         engines, peers = [], []
@@ -139,19 +154,34 @@ def main(argv: list[str] | None = None) -> int:
             engines.append(run_engine(args.store, bundles, n))
             peers.append(run_duckdb(args.store, bundles, n))
         engine, peer = _median_run(engines), _median_run(peers)
-        runs.append({"workers": n, "engine": engine, "duckdb": peer,
-                     "engine_lines_per_s_per_core": round(lines / engine["wall_s"] / n, 1),
-                     "duckdb_lines_per_s_per_core": round(lines / peer["wall_s"] / n, 1),
-                     "ratio_engine_to_duckdb": round(engine["wall_s"] / peer["wall_s"], 2)})
-        print(f"{n} worker(s): engine {engine['wall_s']} s ({engine['peak_tree_rss_mb']:.0f} MB), "
-              f"DuckDB {peer['wall_s']} s ({peer['peak_tree_rss_mb']:.0f} MB), ratio {runs[-1]['ratio_engine_to_duckdb']}",
-              file=sys.stderr)
+        runs.append(
+            {
+                "workers": n,
+                "engine": engine,
+                "duckdb": peer,
+                "engine_lines_per_s_per_core": round(lines / engine["wall_s"] / n, 1),
+                "duckdb_lines_per_s_per_core": round(lines / peer["wall_s"] / n, 1),
+                "ratio_engine_to_duckdb": round(engine["wall_s"] / peer["wall_s"], 2),
+            }
+        )
+        print(
+            f"{n} worker(s): engine {engine['wall_s']} s ({engine['peak_tree_rss_mb']:.0f} MB), "
+            f"DuckDB {peer['wall_s']} s ({peer['peak_tree_rss_mb']:.0f} MB), ratio {runs[-1]['ratio_engine_to_duckdb']}",
+            file=sys.stderr,
+        )
     by_workers = {r["workers"]: r for r in runs}
     result = {
-        "benchmark": "episodes", "label": args.label, "store": str(args.store), "bundles": bundles,
-        "patients": patients, "claim_lines": lines, "repeat": max(1, args.repeat), "runs": runs,
+        "benchmark": "episodes",
+        "label": args.label,
+        "store": str(args.store),
+        "bundles": bundles,
+        "patients": patients,
+        "claim_lines": lines,
+        "repeat": max(1, args.repeat),
+        "runs": runs,
         "engine_speedup_1_to_2": round(by_workers[1]["engine"]["wall_s"] / by_workers[2]["engine"]["wall_s"], 2)
-        if 1 in by_workers and 2 in by_workers else None,
+        if 1 in by_workers and 2 in by_workers
+        else None,
         "machine_speedup_1_to_2": ceiling,
         "started_utc": machine["date"],
         "machine": machine,

@@ -45,7 +45,7 @@ class StepClock:
         self.current: str | None = None
         self._saved: dict = {}
 
-    def __enter__(self) -> "StepClock":
+    def __enter__(self) -> StepClock:
         from transforms.ingest import run as module
 
         for name in STEPS:
@@ -72,23 +72,44 @@ class StepClock:
             setattr(module, name, original)
 
 
-def _heartbeat(stop: threading.Event, sampler: TreeMemorySampler, clock: StepClock, store: Path,
-               every: float, max_seconds: float | None, timed_out: list) -> None:
+def _heartbeat(
+    stop: threading.Event,
+    sampler: TreeMemorySampler,
+    clock: StepClock,
+    store: Path,
+    every: float,
+    max_seconds: float | None,
+    timed_out: list,
+) -> None:
     while not stop.wait(every):
         elapsed = time.perf_counter() - sampler.started
         tmp = sorted(store.parent.glob(f"{store.name}.tmp-*"))
         size = sum(folder_bytes(t) for t in tmp)
-        print(f"  {elapsed / 60:6.1f} min  step {clock.current or '-':15s} tree RSS {sampler.current_total() / MB:7.0f} MB"
-              f"  (peak {sampler.peak_total / MB:7.0f} MB)  work folder {human_bytes(size)}", file=sys.stderr, flush=True)
+        print(
+            f"  {elapsed / 60:6.1f} min  step {clock.current or '-':15s} tree RSS {sampler.current_total() / MB:7.0f} MB"
+            f"  (peak {sampler.peak_total / MB:7.0f} MB)  work folder {human_bytes(size)}",
+            file=sys.stderr,
+            flush=True,
+        )
         if max_seconds is not None and elapsed > max_seconds and not timed_out:
             timed_out.append(clock.current)
             print(f"  stopping: more than {max_seconds / 60:.0f} minutes", file=sys.stderr, flush=True)
             _thread.interrupt_main()
 
 
-def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None, data_docs: bool = True,
-        interval: float = 0.2, max_minutes: float | None = None, heartbeat: float = 60.0,
-        label: str | None = None, recycle_after: int | None = None) -> dict:
+def run(
+    delivery: Path,
+    store: Path,
+    workers: int,
+    *,
+    buckets: int | None = None,
+    data_docs: bool = True,
+    interval: float = 0.2,
+    max_minutes: float | None = None,
+    heartbeat: float = 60.0,
+    label: str | None = None,
+    recycle_after: int | None = None,
+) -> dict:
     from flows.dask_cluster import dask_cluster, dask_mapper
     from transforms.ingest.run import ingest
 
@@ -99,8 +120,11 @@ def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None
     status, error, manifest = "ok", None, None
     cluster_start = ingest_wall = None
     with sampler, clock:
-        beat = threading.Thread(target=_heartbeat, daemon=True,
-                                args=(stop, sampler, clock, store, heartbeat, max_minutes * 60 if max_minutes else None, timed_out))
+        beat = threading.Thread(
+            target=_heartbeat,
+            daemon=True,
+            args=(stop, sampler, clock, store, heartbeat, max_minutes * 60 if max_minutes else None, timed_out),
+        )
         beat.start()
         t0 = time.perf_counter()
         try:
@@ -108,8 +132,13 @@ def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None
                 cluster_start = time.perf_counter() - t0
                 t1 = time.perf_counter()
                 try:
-                    result = ingest(delivery, store, n_buckets=buckets, mapper=dask_mapper(address, recycle_after),
-                                    data_docs=data_docs)
+                    result = ingest(
+                        delivery,
+                        store,
+                        n_buckets=buckets,
+                        mapper=dask_mapper(address, recycle_after),
+                        data_docs=data_docs,
+                    )
                     manifest = result.manifest
                 finally:
                     ingest_wall = time.perf_counter() - t1
@@ -134,8 +163,13 @@ def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None
         "recycle_workers_after": recycle_after,
         "status": status,
         "error": error,
-        "params": {"delivery": str(delivery), "store": str(store), "workers": workers, "buckets": buckets,
-                   "data_docs": data_docs},
+        "params": {
+            "delivery": str(delivery),
+            "store": str(store),
+            "workers": workers,
+            "buckets": buckets,
+            "data_docs": data_docs,
+        },
         "delivery_id": json.loads((delivery / "delivery.json").read_text()).get("delivery_id"),
         "delivery_bytes": folder_bytes(delivery),
         "cluster_start_s": round(cluster_start, 2) if cluster_start is not None else None,
@@ -169,29 +203,43 @@ def run(delivery: Path, store: Path, workers: int, *, buckets: int | None = None
 
 def print_summary(r: dict) -> None:
     p, m = r["params"], r["memory"]
-    print(f"ingest {r['delivery_id']} ({human_bytes(r['delivery_bytes'])}), {p['workers']} Dask workers, "
-          f"buckets {r.get('buckets') or p['buckets'] or 'auto'}, id-parts {r.get('id_parts') or 'auto'}: {r['status']}")
+    print(
+        f"ingest {r['delivery_id']} ({human_bytes(r['delivery_bytes'])}), {p['workers']} Dask workers, "
+        f"buckets {r.get('buckets') or p['buckets'] or 'auto'}, id-parts {r.get('id_parts') or 'auto'}: {r['status']}"
+    )
     if r.get("error"):
         print(f"  error              {r['error'][:500]}")
-    print(f"  wall time          {r['wall_s']:,.1f} s ({r['wall_s'] / 60:.1f} min) in ingest, "
-          f"cluster start {r['cluster_start_s'] or 0:.1f} s, total {r['total_wall_s']:,.1f} s")
+    print(
+        f"  wall time          {r['wall_s']:,.1f} s ({r['wall_s'] / 60:.1f} min) in ingest, "
+        f"cluster start {r['cluster_start_s'] or 0:.1f} s, total {r['total_wall_s']:,.1f} s"
+    )
     if r.get("timing_seconds"):
         print("  steps (manifest)   " + ", ".join(f"{k} {v:,.1f} s" for k, v in r["timing_seconds"].items()))
     print("  step peak RSS      " + ", ".join(f"{k} {v:,.0f} MB" for k, v in r["step_peak_tree_rss_mb"].items()))
     if r.get("rows_in") is not None:
-        print(f"  rows in            {r['rows_in']:,} (stored {r['rows_stored']:,}, quarantined {r['rows_quarantined']:,}, "
-              f"books balanced: {r['balanced']})")
+        print(
+            f"  rows in            {r['rows_in']:,} (stored {r['rows_stored']:,}, quarantined {r['rows_quarantined']:,}, "
+            f"books balanced: {r['balanced']})"
+        )
         print(f"  rows/s             {r['rows_per_s']:,.0f}   per core ({r['cores']}): {r['rows_per_s_per_core']:,.0f}")
         print(f"  store on disk      {human_bytes(r['bytes_on_disk'])}")
-    print(f"  peak memory tree   {m['peak_tree_rss_mb']:,.0f} MB (at {m['peak_tree_rss_at_s']:.0f} s; {m['samples']} samples)")
-    print(f"  peak main process  {m['peak_main_rss_mb']:,.0f} MB (scheduler, nannies, driver);  peak per worker "
-          f"{m['peak_worker_rss_mb']:,.0f} MB ({m['worker_processes_seen']} worker processes seen)")
+    print(
+        f"  peak memory tree   {m['peak_tree_rss_mb']:,.0f} MB (at {m['peak_tree_rss_at_s']:.0f} s; {m['samples']} samples)"
+    )
+    print(
+        f"  peak main process  {m['peak_main_rss_mb']:,.0f} MB (scheduler, nannies, driver);  peak per worker "
+        f"{m['peak_worker_rss_mb']:,.0f} MB ({m['worker_processes_seen']} worker processes seen)"
+    )
     if r.get("duckdb_floor"):
         f = r["duckdb_floor"]
-        print(f"  DuckDB floor       {f['seconds']:,.1f} s ({f['threads']} threads, {f['buckets']} buckets): "
-              f"ingest / floor = {r['ingest_to_floor_ratio']:.2f}")
-    print(f"  CPU seconds        ours {m['cpu_seconds_tree']:,.0f}, other processes on the machine {m['cpu_seconds_other']:,.0f} "
-          f"(utilisation of {r['cores']} cores: {m['cpu_seconds_tree'] / r['total_wall_s'] / r['cores']:.0%})")
+        print(
+            f"  DuckDB floor       {f['seconds']:,.1f} s ({f['threads']} threads, {f['buckets']} buckets): "
+            f"ingest / floor = {r['ingest_to_floor_ratio']:.2f}"
+        )
+    print(
+        f"  CPU seconds        ours {m['cpu_seconds_tree']:,.0f}, other processes on the machine {m['cpu_seconds_other']:,.0f} "
+        f"(utilisation of {r['cores']} cores: {m['cpu_seconds_tree'] / r['total_wall_s'] / r['cores']:.0%})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,25 +252,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (and record a timeout) after this")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between progress lines on stderr")
     parser.add_argument("--interval", type=float, default=0.2, help="memory sampling interval in seconds")
-    parser.add_argument("--recycle-after", type=int, default=RECYCLE_WORKERS_AFTER,
-                        help="restart the workers after this many tasks each, as the ingest flow does (0: never)")
+    parser.add_argument(
+        "--recycle-after",
+        type=int,
+        default=RECYCLE_WORKERS_AFTER,
+        help="restart the workers after this many tasks each, as the ingest flow does (0: never)",
+    )
     parser.add_argument("--label", help="free text stored with the result")
     parser.add_argument("--results", type=Path, default=RESULTS / "ingest.jsonl")
     parser.add_argument("--no-record", action="store_true", help="do not append to the results file")
     parser.add_argument("--delete", action="store_true", help="delete the store afterwards")
-    parser.add_argument("--duckdb-floor", action="store_true",
-                        help="then measure the DuckDB floor (bench/ingest_floor.py) on the same delivery, bucket "
-                             "count and number of threads, and record the ratio ingest / floor")
+    parser.add_argument(
+        "--duckdb-floor",
+        action="store_true",
+        help="then measure the DuckDB floor (bench/ingest_floor.py) on the same delivery, bucket "
+        "count and number of threads, and record the ratio ingest / floor",
+    )
     args = parser.parse_args(argv)
 
-    result = run(args.delivery, args.store, args.workers, buckets=args.buckets, data_docs=not args.no_data_docs,
-                 interval=args.interval, max_minutes=args.max_minutes, heartbeat=args.heartbeat, label=args.label,
-                 recycle_after=args.recycle_after or None)
+    result = run(
+        args.delivery,
+        args.store,
+        args.workers,
+        buckets=args.buckets,
+        data_docs=not args.no_data_docs,
+        interval=args.interval,
+        max_minutes=args.max_minutes,
+        heartbeat=args.heartbeat,
+        label=args.label,
+        recycle_after=args.recycle_after or None,
+    )
     if args.duckdb_floor and result["status"] == "ok":
         from bench.ingest_floor import measure
 
-        floor = measure(args.delivery, args.store.with_name(args.store.name + "-duckdb-floor"), result["buckets"],
-                        args.workers)
+        floor = measure(
+            args.delivery, args.store.with_name(args.store.name + "-duckdb-floor"), result["buckets"], args.workers
+        )
         result["duckdb_floor"] = floor
         result["ingest_to_floor_ratio"] = round(result["wall_s"] / floor["seconds"], 2)
     print_summary(result)

@@ -45,32 +45,50 @@ def bucketed_copy(delivery: Path, out: Path, buckets: int, threads: int) -> dict
     for table in SMALL_TABLES:
         t0 = time.perf_counter()
         (out / table).mkdir()
-        con.execute(f"COPY (SELECT * FROM read_parquet({_quoted(delivery / table / '*.parquet')})) "
-                    f"TO {_quoted(out / table / 'part-0.parquet')} (FORMAT parquet)")
+        con.execute(
+            f"COPY (SELECT * FROM read_parquet({_quoted(delivery / table / '*.parquet')})) "
+            f"TO {_quoted(out / table / 'part-0.parquet')} (FORMAT parquet)"
+        )
         seconds[table] = round(time.perf_counter() - t0, 2)
     for table in BUCKETED_TABLES:
         t0 = time.perf_counter()
         source = f"read_parquet({_quoted(delivery / table / '*.parquet')})"
         if table == "dbc_activity":
             dbc = f"read_parquet({_quoted(delivery / 'dbc' / '*.parquet')})"
-            rows = (f"SELECT a.*, d.patient_id AS _patient FROM {source} a LEFT JOIN "
-                    f"(SELECT claim_id, any_value(patient_id) AS patient_id FROM {dbc} GROUP BY claim_id) d USING (claim_id)")
+            rows = (
+                f"SELECT a.*, d.patient_id AS _patient FROM {source} a LEFT JOIN "
+                f"(SELECT claim_id, any_value(patient_id) AS patient_id FROM {dbc} GROUP BY claim_id) d USING (claim_id)"
+            )
         else:
             rows = f"SELECT *, patient_id AS _patient FROM {source}"
         con.execute(
             f"COPY (SELECT * EXCLUDE (_patient), hash(_patient) % {int(buckets)} AS bucket FROM ({rows}) "
             f"ORDER BY bucket, _patient, {ORDER_DATE[table]}) "
-            f"TO {_quoted(out / table)} (FORMAT parquet, PARTITION_BY (bucket))")
+            f"TO {_quoted(out / table)} (FORMAT parquet, PARTITION_BY (bucket))"
+        )
         seconds[table] = round(time.perf_counter() - t0, 2)
     shutil.rmtree(out / "_spill", ignore_errors=True)
-    return {"seconds": round(time.perf_counter() - started, 2), "seconds_by_table": seconds,
-            "buckets": buckets, "threads": threads}
+    return {
+        "seconds": round(time.perf_counter() - started, 2),
+        "seconds_by_table": seconds,
+        "buckets": buckets,
+        "threads": threads,
+    }
 
 
 def measure(delivery: Path, out: Path, buckets: int, threads: int) -> dict:
     """The floor in a child process (``python -m bench.ingest_floor``); its result line."""
-    command = [sys.executable, "-m", "bench.ingest_floor", str(delivery), str(out), "--buckets", str(buckets),
-               "--threads", str(threads)]
+    command = [
+        sys.executable,
+        "-m",
+        "bench.ingest_floor",
+        str(delivery),
+        str(out),
+        "--buckets",
+        str(buckets),
+        "--threads",
+        str(threads),
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
     if done.returncode != 0:

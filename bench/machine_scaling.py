@@ -47,8 +47,12 @@ def scaling_ceiling(rounds: int = 5) -> dict:
             singles.append(single)
             pairs.append(pair)
             speedups.append(2 * single / pair)
-    return {"speedup_1_to_2": round(2 * min(singles) / min(pairs), 2), "speedups": [round(s, 2) for s in speedups],
-            "one_job_s": [round(s, 3) for s in singles], "two_jobs_s": [round(s, 3) for s in pairs]}
+    return {
+        "speedup_1_to_2": round(2 * min(singles) / min(pairs), 2),
+        "speedups": [round(s, 2) for s in speedups],
+        "one_job_s": [round(s, 3) for s in singles],
+        "two_jobs_s": [round(s, 3) for s in pairs],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args(argv)
     result = scaling_ceiling(args.rounds)
-    print(f"two CPU-bound processes vs one: speed-up {result['speedup_1_to_2']} "
-          f"(per round {result['speedups']}; one job {result['one_job_s']} s, two jobs {result['two_jobs_s']} s)")
+    print(
+        f"two CPU-bound processes vs one: speed-up {result['speedup_1_to_2']} "
+        f"(per round {result['speedups']}; one job {result['one_job_s']} s, two jobs {result['two_jobs_s']} s)"
+    )
     return 0
 
 

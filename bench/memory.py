@@ -84,9 +84,14 @@ class ProcessPeak:
     cpu_base: float = 0.0  # CPU seconds a process had already used when sampling started
 
     def as_dict(self) -> dict:
-        return {"pid": self.pid, "role": self.role, "peak_rss_mb": round(self.peak_rss / MB, 1),
-                "cpu_seconds": round(self.cpu_seconds, 1), "first_seen_s": round(self.first_seen_s, 1),
-                "last_seen_s": round(self.last_seen_s, 1)}
+        return {
+            "pid": self.pid,
+            "role": self.role,
+            "peak_rss_mb": round(self.peak_rss / MB, 1),
+            "cpu_seconds": round(self.cpu_seconds, 1),
+            "first_seen_s": round(self.first_seen_s, 1),
+            "last_seen_s": round(self.last_seen_s, 1),
+        }
 
 
 @dataclass
@@ -112,7 +117,7 @@ class TreeMemorySampler:
         self._cpu_stop = None
 
     # -- lifecycle -------------------------------------------------------------------------------
-    def start(self) -> "TreeMemorySampler":
+    def start(self) -> TreeMemorySampler:
         self.started = time.perf_counter()
         self._cpu_start = psutil.cpu_times()
         self._sample()
@@ -128,7 +133,7 @@ class TreeMemorySampler:
         self.stopped = time.perf_counter()
         self._cpu_stop = psutil.cpu_times()
 
-    def __enter__(self) -> "TreeMemorySampler":
+    def __enter__(self) -> TreeMemorySampler:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -170,8 +175,9 @@ class TreeMemorySampler:
                 # a process that exists at the first sample (this one, a warm Dask worker) has used
                 # CPU before the measurement; one that appears later started inside it
                 base = cpu.user + cpu.system if self.samples == 0 else 0.0
-                peak = self.processes[proc.pid] = ProcessPeak(proc.pid, role_of(proc, self.root_pid), now, now,
-                                                              cpu_base=base)
+                peak = self.processes[proc.pid] = ProcessPeak(
+                    proc.pid, role_of(proc, self.root_pid), now, now, cpu_base=base
+                )
             hwm = _vm_hwm(proc.pid) or 0
             peak.peak_rss = max(peak.peak_rss, rss, hwm)
             peak.cpu_seconds = cpu.user + cpu.system - peak.cpu_base
@@ -210,8 +216,10 @@ class TreeMemorySampler:
             if total > row[1]:
                 row[0], row[1] = t, total
             row[2], row[3] = max(row[2], main), max(row[3], worker)
-        return [[round(t, 1), round(a / MB, 1), round(b / MB, 1), round(c / MB, 1)]
-                for t, a, b, c in (slices[k] for k in sorted(slices))]
+        return [
+            [round(t, 1), round(a / MB, 1), round(b / MB, 1), round(c / MB, 1)]
+            for t, a, b, c in (slices[k] for k in sorted(slices))
+        ]
 
     def summary(self) -> dict:
         wall = (self.stopped or time.perf_counter()) - self.started

@@ -15,7 +15,7 @@ import json
 import os
 import platform
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -69,7 +69,7 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "versions": _versions(),
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": _git("rev-parse", "--short", "HEAD"),
         "git_dirty": sorted(line[3:] for line in dirty.splitlines()) if dirty else [],
         "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
@@ -120,8 +120,13 @@ def _start(r: dict) -> tuple[datetime, bool]:
     if r.get("started_utc"):
         return datetime.fromisoformat(r["started_utc"]), False
     end = datetime.fromisoformat(r["machine"]["date"])
-    wall = r.get("total_wall_s") or r.get("wall_s") or sum(  # episodes: the measured runs
-        run["engine"]["wall_s"] + run["duckdb"]["wall_s"] for run in r.get("runs", []))
+    wall = (
+        r.get("total_wall_s")
+        or r.get("wall_s")
+        or sum(  # episodes: the measured runs
+            run["engine"]["wall_s"] + run["duckdb"]["wall_s"] for run in r.get("runs", [])
+        )
+    )
     return end - timedelta(seconds=wall), True
 
 
@@ -145,8 +150,10 @@ def _noise(m: dict, wall: float) -> str:
 
 
 def synth_table(rows: list[dict]) -> str:
-    head = ("| date (UTC) | commit | patients | years | workers | block | wall | rows | rows/s | rows/s/core | delivery on disk "
-            "| peak tree RSS | peak per worker | peak main | CPU use | other load | status |")
+    head = (
+        "| date (UTC) | commit | patients | years | workers | block | wall | rows | rows/s | rows/s/core | delivery on disk "
+        "| peak tree RSS | peak per worker | peak main | CPU use | other load | status |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p, m = r["params"], r["memory"]
@@ -157,15 +164,19 @@ def synth_table(rows: list[dict]) -> str:
             f"| {p['first_year']}-{p['last_year']} | {p['workers']} | {p['block_size']:,} | {_min(r['wall_s'])} | {r['rows']:,} "
             f"| {_n(r['rows_per_s'])} | {_n(r['rows_per_s_per_core'])} | {human_bytes(r['bytes_on_disk'])} "
             f"| {_n(m['peak_tree_rss_mb'])} MB | {_n(m['peak_worker_rss_mb'])} MB | {_n(m['peak_main_rss_mb'])} MB "
-            f"| {util:.0%} | {_noise(m, r['wall_s'])} | {status} |")
+            f"| {util:.0%} | {_noise(m, r['wall_s'])} | {status} |"
+        )
     return "\n".join(lines)
 
 
 def ingest_table(rows: list[dict]) -> str:
     steps = ("inspect", "partitions", "ids", "buckets", "validation_docs", "total")
-    head = ("| date (UTC) | commit | delivery | workers | buckets / id-parts | wall | " + " | ".join(steps)
-            + " | rows in | rows/s | rows/s/core | store on disk | peak tree RSS | peak per worker | peak main "
-              "| CPU use | other load | DuckDB floor | ingest / floor | status |")
+    head = (
+        "| date (UTC) | commit | delivery | workers | buckets / id-parts | wall | "
+        + " | ".join(steps)
+        + " | rows in | rows/s | rows/s/core | store on disk | peak tree RSS | peak per worker | peak main "
+        "| CPU use | other load | DuckDB floor | ingest / floor | status |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         p, m = r["params"], r["memory"]
@@ -177,17 +188,20 @@ def ingest_table(rows: list[dict]) -> str:
             f"| {p['workers']} | {r.get('buckets') or ''} / {r.get('id_parts') or r.get('buckets') or ''} | {_min(r['wall_s'])} | "
             + " | ".join(_n(timing.get(s), 1) for s in steps)
             + f" | {_n(r.get('rows_in'))} | {_n(r.get('rows_per_s'))} | {_n(r.get('rows_per_s_per_core'))} "
-              f"| {human_bytes(r.get('bytes_on_disk') or 0)} | {_n(m['peak_tree_rss_mb'])} MB "
-              f"| {_n(m['peak_worker_rss_mb'])} MB | {_n(m['peak_main_rss_mb'])} MB "
-              f"| {'' if util is None else f'{util:.0%}'} | {_noise(m, r['wall_s'])} "
-              f"| {_n(floor.get('seconds'), 1)} | {_n(r.get('ingest_to_floor_ratio'), 2)} | {r.get('status', 'ok')} |")
+            f"| {human_bytes(r.get('bytes_on_disk') or 0)} | {_n(m['peak_tree_rss_mb'])} MB "
+            f"| {_n(m['peak_worker_rss_mb'])} MB | {_n(m['peak_main_rss_mb'])} MB "
+            f"| {'' if util is None else f'{util:.0%}'} | {_noise(m, r['wall_s'])} "
+            f"| {_n(floor.get('seconds'), 1)} | {_n(r.get('ingest_to_floor_ratio'), 2)} | {r.get('status', 'ok')} |"
+        )
     return "\n".join(lines)
 
 
 def episodes_table(rows: list[dict]) -> str:
-    head = ("| date (UTC) | commit | patients | claim lines | bundles | workers | engine wall | DuckDB wall "
-            "| runs | engine / DuckDB | engine lines/s/core | DuckDB lines/s/core | engine peak tree RSS | engine peak per worker "
-            "| DuckDB peak tree RSS | engine speed-up 1→2 | machine ceiling 1→2 | other load | label |")
+    head = (
+        "| date (UTC) | commit | patients | claim lines | bundles | workers | engine wall | DuckDB wall "
+        "| runs | engine / DuckDB | engine lines/s/core | DuckDB lines/s/core | engine peak tree RSS | engine peak per worker "
+        "| DuckDB peak tree RSS | engine speed-up 1→2 | machine ceiling 1→2 | other load | label |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         probe = r.get("machine_speedup_1_to_2") or {}
@@ -207,7 +221,8 @@ def episodes_table(rows: list[dict]) -> str:
                 f"| {_n(engine['peak_tree_rss_mb'])} MB | {_n(engine.get('peak_worker_rss_mb'))}{' MB' if engine.get('peak_worker_rss_mb') else ''} "
                 f"| {_n(duck['peak_tree_rss_mb'])} MB "
                 f"| {_n(r.get('engine_speedup_1_to_2'), 2) if first else ''} | {_n(ceiling, 2) if first else ''} "
-                f"| {other_load} | {(r.get('label') or '') if first else ''} |")
+                f"| {other_load} | {(r.get('label') or '') if first else ''} |"
+            )
     return "\n".join(lines)
 
 
@@ -220,8 +235,10 @@ def machines(rows: list[dict]) -> str:
     out = []
     for m in seen.values():
         v = m.get("versions", {})
-        out.append(f"- {m['cpu_count']} logical CPUs ({m['cpu_model']}), {m['memory_gb']} GB RAM, {m['platform']}, "
-                   f"Python {m['python']}; " + ", ".join(f"{k} {v[k]}" for k in sorted(v)))
+        out.append(
+            f"- {m['cpu_count']} logical CPUs ({m['cpu_model']}), {m['memory_gb']} GB RAM, {m['platform']}, "
+            f"Python {m['python']}; " + ", ".join(f"{k} {v[k]}" for k in sorted(v))
+        )
     return "\n".join(out)
 
 
@@ -234,25 +251,40 @@ def report(results: Path = RESULTS) -> str:
     if synth:
         parts += ["### synth", "", synth_table(synth), ""]
     if ingest:
-        parts += ["### ingest", "", "Step times in seconds from the manifest's `timing_seconds`.", "",
-                  ingest_table(ingest), ""]
+        parts += [
+            "### ingest",
+            "",
+            "Step times in seconds from the manifest's `timing_seconds`.",
+            "",
+            ingest_table(ingest),
+            "",
+        ]
     if episodes:
-        parts += ["### episodes", "", "The engine on a local Dask cluster of *workers* single-threaded processes, DuckDB with "
-                  "*workers* threads, on the same store (`python -m bench.episodes_bench STORE --workers 1 2`). "
-                  "*machine ceiling* is the speed-up of two CPU-bound processes over one on the same machine at the "
-                  "start of the run (`bench/machine_scaling.py`); *other load* is the CPU other processes used "
-                  "during the engine run, in cores; with *runs* above 1 the walls are medians of that many runs of each, "
-                  "taking turns (`--repeat`).", "", episodes_table(episodes), ""]
-    parts += ["Columns: *date* and *commit* marked * come from records written by an earlier version of the "
-              "benchmarks that took them at the end of the run: the start is the end minus the wall time and the "
-              "commit is HEAD at that start (`git log`). ",
-              "*wall* is the wall-clock time of the measured call; *rows/s/core* divides by the "
-              "worker processes used (`min(workers, CPUs)`); *date* is the start of the run (UTC); memory is in MiB (1 MiB = 2^20 bytes); *peak tree RSS* is the highest sampled sum of "
-              "RSS over the benchmark process and all its descendants (0.2 s samples); *peak per worker* "
-              "is the largest peak RSS of a single worker process (kernel high-water mark); *CPU use* is "
-              "the CPU seconds of the process tree / (wall x cores); *other load* is the CPU seconds used "
-              "by other processes on the machine per wall second during the run (noise from other users; "
-              "1.0 = one core busy)."]
+        parts += [
+            "### episodes",
+            "",
+            "The engine on a local Dask cluster of *workers* single-threaded processes, DuckDB with "
+            "*workers* threads, on the same store (`python -m bench.episodes_bench STORE --workers 1 2`). "
+            "*machine ceiling* is the speed-up of two CPU-bound processes over one on the same machine at the "
+            "start of the run (`bench/machine_scaling.py`); *other load* is the CPU other processes used "
+            "during the engine run, in cores; with *runs* above 1 the walls are medians of that many runs of each, "
+            "taking turns (`--repeat`).",
+            "",
+            episodes_table(episodes),
+            "",
+        ]
+    parts += [
+        "Columns: *date* and *commit* marked * come from records written by an earlier version of the "
+        "benchmarks that took them at the end of the run: the start is the end minus the wall time and the "
+        "commit is HEAD at that start (`git log`). ",
+        "*wall* is the wall-clock time of the measured call; *rows/s/core* divides by the "
+        "worker processes used (`min(workers, CPUs)`); *date* is the start of the run (UTC); memory is in MiB (1 MiB = 2^20 bytes); *peak tree RSS* is the highest sampled sum of "
+        "RSS over the benchmark process and all its descendants (0.2 s samples); *peak per worker* "
+        "is the largest peak RSS of a single worker process (kernel high-water mark); *CPU use* is "
+        "the CPU seconds of the process tree / (wall x cores); *other load* is the CPU seconds used "
+        "by other processes on the machine per wall second during the run (noise from other users; "
+        "1.0 = one core busy).",
+    ]
     return "\n".join(parts)
 
 

@@ -46,8 +46,9 @@ def _years(value: str) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
-def delivery_for(patients: int, years: tuple[int, int], work: Path, seed: int, workers: int,
-                 record: bool = True) -> Path:
+def delivery_for(
+    patients: int, years: tuple[int, int], work: Path, seed: int, workers: int, record: bool = True
+) -> Path:
     """The generated delivery of that size in ``work``, made once (the synth benchmark records it)."""
     from bench import synth_bench
 
@@ -69,15 +70,26 @@ def _epoch(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
-def run_once(delivery: Path, run: Path, workers: int, *, specs: Path = SPECS, interval: float = 0.5,
-             label: str | None = None) -> dict:
+def run_once(
+    delivery: Path, run: Path, workers: int, *, specs: Path = SPECS, interval: float = 0.5, label: str | None = None
+) -> dict:
     """One ``zorgpad run`` on a fresh ``run`` folder, measured."""
     machine = machine_info()
     shutil.rmtree(run, ignore_errors=True)
     env = os.environ | {"PREFECT_HOME": str(run.parent / f"{run.name}-prefect-home")}
     env.pop("PREFECT_API_URL", None)
-    command = [str(Path(sys.executable).with_name("zorgpad")), "run", "--delivery", str(delivery), "--out", str(run),
-               "--workers", str(workers), "--specs", str(specs)]
+    command = [
+        str(Path(sys.executable).with_name("zorgpad")),
+        "run",
+        "--delivery",
+        str(delivery),
+        "--out",
+        str(run),
+        "--workers",
+        str(workers),
+        "--specs",
+        str(specs),
+    ]
     sampler = TreeMemorySampler(interval=interval)
     with sampler:
         started_epoch = time.time()
@@ -86,19 +98,25 @@ def run_once(delivery: Path, run: Path, workers: int, *, specs: Path = SPECS, in
         wall = time.perf_counter() - started
     memory = sampler.summary()
     result: dict = {
-        "benchmark": "run", "label": label, "status": "ok" if done.returncode == 0 else "failed",
+        "benchmark": "run",
+        "label": label,
+        "status": "ok" if done.returncode == 0 else "failed",
         "params": {"delivery": str(delivery), "run": str(run), "workers": workers, "specs": str(specs)},
         "command": " ".join(["zorgpad", *command[1:]]),
-        "wall_s": round(wall, 2), "cores": min(workers, machine["cpu_count"]),
+        "wall_s": round(wall, 2),
+        "cores": min(workers, machine["cpu_count"]),
         "memory": {k: v for k, v in memory.items() if k not in ("wall_s", "processes")},
         "memory_timeline_mb": sampler.compact_timeline(),
         "printed_lines": len(done.stdout.splitlines()),
-        "started_utc": machine["date"], "machine": machine,
+        "started_utc": machine["date"],
+        "machine": machine,
     }
     if done.returncode != 0:
         result["error"] = (done.stdout + done.stderr)[-3000:]
         return result
-    params = json.loads((delivery / "bench-params.json").read_text()) if (delivery / "bench-params.json").exists() else {}
+    params = (
+        json.loads((delivery / "bench-params.json").read_text()) if (delivery / "bench-params.json").exists() else {}
+    )
     store = json.loads((run / "store" / "manifest.json").read_text())
     rows_by_table = {t: b["rows_in"] for t, b in store["books"].items()}
     rows = sum(rows_by_table.values())
@@ -115,12 +133,17 @@ def run_once(delivery: Path, run: Path, workers: int, *, specs: Path = SPECS, in
             "rows_per_s_per_core": round(rows / entry["seconds"] / result["cores"], 1) if entry["seconds"] else None,
         }
     result |= {
-        "patients": params.get("patients"), "years": params.get("years"),
-        "rows": rows, "claim_lines": lines, "rows_by_table": rows_by_table,
-        "rows_per_s": round(rows / wall, 1), "rows_per_s_per_core": round(rows / wall / result["cores"], 1),
+        "patients": params.get("patients"),
+        "years": params.get("years"),
+        "rows": rows,
+        "claim_lines": lines,
+        "rows_by_table": rows_by_table,
+        "rows_per_s": round(rows / wall, 1),
+        "rows_per_s_per_core": round(rows / wall / result["cores"], 1),
         "claim_lines_per_s": round(lines / wall, 1),
         "stages": stages,
-        "run_bytes": folder_bytes(run), "delivery_bytes": folder_bytes(delivery),
+        "run_bytes": folder_bytes(run),
+        "delivery_bytes": folder_bytes(delivery),
         "balanced": store.get("balanced"),
     }
     return result
@@ -130,9 +153,11 @@ def print_summary(r: dict) -> None:
     if r["status"] != "ok":
         print(f"run FAILED after {r['wall_s']:.0f} s:\n{r.get('error', '')}")
         return
-    print(f"{r['patients']:,} patients, {r['rows']:,} rows ({r['claim_lines']:,} claim lines), "
-          f"{r['params']['workers']} workers: {r['wall_s']:.0f} s, {r['claim_lines_per_s']:,.0f} claim lines/s, "
-          f"peak {r['memory']['peak_tree_rss_mb'] / 1024:.1f} GB")
+    print(
+        f"{r['patients']:,} patients, {r['rows']:,} rows ({r['claim_lines']:,} claim lines), "
+        f"{r['params']['workers']} workers: {r['wall_s']:.0f} s, {r['claim_lines_per_s']:,.0f} claim lines/s, "
+        f"peak {r['memory']['peak_tree_rss_mb'] / 1024:.1f} GB"
+    )
     for name, s in r["stages"].items():
         print(f"  {name:28s} {s['seconds']:8.1f} s  peak {s['peak_tree_rss_mb']:8.0f} MB")
 
@@ -164,7 +189,7 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
         "measured by it (nothing typed by hand). To measure again:",
         "",
         "```bash",
-        "pip install -e \".[bench]\"",
+        'pip install -e ".[bench]"',
         "python -m bench.run_bench --patients 100000 1000000 --years 2015-2022 --work /tmp/bench/run",
         "```",
         "",
@@ -187,17 +212,29 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
         lines.append(
             f"| {patients:,} | {years} | {workers} | {r['rows']:,} | {r['claim_lines']:,} | {r['wall_s'] / 60:.1f} min | "
             f"{r['claim_lines_per_s']:,.0f} | {r['rows_per_s_per_core']:,.0f} | {_gb(r['memory']['peak_tree_rss_mb'])} | "
-            f"{r['memory'].get('cpu_seconds_other') or 0:,.0f} | {r['started_utc'][:16]} |")
-    lines += ["", "## Per stage", "",
-              "Rows per second per core: the delivery's rows over the stage's seconds and the run's cores.", "",
-              "| patients | workers | stage | seconds | share | rows/s per core | peak memory (GB) |",
-              "|---:|---:|---|---:|---:|---:|---:|"]
+            f"{r['memory'].get('cpu_seconds_other') or 0:,.0f} | {r['started_utc'][:16]} |"
+        )
+    lines += [
+        "",
+        "## Per stage",
+        "",
+        "Rows per second per core: the delivery's rows over the stage's seconds and the run's cores.",
+        "",
+        "| patients | workers | stage | seconds | share | rows/s per core | peak memory (GB) |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+    ]
     for (patients, workers), r in sorted(latest.items()):
         for name, s in r["stages"].items():
-            lines.append(f"| {patients:,} | {workers} | {name} | {s['seconds']:,.1f} | {s['seconds'] / r['wall_s']:.0%} | "
-                         f"{s['rows_per_s_per_core'] or 0:,.0f} | {_gb(s['peak_tree_rss_mb'])} |")
-    lines += ["", "The rest of the wall time is the CLI's start, the Prefect API, the Dask cluster and the content",
-              "digests of the inputs.", ""]
+            lines.append(
+                f"| {patients:,} | {workers} | {name} | {s['seconds']:,.1f} | {s['seconds'] / r['wall_s']:.0%} | "
+                f"{s['rows_per_s_per_core'] or 0:,.0f} | {_gb(s['peak_tree_rss_mb'])} |"
+            )
+    lines += [
+        "",
+        "The rest of the wall time is the CLI's start, the Prefect API, the Dask cluster and the content",
+        "digests of the inputs.",
+        "",
+    ]
 
     # speed-up
     sizes = sorted({p for p, _ in latest})
@@ -206,17 +243,22 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
         if (patients, 1) in latest and (patients, 2) in latest:
             one, two = latest[(patients, 1)], latest[(patients, 2)]
             speedup = one["wall_s"] / two["wall_s"]
-            lines += ["## 1 -> 2 workers", "",
-                      f"At {patients:,} patients: {one['wall_s']:,.0f} s with one worker, {two['wall_s']:,.0f} s with two: "
-                      f"a speed-up of **{speedup:.2f}**."]
+            lines += [
+                "## 1 -> 2 workers",
+                "",
+                f"At {patients:,} patients: {one['wall_s']:,.0f} s with one worker, {two['wall_s']:,.0f} s with two: "
+                f"a speed-up of **{speedup:.2f}**.",
+            ]
             for name in one["stages"]:
                 if name in two["stages"] and two["stages"][name]["seconds"]:
                     lines.append(f"- {name}: {one['stages'][name]['seconds'] / two['stages'][name]['seconds']:.2f}")
             scaling = two.get("machine_scaling") or scaling
             if scaling:
-                lines.append(f"\nThe machine's own ceiling for two CPU-bound processes against one (`python -m "
-                             f"bench.machine_scaling`, measured at the start of the same benchmark): "
-                             f"{scaling['speedup_1_to_2']:.2f}.")
+                lines.append(
+                    f"\nThe machine's own ceiling for two CPU-bound processes against one (`python -m "
+                    f"bench.machine_scaling`, measured at the start of the same benchmark): "
+                    f"{scaling['speedup_1_to_2']:.2f}."
+                )
             lines.append("")
             break
 
@@ -224,38 +266,53 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
     two_worker = [(p, r) for (p, w), r in sorted(latest.items()) if w == max(w2 for p2, w2 in latest if p2 == p)]
     if len(two_worker) >= 2:
         (p0, r0), (p1, r1) = two_worker[0], two_worker[-1]
-        lines += ["## Memory from the smallest to the largest delivery", "",
-                  f"Peak tree memory {_gb(r0['memory']['peak_tree_rss_mb'])} GB at {p0:,} patients and "
-                  f"{_gb(r1['memory']['peak_tree_rss_mb'])} GB at {p1:,} patients ({p1 / p0:.0f}x the data, "
-                  f"{r1['memory']['peak_tree_rss_mb'] / r0['memory']['peak_tree_rss_mb']:.2f}x the memory); "
-                  f"largest single worker {_gb(r0['memory']['peak_worker_rss_mb'])} GB and "
-                  f"{_gb(r1['memory']['peak_worker_rss_mb'])} GB.", ""]
+        lines += [
+            "## Memory from the smallest to the largest delivery",
+            "",
+            f"Peak tree memory {_gb(r0['memory']['peak_tree_rss_mb'])} GB at {p0:,} patients and "
+            f"{_gb(r1['memory']['peak_tree_rss_mb'])} GB at {p1:,} patients ({p1 / p0:.0f}x the data, "
+            f"{r1['memory']['peak_tree_rss_mb'] / r0['memory']['peak_tree_rss_mb']:.2f}x the memory); "
+            f"largest single worker {_gb(r0['memory']['peak_worker_rss_mb'])} GB and "
+            f"{_gb(r1['memory']['peak_worker_rss_mb'])} GB.",
+            "",
+        ]
 
     # targets and extrapolation
     big = max(latest.values(), key=lambda r: (r["patients"], r["params"]["workers"]))
     cores = big["cores"]
     per_core = big["claim_lines_per_s"] / cores
     efficiency = (speedup / 2) if speedup else 1.0
-    lines += ["## Targets", "",
-              f"On {cores} cores at {big['patients']:,} patients: {big['claim_lines_per_s']:,.0f} claim lines per second "
-              f"end to end (target {TARGET_LINES_PER_S:,}: "
-              f"{'met' if big['claim_lines_per_s'] >= TARGET_LINES_PER_S else 'not met'}); peak memory "
-              f"{_gb(big['memory']['peak_tree_rss_mb'])} GB (target under {TARGET_PEAK_GB} GB: "
-              f"{'met' if big['memory']['peak_tree_rss_mb'] / 1024 < TARGET_PEAK_GB else 'not met'}).", "",
-              "## A national year", "",
-              f"A national year is about {NATIONAL_LINES / 1e6:,.0f} million claim lines (18 million insured). At the "
-              f"measured {per_core:,.0f} claim lines per second per core (the {big['patients']:,}-patient run) and "
-              f"a parallel efficiency of {efficiency:.2f} per added worker (the measured 1 -> 2 speed-up over 2"
-              f"{'' if speedup else '; not measured, so 1.0 is assumed'}), an N-worker cluster of one core per "
-              "worker needs:", "",
-              "| workers | hours |", "|---:|---:|"]
+    lines += [
+        "## Targets",
+        "",
+        f"On {cores} cores at {big['patients']:,} patients: {big['claim_lines_per_s']:,.0f} claim lines per second "
+        f"end to end (target {TARGET_LINES_PER_S:,}: "
+        f"{'met' if big['claim_lines_per_s'] >= TARGET_LINES_PER_S else 'not met'}); peak memory "
+        f"{_gb(big['memory']['peak_tree_rss_mb'])} GB (target under {TARGET_PEAK_GB} GB: "
+        f"{'met' if big['memory']['peak_tree_rss_mb'] / 1024 < TARGET_PEAK_GB else 'not met'}).",
+        "",
+        "## A national year",
+        "",
+        f"A national year is about {NATIONAL_LINES / 1e6:,.0f} million claim lines (18 million insured). At the "
+        f"measured {per_core:,.0f} claim lines per second per core (the {big['patients']:,}-patient run) and "
+        f"a parallel efficiency of {efficiency:.2f} per added worker (the measured 1 -> 2 speed-up over 2"
+        f"{'' if speedup else '; not measured, so 1.0 is assumed'}), an N-worker cluster of one core per "
+        "worker needs:",
+        "",
+        "| workers | hours |",
+        "|---:|---:|",
+    ]
     for n in (2, 8, 16, 32, 64):
         rate = per_core * (1 + (n - 1) * efficiency)
         lines.append(f"| {n} | {NATIONAL_LINES / rate / 3600:,.1f} |")
-    lines += ["", "This is a linear extrapolation: it assumes the shuffle into patient buckets and the writes scale",
-              "with the workers as they did from one to two on this machine, and a shared file system as fast as",
-              "the local disk here. Memory per worker does not grow with the delivery (partitions and buckets",
-              "have a fixed size), so each worker needs what the largest worker above needed.", ""]
+    lines += [
+        "",
+        "This is a linear extrapolation: it assumes the shuffle into patient buckets and the writes scale",
+        "with the workers as they did from one to two on this machine, and a shared file system as fast as",
+        "the local disk here. Memory per worker does not grow with the delivery (partitions and buckets",
+        "have a fixed size), so each worker needs what the largest worker above needed.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -269,15 +326,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--years", type=_years, default=(2015, 2022))
     parser.add_argument("--workers", type=int, default=2, help="workers of every run")
-    parser.add_argument("--speedup-at", type=int, default=None,
-                        help="also run this size with one worker (default: the smallest size); 0: not")
+    parser.add_argument(
+        "--speedup-at",
+        type=int,
+        default=None,
+        help="also run this size with one worker (default: the smallest size); 0: not",
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench/run"))
     parser.add_argument("--keep", action="store_true", help="keep the run folders")
     parser.add_argument("--label", default=None)
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--no-record", action="store_true",
-                        help="a trial: results and the report go to WORK, not to bench/results and docs/")
+    parser.add_argument(
+        "--no-record",
+        action="store_true",
+        help="a trial: results and the report go to WORK, not to bench/results and docs/",
+    )
     args = parser.parse_args(argv)
     results, doc = (args.work / "results", args.work / "benchmarks.md") if args.no_record else (RESULTS, DOC)
     if args.report_only:

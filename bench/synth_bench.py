@@ -25,14 +25,28 @@ def _years(value: str) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
-def run(patients: int, years: tuple[int, int], workers: int, out: Path, *, block_size: int | None = None,
-        seed: int = 7, interval: float = 0.2, label: str | None = None) -> dict:
+def run(
+    patients: int,
+    years: tuple[int, int],
+    workers: int,
+    out: Path,
+    *,
+    block_size: int | None = None,
+    seed: int = 7,
+    interval: float = 0.2,
+    label: str | None = None,
+) -> dict:
     from transforms.synth import SynthConfig, generate_delivery, truth_dir
 
     machine = machine_info()  # at the start: the date and commit of the code measured
     # only what the benchmark varies; everything else (block size, faults, effects) is the generator's default
-    config = SynthConfig(patients=patients, first_year=years[0], last_year=years[1], seed=seed,
-                         **({"block_size": block_size} if block_size else {}))
+    config = SynthConfig(
+        patients=patients,
+        first_year=years[0],
+        last_year=years[1],
+        seed=seed,
+        **({"block_size": block_size} if block_size else {}),
+    )
     blocks: list[list[float]] = []  # [seconds, blocks done, tree RSS MB] at each finished block
     sampler = TreeMemorySampler(interval=interval)
 
@@ -40,8 +54,11 @@ def run(patients: int, years: tuple[int, int], workers: int, out: Path, *, block
         t = time.perf_counter() - sampler.started
         blocks.append([round(t, 1), done, round(sampler.current_total() / MB, 1)])
         if done == total or done % max(1, total // 20) == 0:
-            print(f"  block {done}/{total} at {t:7.1f} s, tree RSS {sampler.current_total() / MB:7.0f} MB",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  block {done}/{total} at {t:7.1f} s, tree RSS {sampler.current_total() / MB:7.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
 
     with sampler:
         started = time.perf_counter()
@@ -54,8 +71,16 @@ def run(patients: int, years: tuple[int, int], workers: int, out: Path, *, block
     return {
         "benchmark": "synth",
         "label": label,
-        "params": {"patients": patients, "first_year": years[0], "last_year": years[1], "workers": workers,
-                   "block_size": config.block_size, "blocks": config.n_blocks, "seed": seed, "out": str(out)},
+        "params": {
+            "patients": patients,
+            "first_year": years[0],
+            "last_year": years[1],
+            "workers": workers,
+            "block_size": config.block_size,
+            "blocks": config.n_blocks,
+            "seed": seed,
+            "out": str(out),
+        },
         "wall_s": round(wall, 2),
         "generator_seconds": summary.get("seconds"),
         "patients_generated": summary.get("patients"),
@@ -76,17 +101,32 @@ def run(patients: int, years: tuple[int, int], workers: int, out: Path, *, block
 
 def print_summary(result: dict) -> None:
     p, m = result["params"], result["memory"]
-    print(f"synth {p['patients']:,} patients x {p['last_year'] - p['first_year'] + 1} years "
-          f"({p['first_year']}-{p['last_year']}), {p['workers']} workers, {p['blocks']} blocks of {p['block_size']:,}")
+    print(
+        f"synth {p['patients']:,} patients x {p['last_year'] - p['first_year'] + 1} years "
+        f"({p['first_year']}-{p['last_year']}), {p['workers']} workers, {p['blocks']} blocks of {p['block_size']:,}"
+    )
     print(f"  wall time          {result['wall_s']:,.1f} s ({result['wall_s'] / 60:.1f} min)")
-    print(f"  rows written       {result['rows']:,}  " + ", ".join(f"{t} {n:,}" for t, n in result["rows_by_table"].items()))
-    print(f"  rows/s             {result['rows_per_s']:,.0f}   per core ({result['cores']}): {result['rows_per_s_per_core']:,.0f}")
-    print(f"  on disk            {human_bytes(result['bytes_on_disk'])} delivery, {human_bytes(result['truth_bytes_on_disk'])} truth")
-    print(f"  peak memory tree   {m['peak_tree_rss_mb']:,.0f} MB (at {m['peak_tree_rss_at_s']:.0f} s; {m['samples']} samples)")
-    print(f"  peak main process  {m['peak_main_rss_mb']:,.0f} MB;  peak per worker {m['peak_worker_rss_mb']:,.0f} MB "
-          f"({m['worker_processes_seen']} worker processes)")
-    print(f"  CPU seconds        ours {m['cpu_seconds_tree']:,.0f}, other processes on the machine {m['cpu_seconds_other']:,.0f} "
-          f"(utilisation of {result['cores']} cores: {m['cpu_seconds_tree'] / result['wall_s'] / result['cores']:.0%})")
+    print(
+        f"  rows written       {result['rows']:,}  "
+        + ", ".join(f"{t} {n:,}" for t, n in result["rows_by_table"].items())
+    )
+    print(
+        f"  rows/s             {result['rows_per_s']:,.0f}   per core ({result['cores']}): {result['rows_per_s_per_core']:,.0f}"
+    )
+    print(
+        f"  on disk            {human_bytes(result['bytes_on_disk'])} delivery, {human_bytes(result['truth_bytes_on_disk'])} truth"
+    )
+    print(
+        f"  peak memory tree   {m['peak_tree_rss_mb']:,.0f} MB (at {m['peak_tree_rss_at_s']:.0f} s; {m['samples']} samples)"
+    )
+    print(
+        f"  peak main process  {m['peak_main_rss_mb']:,.0f} MB;  peak per worker {m['peak_worker_rss_mb']:,.0f} MB "
+        f"({m['worker_processes_seen']} worker processes)"
+    )
+    print(
+        f"  CPU seconds        ours {m['cpu_seconds_tree']:,.0f}, other processes on the machine {m['cpu_seconds_other']:,.0f} "
+        f"(utilisation of {result['cores']} cores: {m['cpu_seconds_tree'] / result['wall_s'] / result['cores']:.0%})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,8 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delete", action="store_true", help="delete the delivery and its truth afterwards")
     args = parser.parse_args(argv)
 
-    result = run(args.patients, _years(args.years), args.workers, args.out, block_size=args.block_size,
-                 seed=args.seed, interval=args.interval, label=args.label)
+    result = run(
+        args.patients,
+        _years(args.years),
+        args.workers,
+        args.out,
+        block_size=args.block_size,
+        seed=args.seed,
+        interval=args.interval,
+        label=args.label,
+    )
     print_summary(result)
     if not args.no_record:
         append_result(args.results, result)

@@ -33,8 +33,12 @@ def build_deployments() -> list:
     monthly = run_flow.to_deployment(
         name="monthly-delivery",
         schedules=[CronSchedule(cron="0 1 5 * *", timezone=TIMEZONE)],
-        parameters={"delivery": f"{data}/incoming/current", "out": f"{data}/run",
-                    "specs": f"{data}/specs", "scheduler": scheduler},
+        parameters={
+            "delivery": f"{data}/incoming/current",
+            "out": f"{data}/run",
+            "specs": f"{data}/specs",
+            "scheduler": scheduler,
+        },
         tags=["zorgpad", "monthly"],
         description="zorgpad run on the month's delivery: ingest, episodes, panels, DiD specs, report.",
     )
@@ -47,9 +51,14 @@ def build_deployments() -> list:
     )
     panel = panel_build_flow.to_deployment(
         name="panel-build",
-        parameters={"spec": f"{data}/specs/example.yaml", "store": f"{data}/run/store",
-                    "episodes": f"{data}/run/episodes", "out": f"{data}/requests/example", "estimate": True,
-                    "scheduler": scheduler},
+        parameters={
+            "spec": f"{data}/specs/example.yaml",
+            "store": f"{data}/run/store",
+            "episodes": f"{data}/run/episodes",
+            "out": f"{data}/requests/example",
+            "estimate": True,
+            "scheduler": scheduler,
+        },
         tags=["zorgpad", "did"],
         description="Build one DiD panel (and its estimates) from a spec: give the spec's path and an output folder.",
     )

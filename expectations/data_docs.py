@@ -28,7 +28,9 @@ import re
 import shutil
 from pathlib import Path
 
-_REMOTE_LOGO = re.compile(r"https://great-expectations-web-assets\.s3[^\"'\s)]*/(logo-long\.png|short-logo\.png)[^\"'\s)]*")
+_REMOTE_LOGO = re.compile(
+    r"https://great-expectations-web-assets\.s3[^\"'\s)]*/(logo-long\.png|short-logo\.png)[^\"'\s)]*"
+)
 _LINK = re.compile(r"""(?:href|src)\s*=\s*["']([^"']+)["']""")
 _STATIC = re.compile(r"""((?:href|src)\s*=\s*["'])((?:\.\./)*|\./)static/([^"']+)(["'])""")
 _PAGE = re.compile(r"""["']((?:validations|expectations)/[^"']+?\.html)["']""")
@@ -42,21 +44,17 @@ _CDN = {
     "https://cdnjs.cloudflare.com/ajax/libs/popper.js/1.12.9/umd/popper.min.js": "popper.min.js",
     "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.js": "bootstrap-table.min.js",
     "https://unpkg.com/bootstrap-table@1.19.1/dist/bootstrap-table.min.css": "bootstrap-table.min.css",
-    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js":
-        "bootstrap-table-filter-control.min.js",
-    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css":
-        "bootstrap-table-filter-control.min.css",
-    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css":
-        "bootstrap-table-filter-control.min.css",
-    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js":
-        "bootstrap-datepicker.min.js",
-    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css":
-        "bootstrap-datepicker.min.css",
-    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css":
-        "bootstrap-prefers-dark.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.1/dist/extensions/filter-control/bootstrap-table-filter-control.min.js": "bootstrap-table-filter-control.min.js",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.min.css": "bootstrap-table-filter-control.min.css",
+    "https://unpkg.com/bootstrap-table@1.19.0/dist/extensions/filter-control/bootstrap-table-filter-control.css": "bootstrap-table-filter-control.min.css",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/js/bootstrap-datepicker.min.js": "bootstrap-datepicker.min.js",
+    "https://cdnjs.cloudflare.com/ajax/libs/bootstrap-datepicker/1.9.0/css/bootstrap-datepicker.min.css": "bootstrap-datepicker.min.css",
+    "https://cdn.jsdelivr.net/npm/@forevolve/bootstrap-dark@1.1.0/dist/css/bootstrap-prefers-dark.css": "bootstrap-prefers-dark.min.css",
     "https://cdnjs.cloudflare.com/ajax/libs/font-awesome/6.6.0/css/all.min.css": "fontawesome/css/all.min.css",
 }
-_VEGA = re.compile(r"""<script[^>]*src=["']https://cdn\.jsdelivr\.net/npm/vega(?:-lite|-embed)?@\d+["'][^>]*>\s*</script>\s*""")
+_VEGA = re.compile(
+    r"""<script[^>]*src=["']https://cdn\.jsdelivr\.net/npm/vega(?:-lite|-embed)?@\d+["'][^>]*>\s*</script>\s*"""
+)
 #: a tag loading a local copy, and the CDN attributes that make a browser refuse it from a file://
 #: page (``crossorigin`` asks for CORS, which local files cannot answer)
 _LOCAL_TAG = re.compile(r"""<(?:script|link)\b[^>]*static/vendor/[^>]*>""")
@@ -76,7 +74,7 @@ def localise_static_links(docs_dir: Path | str) -> int:
     for page in docs_dir.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
 
-        def relative(target: str) -> str:
+        def relative(target: str, page: Path = page) -> str:
             return Path(os.path.relpath(docs_dir / "static" / target, page.parent)).as_posix()
 
         new = _REMOTE_LOGO.sub(lambda m: relative(f"images/{m.group(1)}"), text)
@@ -128,4 +126,3 @@ def remote_assets(docs_dir: Path | str) -> dict[str, list[str]]:
         if addresses:
             found[str(page.relative_to(docs_dir))] = sorted(set(addresses))
     return found
-

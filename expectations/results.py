@@ -12,8 +12,8 @@ which fails when any batch failed. Memory is then bounded by the number of suite
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 #: Counts that add up over batches.
 _SUMMED = ("element_count", "unexpected_count", "missing_count")
@@ -39,7 +39,8 @@ def _fold_expectation(into: dict, more: dict) -> None:
         raise ValueError("results of one suite must list the same expectations in the same order")
     into["success"] = bool(into["success"] and more["success"])
     if more.get("exception_info", {}).get("raised_exception") and not into.get("exception_info", {}).get(
-            "raised_exception"):
+        "raised_exception"
+    ):
         into["exception_info"] = more["exception_info"]
     a, b = into.setdefault("result", {}), more.get("result", {})
     for key in _SUMMED:
@@ -48,8 +49,9 @@ def _fold_expectation(into: dict, more: dict) -> None:
     if "partial_unexpected_list" in b:
         a["partial_unexpected_list"] = (a.get("partial_unexpected_list", []) + b["partial_unexpected_list"])[:EXAMPLES]
     if "partial_unexpected_counts" in b:
-        a["partial_unexpected_counts"] = _fold_value_counts(a.get("partial_unexpected_counts", []),
-                                                            b["partial_unexpected_counts"])
+        a["partial_unexpected_counts"] = _fold_value_counts(
+            a.get("partial_unexpected_counts", []), b["partial_unexpected_counts"]
+        )
     if "observed_value" in b and not more["success"] and into.get("_observed_from_success", True):
         a["observed_value"] = b["observed_value"]  # a failing batch's observation says more
         into["_observed_from_success"] = False
@@ -79,10 +81,14 @@ class ValidationMerger:
         batches = int(meta.get("batches", 1))  # a folded result (see ``load_results``) counts its batches
         if name not in self._suites:
             folded = json.loads(json.dumps(result))  # own copy: later batches are added into it
-            folded["meta"] = {"table": meta.get("table"), "stage": meta.get("stage"), "batches": batches,
-                              "batch": f"{meta.get('table')}-{meta.get('stage')}-all",
-                              "first_batch": meta.get("first_batch", meta.get("batch")), "great_expectations_version":
-                                  meta.get("great_expectations_version")}
+            folded["meta"] = {
+                "table": meta.get("table"),
+                "stage": meta.get("stage"),
+                "batches": batches,
+                "batch": f"{meta.get('table')}-{meta.get('stage')}-all",
+                "first_batch": meta.get("first_batch", meta.get("batch")),
+                "great_expectations_version": meta.get("great_expectations_version"),
+            }
             for expectation in folded["results"]:
                 expectation["_observed_from_success"] = bool(expectation["success"])
             folded.pop("id", None)
@@ -96,7 +102,7 @@ class ValidationMerger:
         folded["meta"]["batches"] += batches
         folded["success"] = bool(folded["success"] and result["success"])
 
-    def absorb_all(self, results: Iterable[dict]) -> "ValidationMerger":
+    def absorb_all(self, results: Iterable[dict]) -> ValidationMerger:
         for result in results:
             self.absorb(result)
         return self
@@ -110,9 +116,12 @@ class ValidationMerger:
                 expectation.pop("_observed_from_success", None)
             evaluated = len(folded["results"])
             successful = sum(1 for r in folded["results"] if r["success"])
-            folded["statistics"] = {"evaluated_expectations": evaluated, "successful_expectations": successful,
-                                    "unsuccessful_expectations": evaluated - successful,
-                                    "success_percent": _percent(successful, evaluated)}
+            folded["statistics"] = {
+                "evaluated_expectations": evaluated,
+                "successful_expectations": successful,
+                "unsuccessful_expectations": evaluated - successful,
+                "success_percent": _percent(successful, evaluated),
+            }
             out.append(folded)
         return out
 

@@ -56,7 +56,9 @@ def _definition(table: str, stage: str):
     if key not in definitions:
         batch = _CONTEXT["source"].add_dataframe_asset(key).add_batch_definition_whole_dataframe("batch")
         suite = context.suites.add(build_suite(table, stage))
-        definitions[key] = context.validation_definitions.add(gx.ValidationDefinition(name=key, data=batch, suite=suite))
+        definitions[key] = context.validation_definitions.add(
+            gx.ValidationDefinition(name=key, data=batch, suite=suite)
+        )
     return definitions[key]
 
 
@@ -106,7 +108,10 @@ def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str)
         return BatchValidation({}, {}, frame.height)
     definition = _definition(table, stage)
     # GX sees only the columns its expectations read (list columns and the rest stay in polars)
-    needed = ["_row"] + sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"})
+    needed = [
+        "_row",
+        *sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"}),
+    ]
     pdf = to_gx_frame(frame.select([c for c in needed if c in frame.columns]), table)
     result = definition.run(batch_parameters={"dataframe": pdf}, result_format={"result_format": "COMPLETE"})
     _forget_stored_results()
@@ -122,7 +127,9 @@ def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str)
             r.result["partial_unexpected_list"] = [mask_bsn(str(v)) for v in r.result["partial_unexpected_list"][:10]]
         if "partial_unexpected_counts" in r.result:
             r.result["partial_unexpected_counts"] = [
-                {"value": mask_bsn(str(v["value"])), "count": v["count"]} for v in r.result["partial_unexpected_counts"][:10]]
+                {"value": mask_bsn(str(v["value"])), "count": v["count"]}
+                for v in r.result["partial_unexpected_counts"][:10]
+            ]
     slim = result.to_json_dict()
     slim["meta"] = {**slim.get("meta", {}), "batch": batch_name, "table": table, "stage": stage}
     return BatchValidation(failed, json.loads(json.dumps(slim, default=str)), frame.height)
@@ -181,7 +188,9 @@ def _expectation_result(raw: dict):
     config = raw["expectation_config"]
     return ExpectationValidationResult(
         success=raw["success"],
-        expectation_config=ExpectationConfiguration(type=config["type"], kwargs=config["kwargs"], meta=config.get("meta")),
+        expectation_config=ExpectationConfiguration(
+            type=config["type"], kwargs=config["kwargs"], meta=config.get("meta")
+        ),
         result=raw.get("result", {}),
         exception_info=raw.get("exception_info"),
         meta=raw.get("meta", {}),

@@ -81,9 +81,7 @@ def raw_column_totals(releases: Iterable[VektisRelease]) -> pl.DataFrame:
     for r in releases:
         raw = read_raw(r)
         measure_columns = [c for c in raw.columns if not is_key_column(c)]
-        sums = raw.select(
-            [pl.col(c).cast(pl.Decimal(38, 2)).sum().alias(c) for c in measure_columns]
-        ).row(0)
+        sums = raw.select([pl.col(c).cast(pl.Decimal(38, 2)).sum().alias(c) for c in measure_columns]).row(0)
         for column, total in zip(measure_columns, sums, strict=True):
             rows.append(
                 {
@@ -120,12 +118,8 @@ def reconcile(long: pl.DataFrame, releases: Iterable[VektisRelease]) -> pl.DataF
         raw.join(harmonised, on=["year", "release", "source_column"], how="full", coalesce=True)
         .with_columns(
             pl.coalesce("dataset", pl.format("{}/{}", "year", "release")).alias("dataset"),
-            (pl.col("raw_total_cents") == pl.col("harmonised_total_cents"))
-            .fill_null(False)
-            .alias("totals_equal"),
-            (pl.col("raw_cells") == pl.col("harmonised_rows"))
-            .fill_null(False)
-            .alias("cells_equal"),
+            (pl.col("raw_total_cents") == pl.col("harmonised_total_cents")).fill_null(False).alias("totals_equal"),
+            (pl.col("raw_cells") == pl.col("harmonised_rows")).fill_null(False).alias("cells_equal"),
         )
         .sort("year", "release", "source_column")
         .select(
@@ -186,9 +180,7 @@ def build_long_suite(years: Iterable[int], releases: Iterable[str]) -> gx.Expect
         ],
         gxe.ExpectCompoundColumnsToBeUnique(column_list=CELL_KEY, ignore_row_if="never"),
         # Counts of persons and insured-years can never be negative; costs can (credit lines).
-        gxe.ExpectColumnValuesToBeBetween(
-            column="value", min_value=0, row_condition=Column("category") == POPULATION
-        ),
+        gxe.ExpectColumnValuesToBeBetween(column="value", min_value=0, row_condition=Column("category") == POPULATION),
         gxe.ExpectColumnValuesToBeBetween(
             column="value",
             min_value=0,
@@ -218,9 +210,7 @@ def build_reconciliation_suite(datasets: Iterable[str], n_columns: int) -> gx.Ex
             )
         ],
         gxe.ExpectColumnPairValuesToBeEqual(column_A="raw_cells", column_B="harmonised_rows"),
-        gxe.ExpectColumnPairValuesToBeEqual(
-            column_A="raw_total_cents", column_B="harmonised_total_cents"
-        ),
+        gxe.ExpectColumnPairValuesToBeEqual(column_A="raw_total_cents", column_B="harmonised_total_cents"),
     ]
     for expectation in expectations:
         suite.add_expectation(expectation)
@@ -344,9 +334,7 @@ def validate_vektis(
     runs = [
         (build_long_suite(expected_years, expected_releases), "vektis_long", _to_pandas(long)),
         (
-            build_reconciliation_suite(
-                [dataset_label(r.year, r.release) for r in releases], n_columns
-            ),
+            build_reconciliation_suite([dataset_label(r.year, r.release) for r in releases], n_columns),
             "vektis_reconciliation",
             _to_pandas(reconciliation),
         ),
@@ -354,14 +342,10 @@ def validate_vektis(
     summaries: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for suite, asset_name, frame in runs:
-        batch_definition = source.add_dataframe_asset(
-            asset_name
-        ).add_batch_definition_whole_dataframe("whole table")
+        batch_definition = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("whole table")
         suite = context.suites.add(suite)
         definition = context.validation_definitions.add(
-            gx.ValidationDefinition(
-                name=f"{asset_name} validation", data=batch_definition, suite=suite
-            )
+            gx.ValidationDefinition(name=f"{asset_name} validation", data=batch_definition, suite=suite)
         )
         result = definition.run(batch_parameters={"dataframe": frame})
         results[suite.name] = result
@@ -395,7 +379,5 @@ def write_summary(validation: VektisValidation, path: Path | str) -> Path:
     """Write the machine-readable summary as JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        json.dumps(validation.summary, indent=2, sort_keys=False) + "\n", encoding="utf-8"
-    )
+    path.write_text(json.dumps(validation.summary, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return path

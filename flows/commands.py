@@ -1,5 +1,7 @@
 """Registers every sub-command on the CLI app; one import per command module keeps them independent."""
 
+# the import order is the order of the commands in `zorgpad --help`
+# isort: off
 from flows import synth_command  # noqa: F401
 from flows import vektis_command  # noqa: F401
 from flows import demo_command  # noqa: F401

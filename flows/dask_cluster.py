@@ -13,24 +13,28 @@ import os
 import re
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from distributed import Client, LocalCluster, wait
 
 from transforms.errors import UserFacingError
 
-
 #: Environment of a worker process: one thread for every library that runs its own pool. Polars
 #: starts a thread per core in every process; with one worker process per core that is cores x cores
 #: threads fighting over the cores: more CPU per bucket, a "1 worker" cluster that uses more than one
 #: core, and less speed-up from more workers (the numbers are in ``bench/README.md``).
-SINGLE_THREADED = {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+SINGLE_THREADED = {
+    "POLARS_MAX_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "ARROW_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
 
 
 @contextlib.contextmanager
-def dask_cluster(scheduler: str | None = None, workers: int | None = None,
-                 memory_limit: str = "4GiB") -> Iterator[str]:
+def dask_cluster(scheduler: str | None = None, workers: int | None = None, memory_limit: str = "4GiB") -> Iterator[str]:
     """Yield a scheduler address: ``scheduler`` if given, else a local process cluster's, of one
     single-threaded process per core (see :data:`SINGLE_THREADED`)."""
     if scheduler:
@@ -38,8 +42,14 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None,
         return
     n = workers or max(1, min(os.cpu_count() or 1, 8))
     with _worker_environment(SINGLE_THREADED):
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                               dashboard_address=":0", host="127.0.0.1")
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=":0",
+            host="127.0.0.1",
+        )
     _OWN_CLUSTERS[cluster.scheduler_address] = (cluster, n)
     try:
         yield cluster.scheduler_address
@@ -70,11 +80,16 @@ def revive_workers(address: str) -> bool:
     cluster, n = owned
     with Client(address, set_as_default=False) as client:
         connected = set(client.nthreads())
-    lost = [name for name, nanny in list(cluster.workers.items())
-            if nanny.status != Status.running or getattr(nanny, "worker_address", None) not in connected]
+    lost = [
+        name
+        for name, nanny in list(cluster.workers.items())
+        if nanny.status != Status.running or getattr(nanny, "worker_address", None) not in connected
+    ]
     if not lost and len(cluster.workers) >= n:
         return False
-    logging.getLogger(__name__).warning("%d of %d Dask workers lost; starting new ones", max(len(lost), n - len(connected)), n)
+    logging.getLogger(__name__).warning(
+        "%d of %d Dask workers lost; starting new ones", max(len(lost), n - len(connected)), n
+    )
     with _worker_environment(SINGLE_THREADED):
         for name in lost:  # out of the spec and the cluster's workers, so scaling opens new ones
             cluster.worker_spec.pop(name, None)
@@ -97,7 +112,8 @@ def scheduler_address(scheduler: str) -> str:
     if not _ADDRESS.match(scheduler.strip()):
         raise UserFacingError(
             f"--scheduler {scheduler!r} is not a Dask scheduler address (tcp://host:port or tls://host:port); "
-            "for a deployment, set ZORGPAD_DASK_SCHEDULER before `prefect deploy` (empty: a local cluster)")
+            "for a deployment, set ZORGPAD_DASK_SCHEDULER before `prefect deploy` (empty: a local cluster)"
+        )
     return scheduler.strip()
 
 
@@ -121,7 +137,9 @@ def _close_quietly(cluster: LocalCluster) -> None:
         except Exception as error:  # noqa: BLE001 - a nanny that does not answer must not hang the run
             logging.getLogger(__name__).warning(
                 "the local Dask cluster did not close within %.0f s (%s); its worker processes are killed",
-                CLOSE_TIMEOUT, type(error).__name__)
+                CLOSE_TIMEOUT,
+                type(error).__name__,
+            )
             _kill(processes)
 
 
@@ -151,6 +169,7 @@ def _kill(pids: list[int]) -> None:
 def _quiet_workers(address: str, timeout: float = 5) -> None:
     """Raise the shutdown loggers in every worker process of the cluster at ``address`` (best effort,
     at most ``timeout`` seconds: a worker that does not answer is closed anyway)."""
+
     def run() -> None:
         try:
             with Client(address, set_as_default=False, timeout=timeout) as client:
@@ -190,8 +209,9 @@ def _with_descendants(names: tuple[str, ...]) -> list[str]:
     """``names`` and the names of every logger created below them so far."""
     prefixes = tuple(f"{name}." for name in names)
     loggers = logging.Logger.manager.loggerDict
-    below = [name for name in list(loggers)
-             if name.startswith(prefixes) and isinstance(loggers.get(name), logging.Logger)]
+    below = [
+        name for name in list(loggers) if name.startswith(prefixes) and isinstance(loggers.get(name), logging.Logger)
+    ]
     return list(names) + below
 
 
@@ -227,7 +247,9 @@ def oversubscribed_hosts(address: str) -> list[str]:
     ``POLARS_MAX_THREADS=1`` in its environment runs a pool per core in each of its N processes."""
     with Client(address, set_as_default=False) as client:
         budgets = client.run(_thread_budget)
-        hosts = {worker: info.get("host", worker) for worker, info in client.scheduler_info().get("workers", {}).items()}
+        hosts = {
+            worker: info.get("host", worker) for worker, info in client.scheduler_info().get("workers", {}).items()
+        }
     threads: dict[str, int] = {}
     cores: dict[str, int] = {}
     processes: dict[str, int] = {}
@@ -236,9 +258,12 @@ def oversubscribed_hosts(address: str) -> list[str]:
         threads[host] = threads.get(host, 0) + polars_threads
         cores[host] = host_cores
         processes[host] = processes.get(host, 0) + 1
-    return [f"{host}: {processes[host]} worker processes run {threads[host]} polars threads on {cores[host]} cores; "
-            f"start the workers with POLARS_MAX_THREADS=1 (deploy/dask/start-worker.sh does)"
-            for host in sorted(threads) if threads[host] > cores[host]]
+    return [
+        f"{host}: {processes[host]} worker processes run {threads[host]} polars threads on {cores[host]} cores; "
+        f"start the workers with POLARS_MAX_THREADS=1 (deploy/dask/start-worker.sh does)"
+        for host in sorted(threads)
+        if threads[host] > cores[host]
+    ]
 
 
 def _thread_budget() -> tuple[int, int]:
@@ -298,8 +323,10 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
         if not arguments:
             return []
         fold = on_result or (lambda result: result)
-        steps = [(listener, listener.step_started(getattr(function, "__name__", "tasks"), len(arguments)))
-                 for listener in list(PROGRESS_LISTENERS)]
+        steps = [
+            (listener, listener.step_started(getattr(function, "__name__", "tasks"), len(arguments)))
+            for listener in list(PROGRESS_LISTENERS)
+        ]
 
         def keep(result: Any) -> Any:
             for listener, step in steps:
@@ -318,14 +345,16 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
             workers = max(1, len(client.scheduler_info().get("workers", {})))
             wave = recycle_after * workers if recycle_after else len(arguments)
             for start in range(0, len(arguments), wave):
-                batch = arguments[start:start + wave]
+                batch = arguments[start : start + wave]
                 if recycle_after and _TASKS_SINCE_RESTART.get(address, 0) >= wave:
                     if not _restart_workers(client, address):
                         # the nannies may not bring their workers back (on a loaded machine);
                         # the tasks are plain idempotent functions, so the rest runs here instead
                         logging.getLogger(__name__).warning(
                             "no Dask worker came back after the restart; running the remaining %d tasks "
-                            "in this process", len(arguments) - start)
+                            "in this process",
+                            len(arguments) - start,
+                        )
                         for i, args in enumerate(arguments[start:], start):
                             results[i] = keep(function(*args))
                         return results
@@ -337,8 +366,9 @@ def dask_mapper(address: str, recycle_after: int | None = None) -> Callable:
     return mapper
 
 
-def _run_wave(client: Client, function: Callable, arguments: list[tuple], offset: int, results: list,
-              keep: Callable[[Any], Any]) -> None:
+def _run_wave(
+    client: Client, function: Callable, arguments: list[tuple], offset: int, results: list, keep: Callable[[Any], Any]
+) -> None:
     futures = client.map(function, *zip(*arguments), pure=False)
     position = {future.key: offset + i for i, future in enumerate(futures)}
     pending = set(futures)
@@ -366,7 +396,9 @@ def _run_wave(client: Client, function: Callable, arguments: list[tuple], offset
             # functions, so what is left runs here rather than leaving the run waiting for ever
             logging.getLogger(__name__).warning(
                 "no Dask worker connected for %.0f s; running the remaining %d tasks in this process",
-                NO_WORKERS_TIMEOUT, len(pending))
+                NO_WORKERS_TIMEOUT,
+                len(pending),
+            )
             client.cancel(list(pending))
             for future in pending:
                 i = position[future.key]
@@ -392,8 +424,12 @@ def _restart_workers(client: Client, address: str) -> int:
     if len(now - before) < len(before) and revive_workers(address):
         now = _wait_for_fresh_workers(client, before)
     if len(now - before) < len(before):
-        logging.getLogger(__name__).warning("%d of %d workers back %.0f s after their restart; going on with them",
-                                            len(now - before), len(before), RESTART_TIMEOUT)
+        logging.getLogger(__name__).warning(
+            "%d of %d workers back %.0f s after their restart; going on with them",
+            len(now - before),
+            len(before),
+            RESTART_TIMEOUT,
+        )
     _TASKS_SINCE_RESTART[address] = 0
     return len(now)
 
@@ -426,4 +462,3 @@ def release_freed_memory() -> int:
         return ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         return 0
-

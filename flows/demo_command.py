@@ -28,8 +28,18 @@ def demo(
     out = check_target(out, "demo", option="--out")
     out.mkdir(parents=True, exist_ok=True)
     delivery, run = out / "delivery", out / "run"
-    (out / "demo.json").write_text(json.dumps({"delivery": str(delivery), "store": str(run / "store"),
-                                               "episodes": str(run / "episodes"), "run": str(run)}, indent=2) + "\n")
+    (out / "demo.json").write_text(
+        json.dumps(
+            {
+                "delivery": str(delivery),
+                "store": str(run / "store"),
+                "episodes": str(run / "episodes"),
+                "run": str(run),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     typer.echo(f"zorgpad demo: generating a synthetic delivery of {patients:,} patients ...")
     summary = generate_delivery(SynthConfig(patients=patients), delivery, workers=1)
     typer.echo(f"delivery:   {delivery}   ({sum(summary['rows'].values()):,} rows; truth in {truth_dir(delivery)})")

@@ -18,16 +18,19 @@ def episodes(
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
     runout_months: Annotated[int, typer.Option(help="months before data_as_of that are incomplete")] = 12,
-    buckets_per_task: Annotated[int | None, typer.Option(
-        help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 4 buckets each)")] = None,
+    buckets_per_task: Annotated[
+        int | None,
+        typer.Option(
+            help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 4 buckets each)"
+        ),
+    ] = None,
 ) -> None:
     """Build episodes (one row per episode) and episode lines (every allocated claim line)."""
     if buckets_per_task is not None and buckets_per_task < 1:
         raise UserError(f"--buckets-per-task must be at least 1, not {buckets_per_task}")
     from flows.episodes_flow import episodes_flow
-    from transforms.bundles import BundleDefinitionError, select_bundles
-
     from flows.prefect_api import ensure_api
+    from transforms.bundles import BundleDefinitionError, select_bundles
     from transforms.output_folder import check_target, require_output, require_unlocked
 
     require_output(store, "store", option="--store")
@@ -41,8 +44,15 @@ def episodes(
     try:
         select_bundles(names)  # an unknown bundle is reported before anything starts
         ensure_api()
-        manifest = episodes_flow(str(store), str(out), bundles=names, scheduler=scheduler, workers=workers,
-                                 runout_months=runout_months, buckets_per_task=buckets_per_task)
+        manifest = episodes_flow(
+            str(store),
+            str(out),
+            bundles=names,
+            scheduler=scheduler,
+            workers=workers,
+            runout_months=runout_months,
+            buckets_per_task=buckets_per_task,
+        )
     except BundleDefinitionError as exc:
         raise UserError(str(exc)) from None
     for b in manifest["bundles"]:

@@ -16,16 +16,35 @@ from transforms.episodes.run import DEFAULT_RUNOUT_MONTHS, build_episodes
 
 
 @task(name="build episodes per bucket")
-def build_task(store: str, out: str, bundles: list[str] | None, address: str, runout_months: int,
-               buckets_per_task: int | None = None) -> dict:
-    return build_episodes(store, out, bundles=bundles, mapper=dask_mapper(address), runout_months=runout_months,
-                          buckets_per_task=buckets_per_task, workers=dask_workers(address))
+def build_task(
+    store: str,
+    out: str,
+    bundles: list[str] | None,
+    address: str,
+    runout_months: int,
+    buckets_per_task: int | None = None,
+) -> dict:
+    return build_episodes(
+        store,
+        out,
+        bundles=bundles,
+        mapper=dask_mapper(address),
+        runout_months=runout_months,
+        buckets_per_task=buckets_per_task,
+        workers=dask_workers(address),
+    )
 
 
 @flow(name="episodes", log_prints=True)
-def episodes_flow(store: str, out: str, bundles: list[str] | None = None, scheduler: str | None = None,
-                  workers: int | None = None, runout_months: int = DEFAULT_RUNOUT_MONTHS,
-                  buckets_per_task: int | None = None) -> dict:
+def episodes_flow(
+    store: str,
+    out: str,
+    bundles: list[str] | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    runout_months: int = DEFAULT_RUNOUT_MONTHS,
+    buckets_per_task: int | None = None,
+) -> dict:
     """Build the episodes of ``bundles`` (default: all definitions) from ``store`` into ``out``."""
     select_bundles(bundles)  # an unknown bundle fails before any work starts
     with dask_cluster(scheduler, workers) as address:
@@ -34,8 +53,10 @@ def episodes_flow(store: str, out: str, bundles: list[str] | None = None, schedu
         manifest = build_task(store, out, bundles, address, runout_months, buckets_per_task)
     lines = ["| bundle | episodes | episode lines | allocated euros |", "|---|---:|---:|---:|"]
     for b in manifest["bundles"]:
-        lines.append(f"| {b} | {manifest['episodes'][b]:,} | {manifest['episode_lines'][b]:,} | "
-                     f"{manifest['allocated_euros'][b]:,.2f} |")
+        lines.append(
+            f"| {b} | {manifest['episodes'][b]:,} | {manifest['episode_lines'][b]:,} | "
+            f"{manifest['allocated_euros'][b]:,.2f} |"
+        )
     create_markdown_artifact("\n".join(lines), key="episodes", description="episodes built per bundle")
     get_run_logger().info("episodes written to %s", manifest["out"])
     return manifest

@@ -13,13 +13,22 @@ from flows.cli import UserError, app
 @app.command("ingest")
 def ingest(
     delivery: Annotated[Path, typer.Argument(help="the delivery folder (with delivery.json)")],
-    store: Annotated[Path, typer.Option(help="where to write the patient-bucketed store (a new or empty folder, or an earlier store)")],
+    store: Annotated[
+        Path,
+        typer.Option(help="where to write the patient-bucketed store (a new or empty folder, or an earlier store)"),
+    ],
     buckets: Annotated[int | None, typer.Option(help="number of patient buckets (default: ~2M rows each)")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes (default: CPU count)")] = None,
-    critical_share: Annotated[float, typer.Option(help="a check failing on more than this share of a table's rows stops the run")] = 0.05,
-    recycle_workers_after: Annotated[int | None, typer.Option(
-        help="restart the Dask workers after this many tasks each, so their memory stays flat (0: never; default 100)")] = None,
+    critical_share: Annotated[
+        float, typer.Option(help="a check failing on more than this share of a table's rows stops the run")
+    ] = 0.05,
+    recycle_workers_after: Annotated[
+        int | None,
+        typer.Option(
+            help="restart the Dask workers after this many tasks each, so their memory stays flat (0: never; default 100)"
+        ),
+    ] = None,
 ) -> None:
     """Validate a delivery (Great Expectations), quarantine bad rows, net corrections, write the store."""
     from transforms.ingest.delivery import DeliveryError
@@ -37,8 +46,15 @@ def ingest(
 
         ensure_api()
         recycle = {} if recycle_workers_after is None else {"recycle_workers_after": recycle_workers_after or None}
-        manifest = ingest_flow(str(delivery), str(store), buckets=buckets, scheduler=scheduler, workers=workers,
-                               critical_share=critical_share, **recycle)
+        manifest = ingest_flow(
+            str(delivery),
+            str(store),
+            buckets=buckets,
+            scheduler=scheduler,
+            workers=workers,
+            critical_share=critical_share,
+            **recycle,
+        )
     except DeliveryError as exc:
         raise UserError(str(exc) if exc.check == "options" else f"delivery rejected ({exc.check}): {exc}") from None
     from transforms.ingest.summary import books_line, validation_line
@@ -51,5 +67,7 @@ def ingest(
     if manifest["validation"]["data_docs"]:
         typer.echo(f"data docs:   {Path(manifest['store']) / manifest['validation']['data_docs']}")
     if manifest.get("ignored_files"):
-        typer.echo(f"ignored:     {len(manifest['ignored_files']):,} file(s) in the delivery that are not part of it "
-                   "(listed in manifest.json, ignored_files)")
+        typer.echo(
+            f"ignored:     {len(manifest['ignored_files']):,} file(s) in the delivery that are not part of it "
+            "(listed in manifest.json, ignored_files)"
+        )

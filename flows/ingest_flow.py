@@ -8,8 +8,6 @@ temporary folder that is only moved into place at the end).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -40,8 +38,9 @@ def buckets_task(state: steps.RunState, address: str, recycle_after: int | None)
 
 @task(name="books, validation summary, data docs")
 def books_task(state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs: bool) -> dict:
-    return steps.close_books(state, partition_reports, row_checks, id_reports, bucket_reports, small,
-                             data_docs=data_docs)
+    return steps.close_books(
+        state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs=data_docs
+    )
 
 
 @task(name="publish store")
@@ -50,26 +49,43 @@ def publish_task(state: steps.RunState, manifest: dict) -> str:
 
 
 def _artifact(manifest: dict) -> str:
-    lines = [f"# Ingest of {manifest['delivery_id']}", "", "| table | rows in | stored | quarantined | merged | balanced |",
-             "|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"# Ingest of {manifest['delivery_id']}",
+        "",
+        "| table | rows in | stored | quarantined | merged | balanced |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
     for table, b in manifest["books"].items():
-        lines.append(f"| {table} | {b['rows_in']:,} | {b['rows_stored']:,} | {b['rows_quarantined']:,} | "
-                     f"{b['rows_merged']:,} | {'yes' if b['balanced'] else 'NO'} |")
+        lines.append(
+            f"| {table} | {b['rows_in']:,} | {b['rows_stored']:,} | {b['rows_quarantined']:,} | "
+            f"{b['rows_merged']:,} | {'yes' if b['balanced'] else 'NO'} |"
+        )
     lines += ["", "Quarantine reasons: " + ", ".join(f"{t}: {r}" for t, r in manifest["quarantine"].items())]
     return "\n".join(lines)
 
 
 @flow(name="ingest", log_prints=True)
-def ingest_flow(delivery: str, store: str, buckets: int | None = None, scheduler: str | None = None,
-                workers: int | None = None, critical_share: float = steps.DEFAULT_CRITICAL_SHARE,
-                data_docs: bool = True, recycle_workers_after: int | None = RECYCLE_WORKERS_AFTER) -> dict:
+def ingest_flow(
+    delivery: str,
+    store: str,
+    buckets: int | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    critical_share: float = steps.DEFAULT_CRITICAL_SHARE,
+    data_docs: bool = True,
+    recycle_workers_after: int | None = RECYCLE_WORKERS_AFTER,
+) -> dict:
     """Validate ``delivery`` and write the store to ``store``; returns the manifest.
     ``recycle_workers_after``: restart the Dask workers after that many tasks each (None: never),
     so their memory does not creep up over a large delivery (see ``flows.dask_cluster.dask_mapper``)."""
     logger = get_run_logger()
     state = inspect_task(delivery, store, buckets, critical_share)
-    logger.info("delivery %s: %d partitions, %d buckets", state.plan.meta.delivery_id,
-                sum(len(p) for p in state.plan.partitions.values()), state.buckets)
+    logger.info(
+        "delivery %s: %d partitions, %d buckets",
+        state.plan.meta.delivery_id,
+        sum(len(p) for p in state.plan.partitions.values()),
+        state.buckets,
+    )
     try:
         with dask_cluster(scheduler, workers) as address:
             for warning in oversubscribed_hosts(address):

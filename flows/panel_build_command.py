@@ -9,8 +9,13 @@ import typer
 
 from flows.cli import UserError, app
 
-panel_app = typer.Typer(name="panel", help="DiD-ready panels from a spec (docs/did-panels.md).",
-                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+panel_app = typer.Typer(
+    name="panel",
+    help="DiD-ready panels from a spec (docs/did-panels.md).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(panel_app, name="panel")
 
 
@@ -28,10 +33,14 @@ def build(
     store: Annotated[Path, typer.Option(help="the store written by `zorgpad ingest`")],
     episodes: Annotated[Path, typer.Option(help="the episodes written by `zorgpad episodes` from that store")],
     out: Annotated[Path, typer.Option(help="where to write the panel (a new or empty folder, or an earlier panel)")],
-    estimate: Annotated[bool, typer.Option("--estimate", help="also estimate each outcome (Callaway & Sant'Anna, needs the did extra)")] = False,
+    estimate: Annotated[
+        bool, typer.Option("--estimate", help="also estimate each outcome (Callaway & Sant'Anna, needs the did extra)")
+    ] = False,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
-    vektis: Annotated[Path | None, typer.Option(help="unit gemeente_year: the Vektis folder written by `zorgpad ingest-vektis`")] = None,
+    vektis: Annotated[
+        Path | None, typer.Option(help="unit gemeente_year: the Vektis folder written by `zorgpad ingest-vektis`")
+    ] = None,
 ) -> None:
     """Validate the spec, build the panel (units, periods, cohorts, maturity), its estimator adapters,
     attrition report and dictionary; with --estimate a DiD report per outcome."""
@@ -48,24 +57,45 @@ def build(
     from flows.prefect_api import ensure_api
 
     ensure_api()
-    manifest = panel_build_flow(str(spec), str(store), str(episodes), str(out), estimate=estimate,
-                                scheduler=scheduler, workers=workers, vektis=str(vektis) if vektis else None)
+    manifest = panel_build_flow(
+        str(spec),
+        str(store),
+        str(episodes),
+        str(out),
+        estimate=estimate,
+        scheduler=scheduler,
+        workers=workers,
+        vektis=str(vektis) if vektis else None,
+    )
     from transforms.did_panel.estimates import FEW_CLUSTERS
 
     target = Path(manifest["out"])
-    typer.echo(f"panel        {manifest['rows']['panel']:>9,} rows, {manifest['rows']['units']:,} units   {target / 'panel'}")
-    typer.echo(f"cohorts      {', '.join(f'{c}: {n:,}' for c, n in manifest['units_per_cohort'].items())} units (0 = never treated)")
+    typer.echo(
+        f"panel        {manifest['rows']['panel']:>9,} rows, {manifest['rows']['units']:,} units   {target / 'panel'}"
+    )
+    typer.echo(
+        f"cohorts      {', '.join(f'{c}: {n:,}' for c, n in manifest['units_per_cohort'].items())} units (0 = never treated)"
+    )
     immature = manifest["maturity"]["immature_periods"]
-    typer.echo(f"maturity     {manifest['maturity']['claim_table']}: "
-               + (f"not mature: {', '.join(immature)}" if immature else "every period mature"))
+    typer.echo(
+        f"maturity     {manifest['maturity']['claim_table']}: "
+        + (f"not mature: {', '.join(immature)}" if immature else "every period mature")
+    )
     for row in (manifest.get("estimates") or {}).get("summary", []):
         if row.get("att") is None:
             typer.echo(f"estimate     {row['outcome']} ({row['sample']}): {row.get('error') or 'not estimated'}")
         else:
             shown = _euros if row["outcome"].endswith("_cents") else _number
-            few = (f"; only {row['treated_clusters']} treated clusters" if row.get("treated_clusters") is not None
-                   and row["treated_clusters"] < FEW_CLUSTERS else "")
-            typer.echo(f"estimate     {row['outcome']} ({row['sample']}): ATT {shown(row['att'])} "
-                       f"(95% CI {shown(row['ci_low'])} to {shown(row['ci_high'])}{few})   {target / row['report']}")
-    typer.echo(f"dictionary   {target / 'dictionary.md'}; manifest: {target / 'manifest.json'} "
-               f"(spec hash {manifest['spec_hash'][:12]}, content {manifest['content_sha256'][:12]})")
+            few = (
+                f"; only {row['treated_clusters']} treated clusters"
+                if row.get("treated_clusters") is not None and row["treated_clusters"] < FEW_CLUSTERS
+                else ""
+            )
+            typer.echo(
+                f"estimate     {row['outcome']} ({row['sample']}): ATT {shown(row['att'])} "
+                f"(95% CI {shown(row['ci_low'])} to {shown(row['ci_high'])}{few})   {target / row['report']}"
+            )
+    typer.echo(
+        f"dictionary   {target / 'dictionary.md'}; manifest: {target / 'manifest.json'} "
+        f"(spec hash {manifest['spec_hash'][:12]}, content {manifest['content_sha256'][:12]})"
+    )

@@ -47,17 +47,28 @@ def finish_task(run: steps.PanelBuild, summary: dict, estimates: dict | None) ->
 
 
 def _artifact(manifest: dict) -> str:
-    lines = [f"# Panel {manifest['name']} ({manifest['unit']}, {manifest['period']})", "",
-             f"{manifest['rows']['panel']:,} rows, {manifest['rows']['units']:,} units; spec hash "
-             f"`{manifest['spec_hash'][:12]}`, content hash `{manifest['content_sha256'][:12]}`"]
+    lines = [
+        f"# Panel {manifest['name']} ({manifest['unit']}, {manifest['period']})",
+        "",
+        f"{manifest['rows']['panel']:,} rows, {manifest['rows']['units']:,} units; spec hash "
+        f"`{manifest['spec_hash'][:12]}`, content hash `{manifest['content_sha256'][:12]}`",
+    ]
     for row in (manifest.get("estimates") or {}).get("summary", []):
         lines.append(f"- {row['outcome']} ({row['sample']}): ATT {row['att']} [{row['ci_low']}, {row['ci_high']}]")
     return "\n".join(lines)
 
 
 @flow(name="panel build", log_prints=True)
-def panel_build_flow(spec: str, store: str, episodes: str, out: str, estimate: bool = False,
-                     scheduler: str | None = None, workers: int | None = None, vektis: str | None = None) -> dict:
+def panel_build_flow(
+    spec: str,
+    store: str,
+    episodes: str,
+    out: str,
+    estimate: bool = False,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    vektis: str | None = None,
+) -> dict:
     """Build the panel of ``spec`` from ``store`` and its ``episodes`` (and for unit gemeente_year
     the ``vektis`` folder of ``zorgpad ingest-vektis``) into ``out`` (and with ``estimate`` a DiD
     report per outcome); returns the manifest."""

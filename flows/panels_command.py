@@ -16,9 +16,15 @@ def panels(
     store: Annotated[Path, typer.Option(help="the store written by `zorgpad ingest`")],
     episodes: Annotated[Path, typer.Option(help="the episodes written by `zorgpad episodes` from that store")],
     out: Annotated[Path, typer.Option(help="where to write the panels (a new or empty folder, or earlier panels)")],
-    bundles: Annotated[str | None, typer.Option(help="comma-separated bundle ids (default: every bundle with episodes)")] = None,
-    earlier: Annotated[Path | None, typer.Option(help="an earlier panels folder: report how each settlement changed since")] = None,
-    min_cell: Annotated[int, typer.Option(help="cells with fewer episodes are not published (and complementary cells)")] = 10,
+    bundles: Annotated[
+        str | None, typer.Option(help="comma-separated bundle ids (default: every bundle with episodes)")
+    ] = None,
+    earlier: Annotated[
+        Path | None, typer.Option(help="an earlier panels folder: report how each settlement changed since")
+    ] = None,
+    min_cell: Annotated[
+        int, typer.Option(help="cells with fewer episodes are not published (and complementary cells)")
+    ] = 10,
     statuses: Annotated[str, typer.Option(help="episode statuses the benchmarks and costs use")] = "complete,death",
     winsorise_pct: Annotated[float, typer.Option(help="percentile of the winsorised mean of the bundle costs")] = 99.0,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
@@ -35,8 +41,15 @@ def panels(
     from flows.prefect_api import ensure_api
 
     ensure_api()
-    manifest = panels_flow(str(store), str(episodes), str(out), options=options.model_dump(),
-                           earlier=str(earlier) if earlier else None, scheduler=scheduler, workers=workers)
+    manifest = panels_flow(
+        str(store),
+        str(episodes),
+        str(out),
+        options=options.model_dump(),
+        earlier=str(earlier) if earlier else None,
+        scheduler=scheduler,
+        workers=workers,
+    )
     target = Path(manifest["out"])
     for name, rows in manifest["rows"].items():
         typer.echo(f"{name:22s} {rows:>9,} rows   {target / name}")

@@ -40,12 +40,19 @@ def finish_task(run: steps.PanelsRun, casemix: dict, reports: list[dict]) -> dic
 def _artifact(manifest: dict) -> str:
     lines = [f"# Panels of {manifest['data_as_of']}", "", "| table | rows |", "|---|---:|"]
     lines += [f"| {name} | {rows:,} |" for name, rows in manifest["rows"].items()]
-    return "\n".join(lines + ["", f"{manifest['plots']} funnel plots"])
+    return "\n".join([*lines, "", f"{manifest['plots']} funnel plots"])
 
 
 @flow(name="panels", log_prints=True)
-def panels_flow(store: str, episodes: str, out: str, options: dict | None = None, earlier: str | None = None,
-                scheduler: str | None = None, workers: int | None = None) -> dict:
+def panels_flow(
+    store: str,
+    episodes: str,
+    out: str,
+    options: dict | None = None,
+    earlier: str | None = None,
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> dict:
     """Build the panels of ``store`` and its ``episodes`` into ``out``; returns the manifest.
     ``options``: the fields of ``transforms.panels.run.PanelOptions``; ``earlier``: an earlier
     panels folder to compare the settlements with."""

@@ -16,8 +16,9 @@ from transforms.population import run as steps
 
 
 @task(name="check the population and inputs", cache_policy=NO_CACHE)
-def plan_task(store: str, vektis: str, population: str, out: str, cap_pct: float,
-              excluded_years: tuple[int, ...]) -> steps.PopulationRun:
+def plan_task(
+    store: str, vektis: str, population: str, out: str, cap_pct: float, excluded_years: tuple[int, ...]
+) -> steps.PopulationRun:
     return steps.plan(store, vektis, population, out, cap_pct=cap_pct, excluded_years=excluded_years)
 
 
@@ -37,21 +38,34 @@ def finish_task(run: steps.PopulationRun, report: dict) -> dict:
 
 
 def _artifact(manifest: dict) -> str:
-    lines = [f"# Population {manifest['population']['name']}", "", "| benchmark | mean gap (EUR/insured/quarter) | spurious | systematic | EUR a year |",
-             "|---|---:|---|---|---:|"]
+    lines = [
+        f"# Population {manifest['population']['name']}",
+        "",
+        "| benchmark | mean gap (EUR/insured/quarter) | spurious | systematic | EUR a year |",
+        "|---|---:|---|---|---:|",
+    ]
     for row in manifest["placebo"]:
         if row["mean_gap_cents"] is None:
             lines.append(f"| {row['benchmark']} | - | - | - | - |")
             continue
-        lines.append(f"| {row['benchmark']} | {row['mean_gap_cents'] / 100:,.2f} | {row['spurious']} | {row['systematic']} | "
-                     f"{row['spurious_euros_per_year']:,.0f} |")
+        lines.append(
+            f"| {row['benchmark']} | {row['mean_gap_cents'] / 100:,.2f} | {row['spurious']} | {row['systematic']} | "
+            f"{row['spurious_euros_per_year']:,.0f} |"
+        )
     return "\n".join(lines)
 
 
 @flow(name="population", log_prints=True)
-def population_flow(store: str, vektis: str, population: str, out: str, cap_pct: float = 95.0,
-                    excluded_years: tuple[int, ...] = (2020, 2021), scheduler: str | None = None,
-                    workers: int | None = None) -> dict:
+def population_flow(
+    store: str,
+    vektis: str,
+    population: str,
+    out: str,
+    cap_pct: float = 95.0,
+    excluded_years: tuple[int, ...] = (2020, 2021),
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> dict:
     """Build the population benchmarks of ``population`` (a YAML file) from ``store`` and ``vektis``
     into ``out``; returns the manifest."""
     logger = get_run_logger()

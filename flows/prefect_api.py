@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Callable
+from collections.abc import Callable
 
 from transforms.errors import UserFacingError
 
@@ -138,8 +138,11 @@ def _start(settings) -> _Server:
     while True:
         code = server.process.poll()
         if code is not None:
-            if (code == _UVICORN_STARTUP_FAILURE and attempts < 5
-                    and "address already in use" in server.output().lower()):  # taken since we chose it
+            if (
+                code == _UVICORN_STARTUP_FAILURE
+                and attempts < 5
+                and "address already in use" in server.output().lower()
+            ):  # taken since we chose it
                 server = _launch(_free_port(), settings)
                 attempts += 1
                 continue
@@ -149,9 +152,13 @@ def _start(settings) -> _Server:
             return server
         if time.monotonic() > deadline:
             server.stop()
-            raise PrefectAPIError(_failure(
-                f"did not answer within {timeout:g} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)", server,
-                settings))
+            raise PrefectAPIError(
+                _failure(
+                    f"did not answer within {timeout:g} s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)",
+                    server,
+                    settings,
+                )
+            )
         time.sleep(0.1)
 
 
@@ -159,11 +166,16 @@ def _failure(what: str, server: _Server, settings) -> str:
     """One message: what went wrong, in which PREFECT_HOME, the gist of what it printed (the lines
     of its last exception and log records, not the traceback frames) and what to do instead."""
     noise = ("Traceback (most recent call last)", "The above exception", "During handling of the above")
-    gist = [line for line in server.output().splitlines()
-            if line.strip() and not line[0].isspace() and not line.startswith(noise)][-4:]
+    gist = [
+        line
+        for line in server.output().splitlines()
+        if line.strip() and not line[0].isspace() and not line.startswith(noise)
+    ][-4:]
     said = ("; it printed:\n  " + "\n  ".join(gist)) if gist else ""
-    return (f"the temporary Prefect API server (PREFECT_HOME={settings.home}) {what}{said}\n"
-            "Set PREFECT_API_URL to use a running Prefect server instead.")
+    return (
+        f"the temporary Prefect API server (PREFECT_HOME={settings.home}) {what}{said}\n"
+        "Set PREFECT_API_URL to use a running Prefect server instead."
+    )
 
 
 def _launch(port: int, settings) -> _Server:
@@ -173,17 +185,36 @@ def _launch(port: int, settings) -> _Server:
     server_env = {"PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
     env = {**os.environ, **server_env, **settings.to_environment_variables(exclude_unset=True)}
     env.pop("PREFECT_API_URL", None)  # the server is the API; it needs no client setting
-    args = [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent),
-            "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port),
-            "--log-level", "error", "--lifespan", "on"]
+    args = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--app-dir",
+        str(prefect.__module_path__.parent),
+        "--factory",
+        "prefect.server.api.server:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "error",
+        "--lifespan",
+        "on",
+    ]
     preexec = _die_with_parent()
     try:
         process = subprocess.Popen(
-            args, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            args,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             preexec_fn=preexec,
             # its own session where it dies with us: a Ctrl-C in the terminal reaches this process
             # only, which still reports the interruption to the server before stopping it
-            start_new_session=preexec is not None)
+            start_new_session=preexec is not None,
+        )
     except OSError as exc:
         raise PrefectAPIError(f"the temporary Prefect API server could not be started: {exc}") from None
     return _Server(process, port)

@@ -15,7 +15,9 @@ from flows.cli import app
 @app.command("regional")
 def regional(
     vektis: Annotated[Path, typer.Option(help="the Vektis folder written by `zorgpad ingest-vektis`")],
-    out: Annotated[Path, typer.Option(help="where to write the regional panel (a new or empty folder, or an earlier one)")],
+    out: Annotated[
+        Path, typer.Option(help="where to write the regional panel (a new or empty folder, or an earlier one)")
+    ],
 ) -> None:
     """Build the regional panel: O/E per gemeente, year and category with funnel limits and trends."""
     from transforms.regional.run import preflight

@@ -36,11 +36,17 @@ def finish_task(run: steps.RegionalRun, report: dict, plots: list[str]) -> dict:
 
 
 def _artifact(manifest: dict) -> str:
-    lines = ["# Regional panel (Vektis)", "", "| year | gemeenten | O/E min | O/E max | high | low |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Regional panel (Vektis)",
+        "",
+        "| year | gemeenten | O/E min | O/E max | high | low |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for year, s in manifest["summary"].items():
-        lines.append(f"| {year} | {s['gemeenten']} | {s['oe_min']:.3f} | {s['oe_max']:.3f} | "
-                     f"{len(s['outliers_high'])} | {len(s['outliers_low'])} |")
+        lines.append(
+            f"| {year} | {s['gemeenten']} | {s['oe_min']:.3f} | {s['oe_max']:.3f} | "
+            f"{len(s['outliers_high'])} | {len(s['outliers_low'])} |"
+        )
     return "\n".join(lines)
 
 

@@ -18,17 +18,35 @@ def run(
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
     bundles: Annotated[str | None, typer.Option(help="comma-separated bundle ids (default: all)")] = None,
     specs: Annotated[Path | None, typer.Option(help="a folder of DiD panel specs (*.yaml), one panel each")] = None,
-    vektis: Annotated[Path | None, typer.Option(help="a `zorgpad ingest-vektis` folder, for gemeente_year specs")] = None,
+    vektis: Annotated[
+        Path | None, typer.Option(help="a `zorgpad ingest-vektis` folder, for gemeente_year specs")
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="show Prefect's and Dask's INFO logs")] = False,
 ) -> None:
     """Run the whole pipeline on a delivery; an unchanged stage is kept, a killed run resumes."""
-    run_pipeline(delivery, out, scheduler=scheduler, workers=workers, bundles=bundles, specs=specs,
-                 vektis=vektis, verbose=verbose)
+    run_pipeline(
+        delivery,
+        out,
+        scheduler=scheduler,
+        workers=workers,
+        bundles=bundles,
+        specs=specs,
+        vektis=vektis,
+        verbose=verbose,
+    )
 
 
-def run_pipeline(delivery: Path, out: Path, *, scheduler: str | None = None, workers: int | None = None,
-                 bundles: str | None = None, specs: Path | None = None, vektis: Path | None = None,
-                 verbose: bool = False) -> dict:
+def run_pipeline(
+    delivery: Path,
+    out: Path,
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    bundles: str | None = None,
+    specs: Path | None = None,
+    vektis: Path | None = None,
+    verbose: bool = False,
+) -> dict:
     """Check the options, run the flow with progress bars, print the summary; returns the run manifest."""
     from flows.terminal import StepProgress, install_on_run_loggers, quiet_console
     from transforms.bundles import BundleDefinitionError, select_bundles
@@ -45,8 +63,11 @@ def run_pipeline(delivery: Path, out: Path, *, scheduler: str | None = None, wor
         select_bundles(names)
     except BundleDefinitionError as exc:
         raise UserError(str(exc)) from None
-    inputs = {"delivery": delivery, **({"spec folder": specs} if specs else {}),
-              **({"Vektis folder": vektis} if vektis else {})}
+    inputs = {
+        "delivery": delivery,
+        **({"spec folder": specs} if specs else {}),
+        **({"Vektis folder": vektis} if vektis else {}),
+    }
     target = check_target(out, "run", inputs=inputs, option="--out")
     require_unlocked(target)
     from flows.run_flow import spec_files
@@ -62,8 +83,15 @@ def run_pipeline(delivery: Path, out: Path, *, scheduler: str | None = None, wor
     ensure_api()
     typer.echo(f"zorgpad run: {delivery} -> {target}")
     with StepProgress():
-        manifest = run_flow(str(delivery), str(target), scheduler=scheduler, workers=workers, bundles=names,
-                            specs=str(specs) if specs else None, vektis=str(vektis) if vektis else None)
+        manifest = run_flow(
+            str(delivery),
+            str(target),
+            scheduler=scheduler,
+            workers=workers,
+            bundles=names,
+            specs=str(specs) if specs else None,
+            vektis=str(vektis) if vektis else None,
+        )
     for line in summary_lines(manifest, target):
         typer.echo(line)
     return manifest
@@ -86,8 +114,10 @@ def summary_lines(manifest: dict, target: Path) -> list[str]:
     if summary["rows_quarantined"]:
         top = ", ".join(f"{reason} {rows:,}" for reason, rows in list(reasons.items())[:4])
         more = f" and {len(reasons) - 4} more" if len(reasons) > 4 else ""
-        lines.append(f"validation: {summary['rows_quarantined']:,} of {summary['rows_delivered']:,} rows failed a check "
-                     f"and are quarantined with their reason ({top}{more}); the rest passed")
+        lines.append(
+            f"validation: {summary['rows_quarantined']:,} of {summary['rows_delivered']:,} rows failed a check "
+            f"and are quarantined with their reason ({top}{more}); the rest passed"
+        )
     else:
         lines.append(f"validation: all {summary['rows_delivered']:,} rows passed every check")
     docs = stages["ingest"]["summary"].get("data_docs")

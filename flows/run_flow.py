@@ -27,10 +27,9 @@ from flows.ingest_flow import ingest_flow
 from flows.panel_build_flow import panel_build_flow
 from flows.panels_flow import panels_flow
 from transforms.hashing import file_sha256
-from transforms.output_folder import acquire_lock, check_target, release_lock
-from transforms.run_cache import (is_fresh, read_run_manifest, record_stage, stage_key, tree_digest,
-                                  write_run_manifest)
 from transforms.ingest.summary import quarantine_reasons
+from transforms.output_folder import acquire_lock, check_target, release_lock
+from transforms.run_cache import is_fresh, read_run_manifest, record_stage, stage_key, tree_digest, write_run_manifest
 
 #: Stage outcomes in the run manifest: built in this run, or found complete for the same key.
 BUILT, CACHED = "built", "cached"
@@ -39,8 +38,11 @@ BUILT, CACHED = "built", "cached"
 @task(name="fingerprint inputs", cache_policy=NO_CACHE)
 def fingerprint_task(delivery: str, specs: list[str], vektis: str | None) -> dict:
     """Content digests of the delivery, every spec and the Vektis folder (seconds per gigabyte)."""
-    return {"delivery": tree_digest(delivery), "specs": {s: file_sha256(Path(s)) for s in specs},
-            "vektis": tree_digest(vektis) if vektis else None}
+    return {
+        "delivery": tree_digest(delivery),
+        "specs": {s: file_sha256(Path(s)) for s in specs},
+        "vektis": tree_digest(vektis) if vektis else None,
+    }
 
 
 @task(name="run report", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -60,14 +62,28 @@ def spec_files(specs: str | None) -> list[str]:
 
 
 @flow(name="run", log_prints=True)
-def run_flow(delivery: str, out: str, scheduler: str | None = None, workers: int | None = None,
-             bundles: list[str] | None = None, specs: str | None = None, vektis: str | None = None,
-             estimate: bool = True) -> dict:
+def run_flow(
+    delivery: str,
+    out: str,
+    scheduler: str | None = None,
+    workers: int | None = None,
+    bundles: list[str] | None = None,
+    specs: str | None = None,
+    vektis: str | None = None,
+    estimate: bool = True,
+) -> dict:
     """Ingest ``delivery``, build episodes, panels and every DiD spec in ``specs`` into ``out``,
     skipping every stage whose output is already there for the same inputs; returns the run manifest."""
     logger = get_run_logger()
-    target = check_target(out, "run", inputs={"delivery": delivery, **({"spec folder": specs} if specs else {}),
-                                              **({"Vektis folder": vektis} if vektis else {})})
+    target = check_target(
+        out,
+        "run",
+        inputs={
+            "delivery": delivery,
+            **({"spec folder": specs} if specs else {}),
+            **({"Vektis folder": vektis} if vektis else {}),
+        },
+    )
     acquire_lock(target, command=f"zorgpad run --delivery {delivery} --out {out}")
     try:
         target.mkdir(parents=True, exist_ok=True)
@@ -96,30 +112,66 @@ def run_flow(delivery: str, out: str, scheduler: str | None = None, workers: int
 
         with dask_cluster(scheduler, workers) as address:
             ingest_key = stage_key("ingest", {"delivery": digests["delivery"]})
-            stage("ingest", ingest_key, "store", "store",
-                  lambda path: _ingest_summary(ingest_flow(delivery, path, scheduler=address)))
+            stage(
+                "ingest",
+                ingest_key,
+                "store",
+                "store",
+                lambda path: _ingest_summary(ingest_flow(delivery, path, scheduler=address)),
+            )
             store = str(target / "store")
             episodes_key = stage_key("episodes", {"store": ingest_key, "bundles": sorted(bundles or [])})
-            stage("episodes", episodes_key, "episodes", "episodes",
-                  lambda path: _episodes_summary(episodes_flow(store, path, bundles=bundles, scheduler=address)))
+            stage(
+                "episodes",
+                episodes_key,
+                "episodes",
+                "episodes",
+                lambda path: _episodes_summary(episodes_flow(store, path, bundles=bundles, scheduler=address)),
+            )
             episodes = str(target / "episodes")
             panels_key = stage_key("panels", {"episodes": episodes_key})
-            stage("panels", panels_key, "panels", "panels",
-                  lambda path: {"rows": panels_flow(store, episodes, path, scheduler=address)["rows"]})
+            stage(
+                "panels",
+                panels_key,
+                "panels",
+                "panels",
+                lambda path: {"rows": panels_flow(store, episodes, path, scheduler=address)["rows"]},
+            )
             for spec in specs_list:
                 name = Path(spec).stem
-                key = stage_key("did", {"episodes": episodes_key, "spec": digests["specs"][spec],
-                                        "vektis": digests["vektis"], "estimate": estimate})
-                stage(f"did:{name}", key, f"did/{name}", "did_panel",
-                      lambda path, spec=spec: {"rows": panel_build_flow(spec, store, episodes, path, estimate=estimate,
-                                                                        scheduler=address, vektis=vektis).get("rows")})
+                key = stage_key(
+                    "did",
+                    {
+                        "episodes": episodes_key,
+                        "spec": digests["specs"][spec],
+                        "vektis": digests["vektis"],
+                        "estimate": estimate,
+                    },
+                )
+                stage(
+                    f"did:{name}",
+                    key,
+                    f"did/{name}",
+                    "did_panel",
+                    lambda path, spec=spec: {
+                        "rows": panel_build_flow(
+                            spec, store, episodes, path, estimate=estimate, scheduler=address, vektis=vektis
+                        ).get("rows")
+                    },
+                )
         manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         manifest["summary"] = run_summary(manifest)
         write_run_manifest(target, manifest)
         started = time.perf_counter()
         page = report_task(str(target))  # always rewritten: it shows this run's outcomes
-        record_stage(manifest, "report", "", "report", seconds=time.perf_counter() - started,
-                     summary={"page": str(Path(page).relative_to(target))})
+        record_stage(
+            manifest,
+            "report",
+            "",
+            "report",
+            seconds=time.perf_counter() - started,
+            summary={"page": str(Path(page).relative_to(target))},
+        )
         manifest["stages"]["report"]["outcome"] = BUILT
         write_run_manifest(target, manifest)
     finally:
@@ -130,19 +182,26 @@ def run_flow(delivery: str, out: str, scheduler: str | None = None, workers: int
 def run_summary(manifest: dict) -> dict:
     """What the run's last lines say: the books, validation failures by reason, episodes."""
     ingest = manifest["stages"]["ingest"]["summary"]
-    return {"balanced": ingest["balanced"], "rows_delivered": ingest["rows_delivered"],
-            "rows_quarantined": ingest["rows_quarantined"], "quarantine_reasons": ingest["quarantine_reasons"],
-            "episodes": sum(manifest["stages"]["episodes"]["summary"]["episodes"].values()),
-            "outcomes": {name: entry.get("outcome") for name, entry in manifest["stages"].items()}}
+    return {
+        "balanced": ingest["balanced"],
+        "rows_delivered": ingest["rows_delivered"],
+        "rows_quarantined": ingest["rows_quarantined"],
+        "quarantine_reasons": ingest["quarantine_reasons"],
+        "episodes": sum(manifest["stages"]["episodes"]["summary"]["episodes"].values()),
+        "outcomes": {name: entry.get("outcome") for name, entry in manifest["stages"].items()},
+    }
 
 
 def _ingest_summary(manifest: dict) -> dict:
-    return {"delivery_id": manifest["delivery_id"], "balanced": manifest["balanced"],
-            "rows_delivered": sum(e["rows_in"] for e in manifest["books"].values()),
-            "rows_quarantined": sum(e["rows_quarantined"] for e in manifest["books"].values()),
-            "quarantine_reasons": quarantine_reasons(manifest),
-            "validation_success": (manifest.get("validation") or {}).get("success"),
-            "data_docs": (manifest.get("validation") or {}).get("data_docs")}
+    return {
+        "delivery_id": manifest["delivery_id"],
+        "balanced": manifest["balanced"],
+        "rows_delivered": sum(e["rows_in"] for e in manifest["books"].values()),
+        "rows_quarantined": sum(e["rows_quarantined"] for e in manifest["books"].values()),
+        "quarantine_reasons": quarantine_reasons(manifest),
+        "validation_success": (manifest.get("validation") or {}).get("success"),
+        "data_docs": (manifest.get("validation") or {}).get("data_docs"),
+    }
 
 
 def _episodes_summary(manifest: dict) -> dict:

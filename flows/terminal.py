@@ -41,8 +41,14 @@ def quiet_console(verbose: bool = False) -> None:
     import dask
 
     dask.config.set({"logging.distributed": "warning"})
-    for name in ("distributed", "distributed.scheduler", "distributed.worker", "distributed.nanny",
-                 "distributed.core", "distributed.http.proxy"):
+    for name in (
+        "distributed",
+        "distributed.scheduler",
+        "distributed.worker",
+        "distributed.nanny",
+        "distributed.core",
+        "distributed.http.proxy",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     _raise_console_handlers()
 
@@ -63,8 +69,11 @@ def _raise_console_handlers() -> None:
     filter is also attached when the first run record passes, see :func:`install_on_run_loggers`)."""
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and type(handler).__name__ != "LogCaptureHandler" \
-                    and _CONSOLE_LEVEL not in handler.filters:
+            if (
+                isinstance(handler, logging.StreamHandler)
+                and type(handler).__name__ != "LogCaptureHandler"
+                and _CONSOLE_LEVEL not in handler.filters
+            ):
                 handler.addFilter(_CONSOLE_LEVEL)
 
 
@@ -102,12 +111,18 @@ class StepProgress:
     """Progress bars for the Dask steps of a run; see the module docstring."""
 
     def __init__(self, console: Console | None = None) -> None:
-        self.progress = Progress(TextColumn("    {task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[volume]}"), TimeElapsedColumn(),
-                                 console=console or Console(stderr=True), transient=True)
+        self.progress = Progress(
+            TextColumn("    {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[volume]}"),
+            TimeElapsedColumn(),
+            console=console or Console(stderr=True),
+            transient=True,
+        )
         self._totals: dict[TaskID, list[int]] = {}
 
-    def __enter__(self) -> "StepProgress":
+    def __enter__(self) -> StepProgress:
         from flows import dask_cluster
 
         self.progress.start()
@@ -122,8 +137,9 @@ class StepProgress:
         self.progress.stop()
 
     def step_started(self, function_name: str, tasks: int) -> TaskID:
-        task = self.progress.add_task(STEP_NAMES.get(function_name, function_name.replace("_", " ")),
-                                      total=tasks, volume="")
+        task = self.progress.add_task(
+            STEP_NAMES.get(function_name, function_name.replace("_", " ")), total=tasks, volume=""
+        )
         self._totals[task] = [0, 0]
         return task
 

@@ -30,9 +30,7 @@ def parse_years(text: str | None) -> list[int] | None:
     available = sorted({r.year for r in available_releases()})
     missing = [y for y in range(first, last + 1) if y not in available]
     if missing:
-        raise UserError(
-            f"no bundled Vektis file for year(s) {missing}; available: {available[0]}-{available[-1]}"
-        )
+        raise UserError(f"no bundled Vektis file for year(s) {missing}; available: {available[0]}-{available[-1]}")
     return list(range(first, last + 1))
 
 
@@ -40,13 +38,14 @@ def parse_years(text: str | None) -> list[int] | None:
 def ingest_vektis(
     out: Annotated[
         Path,
-        typer.Option("--out", help="Output folder: new, empty or an earlier Vektis folder (replaced when the new one is complete)."),
+        typer.Option(
+            "--out",
+            help="Output folder: new, empty or an earlier Vektis folder (replaced when the new one is complete).",
+        ),
     ],
     years: Annotated[
         str | None,
-        typer.Option(
-            "--years", help="A year or a range, e.g. 2015-2022 (default: all, 2011-2023)."
-        ),
+        typer.Option("--years", help="A year or a range, e.g. 2015-2022 (default: all, 2011-2023)."),
     ] = None,
 ) -> None:
     """Harmonise the Vektis open data (Zvw costs per gemeente) into one validated long table."""

@@ -72,9 +72,7 @@ def report_task(long_path: str, out: str) -> dict[str, str]:
     unmapped = unmapped_gemeenten(long)
     unmapped_path = Path(out) / UNMAPPED_FILE
     unmapped.write_csv(unmapped_path)
-    get_run_logger().info(
-        "%d gemeente name(s) without a CBS code, listed in %s", unmapped.height, unmapped_path
-    )
+    get_run_logger().info("%d gemeente name(s) without a CBS code, listed in %s", unmapped.height, unmapped_path)
     return {"national_totals": str(totals_path), "unmapped_gemeenten": str(unmapped_path)}
 
 
@@ -99,8 +97,14 @@ def ingest_vektis_flow(out: str, years: list[int] | None = None) -> dict[str, An
     except BaseException:
         publication.abandon()
         raise
-    publication.commit({"years": validation["years"], "releases": validation["releases"], "rows": validation["rows"],
-                        "validation_success": validation["success"]})
+    publication.commit(
+        {
+            "years": validation["years"],
+            "releases": validation["releases"],
+            "rows": validation["rows"],
+            "validation_success": validation["success"],
+        }
+    )
 
     def final(path: str) -> str:
         return path.replace(work, target, 1)

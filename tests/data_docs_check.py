@@ -1,4 +1,4 @@
-""""The Data Docs open in a browser", checked twice: by walking the site's links and assets (always),
+"""Checks "The Data Docs open in a browser" twice: by walking the site's links and assets (always),
 and by opening the index in headless Chromium without network access (where Chromium is installed;
 `.ci/run` installs it)."""
 
@@ -36,12 +36,25 @@ def assert_renders_offline(index: Path) -> None:
     """Open ``index`` in headless Chromium with every network request refused: the page's scripts
     must run (bootstrap-table writes "Showing 1 to N of N rows" under the table of validation
     results) and the console must report no error."""
-    command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-               "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=10000",
-               "--enable-logging=stderr", "--v=0", "--dump-dom", index.resolve().as_uri()]
+    command = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--virtual-time-budget=10000",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--dump-dom",
+        index.resolve().as_uri(),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=120)
     shown = re.search(r"Showing 1 to (\d+) of (\d+) rows", done.stdout)
     assert shown and int(shown.group(2)) > 0, f"the results table did not render: {done.stderr[-2000:]}"
-    errors = [line for line in done.stderr.splitlines()
-              if "CONSOLE" in line and re.search(r"Uncaught|blocked|Failed to load|ERR_", line)]
+    errors = [
+        line
+        for line in done.stderr.splitlines()
+        if "CONSOLE" in line and re.search(r"Uncaught|blocked|Failed to load|ERR_", line)
+    ]
     assert errors == [], errors[:5]

@@ -36,14 +36,25 @@ FEE = 1443  # cents, the 11000 tariff of about 2020
 
 def gp_lines(*rows) -> pl.DataFrame:
     """(patient, practice, service date, cents[, code[, fully_credited]]) -> gp lines as in the store."""
-    full = [(*r, *(("11000", False)[len(r) - 4:])) for r in rows]
+    full = [(*r, *(("11000", False)[len(r) - 4 :])) for r in rows]
     return pl.DataFrame(
-        {"patient_id": [r[0] for r in full], "provider_agb": [r[1] for r in full],
-         "service_date": [date.fromisoformat(r[2]) for r in full],
-         "amount": [Decimal(r[3]) / 100 for r in full], "service_cd": [r[4] for r in full],
-         "fully_credited": [r[5] for r in full]},
-        schema={"patient_id": pl.String, "provider_agb": pl.String, "service_date": pl.Date,
-                "amount": pl.Decimal(12, 2), "service_cd": pl.String, "fully_credited": pl.Boolean})
+        {
+            "patient_id": [r[0] for r in full],
+            "provider_agb": [r[1] for r in full],
+            "service_date": [date.fromisoformat(r[2]) for r in full],
+            "amount": [Decimal(r[3]) / 100 for r in full],
+            "service_cd": [r[4] for r in full],
+            "fully_credited": [r[5] for r in full],
+        },
+        schema={
+            "patient_id": pl.String,
+            "provider_agb": pl.String,
+            "service_date": pl.Date,
+            "amount": pl.Decimal(12, 2),
+            "service_cd": pl.String,
+            "fully_credited": pl.Boolean,
+        },
+    )
 
 
 def spells(*rows) -> pl.DataFrame:
@@ -51,9 +62,14 @@ def spells(*rows) -> pl.DataFrame:
     full = [(*r, None) if len(r) == 3 else r for r in rows]
     as_date = lambda v: None if v is None else date.fromisoformat(v)  # noqa: E731
     return pl.DataFrame(
-        {"patient_id": [r[0] for r in full], "enrolled_from": [as_date(r[1]) for r in full],
-         "enrolled_to": [as_date(r[2]) for r in full], "death_date": [as_date(r[3]) for r in full]},
-        schema={"patient_id": pl.String, "enrolled_from": pl.Date, "enrolled_to": pl.Date, "death_date": pl.Date})
+        {
+            "patient_id": [r[0] for r in full],
+            "enrolled_from": [as_date(r[1]) for r in full],
+            "enrolled_to": [as_date(r[2]) for r in full],
+            "death_date": [as_date(r[3]) for r in full],
+        },
+        schema={"patient_id": pl.String, "enrolled_from": pl.Date, "enrolled_to": pl.Date, "death_date": pl.Date},
+    )
 
 
 YEAR_2020 = (date(2020, 1, 1), date(2020, 12, 31))
@@ -70,6 +86,7 @@ def counts(gp, insured, period=YEAR_2020) -> dict[tuple[str, str, int], int]:
 
 # -- the code list ------------------------------------------------------------------------------
 
+
 def test_registration_fees_are_the_contract_codes_11000_to_11104_and_cover_the_generator():
     from transforms.synth.background import REGISTRATION_CODES
 
@@ -81,10 +98,15 @@ def test_registration_fees_are_the_contract_codes_11000_to_11104_and_cover_the_g
 
 # -- one hand-computed case per rule --------------------------------------------------------------
 
+
 def test_one_practice_attributes_every_quarter_it_declared_and_other_gp_lines_do_not_count():
-    gp = gp_lines(("P1", A, "2020-01-01", FEE), ("P1", A, "2020-04-01", FEE), ("P1", A, "2020-04-20", FEE),
-                  ("P1", B, "2020-05-01", 900, "12000"),  # a consult at another practice: no registration
-                  ("P1", A, "2020-07-01", 1600, "11102"))
+    gp = gp_lines(
+        ("P1", A, "2020-01-01", FEE),
+        ("P1", A, "2020-04-01", FEE),
+        ("P1", A, "2020-04-20", FEE),
+        ("P1", B, "2020-05-01", 900, "12000"),  # a consult at another practice: no registration
+        ("P1", A, "2020-07-01", 1600, "11102"),
+    )
     out = attribute(gp, spells(("P1", "2015-01-01", None)), period=YEAR_2020)
     assert rows(out, "patient_id", "year", "quarter", "quarter_start", "practice_agb", "n_practices", "rule") == [
         ("P1", 2020, 1, date(2020, 1, 1), A, 1, "single"),
@@ -101,16 +123,24 @@ def test_one_practice_attributes_every_quarter_it_declared_and_other_gp_lines_do
 def test_two_practices_in_a_quarter_go_to_the_latest_then_the_higher_amount_then_the_lowest_agb():
     gp = gp_lines(
         # Q1: a switch from A to B in February: B (the later registration)
-        ("P2", A, "2020-01-01", FEE), ("P2", B, "2020-02-15", FEE),
+        ("P2", A, "2020-01-01", FEE),
+        ("P2", B, "2020-02-15", FEE),
         # Q2: both on the same day, B's fee higher: B; A's earlier fee does not matter
-        ("P2", A, "2020-04-01", FEE), ("P2", B, "2020-04-01", 1600), ("P2", A, "2020-05-01", 1000),
+        ("P2", A, "2020-04-01", FEE),
+        ("P2", B, "2020-04-01", 1600),
+        ("P2", A, "2020-05-01", 1000),
         # Q3: same day, same amount: the lowest AGB (A); C's fee is credited and does not count
-        ("P2", C, "2020-07-01", FEE), ("P2", A, "2020-07-01", FEE), ("P2", B, "2020-09-30", 0, "11000", True),
+        ("P2", C, "2020-07-01", FEE),
+        ("P2", A, "2020-07-01", FEE),
+        ("P2", B, "2020-09-30", 0, "11000", True),
     )
     insured = spells(("P2", "2019-01-01", None))
     out = attribute(gp, insured, period=YEAR_2020)
     assert rows(out, "quarter", "practice_agb", "n_practices", "rule") == [
-        (1, B, 2, "latest_of_several"), (2, A, 2, "latest_of_several"), (3, A, 2, "latest_of_several")]
+        (1, B, 2, "latest_of_several"),
+        (2, A, 2, "latest_of_several"),
+        (3, A, 2, "latest_of_several"),
+    ]
     # Q2: the latest is A on 1 May (1000 cents): the date decides before the amount
     n = counts(gp, insured)
     assert n[("fee", "other_practice", 1)] == 1 and n[("fee", "other_practice", 2)] == 1
@@ -122,8 +152,12 @@ def test_two_practices_in_a_quarter_go_to_the_latest_then_the_higher_amount_then
 
 
 def test_same_day_ties_on_amount_and_agb():
-    gp = gp_lines(("P2", A, "2020-04-01", FEE), ("P2", B, "2020-04-01", 1600),
-                  ("P2", C, "2020-07-01", FEE), ("P2", B, "2020-07-01", FEE))
+    gp = gp_lines(
+        ("P2", A, "2020-04-01", FEE),
+        ("P2", B, "2020-04-01", 1600),
+        ("P2", C, "2020-07-01", FEE),
+        ("P2", B, "2020-07-01", FEE),
+    )
     out = attribute(gp, spells(("P2", "2019-01-01", None)), period=YEAR_2020)
     assert rows(out, "quarter", "practice_agb", "rule") == [(2, B, "latest_of_several"), (3, B, "latest_of_several")]
 
@@ -142,12 +176,20 @@ def test_no_practice_in_a_quarter_is_unattributed_and_counted():
 
 
 def test_a_fee_outside_enrolment_is_counted_apart_not_attributed():
-    gp = gp_lines(("P4", A, "2020-01-01", FEE), ("P4", A, "2020-04-01", FEE),  # enrolled until 31 March
-                  ("P5", B, "2020-01-01", FEE), ("P5", B, "2020-04-01", FEE),  # died 10 February
-                  ("P6", C, "2020-01-01", FEE),  # enrolled from 15 February: the quarter counts
-                  ("P7", C, "2021-01-01", FEE))  # outside the period
-    insured = spells(("P4", "2019-01-01", "2020-03-31"), ("P5", "2019-01-01", None, "2020-02-10"),
-                     ("P6", "2020-02-15", None), ("P7", "2019-01-01", None))
+    gp = gp_lines(
+        ("P4", A, "2020-01-01", FEE),
+        ("P4", A, "2020-04-01", FEE),  # enrolled until 31 March
+        ("P5", B, "2020-01-01", FEE),
+        ("P5", B, "2020-04-01", FEE),  # died 10 February
+        ("P6", C, "2020-01-01", FEE),  # enrolled from 15 February: the quarter counts
+        ("P7", C, "2021-01-01", FEE),
+    )  # outside the period
+    insured = spells(
+        ("P4", "2019-01-01", "2020-03-31"),
+        ("P5", "2019-01-01", None, "2020-02-10"),
+        ("P6", "2020-02-15", None),
+        ("P7", "2019-01-01", None),
+    )
     out = attribute(gp, insured, period=YEAR_2020)
     assert rows(out, "patient_id", "quarter", "practice_agb") == [("P4", 1, A), ("P5", 1, B), ("P6", 1, C)]
     fees = classify_fees(gp, insured, period=YEAR_2020)
@@ -160,13 +202,16 @@ def test_a_fee_outside_enrolment_is_counted_apart_not_attributed():
 def test_a_credited_fee_does_not_count():
     gp = gp_lines(
         ("P8", A, "2020-01-01", 0, "11000", True),  # credited to zero (netted in the store)
-        ("P8", A, "2020-04-01", FEE), ("P8", B, "2020-05-01", -200),  # B's net amount is negative
+        ("P8", A, "2020-04-01", FEE),
+        ("P8", B, "2020-05-01", -200),  # B's net amount is negative
         ("P8", B, "2020-07-01", 500),  # partly credited: still a registration
     )
     insured = spells(("P8", "2019-01-01", None))
     out = attribute(gp, insured, period=YEAR_2020)
     assert rows(out, "quarter", "practice_agb", "n_practices", "rule", "fee_cents") == [
-        (2, A, 1, "single", FEE), (3, B, 1, "single", 500)]
+        (2, A, 1, "single", FEE),
+        (3, B, 1, "single", 500),
+    ]
     n = counts(gp, insured)
     assert n[("insured_quarter", "unattributed_credited_fee_only", 1)] == 1
     assert n[("fee", "credited", 1)] == 1 and n[("fee", "credited", 2)] == 1
@@ -174,16 +219,25 @@ def test_a_credited_fee_does_not_count():
 
 
 def test_amount_cents_and_the_default_period():
-    gp = pl.DataFrame({"patient_id": ["P1", "P1"], "provider_agb": [A, B],
-                       "service_date": [date(2019, 5, 1), date(2019, 11, 3)],
-                       "service_cd": ["11000", "11101"], "amount_cents": [FEE, FEE]})
+    gp = pl.DataFrame(
+        {
+            "patient_id": ["P1", "P1"],
+            "provider_agb": [A, B],
+            "service_date": [date(2019, 5, 1), date(2019, 11, 3)],
+            "service_cd": ["11000", "11101"],
+            "amount_cents": [FEE, FEE],
+        }
+    )
     insured = spells(("P1", "2010-01-01", None))
     out = attribute(gp, insured)  # period: the fees' quarters, 2019 Q2 to Q4
     assert rows(out, "quarter", "practice_agb") == [(2, A), (4, B)]
-    assert counts(gp, insured, None) == {("fee", "attributed", 2): 1, ("fee", "attributed", 4): 1,
-                                         ("insured_quarter", "attributed_single", 2): 1,
-                                         ("insured_quarter", "attributed_single", 4): 1,
-                                         ("insured_quarter", "unattributed_no_fee", 3): 1}
+    assert counts(gp, insured, None) == {
+        ("fee", "attributed", 2): 1,
+        ("fee", "attributed", 4): 1,
+        ("insured_quarter", "attributed_single", 2): 1,
+        ("insured_quarter", "attributed_single", 4): 1,
+        ("insured_quarter", "unattributed_no_fee", 3): 1,
+    }
     empty = gp.clear()
     assert attribute(empty, insured).is_empty() and attribution_counts(empty, insured).is_empty()
 
@@ -195,19 +249,32 @@ BASE = date(2018, 10, 1)
 DAYS = 3 * 366
 #: fee days cluster on a few days per quarter (quarter 0 = 2018 Q4 .. 9 = 2021 Q1), so that
 #: practices collide on a quarter and on a day
-fee_day = st.builds(lambda q, d: (date(2018 + (q + 3) // 4, 3 * ((q + 3) % 4) + 1, 1) - BASE).days + d,
-                    st.integers(0, 9), st.sampled_from([0, 0, 0, 1, 45, 89]))
-line_st = st.tuples(st.sampled_from([A, B, C]), st.sampled_from([FEE, FEE, FEE, 1600, 500, 0, -FEE]),
-                    st.sampled_from([False, False, False, True]),
-                    st.sampled_from(["11000", "11000", "11000", "11101", "12000"]))
+fee_day = st.builds(
+    lambda q, d: (date(2018 + (q + 3) // 4, 3 * ((q + 3) % 4) + 1, 1) - BASE).days + d,
+    st.integers(0, 9),
+    st.sampled_from([0, 0, 0, 1, 45, 89]),
+)
+line_st = st.tuples(
+    st.sampled_from([A, B, C]),
+    st.sampled_from([FEE, FEE, FEE, 1600, 500, 0, -FEE]),
+    st.sampled_from([False, False, False, True]),
+    st.sampled_from(["11000", "11000", "11000", "11101", "12000"]),
+)
 #: a fee day with one to three lines on it (so that practices tie on the day, and on the amount)
-fee_st = st.builds(lambda d, lines: [(agb, d, cents, credited, code) for agb, cents, credited, code in lines],
-                   fee_day, st.lists(line_st, min_size=1, max_size=3))
-spell_st = st.tuples(st.one_of(st.just(0), st.integers(0, DAYS)), st.one_of(st.none(), st.integers(0, 800)),
-                     st.one_of(st.none(), st.none(), st.none(), st.integers(0, DAYS)))
+fee_st = st.builds(
+    lambda d, lines: [(agb, d, cents, credited, code) for agb, cents, credited, code in lines],
+    fee_day,
+    st.lists(line_st, min_size=1, max_size=3),
+)
+spell_st = st.tuples(
+    st.one_of(st.just(0), st.integers(0, DAYS)),
+    st.one_of(st.none(), st.integers(0, 800)),
+    st.one_of(st.none(), st.none(), st.none(), st.integers(0, DAYS)),
+)
 #: one to three patients, each with one or two spells and up to eight fee days
-patients_st = st.lists(st.tuples(st.lists(spell_st, min_size=1, max_size=2), st.lists(fee_st, max_size=8)),
-                       min_size=1, max_size=3)
+patients_st = st.lists(
+    st.tuples(st.lists(spell_st, min_size=1, max_size=2), st.lists(fee_st, max_size=8)), min_size=1, max_size=3
+)
 
 
 def _quarter(d: date) -> date:
@@ -246,12 +313,22 @@ def _expected(fees, spell_rows) -> tuple[set, dict]:
 
 
 def _frames(fees, spell_rows):
-    lines = [(f"P{p}", agb, (BASE + timedelta(days=day)).isoformat(), cents, code, credited)
-             for p, agb, day, cents, credited, code in fees]
+    lines = [
+        (f"P{p}", agb, (BASE + timedelta(days=day)).isoformat(), cents, code, credited)
+        for p, agb, day, cents, credited, code in fees
+    ]
     gp = gp_lines(*lines) if lines else gp_lines(("X", A, "2019-01-01", FEE)).clear()
-    ins = spells(*[(f"P{p}", (BASE + timedelta(days=s)).isoformat(),
-                    None if n is None else (BASE + timedelta(days=s + n)).isoformat(),
-                    None if d is None else (BASE + timedelta(days=d)).isoformat()) for p, s, n, d in spell_rows])
+    ins = spells(
+        *[
+            (
+                f"P{p}",
+                (BASE + timedelta(days=s)).isoformat(),
+                None if n is None else (BASE + timedelta(days=s + n)).isoformat(),
+                None if d is None else (BASE + timedelta(days=d)).isoformat(),
+            )
+            for p, s, n, d in spell_rows
+        ]
+    )
     return gp, ins
 
 
@@ -286,36 +363,55 @@ def test_every_insured_quarter_is_attributed_at_most_once_and_exactly_once_with_
 
 # -- the enrolled population ----------------------------------------------------------------------
 
+
 def test_an_enrolled_population_names_practices_or_a_contract():
     EnrolledPopulation(name="Noord", practices=[A, B], start_date=date(2020, 1, 1))
     EnrolledPopulation(name="Noord", contract_id="C-1", start_date=date(2020, 1, 1))
-    for bad in ({"practices": [A], "contract_id": "C-1"}, {}, {"practices": []}, {"practices": ["0100001"]},
-                {"practices": [A, A]}, {"practices": [A], "end_date": date(2019, 1, 1)}, {"practices": [A], "extra": 1}):
+    for bad in (
+        {"practices": [A], "contract_id": "C-1"},
+        {},
+        {"practices": []},
+        {"practices": ["0100001"]},
+        {"practices": [A, A]},
+        {"practices": [A], "end_date": date(2019, 1, 1)},
+        {"practices": [A], "extra": 1},
+    ):
         with pytest.raises(ValidationError):
             EnrolledPopulation(name="Noord", start_date=date(2020, 1, 1), **bad)
 
 
 def test_the_population_per_quarter_with_its_pre_period():
-    gp = gp_lines(*[(p, agb, q, FEE) for p, agb in (("P1", A), ("P2", B), ("P3", C))
-                    for q in ("2019-10-01", "2020-01-01", "2020-04-01", "2020-07-01")],
-                  ("P3", A, "2020-05-01", FEE))  # P3 switches to A in Q2
+    gp = gp_lines(
+        *[
+            (p, agb, q, FEE)
+            for p, agb in (("P1", A), ("P2", B), ("P3", C))
+            for q in ("2019-10-01", "2020-01-01", "2020-04-01", "2020-07-01")
+        ],
+        ("P3", A, "2020-05-01", FEE),
+    )  # P3 switches to A in Q2
     insured = spells(("P1", "2019-01-01", None), ("P2", "2019-01-01", None), ("P3", "2019-01-01", None))
     attributed = attribute(gp, insured)
-    population = EnrolledPopulation(name="Noord", practices=[A, B], start_date=date(2020, 2, 1),
-                                    end_date=date(2020, 6, 30))
+    population = EnrolledPopulation(
+        name="Noord", practices=[A, B], start_date=date(2020, 2, 1), end_date=date(2020, 6, 30)
+    )
     out = population_quarters(attributed, population)
     assert rows(out, "population", "patient_id", "quarter_start", "practice_agb", "period", "relative_quarter") == [
-        ("Noord", "P1", date(2019, 10, 1), A, "pre", -1), ("Noord", "P1", date(2020, 1, 1), A, "contract", 0),
-        ("Noord", "P1", date(2020, 4, 1), A, "contract", 1), ("Noord", "P1", date(2020, 7, 1), A, "after", 2),
-        ("Noord", "P2", date(2019, 10, 1), B, "pre", -1), ("Noord", "P2", date(2020, 1, 1), B, "contract", 0),
-        ("Noord", "P2", date(2020, 4, 1), B, "contract", 1), ("Noord", "P2", date(2020, 7, 1), B, "after", 2),
+        ("Noord", "P1", date(2019, 10, 1), A, "pre", -1),
+        ("Noord", "P1", date(2020, 1, 1), A, "contract", 0),
+        ("Noord", "P1", date(2020, 4, 1), A, "contract", 1),
+        ("Noord", "P1", date(2020, 7, 1), A, "after", 2),
+        ("Noord", "P2", date(2019, 10, 1), B, "pre", -1),
+        ("Noord", "P2", date(2020, 1, 1), B, "contract", 0),
+        ("Noord", "P2", date(2020, 4, 1), B, "contract", 1),
+        ("Noord", "P2", date(2020, 7, 1), B, "after", 2),
         ("Noord", "P3", date(2020, 4, 1), A, "contract", 1),
     ]
 
 
 def test_a_contract_population_is_its_gp_practices():
-    contracts = pl.DataFrame({"contract_id": ["C-1", "C-1", "C-1", "C-2"],
-                              "provider_agb": [A, "06000001", B, "06000001"]})
+    contracts = pl.DataFrame(
+        {"contract_id": ["C-1", "C-1", "C-1", "C-2"], "provider_agb": [A, "06000001", B, "06000001"]}
+    )
     providers = pl.DataFrame({"provider_agb": [A, B, "06000001"], "provider_type": ["gp", "gp", "hospital"]})
     population = EnrolledPopulation(name="C-1 population", contract_id="C-1", start_date=date(2020, 1, 1))
     assert population_practices(population, contracts, providers) == [A, B]
@@ -345,19 +441,29 @@ def store(tmp_path_factory) -> dict:
     ingest(root / "delivery", root / "store", n_buckets=2, data_docs=False)
     gp, insured = scan_store(root / "store")
     period = store_period(root / "store")
-    return {"root": root, "store": root / "store", "gp": gp.collect(), "insured": insured.collect(), "period": period,
-            "attributed": attribute(gp, insured, period=period),
-            "counts": attribution_counts(gp, insured, period=period)}
+    return {
+        "root": root,
+        "store": root / "store",
+        "gp": gp.collect(),
+        "insured": insured.collect(),
+        "period": period,
+        "attributed": attribute(gp, insured, period=period),
+        "counts": attribution_counts(gp, insured, period=period),
+    }
 
 
 def _usual_gp(store_dir: Path) -> pl.DataFrame:
     """The patient's usual GP as the other GP lines (consults, chain care) and the prescriptions
     show it, independently of the registration fees: one AGB per patient in the generated data."""
     codes = list(registration_fee_codes())
-    other = (pl.scan_parquet(sorted((store_dir / "gp").glob("bucket=*/*.parquet")))
-             .filter(~pl.col("service_cd").is_in(codes)).select("patient_id", pl.col("provider_agb").alias("usual")))
+    other = (
+        pl.scan_parquet(sorted((store_dir / "gp").glob("bucket=*/*.parquet")))
+        .filter(~pl.col("service_cd").is_in(codes))
+        .select("patient_id", pl.col("provider_agb").alias("usual"))
+    )
     rx = pl.scan_parquet(sorted((store_dir / "pharmacy").glob("bucket=*/*.parquet"))).select(
-        "patient_id", pl.col("prescriber_agb").alias("usual"))
+        "patient_id", pl.col("prescriber_agb").alias("usual")
+    )
     usual = pl.concat([other, rx]).unique().collect()
     assert usual["patient_id"].is_unique().all(), "a patient with two usual GPs in the generated data"
     return usual
@@ -382,8 +488,11 @@ def test_every_enrolled_insured_quarter_of_a_generated_store_goes_to_the_usual_g
     # exactly the insured-quarters whose generator fee day an insured spell covers
     patients = insured.select("patient_id").unique()
     fee_days = pl.DataFrame({"day": [date(y, m, d) for y in range(2015, 2023) for m, d in QUARTER_STARTS]})
-    expected = _covered(insured, patients.join(fee_days, how="cross")).select(
-        "patient_id", pl.col("day").dt.truncate("1q").alias("quarter_start")).unique()
+    expected = (
+        _covered(insured, patients.join(fee_days, how="cross"))
+        .select("patient_id", pl.col("day").dt.truncate("1q").alias("quarter_start"))
+        .unique()
+    )
     assert set(attributed.select("patient_id", "quarter_start").rows()) == set(expected.rows())
     # so attributed exactly when insured on the quarter's first day (leap years too); an insured who
     # returns from abroad, or is born, during a quarter is unattributed in that quarter (enrolled, no fee)
@@ -401,8 +510,10 @@ def test_the_counts_of_a_generated_store_add_up(store):
     total = c.group_by("unit", "outcome").agg(pl.col("n").sum())
     n = dict(total.select(pl.concat_str("unit", "outcome", separator=":"), "n").rows())
     assert n["insured_quarter:attributed_single"] == n["fee:attributed"] == attributed.height
-    assert n["insured_quarter:attributed_single"] + n["insured_quarter:unattributed_no_fee"] \
+    assert (
+        n["insured_quarter:attributed_single"] + n["insured_quarter:unattributed_no_fee"]
         == insured_quarters(store["insured"], store["period"]).height
+    )
     # a clean delivery: no credited fee, none outside enrolment, one fee per insured-quarter
     assert set(n) == {"insured_quarter:attributed_single", "insured_quarter:unattributed_no_fee", "fee:attributed"}
     assert n["fee:attributed"] == store["gp"].height
@@ -423,6 +534,7 @@ def test_the_generator_declares_a_fee_in_every_enrolled_quarter_of_a_leap_year(s
     insured, attributed = store["insured"], store["attributed"]
     iq = insured_quarters(insured, store["period"]).filter(pl.col("quarter_start").dt.year().is_in([2016, 2020]))
     on_first_day = _covered(insured, iq.select("patient_id", pl.col("quarter_start").alias("day")))
-    missing = on_first_day.rename({"day": "quarter_start"}).join(attributed, on=["patient_id", "quarter_start"],
-                                                                  how="anti")
+    missing = on_first_day.rename({"day": "quarter_start"}).join(
+        attributed, on=["patient_id", "quarter_start"], how="anti"
+    )
     assert missing.is_empty(), missing.group_by("quarter_start").len().sort("quarter_start")

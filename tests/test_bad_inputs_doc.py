@@ -23,4 +23,6 @@ def test_every_test_the_bad_input_table_names_exists():
         path = TESTS / module
         assert path.exists(), f"docs/bad-inputs.md names {module}, which does not exist"
         if function:
-            assert function in _test_functions(path), f"docs/bad-inputs.md names {module}::{function}, which does not exist"
+            assert function in _test_functions(path), (
+                f"docs/bad-inputs.md names {module}::{function}, which does not exist"
+            )

@@ -13,8 +13,17 @@ from transforms.episodes import docs
 
 
 def test_all_nine_bundles_of_the_spec_load():
-    assert set(load_bundles()) == {"hip_oa", "knee_oa", "cataract", "breast_cancer_surgery", "ra_drugs",
-                                   "heart_failure", "acute_stroke", "birth_care", "hand_wrist"}
+    assert set(load_bundles()) == {
+        "hip_oa",
+        "knee_oa",
+        "cataract",
+        "breast_cancer_surgery",
+        "ra_drugs",
+        "heart_failure",
+        "acute_stroke",
+        "birth_care",
+        "hand_wrist",
+    }
 
 
 def _broken(tmp_path, change) -> object:
@@ -25,15 +34,18 @@ def _broken(tmp_path, change) -> object:
     return path
 
 
-@pytest.mark.parametrize("change,message", [
-    (lambda r: r["trigger"]["any_of"][0].update(activity=["999999"]), "unknown care activity 999999"),
-    (lambda r: r["in_bundle"][0].update(diagnosis=["9999"]), "unknown diagnosis 9999"),
-    (lambda r: r["window"].update(pre_days=-5), "window.pre_days"),
-    (lambda r: r["outcomes"][0].update(component="surgery"), "component"),
-    (lambda r: r["in_bundle"][0].update(table="hospital"), "table"),
-    (lambda r: r["in_bundle"][0].update(atc=["A10"]), "atc applies to pharmacy lines only"),
-    (lambda r: r.update(id="hip"), "differs from the file name"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda r: r["trigger"]["any_of"][0].update(activity=["999999"]), "unknown care activity 999999"),
+        (lambda r: r["in_bundle"][0].update(diagnosis=["9999"]), "unknown diagnosis 9999"),
+        (lambda r: r["window"].update(pre_days=-5), "window.pre_days"),
+        (lambda r: r["outcomes"][0].update(component="surgery"), "component"),
+        (lambda r: r["in_bundle"][0].update(table="hospital"), "table"),
+        (lambda r: r["in_bundle"][0].update(atc=["A10"]), "atc applies to pharmacy lines only"),
+        (lambda r: r.update(id="hip"), "differs from the file name"),
+    ],
+)
 def test_a_wrong_definition_fails_with_a_clear_message(tmp_path, change, message):
     with pytest.raises(BundleDefinitionError, match=message) as error:
         parse_bundle(_broken(tmp_path, change))

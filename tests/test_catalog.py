@@ -43,7 +43,7 @@ def _rows(path: Path) -> int:
 def _views(catalog: Path) -> list[tuple]:
     con = duckdb.connect(str(catalog), read_only=True)
     try:
-        return con.execute("SELECT view_name, kind, \"table\", path FROM catalog_tables ORDER BY view_name").fetchall()
+        return con.execute('SELECT view_name, kind, "table", path FROM catalog_tables ORDER BY view_name').fetchall()
     finally:
         con.close()
 
@@ -55,8 +55,14 @@ def test_views_read_what_the_files_hold(outputs: Path) -> None:
     assert made["catalog"] == str(catalog)
     views = _views(catalog)
     names = {v[0] for v in views}
-    for expected in ("store_dbc", "store_insured", "episodes_episodes", "episodes_episode_lines", "panels_benchmark",
-                     "panels_reconciliation"):
+    for expected in (
+        "store_dbc",
+        "store_insured",
+        "episodes_episodes",
+        "episodes_episode_lines",
+        "panels_benchmark",
+        "panels_reconciliation",
+    ):
         assert expected in names
     con = duckdb.connect(str(catalog), read_only=True)
     try:
@@ -106,7 +112,9 @@ def test_rerun_replaces_and_foreign_files_are_refused(outputs: Path, tmp_path: P
     assert "stale" not in {v[0] for v in _views(catalog)}
     con = duckdb.connect(str(catalog), read_only=True)
     try:
-        assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'stale'").fetchone()[0]
+        assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'stale'").fetchone()[
+            0
+        ]
     finally:
         con.close()
     assert not [p for p in tmp_path.iterdir() if "zorgpad-tmp" in p.name]

@@ -30,8 +30,11 @@ from transforms.errors import UserFacingError
 REPO = Path(__file__).resolve().parents[1]
 
 #: The messages Prefect 3's engines log a failed task or flow run with.
-PREFECT_FAILURE_MESSAGES = ("Task run failed with exception", "Encountered exception during execution",
-                            "Finished in state Failed")
+PREFECT_FAILURE_MESSAGES = (
+    "Task run failed with exception",
+    "Encountered exception during execution",
+    "Finished in state Failed",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +52,14 @@ def _environment(prefect_home: Path, *paths: Path) -> dict[str, str]:
 
 
 def _run(script: Path, *args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(script), *args], cwd=script.parent, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        cwd=script.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # --- a user error inside a flow: one line, exit status 2 ----------------------------------------------
@@ -100,8 +109,9 @@ def test_a_user_error_inside_a_task_is_one_error_line_and_a_bug_keeps_its_traceb
     output = user.stdout + user.stderr
     assert user.returncode == 2, output
     error_lines = [line for line in user.stderr.splitlines() if line.startswith("error:")]
-    assert error_lines == ["error: 7.2% of the claims name no provider ('providers' table), "
-                           "more than the critical 5%"], output
+    assert error_lines == [
+        "error: 7.2% of the claims name no provider ('providers' table), more than the critical 5%"
+    ], output
     assert "Traceback" not in output
     for message in PREFECT_FAILURE_MESSAGES:
         assert message not in output
@@ -160,8 +170,7 @@ def test_under_cli_runner_the_console_leaves_out_the_user_error_and_the_api_stil
 
     APILogWorker.drain_all(timeout=5)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["reject-in-process"])),
-                                     limit=50)
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["reject-in-process"])), limit=50)
         run = max(runs, key=lambda r: r.created)
         assert run.state.is_failed() and "rejected inside a task" in run.state.message
         logged = ""
@@ -178,7 +187,7 @@ def test_under_cli_runner_the_console_leaves_out_the_user_error_and_the_api_stil
 
 # --- the temporary Prefect API server ------------------------------------------------------------------
 
-SERVE_AND_WAIT = '''
+SERVE_AND_WAIT = """
 import sys, time
 
 from prefect import flow
@@ -202,7 +211,7 @@ if __name__ == "__main__":
         runs = [run.name for run in client.read_flow_runs(limit=200)]
         print(url, str(client.api_url), len(runs), len(SubprocessASGIServer._instances), flush=True)
     time.sleep(600)
-'''
+"""
 
 
 def _gone(pid: int) -> bool:
@@ -221,8 +230,14 @@ def _listening(port: int) -> bool:
 def test_the_temporary_api_server_serves_the_flows_and_dies_with_a_killed_parent(tmp_path, prefect_home):
     script = tmp_path / "serve_and_wait.py"
     script.write_text(SERVE_AND_WAIT)
-    parent = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, env=_environment(prefect_home, tmp_path),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=_environment(prefect_home, tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     servers: list[psutil.Process] = []
     try:
         line = parent.stdout.readline()  # after the server started and a flow ran on it

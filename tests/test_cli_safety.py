@@ -108,13 +108,29 @@ def test_the_delivery_itself_is_never_the_store(delivery, tmp_path):
     assert digest(delivery) == before
 
 
-@pytest.mark.parametrize("case", ["store is a file", "read-only parent", "buckets -1", "critical share -1",
-                                  "critical share 2", "workers 0", "missing delivery"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "store is a file",
+        "read-only parent",
+        "buckets -1",
+        "critical share -1",
+        "critical share 2",
+        "workers 0",
+        "missing delivery",
+    ],
+)
 def test_wrong_paths_and_options_are_refused_before_any_work(delivery, tmp_path, case):
     args = ["ingest", str(delivery), "--store", str(tmp_path / "store")]
-    expected = {"store is a file": "is a file", "read-only parent": "cannot write in", "buckets -1": "--buckets",
-                "critical share -1": "--critical-share", "critical share 2": "--critical-share",
-                "workers 0": "--workers", "missing delivery": "does not exist"}[case]
+    expected = {
+        "store is a file": "is a file",
+        "read-only parent": "cannot write in",
+        "buckets -1": "--buckets",
+        "critical share -1": "--critical-share",
+        "critical share 2": "--critical-share",
+        "workers 0": "--workers",
+        "missing delivery": "does not exist",
+    }[case]
     if case == "store is a file":
         (tmp_path / "store").write_text("not a folder")
     if case == "buckets -1":
@@ -142,8 +158,9 @@ def test_a_delivery_rejected_inside_the_run_gives_one_line_and_no_store(delivery
     table = pq.read_table(path)
     codes = np.array(table.column("service_cd").to_pylist(), dtype=object)
     codes[: len(codes) // 2] = "99999"
-    pq.write_table(table.set_column(table.column_names.index("service_cd"), "service_cd", pa.array(codes, pa.string())),
-                   path)
+    pq.write_table(
+        table.set_column(table.column_names.index("service_cd"), "service_cd", pa.array(codes, pa.string())), path
+    )
     done = zorgpad(tmp_path, "ingest", str(broken), "--store", str(tmp_path / "store"), "--workers", "1")
     assert_one_error_line(done, "delivery rejected", "gp.service_cd.code_valid", started_a_flow=True)
     assert siblings(tmp_path / "store") == ["broken"], "nothing written, no lock left"
@@ -165,8 +182,14 @@ def test_episodes_refuse_an_output_inside_the_store_or_holding_other_files(refer
 
 # ------------------------------------------------------------------------------ concurrent runs
 def _start(tmp: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([ZORGPAD, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=environment(tmp), start_new_session=True)
+    return subprocess.Popen(
+        [ZORGPAD, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment(tmp),
+        start_new_session=True,
+    )
 
 
 def _wait_for(condition, timeout: float = 300, proc: subprocess.Popen | None = None) -> None:
@@ -240,15 +263,17 @@ def next_delivery(tmp_path_factory) -> tuple[Path, Path]:
     """A second, different delivery and its store, ingested undisturbed: what replaces the first."""
     tmp = tmp_path_factory.mktemp("next")
     generate_delivery(SynthConfig(patients=300, seed=4, block_size=300), tmp / "delivery")
-    done = zorgpad(tmp, "ingest", str(tmp / "delivery"), "--store", str(tmp / "store"), "--workers", "1",
-                   "--buckets", "2")
+    done = zorgpad(
+        tmp, "ingest", str(tmp / "delivery"), "--store", str(tmp / "store"), "--workers", "1", "--buckets", "2"
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return tmp / "delivery", tmp / "store"
 
 
 @pytest.mark.parametrize("point", ["validating", "before-swap", "after-swap"])
 def test_an_ingest_killed_midway_leaves_a_complete_store_and_no_process_and_the_rerun_finishes(
-        reference_store, next_delivery, tmp_path, point):
+    reference_store, next_delivery, tmp_path, point
+):
     new_delivery, new_reference = next_delivery
     store = tmp_path / "store"
     shutil.copytree(reference_store, store)  # the old store, complete
@@ -260,9 +285,13 @@ def test_an_ingest_killed_midway_leaves_a_complete_store_and_no_process_and_the_
         _wait_for(lambda: any(tmp_path.glob("store.zorgpad-new-*/_staging/rows/*/*/*.parquet")), proc=proc)
         children = _kill(proc)
     else:
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_AT_SWAP, point.split("-")[0], *args],
-                                env=environment(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_AT_SWAP, point.split("-")[0], *args],
+            env=environment(tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         children = []
         while proc.poll() is None:  # remember its processes until the patched swap kills it
             children = _descendants(proc.pid) or children

@@ -10,9 +10,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from transforms.contract import CONTRACT_DIR, MONEY, TABLE_ORDER, Table, load_contract
-from transforms.contract import dictionary
-from transforms.contract.derive_gp_codes import OUT as GP_CODES, derive
+from transforms.contract import CONTRACT_DIR, MONEY, TABLE_ORDER, Table, dictionary, load_contract
+from transforms.contract.derive_gp_codes import OUT as GP_CODES
+from transforms.contract.derive_gp_codes import derive
 
 
 def test_all_nine_tables_load_with_arrow_schemas():
@@ -49,7 +49,8 @@ def test_a_wrong_table_definition_fails_with_a_message_naming_the_problem():
 
 def test_data_dictionary_is_up_to_date():
     assert dictionary.DOCS_PATH.read_text() == dictionary.render(), (
-        "docs/contract.md is stale: run python -m transforms.contract.dictionary")
+        "docs/contract.md is stale: run python -m transforms.contract.dictionary"
+    )
 
 
 def test_gp_code_list_is_the_derivation_of_the_bundled_tariffs():

@@ -4,6 +4,7 @@ worker processes recycled after a number of tasks (a real local cluster of worke
 from __future__ import annotations
 
 import os
+from itertools import pairwise
 
 import pytest
 
@@ -30,9 +31,9 @@ def test_results_come_back_in_order_and_workers_are_recycled_after_their_tasks()
     assert sorted(folded) == [i * i for i in range(12)]
     # waves of 2 tasks per worker: 6 tasks were run before, so the workers are replaced before the
     # first wave and after each of the next two; no process runs tasks of two waves
-    waves = [{pid for _, pid in recycled[start:start + 4]} for start in range(0, 12, 4)]
+    waves = [{pid for _, pid in recycled[start : start + 4]} for start in range(0, 12, 4)]
     assert not {pid for _, pid in first} & waves[0]
-    for earlier, later in zip(waves, waves[1:]):
+    for earlier, later in pairwise(waves):
         assert not earlier & later
 
 
@@ -69,8 +70,14 @@ def test_a_cluster_of_multithreaded_workers_is_reported():
     warning names the host."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", host="127.0.0.1",
-                      env={"POLARS_MAX_THREADS": str(max(2, os.cpu_count() or 2))}) as cluster:
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
+        host="127.0.0.1",
+        env={"POLARS_MAX_THREADS": str(max(2, os.cpu_count() or 2))},
+    ) as cluster:
         warnings = oversubscribed_hosts(cluster.scheduler_address)
     assert len(warnings) == 1 and "127.0.0.1" in warnings[0] and "POLARS_MAX_THREADS=1" in warnings[0]
 
@@ -121,8 +128,9 @@ def test_workers_whose_nannies_gave_up_are_replaced_and_start_single_threaded():
     cluster this process started gets new ones, so later steps do not wait for workers that never come."""
     import time
 
-    import flows.dask_cluster as module
     from distributed import Client
+
+    import flows.dask_cluster as module
 
     with dask_cluster(workers=2) as address:
         cluster, _ = module._OWN_CLUSTERS[address]

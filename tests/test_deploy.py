@@ -45,8 +45,14 @@ def test_prefect_yaml_entrypoints_are_flows_with_those_parameters():
 def test_compose_wires_every_service_on_loopback_only():
     compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"postgres", "prefect-server", "dask-scheduler", "dask-worker", "deployments",
-                             "prefect-worker"}
+    assert set(services) == {
+        "postgres",
+        "prefect-server",
+        "dask-scheduler",
+        "dask-worker",
+        "deployments",
+        "prefect-worker",
+    }
     for name, service in services.items():
         for port in service.get("ports", []):
             assert port.startswith("127.0.0.1:"), (name, port)
@@ -58,8 +64,9 @@ def test_compose_wires_every_service_on_loopback_only():
 
 
 def test_kubernetes_manifests_use_the_dask_operator_with_tls_and_an_authenticated_prefect_worker():
-    documents = [d for f in sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
-                 for d in yaml.safe_load_all(f.read_text()) if d]
+    documents = [
+        d for f in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d
+    ]
     kinds = {d["kind"]: d for d in documents}
     assert {"DaskCluster", "Deployment", "PersistentVolumeClaim"} <= set(kinds)
     cluster = kinds["DaskCluster"]

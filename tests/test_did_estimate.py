@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from data_docs_check import browser
 from polars.testing import assert_frame_equal
-from test_cli_safety import assert_one_error_line, zorgpad
 
+from data_docs_check import browser
+from test_cli_safety import assert_one_error_line, zorgpad
 from transforms.did.estimate import estimate
 from transforms.did.inputs import DidInputError, DidOptions, prepare_panel, read_panel
 from transforms.did.run import run_estimate
@@ -64,7 +64,9 @@ def result_of(data: str, **options):
     return _RESULTS[key]
 
 
-def max_difference(ours: pl.DataFrame, theirs: pl.DataFrame, on: list[str], columns: dict[str, str]) -> dict[str, float]:
+def max_difference(
+    ours: pl.DataFrame, theirs: pl.DataFrame, on: list[str], columns: dict[str, str]
+) -> dict[str, float]:
     """Max absolute difference per column over the cells both have; the cells must be the same, and
     a value R leaves NA must be null here too."""
     joined = theirs.join(ours, on=on, how="full", suffix="_zorgpad", coalesce=True)
@@ -89,8 +91,11 @@ def compare_att_gt(att_gt: pl.DataFrame, ref: pl.DataFrame, label: str) -> dict[
 @pytest.mark.parametrize("scenario", list(ATTGT_SCENARIOS))
 def test_att_gt_matches_r(scenario):
     data, options = ATTGT_SCENARIOS[scenario]
-    diff = compare_att_gt(result_of(data, **options).att_gt, reference("ref_attgt").filter(pl.col("scenario") == scenario),
-                          f"ref_attgt {scenario}")
+    diff = compare_att_gt(
+        result_of(data, **options).att_gt,
+        reference("ref_attgt").filter(pl.col("scenario") == scenario),
+        f"ref_attgt {scenario}",
+    )
     assert diff["att"] < TOL and diff["se"] < TOL, diff
 
 
@@ -106,13 +111,17 @@ def test_aggregations_match_r(scenario):
         theirs = ref.filter(pl.col("type") == kind)
         overall = ours.filter(pl.col("event_time").is_null() & pl.col("group").is_null() & pl.col("time").is_null())
         assert overall.height == 1, f"{kind}: one overall row with null index columns"
-        worst = max(worst, abs(overall["att"][0] - theirs["overall_att"][0]), abs(overall["se"][0] - theirs["overall_se"][0]))
+        worst = max(
+            worst, abs(overall["att"][0] - theirs["overall_att"][0]), abs(overall["se"][0] - theirs["overall_se"][0])
+        )
         if kind == "simple":
             assert ours.height == 1
             continue
         index = {"dynamic": "event_time", "group": "group", "calendar": "time"}[kind]
         rows = ours.filter(pl.col(index).is_not_null()).select(pl.col(index).alias("egt"), "att", "se")
-        diff = max_difference(rows, theirs.select("egt", "att_egt", "se_egt"), ["egt"], {"att_egt": "att", "se_egt": "se"})
+        diff = max_difference(
+            rows, theirs.select("egt", "att_egt", "se_egt"), ["egt"], {"att_egt": "att", "se_egt": "se"}
+        )
         worst = max(worst, *diff.values())
         # ci columns are the pointwise 95% interval
         full = ours.drop_nulls(["se"])
@@ -126,19 +135,25 @@ def test_pretest_matches_r(scenario):
     data, options = ATTGT_SCENARIOS[scenario]
     pretest = result_of(data, **options).pretest
     ref = reference("ref_pretest").filter(pl.col("scenario") == scenario).row(0, named=True)
-    print(f"ref_pretest {scenario}: |W - R| {abs(pretest['W'] - ref['W']):.1e}, "
-          f"|p - R| {abs(pretest['p_value'] - ref['Wpval']):.1e} (R rounds p to 5 decimals)")
+    print(
+        f"ref_pretest {scenario}: |W - R| {abs(pretest['W'] - ref['W']):.1e}, "
+        f"|p - R| {abs(pretest['p_value'] - ref['Wpval']):.1e} (R rounds p to 5 decimals)"
+    )
     assert abs(pretest["W"] - ref["W"]) < TOL
     assert abs(pretest["p_value"] - ref["Wpval"]) < TOL
     assert round(pretest["p_value"], 5) == pytest.approx(pretest["p_value_csdid"], abs=1e-9)
     assert round(pretest["p_value"], 5) == pytest.approx(ref["Wpval"], abs=1e-9)  # R rounds p to 5 decimals
-    assert pretest["df"] == int((result_of(data, **options).att_gt["time"] < result_of(data, **options).att_gt["group"]).sum())
+    assert pretest["df"] == int(
+        (result_of(data, **options).att_gt["time"] < result_of(data, **options).att_gt["group"]).sum()
+    )
 
 
 @pytest.mark.parametrize("scenario", list(GAP_SCENARIOS))
 def test_weights_clusters_base_period_anticipation_and_repeated_cross_sections_match_r(scenario):
     result = result_of("mpdta_extra.csv", **MPDTA, method="reg", **GAP_SCENARIOS[scenario])
-    diff = compare_att_gt(result.att_gt, reference("ref_gaps").filter(pl.col("scenario") == scenario), f"ref_gaps {scenario}")
+    diff = compare_att_gt(
+        result.att_gt, reference("ref_gaps").filter(pl.col("scenario") == scenario), f"ref_gaps {scenario}"
+    )
     assert diff["att"] < TOL and diff["se"] < TOL, diff
     if scenario == "universal":  # each cohort's base cell: ATT 0 by construction, no SE (R: NA)
         base = result.att_gt.filter(pl.col("se").is_null())
@@ -150,8 +165,9 @@ def test_time_varying_weights_match_r(fix):
     """csdid 0.4.3 supports R's ``fix_weights``; the ``varying`` SEs of did 2.5.0 are said to carry
     a bug, but csdid reproduces them too, so they are compared like the rest."""
     result = result_of("mpdta_tvw.csv", **MPDTA, method="reg", weights="wt", fix_weights=fix)
-    diff = compare_att_gt(result.att_gt, reference("ref_fixweights").filter(pl.col("fix_weights") == fix),
-                          f"ref_fixweights {fix}")
+    diff = compare_att_gt(
+        result.att_gt, reference("ref_fixweights").filter(pl.col("fix_weights") == fix), f"ref_fixweights {fix}"
+    )
     assert diff["att"] < TOL and diff["se"] < TOL, diff
 
 
@@ -176,8 +192,9 @@ def _same_estimates(a, b, *, exact: bool = True) -> None:
 def test_never_treated_as_nan_gives_the_same_estimates_as_zero(mpdta, tmp_path, empty):
     never = pl.col("first.treat") == 0
     value = pl.lit(None, pl.Float64) if empty == "null" else pl.lit(float("nan"))
-    coded = mpdta.with_columns(pl.when(never).then(value).otherwise(pl.col("first.treat").cast(pl.Float64))
-                               .alias("first.treat"))
+    coded = mpdta.with_columns(
+        pl.when(never).then(value).otherwise(pl.col("first.treat").cast(pl.Float64)).alias("first.treat")
+    )
     coded.write_parquet(tmp_path / "nan.parquet")
     options = DidOptions(**MPDTA, never_treated_coding="nan")
     prepared = prepare_panel(read_panel(tmp_path / "nan.parquet"), options)
@@ -225,7 +242,9 @@ def test_the_report_folder_is_rebuilt_to_the_same_bytes(tmp_path):
     first = run_estimate(REF / "mpdta.csv", out, DidOptions(**MPDTA))
     hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.name != "manifest.json"}
     again = run_estimate(REF / "mpdta.csv", out, DidOptions(**MPDTA))
-    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.name != "manifest.json"} == hashes
+    assert {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir() if p.name != "manifest.json"
+    } == hashes
     assert first["files"] == again["files"] and sorted(hashes) == sorted(first["files"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no work folder or lock left behind
     assert first["input"]["sha256"] == hashlib.sha256((REF / "mpdta.csv").read_bytes()).hexdigest()
@@ -237,37 +256,74 @@ def test_the_report_folder_is_rebuilt_to_the_same_bytes(tmp_path):
 # ------------------------------------------------------------------------------ the command
 def test_the_command_on_mpdta_csv_matches_r_and_its_report_renders(tmp_path):
     out = tmp_path / "report"
-    done = zorgpad(tmp_path, "did", "estimate", str(REF / "mpdta.csv"), "--y", "lemp", "--t", "year",
-                   "--id", "countyreal", "--g", "first.treat", "--out", str(out), timeout=300)
+    done = zorgpad(
+        tmp_path,
+        "did",
+        "estimate",
+        str(REF / "mpdta.csv"),
+        "--y",
+        "lemp",
+        "--t",
+        "year",
+        "--id",
+        "countyreal",
+        "--g",
+        "first.treat",
+        "--out",
+        str(out),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    headline = ("After the start, treated units' lemp was 0.040 lower on average (95% CI -0.064 to -0.016); "
-                "the pre-trend test does not reject parallel trends (p = 0.17).")
+    headline = (
+        "After the start, treated units' lemp was 0.040 lower on average (95% CI -0.064 to -0.016); "
+        "the pre-trend test does not reject parallel trends (p = 0.17)."
+    )
     assert headline in done.stdout
     att_gt = pl.read_parquet(out / "att_gt.parquet")
     assert att_gt.columns[:4] == ["group", "time", "event_time", "post"]
     assert {"att", "se", "ci_low", "ci_high", "n_group"} <= set(att_gt.columns)
-    diff = compare_att_gt(att_gt, reference("ref_attgt").filter(
-        pl.col("scenario") == "mpdta_nev_dr"), "command ref_attgt mpdta_nev_dr")
+    diff = compare_att_gt(
+        att_gt, reference("ref_attgt").filter(pl.col("scenario") == "mpdta_nev_dr"), "command ref_attgt mpdta_nev_dr"
+    )
     assert diff["att"] < TOL and diff["se"] < TOL
     aggregations = pl.read_parquet(out / "aggregations.parquet")
     assert aggregations.columns == ["type", "event_time", "group", "time", "att", "se", "ci_low", "ci_high"]
     ref = reference("ref_aggte").filter(pl.col("scenario") == "mpdta_nev_dr")
     for kind in ("simple", "dynamic", "group", "calendar"):
-        overall = aggregations.filter((pl.col("type") == kind) & pl.col("event_time").is_null()
-                                      & pl.col("group").is_null() & pl.col("time").is_null())
+        overall = aggregations.filter(
+            (pl.col("type") == kind)
+            & pl.col("event_time").is_null()
+            & pl.col("group").is_null()
+            & pl.col("time").is_null()
+        )
         assert overall.height == 1
         assert abs(overall["att"][0] - ref.filter(pl.col("type") == kind)["overall_att"][0]) < TOL
     dynamic = aggregations.filter((pl.col("type") == "dynamic") & pl.col("event_time").is_not_null())
     assert dynamic["event_time"].to_list() == [-3, -2, -1, 0, 1, 2, 3]
-    assert np.allclose(dynamic["att"].to_numpy(), ref.filter(pl.col("type") == "dynamic")["att_egt"].to_numpy(), atol=TOL)
+    assert np.allclose(
+        dynamic["att"].to_numpy(), ref.filter(pl.col("type") == "dynamic")["att_egt"].to_numpy(), atol=TOL
+    )
 
     page = (out / "report.html").read_text(encoding="utf-8")
     assert not re.search(r"<(script|link)\b", page, re.IGNORECASE) and "http://" not in page and "https://" not in page
     assert "data:image/png;base64," in page and (out / "event_study.png").read_bytes()[:4] == b"\x89PNG"
     if browser():
-        dom = subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                              "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=5000", "--dump-dom",
-                              (out / "report.html").resolve().as_uri()], capture_output=True, text=True, timeout=120)
+        dom = subprocess.run(
+            [
+                browser(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+                (out / "report.html").resolve().as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert headline in dom.stdout, dom.stderr[-2000:]
         assert "ATT(g,t)" in dom.stdout and "Pre-trend test" in dom.stdout
 
@@ -276,8 +332,22 @@ def test_a_folder_of_someone_elses_files_is_never_the_report(tmp_path):
     out = tmp_path / "thesis"
     out.mkdir()
     (out / "chapter1.docx").write_text("mine")
-    done = zorgpad(tmp_path, "did", "estimate", str(REF / "mpdta.csv"), "--y", "lemp", "--t", "year", "--id",
-                   "countyreal", "--g", "first.treat", "--out", str(out))
+    done = zorgpad(
+        tmp_path,
+        "did",
+        "estimate",
+        str(REF / "mpdta.csv"),
+        "--y",
+        "lemp",
+        "--t",
+        "year",
+        "--id",
+        "countyreal",
+        "--g",
+        "first.treat",
+        "--out",
+        str(out),
+    )
     assert_one_error_line(done, "holds files that are not a zorgpad DiD report folder", "chapter1.docx")
     assert sorted(p.name for p in out.iterdir()) == ["chapter1.docx"] and (out / "chapter1.docx").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "prefect-home") == ["thesis"]
@@ -289,15 +359,19 @@ def bad_panels(tmp_path_factory, mpdta) -> Path:
     folder = tmp_path_factory.mktemp("bad-panels")
     g = pl.col("first.treat")
     mpdta.with_columns(pl.format("{} jobs", pl.col("lemp")).alias("lemp")).write_parquet(folder / "text_y.parquet")
-    mpdta.with_columns(pl.when(g > 0).then(g - 2000).otherwise(g).alias("first.treat")).write_csv(folder / "g_scale.csv")
+    mpdta.with_columns(pl.when(g > 0).then(g - 2000).otherwise(g).alias("first.treat")).write_csv(
+        folder / "g_scale.csv"
+    )
     mpdta.filter(g != 0).write_csv(folder / "no_never.csv")
     mpdta.with_columns(pl.when(g == 0).then(None).otherwise(g).alias("first.treat")).write_csv(folder / "empty_g.csv")
     pl.concat([mpdta, mpdta.head(3)]).write_csv(folder / "duplicates.csv")
-    mpdta.with_columns(pl.when((pl.col("year") == 2007) & (g == 2007)).then(2006).otherwise(g).alias("first.treat")
-                       ).write_csv(folder / "moving_g.csv")
+    mpdta.with_columns(
+        pl.when((pl.col("year") == 2007) & (g == 2007)).then(2006).otherwise(g).alias("first.treat")
+    ).write_csv(folder / "moving_g.csv")
     bsn = (pl.col("countyreal") * 7 + 111_111_111).alias("countyreal")
-    mpdta.with_columns(bsn, pl.when(g == 2004).then(pl.col("countyreal") * 7 + 111_111_111).otherwise(g)
-                       .alias("first.treat")).write_csv(folder / "bsn.csv")
+    mpdta.with_columns(
+        bsn, pl.when(g == 2004).then(pl.col("countyreal") * 7 + 111_111_111).otherwise(g).alias("first.treat")
+    ).write_csv(folder / "bsn.csv")
     shutil.copy(REF / "mpdta.csv", folder / "mpdta.csv")
     return folder
 

@@ -15,8 +15,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_cli_safety import assert_one_error_line, zorgpad
 
+from test_cli_safety import assert_one_error_line, zorgpad
 from transforms.did_panel.periods import period_of, periods_frame
 from transforms.did_panel.run import build_panel, preflight
 from transforms.did_panel.spec import SpecError, load_spec, parse_spec, spec_hash
@@ -33,10 +33,17 @@ YEARS = (2016, 2021)
 
 
 def write_spec(folder: Path, name: str = "spec", **fields) -> Path:
-    spec = {"name": "hip_knee", "bundles": ["hip_oa", "knee_oa"], "unit": "episode", "period": "year",
-            "years": list(YEARS), "outcomes": ["in_bundle_cents", "complication"],
-            "covariates": ["age_at_anchor", "sex", "n_chronic_conditions"],
-            "filters": {"status": ["complete", "death"]}, **fields}
+    spec = {
+        "name": "hip_knee",
+        "bundles": ["hip_oa", "knee_oa"],
+        "unit": "episode",
+        "period": "year",
+        "years": list(YEARS),
+        "outcomes": ["in_bundle_cents", "complication"],
+        "covariates": ["age_at_anchor", "sex", "n_chronic_conditions"],
+        "filters": {"status": ["complete", "death"]},
+        **fields,
+    }
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
@@ -47,13 +54,18 @@ def built(tmp_path_factory) -> dict[str, Path]:
     """A clean delivery with the hip contracts signed by one insurer only (free-riding: the planted
     effect reaches every patient of a treated provider)."""
     root = tmp_path_factory.mktemp("did_panel")
-    generate_delivery(SynthConfig(patients=10_000, first_year=2015, last_year=2021, seed=13, clean=True,
-                                  block_size=5_000), root / "delivery")
+    generate_delivery(
+        SynthConfig(patients=10_000, first_year=2015, last_year=2021, seed=13, clean=True, block_size=5_000),
+        root / "delivery",
+    )
     contracts_file = root / "delivery" / "contracts" / "contracts.parquet"
     table = pq.read_table(contracts_file)
     contracts = pl.from_arrow(table).with_columns(
-        pl.when(pl.col("bundle_id") == "hip_oa").then(pl.lit(HIP_INSURER)).otherwise(pl.col("insurer_uzovi"))
-        .alias("insurer_uzovi"))
+        pl.when(pl.col("bundle_id") == "hip_oa")
+        .then(pl.lit(HIP_INSURER))
+        .otherwise(pl.col("insurer_uzovi"))
+        .alias("insurer_uzovi")
+    )
     pq.write_table(contracts.to_arrow().cast(table.schema), contracts_file)
     ingest(root / "delivery", root / "store", n_buckets=4, data_docs=False)
     build_episodes(root / "store", root / "episodes", bundles=tuple(BUNDLES.split(",")))
@@ -61,17 +73,36 @@ def built(tmp_path_factory) -> dict[str, Path]:
 
 
 def episodes_of(built, bundles=("hip_oa", "knee_oa")) -> pl.DataFrame:
-    frames = [pl.read_parquet(sorted((built["episodes"] / "episodes" / f"bundle_id={b}").rglob("*.parquet")))
-              .select("episode_id", "patient_id", "anchor_date", "anchor_provider_agb", "status", "window_start",
-                      "window_end", "in_bundle_cents", "total_cents", "complication", "age_at_anchor", "sex",
-                      "n_chronic_conditions").with_columns(pl.lit(b).alias("bundle_id")) for b in bundles]
+    frames = [
+        pl.read_parquet(sorted((built["episodes"] / "episodes" / f"bundle_id={b}").rglob("*.parquet")))
+        .select(
+            "episode_id",
+            "patient_id",
+            "anchor_date",
+            "anchor_provider_agb",
+            "status",
+            "window_start",
+            "window_end",
+            "in_bundle_cents",
+            "total_cents",
+            "complication",
+            "age_at_anchor",
+            "sex",
+            "n_chronic_conditions",
+        )
+        .with_columns(pl.lit(b).alias("bundle_id"))
+        for b in bundles
+    ]
     return pl.concat(frames)
 
 
 def contract_starts(built, bundles=("hip_oa", "knee_oa")) -> dict[tuple[str, str], date]:
     contracts = pl.read_parquet(sorted((built["store"] / "contracts").rglob("*.parquet")))
-    own = contracts.filter(pl.col("bundle_id").is_in(list(bundles))).group_by("bundle_id", "provider_agb").agg(
-        pl.col("start_date").min())
+    own = (
+        contracts.filter(pl.col("bundle_id").is_in(list(bundles)))
+        .group_by("bundle_id", "provider_agb")
+        .agg(pl.col("start_date").min())
+    )
     return {(b, p): d for b, p, d in own.iter_rows()}
 
 
@@ -84,18 +115,30 @@ def episode_panel(built) -> dict:
 
 def read_panel(out: Path) -> pl.DataFrame:
     """The panel as an analyst reads it (the partition column's labels as text: 2018 is not a number)."""
-    return pl.read_parquet(sorted((out / "panel").rglob("*.parquet")), hive_partitioning=True,
-                           hive_schema={"period_label": pl.String}).sort("unit_id", "period")
+    return pl.read_parquet(
+        sorted((out / "panel").rglob("*.parquet")), hive_partitioning=True, hive_schema={"period_label": pl.String}
+    ).sort("unit_id", "period")
 
 
 # ------------------------------------------------------------------------------ the spec
-@pytest.mark.parametrize("change, field", [
-    ({"unit": "patient"}, "`unit`"), ({"years": [2021, 2015]}, "`years`"), ({"bundles": ["hip"]}, "`bundles`"),
-    ({"colour": "red"}, "`colour`"), ({"treatment": {"from": "claims"}}, "`treatment.from`"),
-    ({"filters": {"status": ["finished"]}}, "`filters`"), ({"unit": "episode_quarter"}, "`period`"),
-    ({"outcomes": ["volume"]}, "`outcomes`"), ({"cluster": "patient_id"}, "`cluster`"),
-    ({"covariates": ["complication"]}, "`covariates`"), ({"mature_at": 1.5}, "`mature_at`"),
-    ({"outcomes": []}, "`outcomes`"), ({"control": "everyone"}, "`control`")])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"unit": "patient"}, "`unit`"),
+        ({"years": [2021, 2015]}, "`years`"),
+        ({"bundles": ["hip"]}, "`bundles`"),
+        ({"colour": "red"}, "`colour`"),
+        ({"treatment": {"from": "claims"}}, "`treatment.from`"),
+        ({"filters": {"status": ["finished"]}}, "`filters`"),
+        ({"unit": "episode_quarter"}, "`period`"),
+        ({"outcomes": ["volume"]}, "`outcomes`"),
+        ({"cluster": "patient_id"}, "`cluster`"),
+        ({"covariates": ["complication"]}, "`covariates`"),
+        ({"mature_at": 1.5}, "`mature_at`"),
+        ({"outcomes": []}, "`outcomes`"),
+        ({"control": "everyone"}, "`control`"),
+    ],
+)
 def test_a_wrong_spec_names_its_field(change, field):
     base = {"name": "x", "bundles": ["hip_oa"], "unit": "episode", "years": [2016, 2020], "outcomes": ["complication"]}
     with pytest.raises(SpecError) as caught:
@@ -108,9 +151,16 @@ def test_the_spec_hash_is_of_its_meaning_not_its_text(tmp_path):
     a = write_spec(tmp_path, "a")
     b = tmp_path / "b.yaml"
     data = yaml.safe_load(a.read_text())
-    b.write_text("# the same request, reordered, with defaults spelt out\n"
-                 + yaml.safe_dump({**dict(reversed(list(data.items()))), "control": "never_treated",
-                                   "treatment": {"from": "contracts", "anticipation": 0}}))
+    b.write_text(
+        "# the same request, reordered, with defaults spelt out\n"
+        + yaml.safe_dump(
+            {
+                **dict(reversed(list(data.items()))),
+                "control": "never_treated",
+                "treatment": {"from": "contracts", "anticipation": 0},
+            }
+        )
+    )
     assert spec_hash(load_spec(a)) == spec_hash(load_spec(b))
     c = write_spec(tmp_path, "c", control="not_yet_treated")
     assert spec_hash(load_spec(c)) != spec_hash(load_spec(a))
@@ -119,22 +169,39 @@ def test_the_spec_hash_is_of_its_meaning_not_its_text(tmp_path):
 def test_a_spec_is_refused_before_any_data_are_read(tmp_path):
     """The stores named do not exist: the spec's error comes first, in one line, with no Prefect."""
     bad = write_spec(tmp_path, "bad", unit="patient_year")
-    done = zorgpad(tmp_path, "panel", "build", str(bad), "--store", str(tmp_path / "nope"), "--episodes",
-                   str(tmp_path / "nope2"), "--out", str(tmp_path / "out"))
+    done = zorgpad(
+        tmp_path,
+        "panel",
+        "build",
+        str(bad),
+        "--store",
+        str(tmp_path / "nope"),
+        "--episodes",
+        str(tmp_path / "nope2"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_one_error_line(done, "field `unit`", "patient_year")
     broken = tmp_path / "broken.yaml"
     broken.write_text("name: x\nbundles: [hip_oa\n")
-    assert_one_error_line(zorgpad(tmp_path, "panel", "build", str(broken), "--store", "s", "--episodes", "e",
-                                  "--out", str(tmp_path / "o")), "not valid YAML", "line")
+    assert_one_error_line(
+        zorgpad(
+            tmp_path, "panel", "build", str(broken), "--store", "s", "--episodes", "e", "--out", str(tmp_path / "o")
+        ),
+        "not valid YAML",
+        "line",
+    )
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
 
 
 def test_columns_are_checked_against_the_episodes(built, tmp_path):
-    for change, fragment in (({"outcomes": ["in_bundle_euros"]}, "field `outcomes`: 'in_bundle_euros'"),
-                             ({"covariates": ["postcode3"]}, "field `covariates`: 'postcode3' is String"),
-                             ({"covariates": ["length_of_stay"]}, "'length_of_stay' is not measured before the anchor"),
-                             ({"filters": {"hair": ["red"]}}, "field `filters`: 'hair'"),
-                             ({"bundles": ["hip_oa", "acute_stroke"]}, "field `bundles`: acute_stroke")):
+    for change, fragment in (
+        ({"outcomes": ["in_bundle_euros"]}, "field `outcomes`: 'in_bundle_euros'"),
+        ({"covariates": ["postcode3"]}, "field `covariates`: 'postcode3' is String"),
+        ({"covariates": ["length_of_stay"]}, "'length_of_stay' is not measured before the anchor"),
+        ({"filters": {"hair": ["red"]}}, "field `filters`: 'hair'"),
+        ({"bundles": ["hip_oa", "acute_stroke"]}, "field `bundles`: acute_stroke"),
+    ):
         with pytest.raises(SpecError) as caught:
             preflight(write_spec(tmp_path, **change), built["store"], built["episodes"], tmp_path / "out")
         assert fragment in str(caught.value)
@@ -148,10 +215,14 @@ def test_the_episode_panel_is_the_kept_episodes_with_their_providers_cohort(buil
     starts = contract_starts(built)
     first_day = date(YEARS[0], 1, 1)
     before = {k for k, d in starts.items() if d < first_day}
-    expected = episodes.filter(pl.col("anchor_date").dt.year().is_between(*YEARS),
-                               pl.col("status").is_in(["complete", "death"]))
-    expected = expected.filter(~pl.struct("bundle_id", "anchor_provider_agb").map_elements(
-        lambda r: (r["bundle_id"], r["anchor_provider_agb"]) in before, return_dtype=pl.Boolean))
+    expected = episodes.filter(
+        pl.col("anchor_date").dt.year().is_between(*YEARS), pl.col("status").is_in(["complete", "death"])
+    )
+    expected = expected.filter(
+        ~pl.struct("bundle_id", "anchor_provider_agb").map_elements(
+            lambda r: (r["bundle_id"], r["anchor_provider_agb"]) in before, return_dtype=pl.Boolean
+        )
+    )
     assert sorted(panel["unit_id"]) == sorted(expected["episode_id"])
     assert panel["unit_id"].n_unique() == panel.height
     joined = panel.join(expected, left_on="unit_id", right_on="episode_id")
@@ -177,14 +248,21 @@ def test_the_attrition_accounts_for_every_episode(built, episode_panel):
     for bundle in ("hip_oa", "knee_oa"):
         rows = attrition.filter(pl.col("bundle_id") == bundle).sort("step")
         read = rows.row(0, named=True)
-        assert read["reason"] == "episodes read" and read["episodes"] == episodes.filter(pl.col("bundle_id") == bundle).height
+        assert (
+            read["reason"] == "episodes read"
+            and read["episodes"] == episodes.filter(pl.col("bundle_id") == bundle).height
+        )
         left_out = rows.filter(~pl.col("reason").is_in(["episodes read", "kept"]))["episodes"].sum()
         kept = rows.filter(pl.col("reason") == "kept")["episodes"].item()
         assert read["episodes"] - left_out == kept
         assert kept == read_panel(episode_panel["out"]).filter(pl.col("bundle_id") == bundle).height
     status = attrition.filter(pl.col("reason") == "filter status")["episodes"].sum()
-    assert status == episodes.filter(pl.col("anchor_date").dt.year().is_between(*YEARS),
-                                     ~pl.col("status").is_in(["complete", "death"])).height
+    assert (
+        status
+        == episodes.filter(
+            pl.col("anchor_date").dt.year().is_between(*YEARS), ~pl.col("status").is_in(["complete", "death"])
+        ).height
+    )
 
 
 def test_the_insurer_at_the_anchor_and_who_signed(built, episode_panel):
@@ -193,12 +271,19 @@ def test_the_insurer_at_the_anchor_and_who_signed(built, episode_panel):
     episodes = episodes_of(built).select("episode_id", "patient_id", "anchor_date")
     on_anchor = episodes.join(spells, on="patient_id").filter(
         (pl.col("enrolled_from") <= pl.col("anchor_date"))
-        & (pl.col("enrolled_to").is_null() | (pl.col("enrolled_to") >= pl.col("anchor_date"))))
+        & (pl.col("enrolled_to").is_null() | (pl.col("enrolled_to") >= pl.col("anchor_date")))
+    )
     expected = dict(on_anchor.select("episode_id", "insurer_uzovi").iter_rows())
     assert dict(panel.select("unit_id", "insurer_uzovi").iter_rows()) == {u: expected.get(u) for u in panel["unit_id"]}
     treated_hip = panel.filter((pl.col("bundle_id") == "hip_oa") & (pl.col("cohort") > 0))
-    assert treated_hip.height and (treated_hip["contracting_insurer"] == (treated_hip["insurer_uzovi"] == HIP_INSURER)).all()
-    assert panel.filter(pl.col("cohort") == 0)["contracting_insurer"].null_count() == panel.filter(pl.col("cohort") == 0).height
+    assert (
+        treated_hip.height
+        and (treated_hip["contracting_insurer"] == (treated_hip["insurer_uzovi"] == HIP_INSURER)).all()
+    )
+    assert (
+        panel.filter(pl.col("cohort") == 0)["contracting_insurer"].null_count()
+        == panel.filter(pl.col("cohort") == 0).height
+    )
     knee_treated = panel.filter((pl.col("bundle_id") == "knee_oa") & (pl.col("cohort") > 0))
     assert knee_treated["contracting_insurer"].all()  # the knee contracts name all insurers
 
@@ -225,7 +310,8 @@ def test_every_period_carries_its_maturity(built, episode_panel):
         row = years.filter(pl.col("period") == label).row(0, named=True)
         assert completion == row["completion_cents"] and mature == row["mature"]
     assert episode_panel["manifest"]["maturity"]["immature_periods"] == sorted(
-        years.filter(~pl.col("mature") & pl.col("period").cast(pl.Int32).is_between(*YEARS))["period"].to_list())
+        years.filter(~pl.col("mature") & pl.col("period").cast(pl.Int32).is_between(*YEARS))["period"].to_list()
+    )
     assert episode_panel["manifest"]["maturity"]["immature_periods"][-1:] == [str(YEARS[1])]
 
 
@@ -234,21 +320,38 @@ def test_the_same_spec_and_inputs_give_the_same_panel(built, episode_panel, tmp_
     assert again["content_sha256"] == episode_panel["manifest"]["content_sha256"]
     assert again["files"] == episode_panel["manifest"]["files"]
     assert again["spec_hash"] == episode_panel["manifest"]["spec_hash"]
-    other = build_panel(write_spec(tmp_path, control="not_yet_treated", outcomes=["in_bundle_cents"]),
-                        built["store"], built["episodes"], tmp_path / "other")
+    other = build_panel(
+        write_spec(tmp_path, control="not_yet_treated", outcomes=["in_bundle_cents"]),
+        built["store"],
+        built["episodes"],
+        tmp_path / "other",
+    )
     assert other["content_sha256"] != again["content_sha256"]
 
 
 # ------------------------------------------------------------------------------ other units
 def test_adjusted_outcomes_are_scaled_by_the_completion_of_their_period(built, tmp_path):
-    spec = write_spec(tmp_path, adjust=True, outcomes=["in_bundle_cents", "length_of_stay"], period="quarter",
-                      filters={"status": ["complete", "death", "censored_data"]})
+    spec = write_spec(
+        tmp_path,
+        adjust=True,
+        outcomes=["in_bundle_cents", "length_of_stay"],
+        period="quarter",
+        filters={"status": ["complete", "death", "censored_data"]},
+    )
     out = Path(build_panel(spec, built["store"], built["episodes"], tmp_path / "adjusted")["out"])
     panel = read_panel(out)
-    assert panel.select((pl.col("in_bundle_cents_adjusted") - pl.col("in_bundle_cents") / pl.col("completion_cents"))
-                        .abs().max()).item() < 1e-6
-    assert panel.select((pl.col("length_of_stay_adjusted") - pl.col("length_of_stay") / pl.col("completion_lines"))
-                        .abs().max()).item() < 1e-9
+    assert (
+        panel.select(
+            (pl.col("in_bundle_cents_adjusted") - pl.col("in_bundle_cents") / pl.col("completion_cents")).abs().max()
+        ).item()
+        < 1e-6
+    )
+    assert (
+        panel.select(
+            (pl.col("length_of_stay_adjusted") - pl.col("length_of_stay") / pl.col("completion_lines")).abs().max()
+        ).item()
+        < 1e-9
+    )
     recent = panel.filter(pl.col("mature").not_())
     assert recent.height and (recent["in_bundle_cents_adjusted"] >= recent["in_bundle_cents"]).all()
     assert panel["period"].min() >= 1
@@ -256,54 +359,80 @@ def test_adjusted_outcomes_are_scaled_by_the_completion_of_their_period(built, t
 
 
 def test_the_provider_period_panel_is_balanced_with_volume_and_fixed_covariates(built, tmp_path):
-    spec = write_spec(tmp_path, unit="provider_period", outcomes=["volume", "log_volume", "in_bundle_cents"],
-                      covariates=["age_at_anchor"], weights="episodes")
+    spec = write_spec(
+        tmp_path,
+        unit="provider_period",
+        outcomes=["volume", "log_volume", "in_bundle_cents"],
+        covariates=["age_at_anchor"],
+        weights="episodes",
+    )
     out = Path(build_panel(spec, built["store"], built["episodes"], tmp_path / "providers")["out"])
     panel = read_panel(out)
     n_periods = YEARS[1] - YEARS[0] + 1
     assert panel.group_by("unit_id").len()["len"].unique().to_list() == [n_periods]
-    episodes = read_panel(Path(build_panel(write_spec(tmp_path, "e", outcomes=["in_bundle_cents"],
-                                                      covariates=["age_at_anchor"]),
-                                           built["store"], built["episodes"], tmp_path / "e")["out"]))
+    episodes = read_panel(
+        Path(
+            build_panel(
+                write_spec(tmp_path, "e", outcomes=["in_bundle_cents"], covariates=["age_at_anchor"]),
+                built["store"],
+                built["episodes"],
+                tmp_path / "e",
+            )["out"]
+        )
+    )
     assert int(panel["volume"].sum()) == episodes.height
-    cells = episodes.group_by("bundle_id", "provider_agb", "period").agg(pl.len().alias("n"),
-                                                                         pl.col("in_bundle_cents").mean().alias("m"))
+    cells = episodes.group_by("bundle_id", "provider_agb", "period").agg(
+        pl.len().alias("n"), pl.col("in_bundle_cents").mean().alias("m")
+    )
     joined = panel.join(cells, on=["bundle_id", "provider_agb", "period"], how="left")
     assert (joined["volume"] == joined["n"].fill_null(0).cast(pl.Float64)).all()
-    assert (joined.filter(pl.col("n").is_not_null()).select((pl.col("in_bundle_cents") - pl.col("m")).abs().max()).item()
-            < 1e-6)
-    assert joined.filter(pl.col("volume") == 0)["log_volume"].null_count() == joined.filter(pl.col("volume") == 0).height
+    assert (
+        joined.filter(pl.col("n").is_not_null()).select((pl.col("in_bundle_cents") - pl.col("m")).abs().max()).item()
+        < 1e-6
+    )
+    assert (
+        joined.filter(pl.col("volume") == 0)["log_volume"].null_count() == joined.filter(pl.col("volume") == 0).height
+    )
     positive = joined.filter(pl.col("volume") > 0)
     assert (positive["log_volume"] - positive["volume"].log()).abs().max() < 1e-12
     assert (panel["weight"] == panel["n_episodes"].cast(pl.Float64)).all()
     assert (panel.group_by("unit_id").agg(pl.col("balanced").first() == (pl.col("volume") > 0).all())["balanced"]).all()
     # covariates: the unit's mean before treatment (never treated: before the first cohort), on every row
     first_cohort = panel.filter(pl.col("cohort") > 0)["cohort"].min()
-    for unit, rows in panel.group_by("unit_id"):
+    for _unit, rows in panel.group_by("unit_id"):
         assert rows["age_at_anchor"].n_unique() == 1
         bundle, provider, cohort = rows["bundle_id"][0], rows["provider_agb"][0], rows["cohort"][0]
         cut = cohort if cohort else first_cohort
-        own = episodes.filter((pl.col("bundle_id") == bundle) & (pl.col("provider_agb") == provider)
-                              & (pl.col("period") < cut))["age_at_anchor"]
+        own = episodes.filter(
+            (pl.col("bundle_id") == bundle) & (pl.col("provider_agb") == provider) & (pl.col("period") < cut)
+        )["age_at_anchor"]
         expected = own.mean() if own.len() else None
         got = rows["age_at_anchor"][0]
         assert (got is None and expected is None) or abs(got - expected) < 1e-9
 
 
 def test_episode_quarters_add_up_to_the_episode_lines(built, tmp_path):
-    spec = write_spec(tmp_path, unit="episode_quarter", period="quarter", outcomes=["total_cents", "in_bundle_cents"],
-                      bundles=["hip_oa"])
+    spec = write_spec(
+        tmp_path,
+        unit="episode_quarter",
+        period="quarter",
+        outcomes=["total_cents", "in_bundle_cents"],
+        bundles=["hip_oa"],
+    )
     out = Path(build_panel(spec, built["store"], built["episodes"], tmp_path / "quarters")["out"])
     panel = read_panel(out)
     lines = pl.read_parquet(sorted((built["episodes"] / "episode_lines" / "bundle_id=hip_oa").rglob("*.parquet")))
     first_day, last_day = date(YEARS[0], 1, 1), date(YEARS[1], 12, 31)
-    inside = lines.filter(pl.col("episode_id").is_in(panel["unit_id"].unique().to_list()),
-                          pl.col("start").is_between(first_day, last_day))
-    by_episode = inside.group_by("episode_id").agg(pl.col("allocated_cents").sum().alias("cents"),
-                                                   pl.col("allocated_cents").filter(pl.col("component") == "in_bundle")
-                                                   .sum().alias("in_bundle"))
-    sums = panel.group_by("unit_id").agg(pl.col("total_cents").sum(), pl.col("in_bundle_cents").sum(),
-                                         pl.col("n_lines").sum())
+    inside = lines.filter(
+        pl.col("episode_id").is_in(panel["unit_id"].unique().to_list()), pl.col("start").is_between(first_day, last_day)
+    )
+    by_episode = inside.group_by("episode_id").agg(
+        pl.col("allocated_cents").sum().alias("cents"),
+        pl.col("allocated_cents").filter(pl.col("component") == "in_bundle").sum().alias("in_bundle"),
+    )
+    sums = panel.group_by("unit_id").agg(
+        pl.col("total_cents").sum(), pl.col("in_bundle_cents").sum(), pl.col("n_lines").sum()
+    )
     joined = sums.join(by_episode, left_on="unit_id", right_on="episode_id", how="left").fill_null(0)
     assert (joined["total_cents"] == joined["cents"].cast(pl.Float64)).all()
     assert (joined["in_bundle_cents"] == joined["in_bundle"].cast(pl.Float64)).all()
@@ -313,7 +442,8 @@ def test_episode_quarters_add_up_to_the_episode_lines(built, tmp_path):
     reach = inside.group_by("episode_id").agg(pl.col("start").min().alias("first"), pl.col("start").max().alias("last"))
     spans = episodes.join(reach, on="episode_id", how="left")
     for episode_id, start, end, first_line, last_line in spans.select(
-            "episode_id", "window_start", "window_end", "first", "last").iter_rows():
+        "episode_id", "window_start", "window_end", "first", "last"
+    ).iter_rows():
         lo = period_of(max(min(start, first_line or start), first_day), "quarter", YEARS[0])
         hi = period_of(min(max(end, last_line or end), last_day), "quarter", YEARS[0])
         assert panel.filter(pl.col("unit_id") == episode_id)["period"].to_list() == list(range(lo, hi + 1))
@@ -327,8 +457,21 @@ def test_the_flow_on_dask_estimates_each_outcome_and_the_free_riding(built, epis
     wrote (content hash), and with hip contracts signed by one insurer the report has the other
     insurers' patients apart."""
     spec = episode_panel["spec"]
-    done = zorgpad(tmp_path, "panel", "build", str(spec), "--store", str(built["store"]), "--episodes",
-                   str(built["episodes"]), "--out", str(tmp_path / "flow"), "--estimate", "--workers", "2")
+    done = zorgpad(
+        tmp_path,
+        "panel",
+        "build",
+        str(spec),
+        "--store",
+        str(built["store"]),
+        "--episodes",
+        str(built["episodes"]),
+        "--out",
+        str(tmp_path / "flow"),
+        "--estimate",
+        "--workers",
+        "2",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     manifest = json.loads((tmp_path / "flow" / "manifest.json").read_text())
     assert manifest["content_sha256"] == episode_panel["manifest"]["content_sha256"]
@@ -345,8 +488,6 @@ def test_the_flow_on_dask_estimates_each_outcome_and_the_free_riding(built, epis
     other = summary.filter(pl.col("sample") == "other_insurers")
     assert (other["rows"] < summary.filter(pl.col("sample") == "all")["rows"]).all()
     assert not math.isnan(manifest["rows"]["panel"])
-
-
 
 
 def test_the_status_filter_stays_unless_a_spec_gives_its_own():

@@ -18,8 +18,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import yaml
-from test_cli_safety import ZORGPAD, assert_one_error_line, environment, zorgpad
 
+from test_cli_safety import ZORGPAD, assert_one_error_line, environment, zorgpad
 from transforms.did_panel import gemeente
 from transforms.did_panel.estimates import options_for
 from transforms.did_panel.run import build_panel, preflight
@@ -32,10 +32,16 @@ from transforms.vektis.storage import read_long
 
 BUNDLES = ["hip_oa", "knee_oa"]
 VEKTIS_YEARS = (2017, 2022)
-SPEC = {"name": "gemeente_cost", "bundles": BUNDLES, "unit": "gemeente_year", "years": list(VEKTIS_YEARS),
-        "outcomes": ["total_cents_per_insured_year", "msz_cents_per_insured_year", "insured_years"],
-        "covariates": ["share_female", "share_65_plus", "mean_age"], "cluster": "gemeente_code",
-        "weights": "episodes"}
+SPEC = {
+    "name": "gemeente_cost",
+    "bundles": BUNDLES,
+    "unit": "gemeente_year",
+    "years": list(VEKTIS_YEARS),
+    "outcomes": ["total_cents_per_insured_year", "msz_cents_per_insured_year", "insured_years"],
+    "covariates": ["share_female", "share_65_plus", "mean_age"],
+    "cluster": "gemeente_code",
+    "weights": "episodes",
+}
 
 
 def write_spec(folder: Path, name: str, **changes) -> Path:
@@ -50,9 +56,12 @@ def inputs(tmp_path_factory) -> dict[str, Path]:
     assert ZORGPAD, "the zorgpad command is not installed (pip install -e .)"
     # the real command, in its own process (and Prefect home) while this one builds the store
     log = (root / "ingest-vektis.log").open("w")
-    vektis = subprocess.Popen([ZORGPAD, "ingest-vektis", "--out", str(root / "vektis"), "--years",
-                               f"{VEKTIS_YEARS[0]}-{VEKTIS_YEARS[1]}"], stdout=log, stderr=subprocess.STDOUT,
-                              env=environment(root))
+    vektis = subprocess.Popen(
+        [ZORGPAD, "ingest-vektis", "--out", str(root / "vektis"), "--years", f"{VEKTIS_YEARS[0]}-{VEKTIS_YEARS[1]}"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=environment(root),
+    )
     try:
         generate_delivery(SynthConfig(patients=4_000, seed=11, clean=True, block_size=4_000), root / "delivery")
         ingest(root / "delivery", root / "store", n_buckets=4, data_docs=False)
@@ -70,8 +79,14 @@ def built(inputs) -> dict:
     spec = write_spec(inputs["root"], "spec")
     manifest = build_panel(spec, inputs["store"], inputs["episodes"], inputs["root"] / "panel", vektis=inputs["vektis"])
     out = Path(manifest["out"])
-    return {"spec": spec, "manifest": manifest, "out": out, "panel": pl.read_parquet(out / "adapters" / "did.parquet"),
-            "attrition": pl.read_parquet(out / "attrition"), "long": read_long(inputs["vektis"] / "vektis_long")}
+    return {
+        "spec": spec,
+        "manifest": manifest,
+        "out": out,
+        "panel": pl.read_parquet(out / "adapters" / "did.parquet"),
+        "attrition": pl.read_parquet(out / "attrition"),
+        "long": read_long(inputs["vektis"] / "vektis_long"),
+    }
 
 
 def provider_gemeente_cohorts(store: Path, first: int, last: int) -> dict[str, int]:
@@ -101,17 +116,28 @@ def test_cost_per_insured_year_is_the_vektis_cents_sum_over_insured_years(built)
     assert abs(Decimal(row["msz_cents_per_insured_year"]) - msz / years) < Decimal("1e-9")
     assert 100_000 < row["total_cents_per_insured_year"] < 1_000_000  # EUR 1,000-10,000 per insured-year
     # every gemeente-year, from a pivot of the harmonised table
-    wide = (long.filter(pl.col("gemeente_code").is_not_null())
-            .with_columns(pl.when(pl.col("measure") == "insured_years").then(pl.lit("iy"))
-                          .when(pl.col("category") == "population").then(pl.lit("persons"))
-                          .otherwise(pl.lit("cost")).alias("kind"))
-            .pivot("kind", index=["gemeente_code", "year"], values="value_cents", aggregate_function="sum"))
-    expected = wide.select("gemeente_code", pl.col("year").cast(pl.Int32).alias("period"),
-                           (pl.col("cost") / (pl.col("iy") / 100)).alias("expected"))
+    wide = (
+        long.filter(pl.col("gemeente_code").is_not_null())
+        .with_columns(
+            pl.when(pl.col("measure") == "insured_years")
+            .then(pl.lit("iy"))
+            .when(pl.col("category") == "population")
+            .then(pl.lit("persons"))
+            .otherwise(pl.lit("cost"))
+            .alias("kind")
+        )
+        .pivot("kind", index=["gemeente_code", "year"], values="value_cents", aggregate_function="sum")
+    )
+    expected = wide.select(
+        "gemeente_code",
+        pl.col("year").cast(pl.Int32).alias("period"),
+        (pl.col("cost") / (pl.col("iy") / 100)).alias("expected"),
+    )
     joined = panel.join(expected, on=["gemeente_code", "period"], how="full", coalesce=True)
     assert joined.height == panel.height == expected.height
-    worst = joined.select(((pl.col("total_cents_per_insured_year") - pl.col("expected")).abs()
-                           / pl.col("expected")).max()).item()
+    worst = joined.select(
+        ((pl.col("total_cents_per_insured_year") - pl.col("expected")).abs() / pl.col("expected")).max()
+    ).item()
     assert worst < 1e-12, worst
 
 
@@ -163,8 +189,9 @@ def test_gemeenten_treated_before_the_first_year_are_left_out_and_counted(built,
     attrition = pl.read_parquet(Path(manifest["out"]) / "attrition").filter(pl.col("bundle_id") == "vektis")
     step = attrition.filter(pl.col("reason").str.contains("treated before the first period"))
     assert step["episodes"].to_list() == [left_out]
-    assert sorted(panel.filter(pl.col("cohort") > 0)["cohort"].unique()) == sorted({y for y in cohorts.values()
-                                                                                    if y >= first})
+    assert sorted(panel.filter(pl.col("cohort") > 0)["cohort"].unique()) == sorted(
+        {y for y in cohorts.values() if y >= first}
+    )
 
 
 # ------------------------------------------------------------------------------ covariates, balance, counts
@@ -174,15 +201,20 @@ def test_covariates_are_fixed_at_the_pre_treatment_mean(built):
     yearly = iy.group_by("gemeente_code", pl.col("year").cast(pl.Int32).alias("period")).agg(
         ((pl.col("value_cents") * (pl.col("sex") == "V")).sum() / pl.col("value_cents").sum()).alias("female"),
         ((pl.col("value_cents") * (pl.col("age_min") >= 65)).sum() / pl.col("value_cents").sum()).alias("older"),
-        ((pl.col("value_cents") * (pl.col("age_min") + 2.5)).sum() / pl.col("value_cents").sum()).alias("age"))
-    units = panel.group_by("gemeente_code").agg(pl.col("cohort").first(),
-                                                *[pl.col(c).n_unique().alias(f"n_{c}") for c in gemeente.COVARIATES],
-                                                *[pl.col(c).first() for c in gemeente.COVARIATES])
+        ((pl.col("value_cents") * (pl.col("age_min") + 2.5)).sum() / pl.col("value_cents").sum()).alias("age"),
+    )
+    units = panel.group_by("gemeente_code").agg(
+        pl.col("cohort").first(),
+        *[pl.col(c).n_unique().alias(f"n_{c}") for c in gemeente.COVARIATES],
+        *[pl.col(c).first() for c in gemeente.COVARIATES],
+    )
     assert all((units[f"n_{c}"] == 1).all() for c in gemeente.COVARIATES)
     first_cohort = int(units.filter(pl.col("cohort") > 0)["cohort"].min())
     pre = yearly.join(units.select("gemeente_code", "cohort"), on="gemeente_code").filter(
-        pl.when(pl.col("cohort") > 0).then(pl.col("period") < pl.col("cohort"))
-        .otherwise(pl.col("period") < first_cohort))
+        pl.when(pl.col("cohort") > 0)
+        .then(pl.col("period") < pl.col("cohort"))
+        .otherwise(pl.col("period") < first_cohort)
+    )
     expected = pre.group_by("gemeente_code").agg(pl.col("female").mean(), pl.col("older").mean(), pl.col("age").mean())
     joined = units.join(expected, on="gemeente_code", how="left")
     assert joined.height == units.height and joined["female"].null_count() == 0
@@ -204,14 +236,23 @@ def test_balanced_means_a_row_in_every_year(built):
 
 
 def test_n_episodes_counts_the_residents_episodes_and_is_the_weight(built, inputs):
-    episodes = pl.concat([read_episodes(inputs["episodes"], b, columns=["episode_id", "anchor_date", "status",
-                                                                         "gemeente_code"]) for b in BUNDLES])
-    kept = episodes.filter(pl.col("anchor_date").dt.year().is_between(*VEKTIS_YEARS)
-                           & pl.col("status").is_in(["complete", "death"]))
+    episodes = pl.concat(
+        [
+            read_episodes(inputs["episodes"], b, columns=["episode_id", "anchor_date", "status", "gemeente_code"])
+            for b in BUNDLES
+        ]
+    )
+    kept = episodes.filter(
+        pl.col("anchor_date").dt.year().is_between(*VEKTIS_YEARS) & pl.col("status").is_in(["complete", "death"])
+    )
     expected = kept.group_by("gemeente_code", pl.col("anchor_date").dt.year().cast(pl.Int32).alias("period")).agg(
-        pl.len().cast(pl.Int64).alias("expected"))
-    panel = built["panel"].join(expected, on=["gemeente_code", "period"], how="left").with_columns(
-        pl.col("expected").fill_null(0))
+        pl.len().cast(pl.Int64).alias("expected")
+    )
+    panel = (
+        built["panel"]
+        .join(expected, on=["gemeente_code", "period"], how="left")
+        .with_columns(pl.col("expected").fill_null(0))
+    )
     assert (panel["n_episodes"] == panel["expected"]).all()
     assert panel["n_episodes"].sum() == kept.height > 20  # every resident lives in a gemeente of the panel
     assert (panel["weight"] == panel["n_episodes"].cast(pl.Float64)).all()
@@ -239,8 +280,11 @@ def test_attrition_adds_up_for_the_episodes_and_the_vektis_cells(built, inputs):
     cells = long.select("year", "release", "gemeente_vektis", "sex", "age_class").unique()
     vektis = attrition.filter(pl.col("bundle_id") == "vektis").sort("step")
     assert vektis["episodes"][0] == cells.height
-    final = long.filter(pl.col("release") == "final").select("year", "gemeente_vektis", "gemeente_code", "sex",
-                                                             "age_class").unique()
+    final = (
+        long.filter(pl.col("release") == "final")
+        .select("year", "gemeente_vektis", "gemeente_code", "sex", "age_class")
+        .unique()
+    )
     no_code = vektis.filter(pl.col("reason").str.contains("without a CBS gemeente code"))["episodes"].item()
     assert no_code == final.filter(pl.col("gemeente_code").is_null()).height > 6  # >= one unknown row a year
     assert vektis["episodes"][-1] == final.filter(pl.col("gemeente_code").is_not_null()).height
@@ -268,8 +312,13 @@ def test_a_wrong_outcome_or_covariate_is_one_spec_error_naming_the_field(inputs,
 
 def test_years_the_vektis_folder_does_not_hold_are_refused(inputs, tmp_path):
     with pytest.raises(SpecError, match=r"field `years`: .* holds the final release of 2017-2022, not of 2015, 2016"):
-        preflight(write_spec(tmp_path, "early", years=[2015, 2020]), inputs["store"], inputs["episodes"],
-                  tmp_path / "out", inputs["vektis"])
+        preflight(
+            write_spec(tmp_path, "early", years=[2015, 2020]),
+            inputs["store"],
+            inputs["episodes"],
+            tmp_path / "out",
+            inputs["vektis"],
+        )
 
 
 def test_the_command_needs_vektis_for_gemeente_year_and_only_then(inputs, tmp_path):
@@ -277,8 +326,9 @@ def test_the_command_needs_vektis_for_gemeente_year_and_only_then(inputs, tmp_pa
     common = ["--store", str(inputs["store"]), "--episodes", str(inputs["episodes"]), "--out", str(tmp_path / "out")]
     missing = zorgpad(tmp_path, "panel", "build", str(spec), *common)
     assert "pass --vektis DIR" in assert_one_error_line(missing, "gemeente_year")
-    episode_spec = write_spec(tmp_path, "episode", unit="episode", outcomes=["total_cents"], covariates=[],
-                              cluster="provider_agb")
+    episode_spec = write_spec(
+        tmp_path, "episode", unit="episode", outcomes=["total_cents"], covariates=[], cluster="provider_agb"
+    )
     extra = zorgpad(tmp_path, "panel", "build", str(episode_spec), *common, "--vektis", str(inputs["vektis"]))
     assert_one_error_line(extra, "--vektis is read only by unit gemeente_year")
     not_vektis = zorgpad(tmp_path, "panel", "build", str(spec), *common, "--vektis", str(inputs["store"]))
@@ -291,12 +341,14 @@ def test_estimate_is_a_panel_clustered_by_gemeente(built, inputs, tmp_path):
     options = options_for(spec, "total_cents_per_insured_year")
     assert (options.id, options.cluster, options.repeated_cross_sections) == ("unit_num", "gemeente_code", False)
     unweighted = write_spec(tmp_path, "unweighted", weights="none", outcomes=["total_cents_per_insured_year"])
-    manifest = build_panel(unweighted, inputs["store"], inputs["episodes"], tmp_path / "estimated",
-                           vektis=inputs["vektis"], estimate=True)
+    manifest = build_panel(
+        unweighted, inputs["store"], inputs["episodes"], tmp_path / "estimated", vektis=inputs["vektis"], estimate=True
+    )
     (row,) = manifest["estimates"]["summary"]
     assert row["error"] is None and row["att"] is not None and row["se"] > 0, row
-    report = json.loads((Path(manifest["out"]) / "estimates" / "total_cents_per_insured_year" / "manifest.json")
-                        .read_text())
+    report = json.loads(
+        (Path(manifest["out"]) / "estimates" / "total_cents_per_insured_year" / "manifest.json").read_text()
+    )
     assert report["options"]["cluster"] == "gemeente_code" and report["options"]["id"] == "unit_num"
     balanced = built["panel"].filter(pl.col("balanced"))
     assert row["rows"] == balanced.height  # covariates fixed: only unbalanced gemeenten are left out
@@ -304,12 +356,25 @@ def test_estimate_is_a_panel_clustered_by_gemeente(built, inputs, tmp_path):
 
 # ------------------------------------------------------------------------------ the pure functions
 def _cell(year, code, sex, age_min, **values) -> list[dict]:
-    base = {"year": year, "release": "final", "gemeente_vektis": code, "gemeente_code": code, "sex": sex,
-            "age_class": f"{age_min}-{age_min + 4}", "age_min": age_min, "source_column": "x"}
-    measures = {"insured": "population", "insured_years": "population", "cost_msz": "msz",
-                "cost_geriatric_rehabilitation": "rehabilitation_nursing"}
-    return [{**base, "measure": m, "category": measures[m], "value": v / 100, "value_cents": v}
-            for m, v in values.items()]
+    base = {
+        "year": year,
+        "release": "final",
+        "gemeente_vektis": code,
+        "gemeente_code": code,
+        "sex": sex,
+        "age_class": f"{age_min}-{age_min + 4}",
+        "age_min": age_min,
+        "source_column": "x",
+    }
+    measures = {
+        "insured": "population",
+        "insured_years": "population",
+        "cost_msz": "msz",
+        "cost_geriatric_rehabilitation": "rehabilitation_nursing",
+    }
+    return [
+        {**base, "measure": m, "category": measures[m], "value": v / 100, "value_cents": v} for m, v in values.items()
+    ]
 
 
 def test_gemeente_years_from_hand_made_cells():
@@ -321,11 +386,19 @@ def test_gemeente_years_from_hand_made_cells():
         rows += _cell(year, "GM0001", "M", 65, insured=100_000, insured_years=10_000, cost_msz=10_000_00, **extra)
         rows += _cell(year, "GM0002", "M", 90, insured=200_000, insured_years=20_000, cost_msz=40_000_00, **extra)
     long = pl.DataFrame(rows)
-    spec = parse_spec({**SPEC, "years": [2012, 2013], "weights": "none",
-                       "outcomes": ["total_cents_per_insured_year", "rehabilitation_nursing_cents_per_insured_year"]})
+    spec = parse_spec(
+        {
+            **SPEC,
+            "years": [2012, 2013],
+            "weights": "none",
+            "outcomes": ["total_cents_per_insured_year", "rehabilitation_nursing_cents_per_insured_year"],
+        }
+    )
     cohorts = gemeente.gemeente_cohorts(
         pl.DataFrame({"bundle_id": ["hip_oa"], "provider_agb": ["01234567"], "contract_start": [date(2013, 3, 1)]}),
-        pl.DataFrame({"provider_agb": ["01234567"], "gemeente_code": ["GM0002"]}), (2012, 2013))
+        pl.DataFrame({"provider_agb": ["01234567"], "gemeente_code": ["GM0002"]}),
+        (2012, 2013),
+    )
     part, attrition = gemeente.vektis_part(gemeente.vektis_cells(long), cohorts, spec)
     panel = gemeente.unit_rows(part).sort("gemeente_code", "period")
     one = panel.filter(pl.col("gemeente_code") == "GM0001")
@@ -345,9 +418,22 @@ def test_gemeente_years_from_hand_made_cells():
 def test_the_command_on_dask_writes_the_same_panel(built, inputs, tmp_path):
     """``zorgpad panel build --vektis`` (the Prefect flow on a local Dask cluster) writes the files
     of the single-process build."""
-    done = zorgpad(tmp_path, "panel", "build", str(built["spec"]), "--store", str(inputs["store"]), "--episodes",
-                   str(inputs["episodes"]), "--vektis", str(inputs["vektis"]), "--out", str(tmp_path / "flow"),
-                   "--workers", "2")
+    done = zorgpad(
+        tmp_path,
+        "panel",
+        "build",
+        str(built["spec"]),
+        "--store",
+        str(inputs["store"]),
+        "--episodes",
+        str(inputs["episodes"]),
+        "--vektis",
+        str(inputs["vektis"]),
+        "--out",
+        str(tmp_path / "flow"),
+        "--workers",
+        "2",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     manifest = json.loads((tmp_path / "flow" / "manifest.json").read_text())
     assert manifest["content_sha256"] == built["manifest"]["content_sha256"]

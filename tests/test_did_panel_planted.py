@@ -36,21 +36,40 @@ pytestmark = pytest.mark.slow
 
 ALL_STATUSES = ["complete", "death", "censored_data", "censored_enrolment"]
 SPECS = {
-    "price": {"name": "hip_knee_price", "bundles": ["hip_oa", "knee_oa"], "unit": "episode", "years": [2016, 2019],
-              "outcomes": ["in_bundle_cents", "complication"], "covariates": ["age_at_anchor", "sex", "n_chronic_conditions"],
-              "filters": {"status": ["complete", "death"]}},
-    "volume": {"name": "hip_knee_volume", "bundles": ["hip_oa", "knee_oa"], "unit": "provider_period",
-               "years": [2016, 2020], "outcomes": ["volume"], "filters": {"status": ALL_STATUSES}},
-    "null": {"name": "cataract_price", "bundles": ["cataract"], "unit": "episode", "years": [2016, 2018],
-             "outcomes": ["in_bundle_cents"], "covariates": ["age_at_anchor", "sex"],
-             "filters": {"status": ["complete", "death"]}},
+    "price": {
+        "name": "hip_knee_price",
+        "bundles": ["hip_oa", "knee_oa"],
+        "unit": "episode",
+        "years": [2016, 2019],
+        "outcomes": ["in_bundle_cents", "complication"],
+        "covariates": ["age_at_anchor", "sex", "n_chronic_conditions"],
+        "filters": {"status": ["complete", "death"]},
+    },
+    "volume": {
+        "name": "hip_knee_volume",
+        "bundles": ["hip_oa", "knee_oa"],
+        "unit": "provider_period",
+        "years": [2016, 2020],
+        "outcomes": ["volume"],
+        "filters": {"status": ALL_STATUSES},
+    },
+    "null": {
+        "name": "cataract_price",
+        "bundles": ["cataract"],
+        "unit": "episode",
+        "years": [2016, 2018],
+        "outcomes": ["in_bundle_cents"],
+        "covariates": ["age_at_anchor", "sex"],
+        "filters": {"status": ["complete", "death"]},
+    },
 }
 
 
 def build_inputs(root: Path, patients: int = 300_000, seed: int = 7) -> dict[str, Path]:
     delivery = root / "delivery"
-    generate_delivery(SynthConfig(patients=patients, first_year=2015, last_year=2021, seed=seed, block_size=10_000),
-                      delivery)
+    generate_delivery(
+        SynthConfig(patients=patients, first_year=2015, last_year=2021, seed=seed, block_size=10_000), delivery
+    )
     ingest(delivery, root / "store", data_docs=False)
     build_episodes(root / "store", root / "episodes", bundles=["hip_oa", "knee_oa", "cataract"])
     return {"truth": truth_dir(delivery), "store": root / "store", "episodes": root / "episodes"}
@@ -64,11 +83,21 @@ def estimates(inputs: dict[str, Path], root: Path) -> dict[str, dict]:
         path.write_text(yaml.safe_dump(spec, sort_keys=False))
         manifest = build_panel(path, inputs["store"], inputs["episodes"], root / f"panel_{key}", estimate=True)
         out = Path(manifest["out"])
-        summary = {row["outcome"]: row for row in pl.read_parquet(out / "estimates" / "summary.parquet").iter_rows(named=True)}
-        dynamic = {o: pl.read_parquet(out / "estimates" / o / "aggregations.parquet").filter(
-            (pl.col("type") == "dynamic") & pl.col("event_time").is_not_null()) for o in summary}
-        found[key] = {"summary": summary, "dynamic": dynamic, "manifest": manifest,
-                      "panel": pl.read_parquet(out / "adapters" / "did.parquet")}
+        summary = {
+            row["outcome"]: row for row in pl.read_parquet(out / "estimates" / "summary.parquet").iter_rows(named=True)
+        }
+        dynamic = {
+            o: pl.read_parquet(out / "estimates" / o / "aggregations.parquet").filter(
+                (pl.col("type") == "dynamic") & pl.col("event_time").is_not_null()
+            )
+            for o in summary
+        }
+        found[key] = {
+            "summary": summary,
+            "dynamic": dynamic,
+            "manifest": manifest,
+            "panel": pl.read_parquet(out / "adapters" / "did.parquet"),
+        }
     return found
 
 
@@ -89,8 +118,11 @@ def check_recovery(found: dict[str, dict], truth: Path) -> None:
     assert null["ci_low"] <= 0 <= null["ci_high"], null
     for key, outcome in (("price", "in_bundle_cents"), ("volume", "volume"), ("null", "in_bundle_cents")):
         clusters = treated_clusters_per_event_time(found[key]["panel"], outcome)
-        pre = found[key]["dynamic"][outcome].filter(pl.col("event_time") < 0).with_columns(
-            pl.col("event_time").replace_strict(clusters, default=0).alias("clusters"))
+        pre = (
+            found[key]["dynamic"][outcome]
+            .filter(pl.col("event_time") < 0)
+            .with_columns(pl.col("event_time").replace_strict(clusters, default=0).alias("clusters"))
+        )
         tested = pre.filter(pl.col("clusters") >= FEW_CLUSTERS)
         # the cataract contracts have fewer than 10 providers: nothing of theirs is testable
         assert tested.height or key == "null", (key, "no pre-treatment event time with enough treated providers", pre)
@@ -102,8 +134,11 @@ def treated_clusters_per_event_time(panel: pl.DataFrame, outcome: str) -> dict[i
     period (g - 1 for e >= 0, g + e - 1 before: R did's varying base) are in the panel."""
     rows = panel.filter(pl.col(outcome).is_not_null())
     periods = set(rows["period"].to_list())
-    cohorts = {g: set(rows.filter(pl.col("cohort") == g)["provider_agb"].to_list())
-               for g in rows["cohort"].unique().to_list() if g}
+    cohorts = {
+        g: set(rows.filter(pl.col("cohort") == g)["provider_agb"].to_list())
+        for g in rows["cohort"].unique().to_list()
+        if g
+    }
     out = {}
     for e in range(min(periods) - max(cohorts), max(periods) - min(cohorts) + 1):
         providers = set()
@@ -133,19 +168,32 @@ def oldest_region_population(store: Path, out: Path) -> Path:
 
     gp, insured = scan_store(store)
     attributed = attribute(gp, insured, period=store_period(store)).filter(
-        (pl.col("year") == 2016) & (pl.col("quarter") == 1))
-    born = pl.read_parquet(sorted((store / "insured").rglob("*.parquet"))).group_by("patient_id").agg(
-        pl.col("birth_year").first())
+        (pl.col("year") == 2016) & (pl.col("quarter") == 1)
+    )
+    born = (
+        pl.read_parquet(sorted((store / "insured").rglob("*.parquet")))
+        .group_by("patient_id")
+        .agg(pl.col("birth_year").first())
+    )
     frame = attributed.join(providers_with_region(store), left_on="practice_agb", right_on="provider_agb").join(
-        born, on="patient_id")
-    oldest = frame.group_by("region_code").agg((2016 - pl.col("birth_year")).mean().alias("age"),
-                                               pl.col("practice_agb").n_unique().alias("practices"))
+        born, on="patient_id"
+    )
+    oldest = frame.group_by("region_code").agg(
+        (2016 - pl.col("birth_year")).mean().alias("age"), pl.col("practice_agb").n_unique().alias("practices")
+    )
     region = oldest.filter(pl.col("practices") >= 3).sort("age", descending=True)["region_code"][0]
-    practices = frame.filter(pl.col("region_code") == region).group_by("practice_agb").len().sort(
-        ["len", "practice_agb"], descending=[True, False])["practice_agb"].head(2).to_list()
+    practices = (
+        frame.filter(pl.col("region_code") == region)
+        .group_by("practice_agb")
+        .len()
+        .sort(["len", "practice_agb"], descending=[True, False])["practice_agb"]
+        .head(2)
+        .to_list()
+    )
     path = out / "population.yaml"
-    path.write_text(yaml.safe_dump({"name": f"two_practices_{region}", "practices": practices,
-                                    "start_date": "2019-01-01"}))
+    path.write_text(
+        yaml.safe_dump({"name": f"two_practices_{region}", "practices": practices, "start_date": "2019-01-01"})
+    )
     return path
 
 

@@ -31,37 +31,74 @@ DATA_AS_OF = D("2023-12-31")  # completeness date 2022-12-31 with the default 12
 # --------------------------------------------------------------------------------------------
 _SCHEMAS = {
     "insured": {
-        "patient_id": pl.String, "insurer_uzovi": pl.String, "enrolled_from": pl.Date,
-        "enrolled_to": pl.Date, "birth_year": pl.Int16, "sex": pl.String,
-        "postcode3": pl.String, "gemeente_code": pl.String, "death_date": pl.Date,
+        "patient_id": pl.String,
+        "insurer_uzovi": pl.String,
+        "enrolled_from": pl.Date,
+        "enrolled_to": pl.Date,
+        "birth_year": pl.Int16,
+        "sex": pl.String,
+        "postcode3": pl.String,
+        "gemeente_code": pl.String,
+        "death_date": pl.Date,
     },
     "dbc": {
-        "claim_id": pl.String, "patient_id": pl.String, "provider_agb": pl.String,
-        "insurer_uzovi": pl.String, "specialism_cd": pl.String, "diagnosis_cd": pl.String,
-        "product_cd": pl.String, "care_type_cd": pl.String, "start_date": pl.Date,
-        "end_date": pl.Date, "clinical": pl.Boolean, "amount": pl.Decimal(12, 2),
-        "declared_on": pl.Date, "corrects_claim_id": pl.String,
+        "claim_id": pl.String,
+        "patient_id": pl.String,
+        "provider_agb": pl.String,
+        "insurer_uzovi": pl.String,
+        "specialism_cd": pl.String,
+        "diagnosis_cd": pl.String,
+        "product_cd": pl.String,
+        "care_type_cd": pl.String,
+        "start_date": pl.Date,
+        "end_date": pl.Date,
+        "clinical": pl.Boolean,
+        "amount": pl.Decimal(12, 2),
+        "declared_on": pl.Date,
+        "corrects_claim_id": pl.String,
     },
     "dbc_activity": {
-        "claim_id": pl.String, "activity_cd": pl.String, "activity_date": pl.Date,
-        "quantity": pl.Int32, "amount": pl.Decimal(12, 2),
+        "claim_id": pl.String,
+        "activity_cd": pl.String,
+        "activity_date": pl.Date,
+        "quantity": pl.Int32,
+        "amount": pl.Decimal(12, 2),
     },
     "gp": {
-        "claim_id": pl.String, "patient_id": pl.String, "provider_agb": pl.String,
-        "insurer_uzovi": pl.String, "service_date": pl.Date, "amount": pl.Decimal(12, 2),
-        "declared_on": pl.Date, "corrects_claim_id": pl.String, "service_cd": pl.String,
+        "claim_id": pl.String,
+        "patient_id": pl.String,
+        "provider_agb": pl.String,
+        "insurer_uzovi": pl.String,
+        "service_date": pl.Date,
+        "amount": pl.Decimal(12, 2),
+        "declared_on": pl.Date,
+        "corrects_claim_id": pl.String,
+        "service_cd": pl.String,
         "referral_specialism_cd": pl.String,
     },
     "pharmacy": {
-        "claim_id": pl.String, "patient_id": pl.String, "provider_agb": pl.String,
-        "insurer_uzovi": pl.String, "service_date": pl.Date, "amount": pl.Decimal(12, 2),
-        "declared_on": pl.Date, "corrects_claim_id": pl.String, "atc_cd": pl.String,
-        "ddd": pl.Float64, "prescriber_agb": pl.String,
+        "claim_id": pl.String,
+        "patient_id": pl.String,
+        "provider_agb": pl.String,
+        "insurer_uzovi": pl.String,
+        "service_date": pl.Date,
+        "amount": pl.Decimal(12, 2),
+        "declared_on": pl.Date,
+        "corrects_claim_id": pl.String,
+        "atc_cd": pl.String,
+        "ddd": pl.Float64,
+        "prescriber_agb": pl.String,
     },
     "paramedical": {
-        "claim_id": pl.String, "patient_id": pl.String, "provider_agb": pl.String,
-        "insurer_uzovi": pl.String, "service_date": pl.Date, "amount": pl.Decimal(12, 2),
-        "declared_on": pl.Date, "corrects_claim_id": pl.String, "discipline": pl.String,
+        "claim_id": pl.String,
+        "patient_id": pl.String,
+        "provider_agb": pl.String,
+        "insurer_uzovi": pl.String,
+        "service_date": pl.Date,
+        "amount": pl.Decimal(12, 2),
+        "declared_on": pl.Date,
+        "corrects_claim_id": pl.String,
+        "discipline": pl.String,
         "service_cd": pl.String,
     },
 }
@@ -71,16 +108,36 @@ HOSP_B = "06000002"
 
 
 def _spell(pid, frm, to=None, *, birth=1950, sex="V", pc="111", gm="GM0001", death=None):
-    return dict(patient_id=pid, insurer_uzovi="3311", enrolled_from=D(frm),
-                enrolled_to=D(to) if to else None, birth_year=birth, sex=sex, postcode3=pc,
-                gemeente_code=gm, death_date=D(death) if death else None)
+    return dict(
+        patient_id=pid,
+        insurer_uzovi="3311",
+        enrolled_from=D(frm),
+        enrolled_to=D(to) if to else None,
+        birth_year=birth,
+        sex=sex,
+        postcode3=pc,
+        gemeente_code=gm,
+        death_date=D(death) if death else None,
+    )
 
 
 def _dbc(cid, pid, spec, diag, start, end, amount, *, pr="131999999", agb=HOSP_A):
-    return dict(claim_id=cid, patient_id=pid, provider_agb=agb, insurer_uzovi="3311",
-                specialism_cd=spec, diagnosis_cd=diag, product_cd=pr, care_type_cd="11",
-                start_date=D(start), end_date=D(end), clinical=False, amount=Decimal(amount),
-                declared_on=D(end), corrects_claim_id=None)
+    return dict(
+        claim_id=cid,
+        patient_id=pid,
+        provider_agb=agb,
+        insurer_uzovi="3311",
+        specialism_cd=spec,
+        diagnosis_cd=diag,
+        product_cd=pr,
+        care_type_cd="11",
+        start_date=D(start),
+        end_date=D(end),
+        clinical=False,
+        amount=Decimal(amount),
+        declared_on=D(end),
+        corrects_claim_id=None,
+    )
 
 
 def _act(cid, code, day, qty=1):
@@ -88,9 +145,16 @@ def _act(cid, code, day, qty=1):
 
 
 def _first_line(table, cid, pid, day, amount, **extra):
-    row = dict(claim_id=cid, patient_id=pid, provider_agb="01000001", insurer_uzovi="3311",
-               service_date=D(day), amount=Decimal(amount), declared_on=D(day),
-               corrects_claim_id=None)
+    row = dict(
+        claim_id=cid,
+        patient_id=pid,
+        provider_agb="01000001",
+        insurer_uzovi="3311",
+        service_date=D(day),
+        amount=Decimal(amount),
+        declared_on=D(day),
+        corrects_claim_id=None,
+    )
     defaults = {
         "gp": dict(service_cd="12000", referral_specialism_cd=None),
         "pharmacy": dict(atc_cd="N02BE01", ddd=10.0, prescriber_agb=None),
@@ -103,8 +167,7 @@ def _write(root: Path, tables: dict[str, list[dict]]) -> None:
     for table, rows in tables.items():
         folder = root / table
         folder.mkdir(parents=True, exist_ok=True)
-        pl.DataFrame(rows, schema=_SCHEMAS[table], orient="row").write_parquet(
-            folder / "part-00000.parquet")
+        pl.DataFrame(rows, schema=_SCHEMAS[table], orient="row").write_parquet(folder / "part-00000.parquet")
 
 
 # Hip patient P1, anchor 2020-03-10 at HOSP_A:
@@ -152,15 +215,15 @@ LITERAL = {
     ],
     "dbc_activity": [
         _act("H1", "190305", "2020-03-10"),
-        _act("H1", "190218", "2020-03-10", qty=4),   # length of stay 4
-        _act("H1", "190060", "2020-03-15", qty=2),   # 2 visits
-        _act("H2", "190305", "2020-09-01"),          # second trigger inside the window
-        _act("O1", "190013", "2019-10-01"),          # before window start: not counted
-        _act("O1", "190013", "2019-12-01"),          # 1 visit
-        _act("M1", "190060", "2020-07-01"),          # msz_other line: not counted
-        _act("Z1", "190305", "2020-04-01"),          # fully credited: no trigger event
+        _act("H1", "190218", "2020-03-10", qty=4),  # length of stay 4
+        _act("H1", "190060", "2020-03-15", qty=2),  # 2 visits
+        _act("H2", "190305", "2020-09-01"),  # second trigger inside the window
+        _act("O1", "190013", "2019-10-01"),  # before window start: not counted
+        _act("O1", "190013", "2019-12-01"),  # 1 visit
+        _act("M1", "190060", "2020-07-01"),  # msz_other line: not counted
+        _act("Z1", "190305", "2020-04-01"),  # fully credited: no trigger event
         _act("H3", "190305", "2021-05-01"),
-        _act("K1", "031242", "2018-05-01"),          # two rows, same claim and date: one event
+        _act("K1", "031242", "2018-05-01"),  # two rows, same claim and date: one event
         _act("K1", "031268", "2018-05-01"),
         _act("K2", "031268", "2018-06-15"),
         _act("T3", "190305", "2020-06-01"),
@@ -200,8 +263,7 @@ def _episode(episodes, patient, anchor):
 
 
 def _lines(lines, episode_id):
-    return {r["claim_id"]: r for r in lines.filter(pl.col("episode_id") == episode_id).iter_rows(
-        named=True)}
+    return {r["claim_id"]: r for r in lines.filter(pl.col("episode_id") == episode_id).iter_rows(named=True)}
 
 
 def test_columns(literal):
@@ -216,8 +278,9 @@ def test_columns(literal):
 
 def test_episode_count(literal):
     _, episodes, _ = literal
-    got = sorted((r["bundle_id"], r["patient_id"], r["anchor_date"].isoformat())
-                 for r in episodes.iter_rows(named=True))
+    got = sorted(
+        (r["bundle_id"], r["patient_id"], r["anchor_date"].isoformat()) for r in episodes.iter_rows(named=True)
+    )
     assert got == [
         ("cataract", "P2", "2018-05-01"),
         ("hip_oa", "P1", "2020-03-10"),
@@ -233,8 +296,7 @@ def test_episode_count(literal):
 def test_hip_first_episode(literal):
     _, episodes, lines = literal
     e = _episode(episodes, "P1", "2020-03-10")
-    assert e["episode_id"] == hashlib.sha256(
-        f"hip_oa|P1|2020-03-10|{HOSP_A}".encode()).hexdigest()[:20]
+    assert e["episode_id"] == hashlib.sha256(f"hip_oa|P1|2020-03-10|{HOSP_A}".encode()).hexdigest()[:20]
     assert e["anchor_provider_agb"] == HOSP_A
     assert e["anchor_year"] == 2020
     assert (e["window_start"], e["window_end"]) == (D("2019-11-11"), D("2021-03-10"))
@@ -260,9 +322,15 @@ def test_hip_first_episode(literal):
     s1 = got["S1"]
     assert (s1["days_in"], s1["days"], s1["allocated_cents"]) == (10, 20, 100000)
     expected = {
-        "H1": ("in_bundle", 900000), "H2": ("in_bundle", 800000), "O1": ("in_bundle", 41803),
-        "C1": ("in_bundle", 50000), "S1": ("in_bundle", 100000), "M1": ("msz_other", 30000),
-        "G1": ("gp", 2550), "F1": ("pharmacy", 3000), "F2": ("pharmacy", 1234),
+        "H1": ("in_bundle", 900000),
+        "H2": ("in_bundle", 800000),
+        "O1": ("in_bundle", 41803),
+        "C1": ("in_bundle", 50000),
+        "S1": ("in_bundle", 100000),
+        "M1": ("msz_other", 30000),
+        "G1": ("gp", 2550),
+        "F1": ("pharmacy", 3000),
+        "F2": ("pharmacy", 1234),
         "R1": ("paramedical", 4000),
     }
     assert {k: (v["component"], v["allocated_cents"]) for k, v in got.items()} == expected
@@ -278,8 +346,19 @@ def test_hip_covariates(literal):
     # F1 (A10, 100 days before the anchor) counts; F2 (C10, on the anchor day) does not
     assert e["diabetes"] is True and e["lipid"] is False
     assert e["n_chronic_conditions"] == 1
-    assert not any(e[f] for f in ("obstructive_airway", "cardiovascular", "anticoagulants",
-                                  "depression", "psychosis", "epilepsy", "thyroid", "cancer"))
+    assert not any(
+        e[f]
+        for f in (
+            "obstructive_airway",
+            "cardiovascular",
+            "anticoagulants",
+            "depression",
+            "psychosis",
+            "epilepsy",
+            "thyroid",
+            "cancer",
+        )
+    )
     # period [2019-03-11, 2020-03-09]: O1 wholly inside at its standardised 150001, F1 3000;
     # Z1 is fully credited, H1 starts on the anchor
     assert e["prior_year_standardised_cents"] == 153001
@@ -295,7 +374,9 @@ def test_second_episode_window_truncated(literal):
     assert e["n_chronic_conditions"] == 0
     got = _lines(lines, e["episode_id"])
     assert {k: (v["days_in"], v["days"], v["allocated_cents"]) for k, v in got.items()} == {
-        "S1": (10, 20, 100000), "H3": (10, 10, 700000)}
+        "S1": (10, 20, 100000),
+        "H3": (10, 10, 700000),
+    }
 
 
 def test_window_end_rule(literal):
@@ -313,8 +394,7 @@ def test_cataract_second_eye_and_death(literal):
     e = _episode(episodes, "P2", "2018-05-01")
     assert e["bundle_id"] == "cataract"
     assert e["anchor_provider_agb"] == HOSP_B
-    assert e["episode_id"] == hashlib.sha256(
-        f"cataract|P2|2018-05-01|{HOSP_B}".encode()).hexdigest()[:20]
+    assert e["episode_id"] == hashlib.sha256(f"cataract|P2|2018-05-01|{HOSP_B}".encode()).hexdigest()[:20]
     assert (e["window_start"], e["window_end"]) == (D("2018-01-31"), D("2020-04-30"))
     assert e["n_triggers"] == 2  # K1's two activity rows on one date are one event
     assert e["second_eye"] is True
@@ -324,8 +404,7 @@ def test_cataract_second_eye_and_death(literal):
     assert e["status"] == "death"
     assert (e["age_at_anchor"], e["sex"]) == (78, "M")
     got = _lines(lines, e["episode_id"])
-    assert {k: v["component"] for k, v in got.items()} == {
-        "K1": "in_bundle", "K2": "in_bundle", "K3": "in_bundle"}
+    assert {k: v["component"] for k, v in got.items()} == {"K1": "in_bundle", "K2": "in_bundle", "K3": "in_bundle"}
 
 
 def test_status_enrolment_and_data(literal):
@@ -339,8 +418,7 @@ def test_status_enrolment_and_data(literal):
 
 def test_runout_and_data_as_of_argument(literal):
     root, _, _ = literal
-    episodes, _ = build_episodes(root, bundles=("hip_oa",), data_as_of=DATA_AS_OF,
-                                 runout_months=0, threads=1)
+    episodes, _ = build_episodes(root, bundles=("hip_oa",), data_as_of=DATA_AS_OF, runout_months=0, threads=1)
     assert set(episodes["bundle_id"]) == {"hip_oa"}
     assert _episode(episodes, "P4", "2022-03-01")["status"] == "complete"
     assert completeness_date(D("2024-02-29"), 12) == D("2023-02-28")
@@ -356,7 +434,7 @@ def test_missing_data_as_of(tmp_path):
 
 def test_hive_partitioned_store_with_extra_columns(literal, tmp_path):
     """The ingest store: Hive buckets and extra columns give the same result."""
-    root, episodes, lines = literal
+    _root, episodes, lines = literal
     for table, rows in LITERAL.items():
         df = pl.DataFrame(rows, schema=_SCHEMAS[table], orient="row")
         key = "patient_id" if "patient_id" in df.columns else "claim_id"
@@ -391,10 +469,16 @@ def _money_lines(path: Path) -> pl.DataFrame:
             continue
         df = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
         start, end = ("start_date", "end_date") if table == "dbc" else ("service_date",) * 2
-        frames.append(df.select(
-            pl.lit(table).alias("source_table"), "claim_id", "patient_id",
-            pl.col(start).alias("line_start"), pl.col(end).alias("line_end"),
-            pl.col("amount").cast(pl.String).alias("amount")))
+        frames.append(
+            df.select(
+                pl.lit(table).alias("source_table"),
+                "claim_id",
+                "patient_id",
+                pl.col(start).alias("line_start"),
+                pl.col(end).alias("line_end"),
+                pl.col("amount").cast(pl.String).alias("amount"),
+            )
+        )
     return pl.concat(frames)
 
 
@@ -414,8 +498,7 @@ def test_generated_has_both_bundles(generated):
     assert lines.height > 0
     assert episodes["episode_id"].n_unique() == episodes.height
     for r in episodes.iter_rows(named=True):
-        key = (f"{r['bundle_id']}|{r['patient_id']}|{r['anchor_date']:%Y-%m-%d}"
-               f"|{r['anchor_provider_agb']}")
+        key = f"{r['bundle_id']}|{r['patient_id']}|{r['anchor_date']:%Y-%m-%d}|{r['anchor_provider_agb']}"
         assert r["episode_id"] == hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -457,18 +540,20 @@ def test_generated_allocation_recomputed(generated):
 
 def test_generated_no_double_allocation(generated):
     _, _, lines = generated
-    over = (lines.group_by("bundle_id", "source_table", "claim_id")
-            .agg(pl.col("days_in").sum(), pl.col("days").first(),
-                 pl.col("days").n_unique().alias("k"))
-            .filter((pl.col("days_in") > pl.col("days")) | (pl.col("k") > 1)))
+    over = (
+        lines.group_by("bundle_id", "source_table", "claim_id")
+        .agg(pl.col("days_in").sum(), pl.col("days").first(), pl.col("days").n_unique().alias("k"))
+        .filter((pl.col("days_in") > pl.col("days")) | (pl.col("k") > 1))
+    )
     assert over.height == 0, over
     assert lines.filter((pl.col("days_in") < 1) | (pl.col("days_in") > pl.col("days"))).height == 0
 
 
 def test_generated_windows_do_not_overlap(generated):
     _, episodes, _ = generated
-    prev = (episodes.sort("bundle_id", "patient_id", "anchor_date")
-            .with_columns(prev_end=pl.col("window_end").shift(1).over("bundle_id", "patient_id")))
+    prev = episodes.sort("bundle_id", "patient_id", "anchor_date").with_columns(
+        prev_end=pl.col("window_end").shift(1).over("bundle_id", "patient_id")
+    )
     assert prev.filter(pl.col("window_start") <= pl.col("prev_end")).height == 0
     assert prev.filter(pl.col("anchor_date") <= pl.col("prev_end")).height == 0
     assert episodes.filter(pl.col("window_start") > pl.col("anchor_date")).height == 0
@@ -477,8 +562,9 @@ def test_generated_windows_do_not_overlap(generated):
 def test_generated_planted_triggers_found(generated):
     path, episodes, _ = generated
     truth = pl.read_parquet(f"{path}.truth/planted_triggers/*.parquet")
-    planted = truth.filter((pl.col("role") == "trigger") & pl.col("delivered")
-                           & pl.col("bundle_id").is_in(["hip_oa", "cataract"]))
+    planted = truth.filter(
+        (pl.col("role") == "trigger") & pl.col("delivered") & pl.col("bundle_id").is_in(["hip_oa", "cataract"])
+    )
     assert planted.height > 0
     eps = defaultdict(list)
     for e in episodes.iter_rows(named=True):
@@ -488,7 +574,8 @@ def test_generated_planted_triggers_found(generated):
         found = any(
             e["anchor_date"] == p["anchor_date"]
             or (e["n_triggers"] > 1 and e["anchor_date"] < p["anchor_date"] <= e["window_end"])
-            for e in eps[(p["bundle_id"], p["patient_id"])])
+            for e in eps[(p["bundle_id"], p["patient_id"])]
+        )
         if not found:
             missing.append(p)
     assert not missing, missing[:5]

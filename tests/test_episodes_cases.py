@@ -20,10 +20,14 @@ def run(delivery: TinyDelivery, tmp_path, bundles: list[str]) -> tuple[pl.DataFr
     build_episodes(root, out, bundles=bundles)
     if not (out / "episodes").exists():
         return pl.DataFrame(), pl.DataFrame()
-    episodes = pl.concat([pl.read_parquet(f, hive_partitioning=True) for f in sorted((out / "episodes").rglob("*.parquet"))],
-                         how="diagonal_relaxed")
-    lines = pl.concat([pl.read_parquet(f, hive_partitioning=True) for f in sorted((out / "episode_lines").rglob("*.parquet"))],
-                      how="diagonal_relaxed")
+    episodes = pl.concat(
+        [pl.read_parquet(f, hive_partitioning=True) for f in sorted((out / "episodes").rglob("*.parquet"))],
+        how="diagonal_relaxed",
+    )
+    lines = pl.concat(
+        [pl.read_parquet(f, hive_partitioning=True) for f in sorted((out / "episode_lines").rglob("*.parquet"))],
+        how="diagonal_relaxed",
+    )
     return episodes.sort("patient_id", "anchor_date"), lines
 
 
@@ -39,12 +43,40 @@ def hip(tmp_path):
     d = TinyDelivery(tmp_path / "hip")
     d.patient("P1", birth_year=1950, sex="V")
     # outpatient 2016-01-01..03-31 = 91 days (leap year); window starts 2016-05-10 - 120 = 2016-01-11
-    d.dbc("D-out", "P1", "0305", "1701", "2016-01-01", "2016-03-31", 300.00, product="131999234",
-          activities=[("190013", "2016-01-05", 1), ("190013", "2016-02-01", 2)])
-    d.dbc("D-op", "P1", "0305", "1701", "2016-05-01", "2016-06-30", 9000.00, product="131999052", clinical=True,
-          activities=[("190305", "2016-05-10", 1), ("190218", "2016-05-10", 3)])
-    d.dbc("D-compl", "P1", "0305", "1703", "2016-12-01", "2016-12-20", 5000.00, product="192001007",
-          activities=[("038570", "2016-12-05", 1)])
+    d.dbc(
+        "D-out",
+        "P1",
+        "0305",
+        "1701",
+        "2016-01-01",
+        "2016-03-31",
+        300.00,
+        product="131999234",
+        activities=[("190013", "2016-01-05", 1), ("190013", "2016-02-01", 2)],
+    )
+    d.dbc(
+        "D-op",
+        "P1",
+        "0305",
+        "1701",
+        "2016-05-01",
+        "2016-06-30",
+        9000.00,
+        product="131999052",
+        clinical=True,
+        activities=[("190305", "2016-05-10", 1), ("190218", "2016-05-10", 3)],
+    )
+    d.dbc(
+        "D-compl",
+        "P1",
+        "0305",
+        "1703",
+        "2016-12-01",
+        "2016-12-20",
+        5000.00,
+        product="192001007",
+        activities=[("038570", "2016-12-05", 1)],
+    )
     d.dbc("D-cardio", "P1", "0320", "302", "2017-04-01", "2017-07-29", 1200.00, product="099899066")  # 120 days
     d.gp("G-before", "P1", "2015-12-01")
     d.gp("G-ref", "P1", "2016-02-01", referral="0305")
@@ -73,7 +105,12 @@ def test_hip_episode_anchor_window_allocation_and_proration(hip, tmp_path):
     assert alloc["D-compl"]["component"] == "in_bundle" and alloc["G-ref"]["component"] == "gp"
     assert alloc["F-statin"]["component"] == "pharmacy" and alloc["P-1"]["component"] == "paramedical"
     assert e["in_bundle_cents"] == 26703 + 900000 + 500000
-    assert (e["gp_cents"], e["pharmacy_cents"], e["paramedical_cents"], e["msz_other_cents"]) == (950, 1200, 3100, 40000)
+    assert (e["gp_cents"], e["pharmacy_cents"], e["paramedical_cents"], e["msz_other_cents"]) == (
+        950,
+        1200,
+        3100,
+        40000,
+    )
     assert e["total_cents"] == 26703 + 900000 + 500000 + 950 + 1200 + 3100 + 40000
 
 
@@ -117,8 +154,10 @@ def test_trigger_inside_an_open_episode_and_no_overlap_with_the_next(tmp_path):
     assert lines.group_by("claim_id").len()["len"].max() == 1  # each line in one episode
 
 
-@pytest.mark.parametrize("case,expected", [
-    ("death", "death"), ("gap", "censored_enrolment"), ("recent", "censored_data"), ("complete", "complete")])
+@pytest.mark.parametrize(
+    "case,expected",
+    [("death", "death"), ("gap", "censored_enrolment"), ("recent", "censored_data"), ("complete", "complete")],
+)
 def test_status(tmp_path, case, expected):
     d = TinyDelivery(tmp_path / "d")
     anchor = {"death": "2017-01-10", "gap": "2017-06-01", "recent": "2022-06-01", "complete": "2017-06-01"}[case]
@@ -160,7 +199,7 @@ def test_knee_with_complication(tmp_path):
     d.dbc("K", "P", "0305", "1801", "2018-02-01", "2018-03-15", 9500.0, activities=[("190306", "2018-02-10", 1)])
     d.dbc("R", "P", "0305", "1803", "2018-09-01", "2018-09-20", 7000.0, activities=[("038665", "2018-09-02", 1)])
     d.dbc("H", "P", "0305", "1701", "2018-05-01", "2018-05-02", 300.0)  # hip arthrosis: not knee in-bundle
-    episodes, lines = run(d, tmp_path, ["knee_oa"])
+    episodes, _lines = run(d, tmp_path, ["knee_oa"])
     e = one(episodes, patient_id="P")
     assert e["complication"] and e["in_bundle_cents"] == 950000 + 700000 and e["msz_other_cents"] == 30000
 
@@ -181,7 +220,9 @@ def test_breast_cancer_surgery_reoperation_mastectomy_and_exclusion_of_men(tmp_p
     d = TinyDelivery(tmp_path / "d")
     for pid, sex in (("W", "V"), ("M", "M")):
         d.patient(pid, sex=sex)
-        d.dbc(f"L-{pid}", pid, "0303", "318", "2019-02-01", "2019-02-20", 4000.0, activities=[("033911", "2019-02-01", 1)])
+        d.dbc(
+            f"L-{pid}", pid, "0303", "318", "2019-02-01", "2019-02-20", 4000.0, activities=[("033911", "2019-02-01", 1)]
+        )
     d.dbc("Mx", "W", "0303", "318", "2019-03-15", "2019-04-10", 6000.0, activities=[("033930", "2019-03-15", 1)])
     d.dbc("Rt", "W", "0361", "105", "2019-05-01", "2019-06-30", 8000.0)
     d.pharmacy("Tam", "W", "2019-04-01", "L02BA01", amount=20.0)
@@ -231,7 +272,9 @@ def test_acute_stroke_rehabilitation_and_death(tmp_path):
     d.dbc("Rv", "P", "0327", "0313", "2019-04-21", "2019-06-30", 15000.0)
     episodes, _ = run(d, tmp_path, ["acute_stroke"])
     e = one(episodes, patient_id="P")
-    assert e["window_start"] == date(2019, 4, 1) and e["window_end"] == date(2020, 3, 31)  # +365 days, 2020 is a leap year
+    assert e["window_start"] == date(2019, 4, 1) and e["window_end"] == date(
+        2020, 3, 31
+    )  # +365 days, 2020 is a leap year
     assert e["status"] == "death" and e["death_365d"] and e["length_of_stay"] == 10
     assert e["in_bundle_cents"] == 2200000 and e["rehabilitation_cents"] == 1500000
 
@@ -249,7 +292,13 @@ def test_birth_care_phases(tmp_path):
     assert e["anchor_date"] == date(2020, 6, 10)
     assert e["window_start"] == date(2019, 9, 4) and e["window_end"] == date(2020, 7, 22)  # -280 / +42 days
     phases = dict(lines.select("claim_id", "phase").iter_rows())
-    assert phases == {"pre": "prenatal", "G": "prenatal", "birth": "natal", "kraam": "maternity_care", "post": "postnatal"}
+    assert phases == {
+        "pre": "prenatal",
+        "G": "prenatal",
+        "birth": "natal",
+        "kraam": "maternity_care",
+        "post": "postnatal",
+    }
     assert set(lines["component"].to_list()) == {"in_bundle"} and not e["caesarean"]
 
 
@@ -260,7 +309,7 @@ def test_hand_wrist_intake_surgery_and_hand_therapy(tmp_path):
     d.dbc("S", "P", "0303", "132", "2018-07-10", "2018-08-10", 1400.0, activities=[("038340", "2018-07-10", 1)])
     for i, day in enumerate(("2018-07-20", "2018-07-27", "2018-08-03")):
         d.physio(f"T{i}", "P", day, discipline="occupational_therapy", service="4000")
-    episodes, lines = run(d, tmp_path, ["hand_wrist"])
+    episodes, _lines = run(d, tmp_path, ["hand_wrist"])
     e = one(episodes, patient_id="P")
     assert e["anchor_date"] == date(2018, 5, 1) and e["n_triggers"] == 2  # the surgery subtraject also matches
     assert e["surgery"] and e["hand_therapy_sessions"] == 3
@@ -276,8 +325,18 @@ def test_credit_and_redeclaration_are_netted_before_allocation(tmp_path):
     act = [("190305", "2018-03-01", 1)]
     d.dbc("OP", "P", "0305", "1701", "2018-02-20", "2018-04-10", 9000.0, activities=act, declared_on="2018-05-01")
     d.dbc("OP-C", "P", "0305", "1701", "2018-02-20", "2018-04-10", -9000.0, corrects="OP", declared_on="2018-08-01")
-    d.dbc("OP-R", "P", "0305", "1701", "2018-02-20", "2018-04-10", 8500.0, activities=act, corrects="OP",
-          declared_on="2018-08-02")
+    d.dbc(
+        "OP-R",
+        "P",
+        "0305",
+        "1701",
+        "2018-02-20",
+        "2018-04-10",
+        8500.0,
+        activities=act,
+        corrects="OP",
+        declared_on="2018-08-02",
+    )
     d.dbc("X", "P", "0305", "1701", "2018-05-01", "2018-05-02", 400.0, product="131999234")
     d.dbc("X-C", "P", "0305", "1701", "2018-05-01", "2018-05-02", -400.0, product="131999234", corrects="X")
     d.gp("G", "P", "2018-01-10")
@@ -300,8 +359,8 @@ def test_default_group_of_buckets_per_task():
     """Two tasks per worker of at most 4 buckets each when the workers are known, else ~48 tasks."""
     from transforms.episodes.run import default_buckets_per_task
 
-    assert default_buckets_per_task(16, workers=2) == 4      # 100k patients: 4 tasks of 4 buckets
-    assert default_buckets_per_task(153, workers=2) == 4     # 1M: 39 tasks (4 buckets at most)
-    assert default_buckets_per_task(16, workers=16) == 1     # a larger cluster: a bucket per task
-    assert default_buckets_per_task(3, workers=8) == 1       # more workers than buckets
+    assert default_buckets_per_task(16, workers=2) == 4  # 100k patients: 4 tasks of 4 buckets
+    assert default_buckets_per_task(153, workers=2) == 4  # 1M: 39 tasks (4 buckets at most)
+    assert default_buckets_per_task(16, workers=16) == 1  # a larger cluster: a bucket per task
+    assert default_buckets_per_task(3, workers=8) == 1  # more workers than buckets
     assert default_buckets_per_task(153) == 4 and default_buckets_per_task(16) == 1

@@ -20,12 +20,24 @@ BASE = date(2016, 1, 1)
 SPAN = 3 * 365
 
 day = st.integers(min_value=0, max_value=SPAN)
-dbc_line = st.tuples(day, st.integers(min_value=0, max_value=119), st.integers(min_value=-50_000, max_value=900_000),
-                     st.sampled_from([("0305", "1701"), ("0305", "1703"), ("0320", "302"), ("0301", "554")]))
-first_line = st.tuples(day, st.sampled_from(["gp", "pharmacy", "paramedical"]), st.integers(min_value=1, max_value=20_000),
-                       st.sampled_from(["A10BA02", "C10AA05", "N06AB04", "R03AC02", "M01AE01"]))
-patient = st.tuples(st.lists(day, min_size=1, max_size=4), st.lists(dbc_line, max_size=8), st.lists(first_line, max_size=10),
-                    st.one_of(st.none(), day))
+dbc_line = st.tuples(
+    day,
+    st.integers(min_value=0, max_value=119),
+    st.integers(min_value=-50_000, max_value=900_000),
+    st.sampled_from([("0305", "1701"), ("0305", "1703"), ("0320", "302"), ("0301", "554")]),
+)
+first_line = st.tuples(
+    day,
+    st.sampled_from(["gp", "pharmacy", "paramedical"]),
+    st.integers(min_value=1, max_value=20_000),
+    st.sampled_from(["A10BA02", "C10AA05", "N06AB04", "R03AC02", "M01AE01"]),
+)
+patient = st.tuples(
+    st.lists(day, min_size=1, max_size=4),
+    st.lists(dbc_line, max_size=8),
+    st.lists(first_line, max_size=10),
+    st.one_of(st.none(), day),
+)
 
 
 def _write(tmp_path, patients, extra=None) -> TinyDelivery:
@@ -36,12 +48,29 @@ def _write(tmp_path, patients, extra=None) -> TinyDelivery:
         d.patient(pid, birth_year=1945 + p, spells=[("2015-01-01", death_day)], death=death_day)
         for i, t in enumerate(triggers):
             when = (BASE + timedelta(days=t)).isoformat()
-            d.dbc(f"{pid}-T{i}", pid, "0305", "1701", when, when, 9000.0, product="131999052",
-                  activities=[("190305", when, 1)])
+            d.dbc(
+                f"{pid}-T{i}",
+                pid,
+                "0305",
+                "1701",
+                when,
+                when,
+                9000.0,
+                product="131999052",
+                activities=[("190305", when, 1)],
+            )
         for i, (start, length, cents, (spec, diag)) in enumerate(dbcs):
             s = BASE + timedelta(days=start)
-            d.dbc(f"{pid}-D{i}", pid, spec, diag, s.isoformat(), (s + timedelta(days=length)).isoformat(), cents / 100,
-                  product=f"9{spec}{diag}"[:9].ljust(9, "0"))
+            d.dbc(
+                f"{pid}-D{i}",
+                pid,
+                spec,
+                diag,
+                s.isoformat(),
+                (s + timedelta(days=length)).isoformat(),
+                cents / 100,
+                product=f"9{spec}{diag}"[:9].ljust(9, "0"),
+            )
         for i, (when, table, cents, atc) in enumerate(firsts):
             w = (BASE + timedelta(days=when)).isoformat()
             if table == "gp":
@@ -59,8 +88,10 @@ def _run(d: TinyDelivery, out):
     build_episodes(d.write(), out, bundles=["hip_oa"])
     if not (out / "episodes").exists():
         return pl.DataFrame(), pl.DataFrame()
-    return (pl.read_parquet(out / "episodes" / "**" / "*.parquet"),
-            pl.read_parquet(out / "episode_lines" / "**" / "*.parquet"))
+    return (
+        pl.read_parquet(out / "episodes" / "**" / "*.parquet"),
+        pl.read_parquet(out / "episode_lines" / "**" / "*.parquet"),
+    )
 
 
 def _prorate(cents: int, days_in: int, days: int) -> int:
@@ -84,10 +115,10 @@ def test_allocation_conserves_prorated_money_and_never_double_allocates(tmp_path
         for r in d.rows[table]:
             start = r.get("start_date") or r["service_date"]
             end = r.get("end_date") or r["service_date"]
-            claims[r["claim_id"]] = (r["patient_id"], start, end, int(round(float(r["amount"]) * 100)))
+            claims[r["claim_id"]] = (r["patient_id"], start, end, round(float(r["amount"]) * 100))
     for e in episodes.to_dicts():
         expected = 0
-        for claim, (pid, start, end, cents) in claims.items():
+        for pid, start, end, cents in claims.values():
             if pid != e["patient_id"] or cents == 0 or start > e["window_end"] or end < e["window_start"]:
                 continue
             days_in = (min(end, e["window_end"]) - max(start, e["window_start"])).days + 1
@@ -126,8 +157,15 @@ def test_covariates_never_use_data_from_the_anchor_on(tmp_path_factory, patients
                 d.dbc(f"XD{i}-{k}", pid, "0320", "302", when, when, 5000.0, product="990000001")
 
     changed, _ = _run(_write(tmp / "b", patients, add_future), tmp / "out-b")
-    columns = ["episode_id", "n_chronic_conditions", "diabetes", "cancer", "psychosis", "prior_year_standardised_cents",
-               "age_at_anchor"]
+    columns = [
+        "episode_id",
+        "n_chronic_conditions",
+        "diabetes",
+        "cancer",
+        "psychosis",
+        "prior_year_standardised_cents",
+        "age_at_anchor",
+    ]
     assert base.select(columns).sort("episode_id").equals(changed.select(columns).sort("episode_id"))
 
 
@@ -161,9 +199,14 @@ def test_episodes_and_their_ids_do_not_depend_on_buckets_or_tasks(tmp_path_facto
         if not (out / "episodes").exists():
             results.append(None)
             continue
-        results.append((pl.read_parquet(out / "episodes" / "**" / "*.parquet").sort("episode_id"),
-                        pl.read_parquet(out / "episode_lines" / "**" / "*.parquet").sort(
-                            "episode_id", "source_table", "claim_id", "component", "phase")))
+        results.append(
+            (
+                pl.read_parquet(out / "episodes" / "**" / "*.parquet").sort("episode_id"),
+                pl.read_parquet(out / "episode_lines" / "**" / "*.parquet").sort(
+                    "episode_id", "source_table", "claim_id", "component", "phase"
+                ),
+            )
+        )
     first = results[0]
     for other in results[1:]:
         if first is None:

@@ -37,8 +37,9 @@ EXPECTED_REASON = {
     "unknown_provider": {"unknown_provider"},
     "bsn_in_id": {"bsn_like_id"},
 }
-RATES = FaultRates(credit=0.02, duplicate=0.004, invalid_code=0.003, outside_enrolment=0.003,
-                   unknown_provider=0.002, bsn_in_id=0.001)
+RATES = FaultRates(
+    credit=0.02, duplicate=0.004, invalid_code=0.003, outside_enrolment=0.003, unknown_provider=0.002, bsn_in_id=0.001
+)
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +78,11 @@ def test_exactly_the_injected_faulty_rows_are_quarantined_with_the_right_reason(
     for table in CLAIM_TABLES:
         expected = faults.filter(pl.col("table") == table).select("claim_id", "fault")
         got = read(local_store, table, quarantine=True)
-        got = got.select("claim_id", "reason") if got.height else pl.DataFrame(schema={"claim_id": pl.String, "reason": pl.String})
+        got = (
+            got.select("claim_id", "reason")
+            if got.height
+            else pl.DataFrame(schema={"claim_id": pl.String, "reason": pl.String})
+        )
         assert got.height == expected.height, f"{table}: {got.height} quarantined, {expected.height} injected"
         joined = expected.join(got, on="claim_id", how="full", coalesce=True)
         assert joined["fault"].null_count() == 0, f"{table}: quarantined rows that were not injected"
@@ -106,7 +111,7 @@ def test_a_clean_delivery_quarantines_nothing(tmp_path):
 def test_books_balance_rows_and_euros_for_every_table(faulty_delivery, local_store):
     manifest = json.loads((local_store / "manifest.json").read_text())
     assert manifest["balanced"]
-    for table, b in manifest["books"].items():
+    for b in manifest["books"].values():
         assert b["rows_in"] == b["rows_in_delivery"] == b["rows_stored"] + b["rows_quarantined"] + b["rows_merged"]
     # euros in, from the delivery itself, with an independent reader
     for table in CLAIM_TABLES:
@@ -124,12 +129,19 @@ def test_corrections_are_netted_to_the_cent(faulty_delivery, local_store):
         expected = corrections.filter(pl.col("table") == table)
         if expected.height == 0:
             continue
-        stored = read(local_store, table).select("claim_id", (pl.col("amount") * 100).cast(pl.Int64).alias("net"),
-                                                 "n_corrections", "fully_credited", "effective_claim_id")
+        stored = read(local_store, table).select(
+            "claim_id",
+            (pl.col("amount") * 100).cast(pl.Int64).alias("net"),
+            "n_corrections",
+            "fully_credited",
+            "effective_claim_id",
+        )
         joined = expected.join(stored, left_on="original_claim_id", right_on="claim_id", how="left")
         assert joined["net"].null_count() == 0, f"{table}: corrected claims missing from the store"
         assert (joined["net"] == joined["net_cents"]).all(), table
-        credited_only = joined.filter(pl.col("credit_claim_id").is_not_null() & pl.col("redeclaration_claim_id").is_null())
+        credited_only = joined.filter(
+            pl.col("credit_claim_id").is_not_null() & pl.col("redeclaration_claim_id").is_null()
+        )
         assert credited_only["fully_credited"].all()
         redeclared = joined.filter(pl.col("redeclaration_claim_id").is_not_null())
         assert (redeclared["effective_claim_id"] == redeclared["redeclaration_claim_id"]).all()
@@ -138,13 +150,15 @@ def test_corrections_are_netted_to_the_cent(faulty_delivery, local_store):
 
 
 def test_netting_hand_computed_cases():
-    lines = pl.DataFrame({
-        "claim_id": ["A", "A-C", "A-R", "B", "B-C", "C"],
-        "corrects_claim_id": [None, "A", "A", None, "B", None],
-        "amount": [10_000, -10_000, 9_500, 2_500, -2_500, 700],
-        "declared_on": [1, 5, 6, 1, 3, 1],
-        "specialism_cd": ["0305", "0305", "0306", "0301", "0301", "0320"],
-    })
+    lines = pl.DataFrame(
+        {
+            "claim_id": ["A", "A-C", "A-R", "B", "B-C", "C"],
+            "corrects_claim_id": [None, "A", "A", None, "B", None],
+            "amount": [10_000, -10_000, 9_500, 2_500, -2_500, 700],
+            "declared_on": [1, 5, 6, 1, 3, 1],
+            "specialism_cd": ["0305", "0305", "0306", "0301", "0301", "0320"],
+        }
+    )
     netted, merged = net_corrections(lines)
     by_id = {r["claim_id"]: r for r in netted.to_dicts()}
     assert set(by_id) == {"A", "B", "C"}
@@ -160,10 +174,15 @@ def test_later_copies_from_files_equal_later_copies_of_all_ids(tmp_path):
     """The two-pass reading of the id files (hashes first, then candidate rows) finds exactly the
     duplicates that checking all ids in memory finds, across files."""
     rng = np.random.default_rng(3)
-    ids = pl.DataFrame({"claim_id": [f"C{v:06d}" for v in rng.integers(0, 40_000, 60_000)],
-                        "patient_key": rng.integers(0, 1_000, 60_000), "bucket": rng.integers(0, 4, 60_000).astype(np.int32),
-                        "_partition": np.repeat(np.arange(6, dtype=np.int32), 10_000),
-                        "_row": np.tile(np.arange(10_000, dtype=np.int64), 6)})
+    ids = pl.DataFrame(
+        {
+            "claim_id": [f"C{v:06d}" for v in rng.integers(0, 40_000, 60_000)],
+            "patient_key": rng.integers(0, 1_000, 60_000),
+            "bucket": rng.integers(0, 4, 60_000).astype(np.int32),
+            "_partition": np.repeat(np.arange(6, dtype=np.int32), 10_000),
+            "_row": np.tile(np.arange(10_000, dtype=np.int64), 6),
+        }
+    )
     files = []
     for (partition,), rows in ids.partition_by("_partition", as_dict=True, maintain_order=True).items():
         files.append(tmp_path / f"p{partition}.parquet")
@@ -174,8 +193,17 @@ def test_later_copies_from_files_equal_later_copies_of_all_ids(tmp_path):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["original", "credit", "redeclaration"]),
-                          st.integers(-5_000, 5_000), st.integers(1, 9)), max_size=30))
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 5),
+            st.sampled_from(["original", "credit", "redeclaration"]),
+            st.integers(-5_000, 5_000),
+            st.integers(1, 9),
+        ),
+        max_size=30,
+    )
+)
 def test_netting_fast_path_equals_netting_every_line_as_a_group(rows):
     """Uncorrected claims skip the sort; the result equals running the group logic on every line."""
     from transforms.ingest.netting import _net_groups
@@ -186,10 +214,22 @@ def test_netting_fast_path_equals_netting_every_line_as_a_group(rows):
         corrects.append(None if kind == "original" else f"K{root}")
         amounts.append(abs(amount) if kind != "credit" else -abs(amount) or -1)
         declared.append(day)
-    lines = pl.DataFrame({"claim_id": claim_ids, "corrects_claim_id": corrects, "amount": amounts,
-                          "declared_on": declared, "patient_key": [7] * len(rows)},
-                         schema={"claim_id": pl.String, "corrects_claim_id": pl.String, "amount": pl.Int64,
-                                 "declared_on": pl.Int32, "patient_key": pl.Int64})
+    lines = pl.DataFrame(
+        {
+            "claim_id": claim_ids,
+            "corrects_claim_id": corrects,
+            "amount": amounts,
+            "declared_on": declared,
+            "patient_key": [7] * len(rows),
+        },
+        schema={
+            "claim_id": pl.String,
+            "corrects_claim_id": pl.String,
+            "amount": pl.Int64,
+            "declared_on": pl.Int32,
+            "patient_key": pl.Int64,
+        },
+    )
     lines = lines.unique("claim_id", keep="first", maintain_order=True)  # claim ids are unique by then
     fast, fast_merged = net_corrections(lines)
     slow, slow_merged = _net_groups(lines)
@@ -208,14 +248,19 @@ def test_store_is_bucketed_by_patient_and_ordered_by_patient_and_date(local_stor
             for pid in df["patient_id"].unique().to_list():
                 buckets_of_patient.setdefault(pid, set()).add(bucket)
             date_col = {"insured": "enrolled_from", "dbc": "start_date"}.get(table, "service_date")
-            assert df.select("patient_key", date_col).equals(df.select("patient_key", date_col).sort("patient_key", date_col))
+            assert df.select("patient_key", date_col).equals(
+                df.select("patient_key", date_col).sort("patient_key", date_col)
+            )
     assert all(len(b) == 1 for b in buckets_of_patient.values()), "a patient is split over buckets"
 
 
 def test_dask_cluster_and_single_process_give_identical_stores(local_store, dask_store):
     def digest(store: Path) -> dict[str, str]:
-        return {str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted(store.rglob("*.parquet")) if "validation" not in p.parts}
+        return {
+            str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(store.rglob("*.parquet"))
+            if "validation" not in p.parts
+        }
 
     a, b = digest(local_store), digest(dask_store)
     assert len(a) > 20 and a == b
@@ -254,7 +299,10 @@ def test_money_converts_exactly_to_cents():
 
 def test_patient_key_is_the_published_fnv1a_hash():
     assert fnv1a64(pa.array(["", "a", "foobar"])).tolist() == [
-        0xCBF29CE484222325, 0xAF63DC4C8601EC8C, 0x85944171F73967E8]
+        0xCBF29CE484222325,
+        0xAF63DC4C8601EC8C,
+        0x85944171F73967E8,
+    ]
 
 
 # ----------------------------------------------------------------------------- broken deliveries
@@ -271,30 +319,50 @@ def _rewrite(path: Path, change) -> None:
 
 BROKEN = {
     "missing table": (lambda d: shutil.rmtree(d / "pharmacy"), "table pharmacy is missing"),
-    "truncated file": (lambda d: (d / "dbc" / "part-00000.parquet").write_bytes(
-        (d / "dbc" / "part-00000.parquet").read_bytes()[:5000]), "not a readable parquet file"),
-    "renamed column": (lambda d: _rewrite(d / "gp" / "part-00001.parquet",
-                                          lambda t: t.rename_columns(["claimid" if c == "claim_id" else c for c in t.column_names])),
-                       "column 'claim_id' is missing"),
-    "retyped column": (lambda d: _rewrite(d / "dbc" / "part-00002.parquet",
-                                          lambda t: t.set_column(t.column_names.index("amount"), "amount",
-                                                                 t.column("amount").cast(pa.string()))),
-                       "column 'amount' has type string"),
-    "empty table": (lambda d: [(_rewrite(f, lambda t: t.slice(0, 0))) for f in (d / "maternity").glob("*.parquet")],
-                    "table maternity is empty"),
+    "truncated file": (
+        lambda d: (d / "dbc" / "part-00000.parquet").write_bytes(
+            (d / "dbc" / "part-00000.parquet").read_bytes()[:5000]
+        ),
+        "not a readable parquet file",
+    ),
+    "renamed column": (
+        lambda d: _rewrite(
+            d / "gp" / "part-00001.parquet",
+            lambda t: t.rename_columns(["claimid" if c == "claim_id" else c for c in t.column_names]),
+        ),
+        "column 'claim_id' is missing",
+    ),
+    "retyped column": (
+        lambda d: _rewrite(
+            d / "dbc" / "part-00002.parquet",
+            lambda t: t.set_column(t.column_names.index("amount"), "amount", t.column("amount").cast(pa.string())),
+        ),
+        "column 'amount' has type string",
+    ),
+    "empty table": (
+        lambda d: [(_rewrite(f, lambda t: t.slice(0, 0))) for f in (d / "maternity").glob("*.parquet")],
+        "table maternity is empty",
+    ),
     "missing delivery.json": (lambda d: (d / "delivery.json").unlink(), "delivery.json is missing"),
     "delivery.json contradicts the data": (
-        lambda d: (d / "delivery.json").write_text(json.dumps({**json.loads((d / "delivery.json").read_text()),
-                                                               "data_as_of": "2022-12-31", "last_year": 2022,
-                                                               "first_year": 2015}).replace('"2022-12-31"', '"2019-06-30"')),
-        "data_as_of"),
+        lambda d: (d / "delivery.json").write_text(
+            json.dumps(
+                {
+                    **json.loads((d / "delivery.json").read_text()),
+                    "data_as_of": "2022-12-31",
+                    "last_year": 2022,
+                    "first_year": 2015,
+                }
+            ).replace('"2022-12-31"', '"2019-06-30"')
+        ),
+        "data_as_of",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_deliveries_give_one_clear_error_and_no_store(faulty_delivery, tmp_path, case):
     from flows import ingest_command  # noqa: F401  (registers the command)
-    from flows.cli import UserError, app
 
     breaker, message = BROKEN[case]
     broken = _copy(faulty_delivery, tmp_path)
@@ -311,7 +379,9 @@ def test_a_check_failing_on_too_many_rows_stops_the_run(faulty_delivery, tmp_pat
     table = pq.read_table(path)
     codes = np.array(table.column("service_cd").to_pylist(), dtype=object)
     codes[: len(codes) // 3] = "99999"
-    _rewrite(path, lambda t: t.set_column(t.column_names.index("service_cd"), "service_cd", pa.array(codes, pa.string())))
+    _rewrite(
+        path, lambda t: t.set_column(t.column_names.index("service_cd"), "service_cd", pa.array(codes, pa.string()))
+    )
     with pytest.raises(DeliveryError) as error:
         ingest(broken, tmp_path / "store", n_buckets=2, data_docs=False)
     assert error.value.table == "gp" and "gp.service_cd.code_valid" in str(error.value)
@@ -350,16 +420,27 @@ def test_relative_paths_work(faulty_delivery, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------- uniqueness
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["A1", "A2", "B-7", "", "ééé", "A1 "]), st.integers(0, 3)),
-                min_size=0, max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["A1", "A2", "B-7", "", "ééé", "A1 "]), st.integers(0, 3)), min_size=0, max_size=40
+    )
+)
 def test_later_copies_are_every_copy_after_the_first_delivered(rows):
     """The hashed uniqueness check marks exactly what sorting all ids would: every line of a claim
     id except its first by (partition, row)."""
-    ids = pl.DataFrame({"claim_id": [c for c, _ in rows], "_partition": [p for _, p in rows],
-                        "_row": list(range(len(rows))), "bucket": [0] * len(rows)},
-                       schema={"claim_id": pl.String, "_partition": pl.Int32, "_row": pl.Int64, "bucket": pl.Int32})
+    ids = pl.DataFrame(
+        {
+            "claim_id": [c for c, _ in rows],
+            "_partition": [p for _, p in rows],
+            "_row": list(range(len(rows))),
+            "bucket": [0] * len(rows),
+        },
+        schema={"claim_id": pl.String, "_partition": pl.Int32, "_row": pl.Int64, "bucket": pl.Int32},
+    )
     first: dict[str, tuple[int, int]] = {}
-    for claim, partition, row in sorted(zip(ids["claim_id"], ids["_partition"], ids["_row"]), key=lambda r: (r[1], r[2])):
+    for claim, partition, row in sorted(
+        zip(ids["claim_id"], ids["_partition"], ids["_row"]), key=lambda r: (r[1], r[2])
+    ):
         first.setdefault(claim, (partition, row))
     expected = sorted((p, r) for c, p, r in zip(ids["claim_id"], ids["_partition"], ids["_row"]) if first[c] != (p, r))
     got = later_copies(ids)

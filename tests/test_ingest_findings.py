@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tiny_delivery import GP, HOSPITAL, INSURER, TinyDelivery, d
+from tiny_delivery import HOSPITAL, TinyDelivery
 from transforms.ingest.checks import BSN_MASK, is_bsn_like
 from transforms.ingest.delivery import DeliveryError
 from transforms.ingest.run import ingest
@@ -32,8 +32,16 @@ def base(root: Path, **meta) -> TinyDelivery:
         delivery.patient(pid, spells=[("2015-01-01", None)])
         delivery.gp(f"G-{pid}-1", pid, "2016-02-01")
         delivery.gp(f"G-{pid}-2", pid, "2017-05-03", amount=21.25)
-    delivery.dbc("D1", "P1", "0305", "1701", "2016-03-01", "2016-03-20", 9000.00,
-                 activities=[("190305", "2016-03-05", 1), ("190218", "2016-03-05", 3)])
+    delivery.dbc(
+        "D1",
+        "P1",
+        "0305",
+        "1701",
+        "2016-03-01",
+        "2016-03-20",
+        9000.00,
+        activities=[("190305", "2016-03-05", 1), ("190218", "2016-03-05", 3)],
+    )
     delivery.pharmacy("F1", "P1", "2016-04-01", "A10BA02")
     delivery.physio("PH1", "P1", "2016-04-02")
     delivery.maternity("M1", "P2", "2016-05-01", "prenatal")
@@ -49,8 +57,14 @@ def read(store: Path, table: str, quarantine: bool = False) -> pl.DataFrame:
 def run(root: Path, tmp_path: Path, **kw):
     """Ingest a hand-written delivery; its few rows make any finding more than 5% of a table, so
     the critical share is 100% unless a test says otherwise."""
-    return ingest(root, tmp_path / "store", n_buckets=kw.pop("n_buckets", 2), data_docs=kw.pop("data_docs", False),
-                  critical_share=kw.pop("critical_share", 1.0), **kw)
+    return ingest(
+        root,
+        tmp_path / "store",
+        n_buckets=kw.pop("n_buckets", 2),
+        data_docs=kw.pop("data_docs", False),
+        critical_share=kw.pop("critical_share", 1.0),
+        **kw,
+    )
 
 
 def reasons(store: Path, table: str) -> dict[str, str]:
@@ -77,14 +91,22 @@ def test_hive_partition_folders_are_read_and_other_files_ignored_and_reported(tm
     (root / "notes.md").write_text("x")
     result = run(root, tmp_path)
     assert result.manifest["books"]["gp"]["rows_in"] == 4 and result.manifest["balanced"]
-    assert result.manifest["ignored_files"] == {"gp/README.txt": "not a .parquet file",
-                                                "gp/_SUCCESS": "hidden file or folder",
-                                                "notes.md": "not in a table folder"}
+    assert result.manifest["ignored_files"] == {
+        "gp/README.txt": "not a .parquet file",
+        "gp/_SUCCESS": "hidden file or folder",
+        "notes.md": "not in a table folder",
+    }
 
 
 def _listed(root: Path) -> list[dict]:
-    return [{"path": p.relative_to(root).as_posix(), "bytes": p.stat().st_size,
-             "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in sorted(root.rglob("*.parquet"))]
+    return [
+        {
+            "path": p.relative_to(root).as_posix(),
+            "bytes": p.stat().st_size,
+            "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+        }
+        for p in sorted(root.rglob("*.parquet"))
+    ]
 
 
 def test_the_file_list_of_delivery_json_is_what_is_read_and_checked(tmp_path):
@@ -100,15 +122,15 @@ def test_the_file_list_of_delivery_json_is_what_is_read_and_checked(tmp_path):
 
     wrong = [dict(f, sha256="0" * 64) if f["path"] == "dbc/part-0.parquet" else f for f in files]
     (root / "delivery.json").write_text(json.dumps({**meta, "files": wrong}))
-    with pytest.raises(DeliveryError, match="the SHA-256 of dbc/part-0.parquet is .* delivery.json says 0000"):
+    with pytest.raises(DeliveryError, match=r"the SHA-256 of dbc/part-0.parquet is .* delivery.json says 0000"):
         run(root, tmp_path / "again")
     short = [dict(f, bytes=f["bytes"] + 1) if f["path"] == "gp/part-0.parquet" else f for f in files]
     (root / "delivery.json").write_text(json.dumps({**meta, "files": short}))
-    with pytest.raises(DeliveryError, match="gp/part-0.parquet has .* bytes, delivery.json says"):
+    with pytest.raises(DeliveryError, match=r"gp/part-0.parquet has .* bytes, delivery.json says"):
         run(root, tmp_path / "again")
-    missing = files + [{"path": "gp/part-1.parquet"}]
+    missing = [*files, {"path": "gp/part-1.parquet"}]
     (root / "delivery.json").write_text(json.dumps({**meta, "files": missing}))
-    with pytest.raises(DeliveryError, match="delivery.json lists gp/part-1.parquet, which is not in the delivery"):
+    with pytest.raises(DeliveryError, match=r"delivery.json lists gp/part-1.parquet, which is not in the delivery"):
         run(root, tmp_path / "again")
 
 
@@ -129,7 +151,9 @@ def test_a_care_activity_file_delivered_twice_is_counted_once(tmp_path):
 
 def _float_amounts(path: Path, amounts: list[float]) -> None:
     table = pq.read_table(path)
-    pq.write_table(table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path)
+    pq.write_table(
+        table.set_column(table.column_names.index("amount"), "amount", pa.array(amounts, pa.float64())), path
+    )
 
 
 def test_amounts_that_are_not_whole_cents_are_quarantined_and_counted_as_delivered(tmp_path):
@@ -187,9 +211,13 @@ def test_a_chain_follows_its_quarantined_original_and_a_cycle_is_quarantined(tmp
     delivery.gp("Y", "P2", "2018-01-10", amount=11.0, corrects="X")
     delivery.meta["first_year"] = 2014
     result = run(delivery.write(), tmp_path)
-    assert reasons(tmp_path / "store", "gp") == {"B": "outside_enrolment", "B-R": "parent_quarantined",
-                                                 "B-R-C": "parent_quarantined", "X": "correction_cycle",
-                                                 "Y": "correction_cycle"}
+    assert reasons(tmp_path / "store", "gp") == {
+        "B": "outside_enrolment",
+        "B-R": "parent_quarantined",
+        "B-R-C": "parent_quarantined",
+        "X": "correction_cycle",
+        "Y": "correction_cycle",
+    }
     assert result.manifest["balanced"]
 
 
@@ -199,7 +227,9 @@ def test_a_conflicting_provider_row_does_not_take_the_valid_one_with_it(tmp_path
     # first delivered: the same AGB as a GP practice, which its zorgsoort 06 contradicts
     delivery.rows["providers"].insert(0, {"provider_agb": HOSPITAL, "provider_type": "gp", "gemeente_code": "GM0363"})
     # and a later valid-looking copy in another gemeente: the first valid row is kept
-    delivery.rows["providers"].append({"provider_agb": HOSPITAL, "provider_type": "hospital", "gemeente_code": "GM0599"})
+    delivery.rows["providers"].append(
+        {"provider_agb": HOSPITAL, "provider_type": "hospital", "gemeente_code": "GM0599"}
+    )
     result = run(delivery.write(), tmp_path)
     providers = read(tmp_path / "store", "providers")
     assert providers.filter(pl.col("provider_agb") == HOSPITAL)["gemeente_code"].to_list() == ["GM0363"]
@@ -235,7 +265,7 @@ def test_claims_outside_the_years_of_delivery_json(tmp_path):
     assert result.manifest["balanced"]
     # most claims outside the years: delivery.json is wrong, not the claims
     wrong = base(tmp_path / "w", first_year=2019)
-    with pytest.raises(DeliveryError, match="delivery.json contradicts the data: .* outside the years 2019-2022"):
+    with pytest.raises(DeliveryError, match=r"delivery.json contradicts the data: .* outside the years 2019-2022"):
         run(wrong.write(), tmp_path / "w-store", critical_share=0.05)
 
 

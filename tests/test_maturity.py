@@ -15,16 +15,21 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from folder_content import folder_content
 from test_cli_safety import assert_one_error_line, zorgpad
-
 from transforms.ingest.run import ingest
 from transforms.maturity import docs
 from transforms.maturity.chainladder import completion, completion_by_period, development_factors
 from transforms.maturity.run import build_maturity, maturity_of
 from transforms.maturity.tables import table
-from transforms.maturity.triangle import (build_triangle, declaration_cells, last_complete_month,
-                                          month_index, original_declarations)
+from transforms.maturity.triangle import (
+    build_triangle,
+    declaration_cells,
+    last_complete_month,
+    month_index,
+    original_declarations,
+)
 from transforms.synth import SynthConfig, generate_delivery, truth_dir
 from transforms.synth.claims import DECLARATION_LAG, declaration_lag
 from transforms.synth.config import FaultRates
@@ -52,8 +57,9 @@ def hand_lines() -> pl.DataFrame:
     rows = []
     for (year, month), by_age in HAND.items():
         for k, (n, cents) in enumerate(by_age):
-            rows += [{"service_date": date(year, month, 15), "declared_on": _month(year, month, k, 10),
-                      "cents": cents}] * n
+            rows += [
+                {"service_date": date(year, month, 15), "declared_on": _month(year, month, k, 10), "cents": cents}
+            ] * n
     return pl.DataFrame(rows, schema={"service_date": pl.Date, "declared_on": pl.Date, "cents": pl.Int64})
 
 
@@ -74,8 +80,12 @@ def test_the_triangle_and_the_chain_ladder_by_hand():
     tri = build_triangle(cells, month_index(date(2020, 3, 1)))
     january = tri.filter(pl.col("service_month") == month_index(date(2020, 1, 1)))
     assert january["cumulative_lines"].to_list() == [3, 9, 12]
-    assert tri.filter(pl.col("service_month") == month_index(date(2019, 12, 1)))["cumulative_cents"].to_list() == \
-        [200, 600, 800, 800]
+    assert tri.filter(pl.col("service_month") == month_index(date(2019, 12, 1)))["cumulative_cents"].to_list() == [
+        200,
+        600,
+        800,
+        800,
+    ]
     assert tri.height == 4 + 3 + 2 + 1
 
     factors = development_factors(tri, min_service_months=1)
@@ -125,22 +135,33 @@ def test_truncation_at_a_data_as_of_inside_a_month():
 
 
 def test_corrections_count_at_the_original_declaration_and_credited_lines_nowhere():
-    stored = pl.DataFrame([
-        # an uncorrected line
-        ("A", date(2020, 1, 5), date(2020, 1, 20), 1000, 0, False),
-        # re-declared: stored with the re-declaration's date (the group's latest), original in the audit
-        ("B", date(2020, 1, 5), date(2020, 6, 3), 1100, 2, False),
-        # credited to zero: no service
-        ("C", date(2020, 1, 5), date(2020, 5, 1), 0, 1, True),
-        # partly credited, the original is the stored line: the earliest date known (the credit's)
-        ("D", date(2020, 1, 5), date(2020, 7, 1), 400, 2, False),
-    ], schema=list({"claim_id": 0, "service_date": 0, "declared_on": 0, "cents": 0, "n_corrections": 0,
-                    "fully_credited": 0}), orient="row").with_columns(pl.col("n_corrections").cast(pl.Int16))
-    corrections = pl.DataFrame([
-        ("B", "original", date(2020, 2, 10)), ("B", "credit", date(2020, 6, 1)),
-        ("C", "credit", date(2020, 5, 1)),
-        ("D", "credit", date(2020, 4, 2)), ("D", "credit", date(2020, 7, 1)),
-    ], schema=["root_claim_id", "kind", "declared_on"], orient="row")
+    stored = pl.DataFrame(
+        [
+            # an uncorrected line
+            ("A", date(2020, 1, 5), date(2020, 1, 20), 1000, 0, False),
+            # re-declared: stored with the re-declaration's date (the group's latest), original in the audit
+            ("B", date(2020, 1, 5), date(2020, 6, 3), 1100, 2, False),
+            # credited to zero: no service
+            ("C", date(2020, 1, 5), date(2020, 5, 1), 0, 1, True),
+            # partly credited, the original is the stored line: the earliest date known (the credit's)
+            ("D", date(2020, 1, 5), date(2020, 7, 1), 400, 2, False),
+        ],
+        schema=list(
+            {"claim_id": 0, "service_date": 0, "declared_on": 0, "cents": 0, "n_corrections": 0, "fully_credited": 0}
+        ),
+        orient="row",
+    ).with_columns(pl.col("n_corrections").cast(pl.Int16))
+    corrections = pl.DataFrame(
+        [
+            ("B", "original", date(2020, 2, 10)),
+            ("B", "credit", date(2020, 6, 1)),
+            ("C", "credit", date(2020, 5, 1)),
+            ("D", "credit", date(2020, 4, 2)),
+            ("D", "credit", date(2020, 7, 1)),
+        ],
+        schema=["root_claim_id", "kind", "declared_on"],
+        orient="row",
+    )
     out = original_declarations(stored, corrections).collect().sort("cents")
     assert out.rows() == [
         (date(2020, 1, 5), date(2020, 4, 2), 400),
@@ -148,9 +169,11 @@ def test_corrections_count_at_the_original_declaration_and_credited_lines_nowher
         (date(2020, 1, 5), date(2020, 2, 10), 1100),
     ]
     cells = declaration_cells(out)
-    assert cells.rows() == [(month_index(date(2020, 1, 1)), month_index(date(2020, 1, 1)), 1, 1000),
-                            (month_index(date(2020, 1, 1)), month_index(date(2020, 2, 1)), 1, 1100),
-                            (month_index(date(2020, 1, 1)), month_index(date(2020, 4, 1)), 1, 400)]
+    assert cells.rows() == [
+        (month_index(date(2020, 1, 1)), month_index(date(2020, 1, 1)), 1, 1000),
+        (month_index(date(2020, 1, 1)), month_index(date(2020, 2, 1)), 1, 1100),
+        (month_index(date(2020, 1, 1)), month_index(date(2020, 4, 1)), 1, 400),
+    ]
     assert original_declarations(stored.filter(pl.col("n_corrections") == 0)).collect().height == 1
 
 
@@ -166,8 +189,9 @@ def test_the_truth_lag_distribution_is_the_generators():
 
 
 def test_maturity_dictionary_is_up_to_date():
-    assert docs.DOCS_PATH.read_text(encoding="utf-8") == docs.render(), \
+    assert docs.DOCS_PATH.read_text(encoding="utf-8") == docs.render(), (
         "docs/maturity.md is stale: run python -m transforms.maturity.docs"
+    )
 
 
 # ------------------------------------------------------------------------------ on a generated delivery
@@ -178,8 +202,15 @@ def built(tmp_path_factory) -> dict:
     day of the last year, so every table has recent immature months."""
     root = tmp_path_factory.mktemp("maturity")
     faults = FaultRates.none().model_copy(update={"late_declarations": True})
-    config = SynthConfig(patients=20_000, first_year=2017, last_year=2019, seed=3, data_as_of=date(2019, 12, 31),
-                         faults=faults, block_size=10_000)
+    config = SynthConfig(
+        patients=20_000,
+        first_year=2017,
+        last_year=2019,
+        seed=3,
+        data_as_of=date(2019, 12, 31),
+        faults=faults,
+        block_size=10_000,
+    )
     generate_delivery(config, root / "delivery")
     ingest(root / "delivery", root / "store", n_buckets=4, data_docs=False)
     manifest = build_maturity(root / "store", root / "maturity")
@@ -194,8 +225,11 @@ def test_completion_agrees_with_the_generators_lag_distribution(built):
         truth = built["truth"][claim_table]
         assert truth["late_lines"] == "withheld" and truth["lines"] > 0
         for measure, key in (("lines", "within_months"), ("cents", "within_months_cents")):
-            estimated = factors.filter((pl.col("claim_table") == claim_table) & (pl.col("measure") == measure)) \
-                .sort("development_age")["completion"].to_list()
+            estimated = (
+                factors.filter((pl.col("claim_table") == claim_table) & (pl.col("measure") == measure))
+                .sort("development_age")["completion"]
+                .to_list()
+            )
             diffs = [estimated[r] - truth[key][r] for r in range(13)]
             worst[(claim_table, measure)] = max(abs(d) for d in diffs)
             assert worst[(claim_table, measure)] < 0.02, (claim_table, measure, [round(100 * d, 2) for d in diffs])
@@ -213,8 +247,10 @@ def test_recent_immature_months_are_flagged_and_older_ones_mature(built):
         first_immature = flags.index(False)
         assert not any(flags[first_immature:]), f"{claim_table}: a mature month after an immature one"
         for runout, mature in zip(rows["runout_months"].to_list(), flags):
-            expected = min(truth["within_months"][min(runout, len(truth["within_months"]) - 1)],
-                           truth["within_months_cents"][min(runout, len(truth["within_months_cents"]) - 1)])
+            expected = min(
+                truth["within_months"][min(runout, len(truth["within_months"]) - 1)],
+                truth["within_months_cents"][min(runout, len(truth["within_months_cents"]) - 1)],
+            )
             if abs(expected - 0.95) > 0.01:
                 assert mature == (expected >= 0.95), (claim_table, runout, expected)
     periods = table("completion_period").read(built["out"])

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 
 import polars as pl
@@ -13,8 +12,14 @@ from hypothesis import strategies as st
 
 from transforms.ingest.netting import in_correction_cycle, net_corrections, resolve_roots
 
-SCHEMA = {"claim_id": pl.String, "corrects_claim_id": pl.String, "amount": pl.Int64, "declared_on": pl.Int32,
-          "attr": pl.String, "patient_key": pl.Int64}
+SCHEMA = {
+    "claim_id": pl.String,
+    "corrects_claim_id": pl.String,
+    "amount": pl.Int64,
+    "declared_on": pl.Int32,
+    "attr": pl.String,
+    "patient_key": pl.Int64,
+}
 
 
 def frame(rows: list[tuple[str, str | None, int, int]]) -> pl.DataFrame:
@@ -29,8 +34,15 @@ def by_claim(netted: pl.DataFrame) -> dict[str, dict]:
 
 # ------------------------------------------------------------------------------ hand-computed cases
 def test_a_credited_redeclaration_nets_into_the_original():
-    lines = frame([("A", None, 10_000, 1), ("A-C", "A", -10_000, 2), ("A-R", "A", 9_000, 3), ("R-C", "A-R", -9_000, 4),
-                   ("X", None, 500, 1)])
+    lines = frame(
+        [
+            ("A", None, 10_000, 1),
+            ("A-C", "A", -10_000, 2),
+            ("A-R", "A", 9_000, 3),
+            ("R-C", "A-R", -9_000, 4),
+            ("X", None, 500, 1),
+        ]
+    )
     assert resolve_roots(lines).to_list() == ["A", "A", "A", "A", "X"]
     netted, merged = net_corrections(lines)
     stored = by_claim(netted)
@@ -40,13 +52,23 @@ def test_a_credited_redeclaration_nets_into_the_original():
     assert a["effective_claim_id"] == "A-R" and a["attr"] == "attr-A-R"  # all withdrawn: latest re-declaration
     assert a["declared_on"] == 4 and a["corrects_claim_id"] is None
     assert sorted(merged.select("claim_id", "root_claim_id", "kind").rows()) == [
-        ("A", "A", "original"), ("A-C", "A", "credit"), ("R-C", "A", "credit")]
+        ("A", "A", "original"),
+        ("A-C", "A", "credit"),
+        ("R-C", "A", "credit"),
+    ]
     assert (stored["X"]["amount"], stored["X"]["n_corrections"], stored["X"]["fully_credited"]) == (500, 0, False)
 
 
 def test_a_redeclaration_of_a_withdrawn_redeclaration_is_effective():
-    lines = frame([("A", None, 10_000, 1), ("A-C", "A", -10_000, 2), ("R1", "A", 9_000, 3), ("R1-C", "R1", -9_000, 4),
-                   ("R2", "R1", 8_500, 5)])
+    lines = frame(
+        [
+            ("A", None, 10_000, 1),
+            ("A-C", "A", -10_000, 2),
+            ("R1", "A", 9_000, 3),
+            ("R1-C", "R1", -9_000, 4),
+            ("R2", "R1", 8_500, 5),
+        ]
+    )
     netted, merged = net_corrections(lines)
     a = by_claim(netted)["A"]
     assert (a["amount"], a["n_corrections"], a["fully_credited"]) == (8_500, 4, False)
@@ -70,7 +92,9 @@ def test_a_withdrawn_redeclaration_gives_way_to_a_live_original():
 
 
 def test_a_cycle_is_flagged_and_refused():
-    lines = frame([("A", "B", 100, 1), ("B", "A", -100, 2), ("C", "A", 50, 3), ("D", None, 10, 1), ("D-C", "D", -10, 2)])
+    lines = frame(
+        [("A", "B", 100, 1), ("B", "A", -100, 2), ("C", "A", 50, 3), ("D", None, 10, 1), ("D-C", "D", -10, 2)]
+    )
     assert in_correction_cycle(lines).to_list() == [True, True, True, False, False]
     assert resolve_roots(lines).to_list() == [None, None, None, "D", "D"]
     with pytest.raises(ValueError, match="cycle"):
@@ -129,8 +153,11 @@ def reference(lines: list[dict]) -> dict[str, tuple[int, int, str, bool]]:
     result = {}
     for root_id, group in groups.items():
         original = by_id[root_id]
-        redeclarations = sorted((line for line in group if kind_of(line) == "redeclaration"),
-                                key=lambda line: (line["declared_on"], line["claim_id"]), reverse=True)
+        redeclarations = sorted(
+            (line for line in group if kind_of(line) == "redeclaration"),
+            key=lambda line: (line["declared_on"], line["claim_id"]),
+            reverse=True,
+        )
         live = [line for line in redeclarations if not withdrawn(line)]
         if live:
             effective = live[0]
@@ -152,8 +179,12 @@ def forests(draw) -> tuple[list[dict], dict[str, str]]:
     tree_of: dict[str, str] = {}
     trees: list[list[dict]] = []
     for t in range(draw(st.integers(1, 5))):
-        original = {"claim_id": f"T{t}", "corrects_claim_id": None, "amount": draw(st.integers(0, 10_000)),
-                    "declared_on": draw(st.integers(1, 6))}
+        original = {
+            "claim_id": f"T{t}",
+            "corrects_claim_id": None,
+            "amount": draw(st.integers(0, 10_000)),
+            "declared_on": draw(st.integers(1, 6)),
+        }
         lines.append(original)
         trees.append([original])
         tree_of[original["claim_id"]] = original["claim_id"]
@@ -166,8 +197,12 @@ def forests(draw) -> tuple[list[dict], dict[str, str]]:
         else:
             amount = draw(st.sampled_from([target["amount"], 0]) | st.integers(0, 10_000))
         # ids in no particular order relative to the tree, so the claim_id tie-break is exercised
-        line = {"claim_id": f"{draw(st.sampled_from('PQRS'))}{i}", "corrects_claim_id": target["claim_id"],
-                "amount": amount, "declared_on": draw(st.integers(1, 6))}
+        line = {
+            "claim_id": f"{draw(st.sampled_from('PQRS'))}{i}",
+            "corrects_claim_id": target["claim_id"],
+            "amount": amount,
+            "declared_on": draw(st.integers(1, 6)),
+        }
         lines.append(line)
         tree.append(line)
         tree_of[line["claim_id"]] = tree_of[target["claim_id"]]
@@ -188,21 +223,28 @@ def test_netting_of_random_correction_forests(forest, rng):
     # (a) money is conserved to the cent
     assert netted["amount"].sum() == df["amount"].sum()
     # (b) every line is the stored line of one group or merged, exactly once
-    assert Counter(netted["effective_claim_id"].to_list()) + Counter(merged["claim_id"].to_list()) == \
-        Counter(df["claim_id"].to_list())
+    assert Counter(netted["effective_claim_id"].to_list()) + Counter(merged["claim_id"].to_list()) == Counter(
+        df["claim_id"].to_list()
+    )
     assert max(Counter(netted["effective_claim_id"].to_list() + merged["claim_id"].to_list()).values()) == 1
     # (c) stored lines carry the originals' ids: one per tree
-    assert sorted(netted["claim_id"].to_list()) == sorted(x["claim_id"] for x in lines if x["corrects_claim_id"] is None)
+    assert sorted(netted["claim_id"].to_list()) == sorted(
+        x["claim_id"] for x in lines if x["corrects_claim_id"] is None
+    )
     # (d) the reference, line roots, kinds, and the effective line's attributes
-    got = {r["claim_id"]: (r["amount"], r["n_corrections"], r["effective_claim_id"], r["fully_credited"])
-           for r in netted.to_dicts()}
+    got = {
+        r["claim_id"]: (r["amount"], r["n_corrections"], r["effective_claim_id"], r["fully_credited"])
+        for r in netted.to_dicts()
+    }
     assert got == reference(lines)
     assert resolve_roots(df).to_list() == [tree_of[x["claim_id"]] for x in lines]
     assert not in_correction_cycle(df).any()
     assert (netted["attr"] == "attr-" + netted["effective_claim_id"]).all()
     kinds = {x["claim_id"]: kind_of(x) for x in lines}
-    assert all(root == tree_of[c] and kind == kinds[c] for c, root, kind in
-               merged.select("claim_id", "root_claim_id", "kind").iter_rows())
+    assert all(
+        root == tree_of[c] and kind == kinds[c]
+        for c, root, kind in merged.select("claim_id", "root_claim_id", "kind").iter_rows()
+    )
     # (e) row order does not matter
     shuffled = lines[:]
     rng.shuffle(shuffled)

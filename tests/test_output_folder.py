@@ -9,15 +9,23 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from fs_guards import unchangeable
-from transforms.output_folder import (OutputError, Publication, acquire_lock, check_target, exchange, lock_holder,
-                                      lock_path, output_kind, release_lock, require_output)
+from transforms.output_folder import (
+    OutputError,
+    Publication,
+    acquire_lock,
+    check_target,
+    exchange,
+    lock_holder,
+    lock_path,
+    output_kind,
+    release_lock,
+    require_output,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +59,7 @@ def test_a_folder_with_a_users_files_is_refused_and_left_as_it_was(tmp_path):
     folder = tmp_path / "X"
     folder.mkdir()
     (folder / "thesis.docx").write_text("hi")
-    with pytest.raises(OutputError, match="files that are not a zorgpad store .*thesis.docx"):
+    with pytest.raises(OutputError, match=r"files that are not a zorgpad store .*thesis.docx"):
         Publication.begin(folder, "store")
     assert (folder / "thesis.docx").read_text() == "hi"
     assert siblings(folder) == ["X"], "no lock file or work folder left behind"
@@ -70,11 +78,14 @@ def test_a_file_a_missing_output_and_overlapping_inputs_are_refused(tmp_path):
         check_target(tmp_path / "f", "store")
     delivery = tmp_path / "delivery"
     delivery.mkdir()
-    for target, relation in ((delivery, " is the delivery"), (delivery / "store", "lies inside the delivery"),
-                             (tmp_path, "contains the delivery")):
+    for target, relation in (
+        (delivery, " is the delivery"),
+        (delivery / "store", "lies inside the delivery"),
+        (tmp_path, "contains the delivery"),
+    ):
         with pytest.raises(OutputError, match=relation):
             check_target(target, "store", inputs={"delivery": delivery}, option="--store")
-    with pytest.raises(OutputError, match="does not exist.*run `zorgpad ingest` first"):
+    with pytest.raises(OutputError, match=r"does not exist.*run `zorgpad ingest` first"):
         require_output(tmp_path / "nothing", "store")
     with pytest.raises(OutputError, match="is not a zorgpad store"):
         require_output(delivery, "store")
@@ -134,8 +145,13 @@ time.sleep(120)
 
 
 def _holder(target: Path) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(target)], cwd=REPO, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(target)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -145,7 +161,9 @@ def test_a_second_writer_is_stopped_with_the_name_of_the_first(tmp_path):
     proc = _holder(target)
     try:
         assert lock_holder(target)["pid"] == proc.pid
-        with pytest.raises(OutputError, match=rf"being written by another zorgpad run \(pid {proc.pid} on .*test holder"):
+        with pytest.raises(
+            OutputError, match=rf"being written by another zorgpad run \(pid {proc.pid} on .*test holder"
+        ):
             Publication.begin(target, "store")
     finally:
         proc.kill()
@@ -211,13 +229,16 @@ pub.commit({"content": content})
 @pytest.mark.parametrize("point", ["writing", "before-swap", "after-swap", "removing-old", "between-renames"])
 def test_a_publish_killed_at_any_point_leaves_the_old_or_the_new_store_and_a_rerun_cleans_up(tmp_path, point):
     target = publish(tmp_path / "store", "old")
-    done = subprocess.run([sys.executable, "-c", KILL_AT, str(target), "new", point], cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(target), "new", point],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert done.returncode == -signal.SIGKILL
     state = state_of(target)
     if state is None:  # only between the two renames of a file system that cannot exchange
         assert point == "between-renames"
-        with pytest.raises(OutputError, match="interrupted .* left a complete zorgpad store"):
+        with pytest.raises(OutputError, match=r"interrupted .* left a complete zorgpad store"):
             require_output(target, "store")
     else:
         assert state in ("old", "new"), state
@@ -228,8 +249,11 @@ def test_a_publish_killed_at_any_point_leaves_the_old_or_the_new_store_and_a_rer
 
 def test_a_restore_prefers_the_complete_new_store(tmp_path):
     target = publish(tmp_path / "store", "old")
-    subprocess.run([sys.executable, "-c", KILL_AT, str(target), "new", "between-renames"], cwd=REPO,
-                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    subprocess.run(
+        [sys.executable, "-c", KILL_AT, str(target), "new", "between-renames"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     assert not target.exists()
     publication = Publication.begin(target, "store")  # restores, then writes its own
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from folder_content import VOLATILE, folder_content
 
+from folder_content import VOLATILE, folder_content
 from transforms.contract import load_contract
 from transforms.episodes.run import build_episodes
 from transforms.errors import UserFacingError
@@ -33,8 +33,13 @@ def built(tmp_path_factory) -> dict[str, Path]:
     ingest(root / "delivery", root / "store", n_buckets=4, data_docs=False)
     build_episodes(root / "store", root / "episodes")
     build_panels(root / "store", root / "episodes", root / "panels")
-    return {"root": root, "delivery": root / "delivery", "store": root / "store", "episodes": root / "episodes",
-            "panels": root / "panels"}
+    return {
+        "root": root,
+        "delivery": root / "delivery",
+        "store": root / "store",
+        "episodes": root / "episodes",
+        "panels": root / "panels",
+    }
 
 
 def content(folder: Path) -> dict[str, str]:
@@ -56,8 +61,9 @@ def test_the_flow_fits_with_dask_ml_on_the_cluster_and_any_cluster_gives_the_sam
     from flows.panels_flow import panels_flow
 
     options = PanelOptions(bundles=("cataract", "hip_oa"))
-    manifest = panels_flow(str(built["store"]), str(built["episodes"]), str(tmp_path / "flow"),
-                           options=options.model_dump(), workers=2)
+    manifest = panels_flow(
+        str(built["store"]), str(built["episodes"]), str(tmp_path / "flow"), options=options.model_dump(), workers=2
+    )
     fitted = [v for v in manifest["casemix"].values() if v["fitted"]]
     assert fitted and all(v["solver"].startswith("dask-ml") for v in fitted), manifest["casemix"]
     with dask_cluster(workers=1) as address:
@@ -67,8 +73,9 @@ def test_the_flow_fits_with_dask_ml_on_the_cluster_and_any_cluster_gives_the_sam
     local = table("casemix_coefficients").read(built["panels"]).filter(pl.col("bundle_id").is_in(options.bundles))
     joined = on_dask.join(local, on=["bundle_id", "model", "term"], suffix="_local")
     assert joined.height == on_dask.height == local.height
-    relative = ((pl.col("coefficient") - pl.col("coefficient_local")).abs()
-                / pl.max_horizontal(pl.col("coefficient_local").abs(), pl.lit(1e-12)))
+    relative = (pl.col("coefficient") - pl.col("coefficient_local")).abs() / pl.max_horizontal(
+        pl.col("coefficient_local").abs(), pl.lit(1e-12)
+    )
     assert joined.select(relative.max()).item() < 1e-9
 
 
@@ -81,22 +88,34 @@ def test_every_table_is_as_declared_and_its_key_unique(built):
         assert frame.columns == spec.column_names
         assert not frame.select(spec.key).is_duplicated().any(), name
         for part in (built["panels"] / name).rglob("*.parquet"):
-            assert all(p.split("=")[0] in spec.partition_by for p in part.relative_to(built["panels"] / name).parts[:-1])
+            assert all(
+                p.split("=")[0] in spec.partition_by for p in part.relative_to(built["panels"] / name).parts[:-1]
+            )
 
 
 def test_the_generators_settlements_are_reproduced_to_the_cent(built):
     truth = pl.read_parquet(truth_dir(built["delivery"]) / "settlements.parquet").filter(
-        (pl.col("kind") == "settlement") & pl.col("phase").is_null())
+        (pl.col("kind") == "settlement") & pl.col("phase").is_null()
+    )
     assert truth.height > 5, "the generator computed settlements for several contracts"
     panels = table("reconciliation").read(built["panels"])
     joined = truth.join(panels, on=["contract_id", "bundle_id", "performance_year"], how="left", suffix="_panels")
-    for column in ("n_episodes", "baseline_cents", "target_cents", "actual_cents", "gross_savings_cents",
-                   "settlement_cents"):
+    for column in (
+        "n_episodes",
+        "baseline_cents",
+        "target_cents",
+        "actual_cents",
+        "gross_savings_cents",
+        "settlement_cents",
+    ):
         differ = joined.filter(pl.col(column).ne_missing(pl.col(f"{column}_panels")))
-        assert differ.height == 0, (column, differ.select("contract_id", "performance_year", column,
-                                                          f"{column}_panels").to_dicts())
+        assert differ.height == 0, (
+            column,
+            differ.select("contract_id", "performance_year", column, f"{column}_panels").to_dicts(),
+        )
     phases = pl.read_parquet(truth_dir(built["delivery"]) / "settlements.parquet").filter(
-        (pl.col("kind") == "settlement") & pl.col("phase").is_not_null())
+        (pl.col("kind") == "settlement") & pl.col("phase").is_not_null()
+    )
     if phases.height:
         published = table("reconciliation_phases").read(built["panels"])
         joined = phases.join(published, on=["contract_id", "bundle_id", "performance_year", "phase"], how="left")
@@ -105,14 +124,20 @@ def test_the_generators_settlements_are_reproduced_to_the_cent(built):
 
 def test_providers_with_identical_episodes_have_oe_exactly_one(built):
     episodes = read_episodes(built["episodes"], "cataract").filter(pl.col("status").is_in(["complete", "death"]))
-    copies = pl.concat([episodes.with_columns(pl.lit(f"0600000{k}").alias("provider_agb"),
-                                              (pl.col("episode_id") + f"-{k}").alias("episode_id"))
-                        for k in range(5)])
+    copies = pl.concat(
+        [
+            episodes.with_columns(
+                pl.lit(f"0600000{k}").alias("provider_agb"), (pl.col("episode_id") + f"-{k}").alias("episode_id")
+            )
+            for k in range(5)
+        ]
+    )
     years = sorted(copies["anchor_year"].unique().to_list())
-    for target, (y, yhat) in zip(("in_bundle_cents", "in_bundle_standardised_cents"), benchmark.COST_BASES.values()):
+    for target, (_y, yhat) in zip(("in_bundle_cents", "in_bundle_standardised_cents"), benchmark.COST_BASES.values()):
         X, names = casemix.design(copies, years)
-        fit = casemix.fit_local(X, copies[target].cast(pl.Float64).to_numpy(), "poisson", names, target=target,
-                                years=years)
+        fit = casemix.fit_local(
+            X, copies[target].cast(pl.Float64).to_numpy(), "poisson", names, target=target, years=years
+        )
         copies = copies.with_columns(pl.Series(yhat, fit.predict(X)))
     copies = copies.with_columns(pl.lit("PV28").alias("region_code"), pl.lit("Zuid-Holland").alias("region_name"))
     rows = benchmark.cost_rows(copies, "cataract").filter(pl.col("level") == "provider")
@@ -134,8 +159,10 @@ def test_nothing_suppressed_is_published_and_no_small_cell_is_shown(built):
 def test_the_manifest_says_what_was_left_out_and_where_it_came_from(built):
     manifest = json.loads((built["panels"] / "manifest.json").read_text())
     assert manifest["zorgpad"]["kind"] == "panels"
-    assert manifest["inputs"]["store"]["manifest_sha256"] == hashlib.sha256(
-        (built["store"] / "manifest.json").read_bytes()).hexdigest()
+    assert (
+        manifest["inputs"]["store"]["manifest_sha256"]
+        == hashlib.sha256((built["store"] / "manifest.json").read_bytes()).hexdigest()
+    )
     assert manifest["episodes_left_out"]["hip_oa"].get("censored_data", 0) > 0
     assert manifest["data_as_of"] == json.loads((built["delivery"] / "delivery.json").read_text())["data_as_of"]
 
@@ -156,14 +183,20 @@ def test_wrong_inputs_are_refused_before_any_work(built, tmp_path):
     shutil.copytree(built["store"], store)
     contracts = sorted((store / "contracts").rglob("*.parquet"))[0]
     frame = pl.read_parquet(contracts)
-    broken = frame.with_columns(pl.when(pl.col("bundle_id") == "cataract").then(
-        pl.col("parameters").str.replace('"trend"', '"trnd"')).otherwise(pl.col("parameters")).alias("parameters"))
+    broken = frame.with_columns(
+        pl.when(pl.col("bundle_id") == "cataract")
+        .then(pl.col("parameters").str.replace('"trend"', '"trnd"'))
+        .otherwise(pl.col("parameters"))
+        .alias("parameters")
+    )
     broken.write_parquet(contracts)
     episodes = tmp_path / "episodes"
     shutil.copytree(built["episodes"], episodes)
     manifest = json.loads((episodes / "manifest.json").read_text())
     (episodes / "manifest.json").write_text(json.dumps({**manifest, "store": str(store.resolve())}))
-    with pytest.raises(UserFacingError, match=r"contract C-cataract-2018: unknown parameter 'trnd' \(did you mean 'trend'"):
+    with pytest.raises(
+        UserFacingError, match=r"contract C-cataract-2018: unknown parameter 'trnd' \(did you mean 'trend'"
+    ):
         preflight(store, episodes, tmp_path / "p", PanelOptions())
     with pytest.raises(OutputError, match="were built from the store"):
         preflight(built["store"], episodes, tmp_path / "p", PanelOptions())
@@ -174,12 +207,40 @@ def test_wrong_inputs_are_refused_before_any_work(built, tmp_path):
 def test_the_command_refuses_wrong_options_with_one_error_line(built, tmp_path):
     from test_cli_safety import assert_one_error_line, zorgpad
 
-    done = zorgpad(tmp_path, "panels", "--store", str(built["store"]), "--episodes", str(built["episodes"]),
-                   "--out", str(tmp_path / "p"), "--min-cell", "0")
+    done = zorgpad(
+        tmp_path,
+        "panels",
+        "--store",
+        str(built["store"]),
+        "--episodes",
+        str(built["episodes"]),
+        "--out",
+        str(tmp_path / "p"),
+        "--min-cell",
+        "0",
+    )
     assert_one_error_line(done, "--min-cell")
-    done = zorgpad(tmp_path, "panels", "--store", str(built["store"]), "--episodes", str(built["episodes"]),
-                   "--out", str(tmp_path / "p"), "--bundles", "hip_oa,nope")
+    done = zorgpad(
+        tmp_path,
+        "panels",
+        "--store",
+        str(built["store"]),
+        "--episodes",
+        str(built["episodes"]),
+        "--out",
+        str(tmp_path / "p"),
+        "--bundles",
+        "hip_oa,nope",
+    )
     assert_one_error_line(done, "--bundles", "nope")
-    done = zorgpad(tmp_path, "panels", "--store", str(built["store"]), "--episodes", str(built["episodes"]),
-                   "--out", str(built["episodes"] / "panels"))
+    done = zorgpad(
+        tmp_path,
+        "panels",
+        "--store",
+        str(built["store"]),
+        "--episodes",
+        str(built["episodes"]),
+        "--out",
+        str(built["episodes"] / "panels"),
+    )
     assert_one_error_line(done, "lies inside the episodes")

@@ -69,11 +69,13 @@ def fitted(cluster: str, episodes_dir: Path, bundle: str, target: str, kind: str
     return _FITS[key]
 
 
-MODELS = [("cataract", "in_bundle_cents", "poisson"),
-          ("cataract", "in_bundle_standardised_cents", "poisson"),
-          ("hip_oa", "in_bundle_cents", "poisson"),
-          ("cataract", "second_eye", "logistic"),
-          ("cataract", "secondary_cataract", "logistic")]
+MODELS = [
+    ("cataract", "in_bundle_cents", "poisson"),
+    ("cataract", "in_bundle_standardised_cents", "poisson"),
+    ("hip_oa", "in_bundle_cents", "poisson"),
+    ("cataract", "second_eye", "logistic"),
+    ("cataract", "secondary_cataract", "logistic"),
+]
 
 
 @pytest.mark.parametrize("bundle,target,kind", MODELS)
@@ -131,8 +133,7 @@ def test_lbfgs_fallback_without_penalty_also_reaches_the_optimum(cluster, episod
     """L-BFGS (penalty=None) followed by the Newton polish: the path taken when Newton fails. Ten
     L-BFGS iterations leave it far from the optimum; the polish must still get there."""
     files = files_of(episodes_dir, "hip_oa")
-    result = cm.fit_on_dask(cluster, files, "in_bundle_cents", "poisson", YEARS, solver_first="lbfgs",
-                            max_iter=10)
+    result = cm.fit_on_dask(cluster, files, "in_bundle_cents", "poisson", YEARS, solver_first="lbfgs", max_iter=10)
     assert result.fitted and "lbfgs" in result.solver and "polishing" in result.solver
     episodes = read(files)
     X, _ = cm.design(episodes, YEARS, columns=result.names)
@@ -155,6 +156,7 @@ def test_fit_local_is_an_exact_irls(episodes_dir):
 
 
 # ----------------------------------------------------------------------------------- degenerate
+
 
 def write_episodes(frame: pl.DataFrame, folder: Path, parts: int = 3) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
@@ -189,8 +191,14 @@ def test_too_few_episodes_give_the_overall_mean(cluster, episodes_dir, tmp_path)
 def test_rare_outcome_and_no_files_do_not_raise(cluster, episodes_dir):
     hip = read(files_of(episodes_dir, "hip_oa"))
     events = int(hip["complication"].sum())  # a few complications among a few dozen hips
-    result = cm.fit_on_dask(cluster, files_of(episodes_dir, "hip_oa"), "complication", "logistic", YEARS,
-                            min_events=max(cm.MIN_EVENTS, events + 1))
+    result = cm.fit_on_dask(
+        cluster,
+        files_of(episodes_dir, "hip_oa"),
+        "complication",
+        "logistic",
+        YEARS,
+        min_events=max(cm.MIN_EVENTS, events + 1),
+    )
     assert not result.fitted
     assert ("perfectly separated" if events == 0 else "too few events") in result.reason
     assert result.mean_observed == pytest.approx(events / hip.height)
@@ -203,16 +211,22 @@ def test_negative_costs_are_clipped_and_null_targets_counted(cluster, episodes_d
     episodes = read(files_of(episodes_dir, "cataract"))
     row = pl.int_range(pl.len())
     edited = episodes.with_columns(
-        pl.when(row < 3).then(-25_000).when(row.is_between(3, 4)).then(None)
-        .otherwise(pl.col("in_bundle_cents")).alias("in_bundle_cents"))
+        pl.when(row < 3)
+        .then(-25_000)
+        .when(row.is_between(3, 4))
+        .then(None)
+        .otherwise(pl.col("in_bundle_cents"))
+        .alias("in_bundle_cents")
+    )
     result = cm.fit_on_dask(cluster, write_episodes(edited, tmp_path / "credits"), "in_bundle_cents", "poisson", YEARS)
     assert result.fitted and result.n_clipped == 3 and result.n_excluded == 2
     kept = edited.filter(pl.col("in_bundle_cents").is_not_null())
     assert result.n == kept.height
     X, _ = cm.design(kept, YEARS, columns=result.names)
     y = np.clip(kept["in_bundle_cents"].cast(pl.Float64).to_numpy(), 0, None)
-    np.testing.assert_allclose(list(result.coefficients.values()), statsmodels_fit(X, y, "poisson").params,
-                               rtol=1e-4, atol=0)
+    np.testing.assert_allclose(
+        list(result.coefficients.values()), statsmodels_fit(X, y, "poisson").params, rtol=1e-4, atol=0
+    )
 
 
 def test_fit_local_degenerate_and_clipping():
@@ -230,19 +244,23 @@ def test_fit_local_degenerate_and_clipping():
 
 # --------------------------------------------------------------------------------------- design
 
+
 def tiny_episodes(ages: list[int | None], years: list[int]) -> pl.DataFrame:
     n = len(ages)
     rng = np.random.default_rng(11)
     flags = {f: rng.random(n) < 0.3 for f in cm.CHRONIC_FLAGS}
-    frame = pl.DataFrame({
-        "age_at_anchor": pl.Series(ages, dtype=pl.Int32),
-        "sex": rng.choice(["M", "V"], n).tolist(),
-        **{f: v.tolist() for f, v in flags.items()},
-        "prior_year_standardised_cents": rng.integers(-1_000, 500_000, n),
-        "anchor_year": years,
-    })
-    return frame.with_columns(pl.sum_horizontal([pl.col(f).cast(pl.Int32) for f in cm.CHRONIC_FLAGS])
-                              .alias("n_chronic_conditions"))
+    frame = pl.DataFrame(
+        {
+            "age_at_anchor": pl.Series(ages, dtype=pl.Int32),
+            "sex": rng.choice(["M", "V"], n).tolist(),
+            **{f: v.tolist() for f, v in flags.items()},
+            "prior_year_standardised_cents": rng.integers(-1_000, 500_000, n),
+            "anchor_year": years,
+        }
+    )
+    return frame.with_columns(
+        pl.sum_horizontal([pl.col(f).cast(pl.Int32) for f in cm.CHRONIC_FLAGS]).alias("n_chronic_conditions")
+    )
 
 
 def test_design_for_mothers_is_not_singular_and_says_what_it_dropped():
@@ -260,9 +278,12 @@ def test_design_for_mothers_is_not_singular_and_says_what_it_dropped():
 def test_design_keeps_rows_with_nulls_and_follows_its_column_order():
     frame = tiny_episodes([None, 45, 75, 85, 60, 33], [2019, 2019, 2020, 2020, 2019, 2020]).with_columns(
         pl.when(pl.int_range(pl.len()) == 1).then(None).otherwise(pl.col("sex")).alias("sex"),
-        pl.when(pl.int_range(pl.len()) == 2).then(None)
-        .otherwise(pl.col("prior_year_standardised_cents")).alias("prior_year_standardised_cents"),
-        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("diabetes")).alias("diabetes"))
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(None)
+        .otherwise(pl.col("prior_year_standardised_cents"))
+        .alias("prior_year_standardised_cents"),
+        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("diabetes")).alias("diabetes"),
+    )
     columns = cm.candidate_columns([2019, 2020])
     X, names = cm.design(frame, [2019, 2020], columns=columns)
     assert names == columns and X.shape == (6, len(columns))

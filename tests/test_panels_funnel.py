@@ -19,6 +19,7 @@ Z998 = 3.090232306167813  # scipy.stats.norm.ppf(0.999)
 
 # ------------------------------------------------------------------------ plain-Python references
 
+
 def quantile7(values: list[float], q: float) -> float:
     """R's default quantile (type 7, linear interpolation), as FunnelPlotR's winsorisation uses."""
     v = sorted(values)
@@ -34,7 +35,7 @@ def dersimonian_laird(z: list[float], se0: list[float], trim: float = 0.1) -> tu
     wz = [min(max(v, low), high) for v in z]
     n = len(z)
     phi = sum(v * v for v in wz) / n
-    w = [1 / s ** 2 for s in se0]
+    w = [1 / s**2 for s in se0]
     if phi <= 1 or n * phi < n - 1:
         return phi, 0.0
     return phi, max(0.0, (n * phi - (n - 1)) / (sum(w) - sum(x * x for x in w) / sum(w)))
@@ -59,13 +60,24 @@ def plain_cost_funnel(rows: list[tuple[str, float, float]]) -> dict[str, dict[st
         oe = observed / expected
         se_oe = math.sqrt(sum((y - yhat) ** 2 for y, yhat in eps)) / expected
         se0 = cv / math.sqrt(n)
-        out[provider] = {"n": n, "observed": observed, "expected": expected, "oe": oe, "se_oe": se_oe,
-                         "oe_ci95_low": oe - Z95 * se_oe, "oe_ci95_high": oe + Z95 * se_oe,
-                         "ratio_sum": sum(y / yhat for y, yhat in eps),
-                         "ratio_sq_sum": sum((y / yhat) ** 2 for y, yhat in eps),
-                         "cv_pooled": cv, "se0": se0, "z": (oe - 1) / se0,
-                         "limit95_low": 1 - Z95 * se0, "limit95_high": 1 + Z95 * se0,
-                         "limit998_low": 1 - Z998 * se0, "limit998_high": 1 + Z998 * se0}
+        out[provider] = {
+            "n": n,
+            "observed": observed,
+            "expected": expected,
+            "oe": oe,
+            "se_oe": se_oe,
+            "oe_ci95_low": oe - Z95 * se_oe,
+            "oe_ci95_high": oe + Z95 * se_oe,
+            "ratio_sum": sum(y / yhat for y, yhat in eps),
+            "ratio_sq_sum": sum((y / yhat) ** 2 for y, yhat in eps),
+            "cv_pooled": cv,
+            "se0": se0,
+            "z": (oe - 1) / se0,
+            "limit95_low": 1 - Z95 * se0,
+            "limit95_high": 1 + Z95 * se0,
+            "limit998_low": 1 - Z998 * se0,
+            "limit998_high": 1 + Z998 * se0,
+        }
     phi, tau2 = dersimonian_laird([c["z"] for c in out.values()], [c["se0"] for c in out.values()])
     for c in out.values():
         c["phi"], c["tau2"] = phi, tau2
@@ -80,9 +92,15 @@ def plain_cost_funnel(rows: list[tuple[str, float, float]]) -> dict[str, dict[st
 
 
 def frame(rows: list[tuple[str, float, float]], year: int = 2021) -> pl.DataFrame:
-    return pl.DataFrame({"provider": [r[0] for r in rows], "year": [year] * len(rows),
-                         "y": [r[1] for r in rows], "yhat": [r[2] for r in rows]},
-                        schema={"provider": pl.String, "year": pl.Int64, "y": pl.Int64, "yhat": pl.Float64})
+    return pl.DataFrame(
+        {
+            "provider": [r[0] for r in rows],
+            "year": [year] * len(rows),
+            "y": [r[1] for r in rows],
+            "yhat": [r[2] for r in rows],
+        },
+        schema={"provider": pl.String, "year": pl.Int64, "y": pl.Int64, "yhat": pl.Float64},
+    )
 
 
 def rows_of(result: pl.DataFrame) -> dict[str, dict]:
@@ -91,10 +109,19 @@ def rows_of(result: pl.DataFrame) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- hand-computed
 
-HAND = [("A", 100, 80.0), ("A", 50, 60.0), ("A", 120, 100.0),
-        ("B", 200, 150.0), ("B", 90, 100.0),
-        ("C", 70, 80.0), ("C", 60, 75.0), ("C", 110, 100.0), ("C", 95, 90.0),
-        ("D", 300, 180.0), ("D", 150, 140.0)]
+HAND = [
+    ("A", 100, 80.0),
+    ("A", 50, 60.0),
+    ("A", 120, 100.0),
+    ("B", 200, 150.0),
+    ("B", 90, 100.0),
+    ("C", 70, 80.0),
+    ("C", 60, 75.0),
+    ("C", 110, 100.0),
+    ("C", 95, 90.0),
+    ("D", 300, 180.0),
+    ("D", 150, 140.0),
+]
 
 
 def test_cost_cells_and_limits_equal_the_hand_computation():
@@ -112,11 +139,18 @@ def test_cost_cells_and_limits_equal_the_hand_computation():
 
 
 def test_binary_cells_use_the_binomial_variance():
-    rows = [("A", True, 0.2), ("A", False, 0.1), ("A", False, 0.3),
-            ("B", True, 0.5), ("B", True, 0.4),
-            ("C", False, 0.05), ("C", False, 0.15), ("C", True, 0.25), ("C", False, 0.1)]
-    episodes = pl.DataFrame({"provider": [r[0] for r in rows], "y": [r[1] for r in rows],
-                             "p": [r[2] for r in rows]})
+    rows = [
+        ("A", True, 0.2),
+        ("A", False, 0.1),
+        ("A", False, 0.3),
+        ("B", True, 0.5),
+        ("B", True, 0.4),
+        ("C", False, 0.05),
+        ("C", False, 0.15),
+        ("C", True, 0.25),
+        ("C", False, 0.1),
+    ]
+    episodes = pl.DataFrame({"provider": [r[0] for r in rows], "y": [r[1] for r in rows], "p": [r[2] for r in rows]})
     result = fu.funnel(fu.cells(episodes, ["provider"], "y", "p", "binary"), [], "binary")
     got = rows_of(result)
     for provider, eps in by_provider(rows).items():
@@ -141,6 +175,7 @@ def test_the_99_8_percent_z_is_scipys():
 
 # --------------------------------------------------------------------------------- properties
 
+
 def copies_of_the_same_episodes(kind: str, providers: int = 6) -> pl.DataFrame:
     """Every provider has copies of the same 80 episodes; the model is fitted on all of them."""
     rng = np.random.default_rng(21)
@@ -154,9 +189,13 @@ def copies_of_the_same_episodes(kind: str, providers: int = 6) -> pl.DataFrame:
     X, y = np.tile(X1, (providers, 1)), np.tile(y1, providers)
     model = cm.fit_local(X, y, "poisson" if kind == "cost" else "logistic")
     assert model.fitted
-    return pl.DataFrame({"provider": np.repeat([f"p{i}" for i in range(providers)], 80),
-                         "y": y.astype(np.int64) if kind == "cost" else y.astype(bool),
-                         "yhat": model.predict(X)})
+    return pl.DataFrame(
+        {
+            "provider": np.repeat([f"p{i}" for i in range(providers)], 80),
+            "y": y.astype(np.int64) if kind == "cost" else y.astype(bool),
+            "yhat": model.predict(X),
+        }
+    )
 
 
 @pytest.mark.parametrize("kind", ["cost", "binary"])
@@ -169,8 +208,14 @@ def test_copies_of_the_same_episodes_give_oe_one_everywhere(kind):
     assert result["phi"][0] < 1e-20 and result["tau2"][0] == 0.0
 
 
-def providers(seed: int, n_providers: int = 30, between_sd: float = 0.04, planted: float | None = None,
-              planted_n: int = 150, episode_sigma: float = 0.35) -> tuple[pl.DataFrame, str | None]:
+def providers(
+    seed: int,
+    n_providers: int = 30,
+    between_sd: float = 0.04,
+    planted: float | None = None,
+    planted_n: int = 150,
+    episode_sigma: float = 0.35,
+) -> tuple[pl.DataFrame, str | None]:
     """Episodes of ``n_providers`` hospitals: case-mix expected cost lognormal around EUR 10,000
     (sd 25%), a provider effect exp(N(0, between_sd)) and an episode-level lognormal noise with mean 1
     (CV about 36% at sigma 0.35, right-skewed like episode costs). ``planted``: the first provider's
@@ -181,9 +226,10 @@ def providers(seed: int, n_providers: int = 30, between_sd: float = 0.04, plante
         n = planted_n if (planted and i == 0) else int(rng.integers(60, 400))
         effect = planted if (planted and i == 0) else float(np.exp(rng.normal(0, between_sd)))
         yhat = 1_000_000 * rng.lognormal(0, 0.25, n)
-        noise = rng.lognormal(-episode_sigma ** 2 / 2, episode_sigma, n)
-        frames.append(pl.DataFrame({"provider": f"h{i:02d}", "y": np.round(yhat * effect * noise).astype(np.int64),
-                                    "yhat": yhat}))
+        noise = rng.lognormal(-(episode_sigma**2) / 2, episode_sigma, n)
+        frames.append(
+            pl.DataFrame({"provider": f"h{i:02d}", "y": np.round(yhat * effect * noise).astype(np.int64), "yhat": yhat})
+        )
     return pl.concat(frames), ("h00" if planted else None)
 
 
@@ -222,12 +268,20 @@ def test_phi_just_below_one_gives_no_tau2_where_funnelplotr_would():
     expected = np.linspace(20, 200, n)
     se0 = np.sqrt(expected * 0.9) / expected  # p = 0.1 for every episode
     z = np.sqrt(0.97) * np.where(np.arange(n) % 2 == 0, 1.0, -1.0)  # all |z| equal: nothing winsorised
-    cells = pl.DataFrame({"cell": range(n), "n": (expected * 10).astype(np.int64), "expected": expected,
-                          "binomial_var_sum": expected * 0.9, "oe": 1 + z * se0, "se_oe": se0})
+    cells = pl.DataFrame(
+        {
+            "cell": range(n),
+            "n": (expected * 10).astype(np.int64),
+            "expected": expected,
+            "binomial_var_sum": expected * 0.9,
+            "oe": 1 + z * se0,
+            "se_oe": se0,
+        }
+    )
     result = fu.funnel(cells, [], "binary")
     assert result["phi"][0] == pytest.approx(0.97, rel=1e-12)
-    w = 1 / se0 ** 2
-    funnelplotr_tau2 = (n * 0.97 - (n - 1)) / (w.sum() - (w ** 2).sum() / w.sum())
+    w = 1 / se0**2
+    funnelplotr_tau2 = (n * 0.97 - (n - 1)) / (w.sum() - (w**2).sum() / w.sum())
     assert funnelplotr_tau2 > 0
     assert (result["tau2"] == 0).all()
     assert result["limit998_adj_high"].equals(result["limit998_high"])
@@ -244,9 +298,24 @@ def test_a_provider_planted_20_percent_costlier_is_the_only_high_outlier():
 
 def test_shrinkage_pulls_small_cells_more_than_large_ones():
     episodes, _ = providers(seed=5, n_providers=20, between_sd=0.1)
-    small = pl.DataFrame({"provider": "small", "y": [1_300_000, 900_000, 1_500_000, 1_100_000, 1_250_000,
-                                                     1_400_000, 1_000_000, 1_350_000, 1_200_000, 1_150_000],
-                          "yhat": [1_000_000.0] * 10})
+    small = pl.DataFrame(
+        {
+            "provider": "small",
+            "y": [
+                1_300_000,
+                900_000,
+                1_500_000,
+                1_100_000,
+                1_250_000,
+                1_400_000,
+                1_000_000,
+                1_350_000,
+                1_200_000,
+                1_150_000,
+            ],
+            "yhat": [1_000_000.0] * 10,
+        }
+    )
     large = pl.concat([small.with_columns(pl.lit("large").alias("provider"))] * 20)  # same O/E, 20x volume
     result = fu.funnel(fu.cells(pl.concat([episodes, small, large]), ["provider"], "y", "yhat", "cost"), [], "cost")
     got = rows_of(result)
@@ -268,11 +337,17 @@ def test_cells_are_per_group_and_refuse_bad_inputs():
     by_year = result.group_by("year").agg(pl.col("phi").first(), pl.col("cv_pooled").first()).sort("year")
     assert by_year["phi"][0] != by_year["phi"][1]  # each year is its own comparison group
     with pytest.raises(ValueError, match="null"):
-        fu.cells(frame(rows).with_columns(pl.lit(None, dtype=pl.Float64).alias("yhat")),
-                 ["provider"], "y", "yhat", "cost")
+        fu.cells(
+            frame(rows).with_columns(pl.lit(None, dtype=pl.Float64).alias("yhat")), ["provider"], "y", "yhat", "cost"
+        )
     with pytest.raises(ValueError, match="outside"):
-        fu.cells(frame(rows).with_columns(pl.lit(True).alias("y"), pl.lit(1.5).alias("yhat")),
-                 ["provider"], "y", "yhat", "binary")
+        fu.cells(
+            frame(rows).with_columns(pl.lit(True).alias("y"), pl.lit(1.5).alias("yhat")),
+            ["provider"],
+            "y",
+            "yhat",
+            "binary",
+        )
     with pytest.raises(ValueError, match="negative"):
         fu.cells(frame(rows).with_columns(-pl.col("yhat")), ["provider"], "y", "yhat", "cost")
 

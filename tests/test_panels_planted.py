@@ -37,8 +37,15 @@ from transforms.synth.config import ProviderEffects
 
 pytestmark = pytest.mark.slow
 
-CONFIG = SynthConfig(patients=300_000, first_year=2015, last_year=2020, seed=2026, clean=True,
-                     specialist_scale=0.2, providers=ProviderEffects(patient_share=0.06))
+CONFIG = SynthConfig(
+    patients=300_000,
+    first_year=2015,
+    last_year=2020,
+    seed=2026,
+    clean=True,
+    specialist_scale=0.2,
+    providers=ProviderEffects(patient_share=0.06),
+)
 #: Years whose hip episodes are complete at the delivery's data_as_of (31 March 2021): 2015's lack
 #: the year of history before the operation, the last two years' follow-up and run-out are not all in.
 MATURE_YEARS = (2016, 2017, 2018)
@@ -50,30 +57,46 @@ def panels(tmp_path_factory) -> dict:
     generate_delivery(CONFIG, root / "delivery", workers=2)
     with dask_cluster(workers=2) as address:
         ingest(root / "delivery", root / "store", mapper=dask_mapper(address), data_docs=False)
-        build_episodes(root / "store", root / "episodes", bundles=["hip_oa", "cataract"],
-                       mapper=dask_mapper(address), workers=2)
-        build_panels(root / "store", root / "episodes", root / "panels",
-                     PanelOptions(bundles=("hip_oa", "cataract")), mapper=dask_mapper(address), address=address)
+        build_episodes(
+            root / "store", root / "episodes", bundles=["hip_oa", "cataract"], mapper=dask_mapper(address), workers=2
+        )
+        build_panels(
+            root / "store",
+            root / "episodes",
+            root / "panels",
+            PanelOptions(bundles=("hip_oa", "cataract")),
+            mapper=dask_mapper(address),
+            address=address,
+        )
     truth = json.loads((truth_dir(root / "delivery") / "truth.json").read_text())
     planted = {p["kind"]: p["provider_agb"] for p in truth["panel_effects"]["provider_benchmark"]["providers"]}
     return {"panels": root / "panels", "planted": planted}
 
 
 def hip_providers(panels: Path) -> pl.DataFrame:
-    return (table("benchmark").read(panels)
-            .filter((pl.col("bundle_id") == "hip_oa") & (pl.col("level") == "provider")
-                    & pl.col("year").is_in(MATURE_YEARS)))
+    return (
+        table("benchmark")
+        .read(panels)
+        .filter(
+            (pl.col("bundle_id") == "hip_oa") & (pl.col("level") == "provider") & pl.col("year").is_in(MATURE_YEARS)
+        )
+    )
 
 
 def test_the_planted_providers_are_flagged_high_and_no_other_is(panels):
     rows = hip_providers(panels["panels"])
     utilisation, price = panels["planted"]["utilisation"], panels["planted"]["price"]
     published = rows.filter(~pl.col("suppressed"))
-    assert published.filter(~pl.col("provider_agb").is_in([utilisation, price]))["provider_agb"].n_unique() >= 10, \
+    assert published.filter(~pl.col("provider_agb").is_in([utilisation, price]))["provider_agb"].n_unique() >= 10, (
         "ordinary providers are published: the volumes are realistic"
+    )
 
     def flags(agb: str, basis: str) -> list:
-        return published.filter((pl.col("provider_agb") == agb) & (pl.col("cost_basis") == basis)).sort("year")["outlier"].to_list()
+        return (
+            published.filter((pl.col("provider_agb") == agb) & (pl.col("cost_basis") == basis))
+            .sort("year")["outlier"]
+            .to_list()
+        )
 
     assert flags(utilisation, "declared") == ["high"] * len(MATURE_YEARS)
     assert flags(utilisation, "standardised") == ["high"] * len(MATURE_YEARS)
@@ -88,14 +111,17 @@ def test_the_planted_providers_are_flagged_high_and_no_other_is(panels):
     inside = (pl.col("oe") >= pl.col("limit998_adj_low")) & (pl.col("oe") <= pl.col("limit998_adj_high"))
     assert standardised_price.select(inside.all()).item()
     others = published.filter(~pl.col("provider_agb").is_in([utilisation, price]) & (pl.col("outlier") == "high"))
-    assert others.height == 0, others.select("year", "cost_basis", "provider_agb", "n_episodes", "oe", "limit998_adj_high")
+    assert others.height == 0, others.select(
+        "year", "cost_basis", "provider_agb", "n_episodes", "oe", "limit998_adj_high"
+    )
 
 
 def test_the_placebo_flags_the_national_baseline_not_the_capped_regional_one(panels):
     summary = table("placebo_summary").read(panels["panels"]).filter(pl.col("bundle_id") == "cataract")
     assert summary["contract_id"].n_unique() >= 1
-    by_baseline = summary.group_by("baseline").agg(pl.col("n_years").sum(), pl.col("n_outside_band").sum(),
-                                                  pl.col("mean_gap_cents").mean())
+    by_baseline = summary.group_by("baseline").agg(
+        pl.col("n_years").sum(), pl.col("n_outside_band").sum(), pl.col("mean_gap_cents").mean()
+    )
     national = by_baseline.filter(pl.col("baseline") == "national").row(0, named=True)
     capped = by_baseline.filter(pl.col("baseline") == "regional_capped_p95").row(0, named=True)
     assert national["n_years"] >= 3 and capped["n_years"] >= 3

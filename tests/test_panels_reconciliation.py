@@ -28,43 +28,95 @@ from transforms.panels.reconciliation import (
 )
 
 H1, H2, R1, X1, X2 = "06000001", "06000002", "23000001", "06000003", "06000004"
-PROVIDERS = pl.DataFrame({
-    "provider_agb": [H1, H2, R1, X1, X2],
-    "provider_type": ["hospital", "hospital", "rehabilitation", "hospital", "hospital"],
-    "region": ["PV20", "PV20", "PV20", "PV20", "PV21"],  # X1 shares H1's province, X2 lies elsewhere
-})
+PROVIDERS = pl.DataFrame(
+    {
+        "provider_agb": [H1, H2, R1, X1, X2],
+        "provider_type": ["hospital", "hospital", "rehabilitation", "hospital", "hospital"],
+        "region": ["PV20", "PV20", "PV20", "PV20", "PV21"],  # X1 shares H1's province, X2 lies elsewhere
+    }
+)
 AS_OF = date(2023, 3, 31)
 OUTCOMES = {"complication", "length_of_stay", "outpatient_visits"}
 _ids = itertools.count(1)
 
 
-def ep(provider: str, year: int, cents: int, *, status: str = "complete", std: int | None = None,
-       patient: str | None = None, expected: float | None = None, complication: bool = False,
-       day: date | None = None) -> dict:
+def ep(
+    provider: str,
+    year: int,
+    cents: int,
+    *,
+    status: str = "complete",
+    std: int | None = None,
+    patient: str | None = None,
+    expected: float | None = None,
+    complication: bool = False,
+    day: date | None = None,
+) -> dict:
     i = next(_ids)
-    return {"episode_id": f"E{i:05d}", "patient_id": patient or f"P{i:05d}", "anchor_provider_agb": provider,
-            "anchor_year": year, "anchor_date": day or date(year, 6, 1), "status": status,
-            "in_bundle_cents": cents, "in_bundle_standardised_cents": cents if std is None else std,
-            "expected_cents": expected, "complication": complication}
+    return {
+        "episode_id": f"E{i:05d}",
+        "patient_id": patient or f"P{i:05d}",
+        "anchor_provider_agb": provider,
+        "anchor_year": year,
+        "anchor_date": day or date(year, 6, 1),
+        "status": status,
+        "in_bundle_cents": cents,
+        "in_bundle_standardised_cents": cents if std is None else std,
+        "expected_cents": expected,
+        "complication": complication,
+    }
 
 
 def frame(rows: list[dict]) -> pl.DataFrame:
-    return pl.DataFrame(rows, schema={
-        "episode_id": pl.String, "patient_id": pl.String, "anchor_provider_agb": pl.String, "anchor_year": pl.Int64,
-        "anchor_date": pl.Date, "status": pl.String, "in_bundle_cents": pl.Int64,
-        "in_bundle_standardised_cents": pl.Int64, "expected_cents": pl.Float64, "complication": pl.Boolean})
+    return pl.DataFrame(
+        rows,
+        schema={
+            "episode_id": pl.String,
+            "patient_id": pl.String,
+            "anchor_provider_agb": pl.String,
+            "anchor_year": pl.Int64,
+            "anchor_date": pl.Date,
+            "status": pl.String,
+            "in_bundle_cents": pl.Int64,
+            "in_bundle_standardised_cents": pl.Int64,
+            "expected_cents": pl.Float64,
+            "complication": pl.Boolean,
+        },
+    )
 
 
-def contracts(params: dict, *, model: str = "shared_savings_losses", providers=(H1,), start=date(2018, 1, 1),
-              end=None, cid: str = "C1", bundle: str = "hip_oa") -> pl.DataFrame:
-    return pl.DataFrame({
-        "contract_id": [cid] * len(providers), "bundle_id": [bundle] * len(providers),
-        "provider_agb": list(providers), "insurer_uzovi": [None] * len(providers),
-        "start_date": [start] * len(providers), "end_date": [end] * len(providers),
-        "model": [model] * len(providers), "parameters": [json.dumps(params)] * len(providers),
-    }, schema={"contract_id": pl.String, "bundle_id": pl.String, "provider_agb": pl.String,
-               "insurer_uzovi": pl.String, "start_date": pl.Date, "end_date": pl.Date, "model": pl.String,
-               "parameters": pl.String})
+def contracts(
+    params: dict,
+    *,
+    model: str = "shared_savings_losses",
+    providers=(H1,),
+    start=date(2018, 1, 1),
+    end=None,
+    cid: str = "C1",
+    bundle: str = "hip_oa",
+) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "contract_id": [cid] * len(providers),
+            "bundle_id": [bundle] * len(providers),
+            "provider_agb": list(providers),
+            "insurer_uzovi": [None] * len(providers),
+            "start_date": [start] * len(providers),
+            "end_date": [end] * len(providers),
+            "model": [model] * len(providers),
+            "parameters": [json.dumps(params)] * len(providers),
+        },
+        schema={
+            "contract_id": pl.String,
+            "bundle_id": pl.String,
+            "provider_agb": pl.String,
+            "insurer_uzovi": pl.String,
+            "start_date": pl.Date,
+            "end_date": pl.Date,
+            "model": pl.String,
+            "parameters": pl.String,
+        },
+    )
 
 
 def run(rows: list[dict], con: pl.DataFrame, as_of: date = AS_OF, **kw):
@@ -91,8 +143,15 @@ BASE = {"baseline_years": [2016, 2017], "shared_savings_rate": 0.5, "shared_loss
 
 
 def trend_data() -> list[dict]:
-    return [ep(H1, 2016, 100000), ep(H1, 2016, 120000), ep(H1, 2017, 110000), ep(H1, 2017, 130000),
-            ep(H1, 2018, 100000), ep(H1, 2018, 110000), ep(H1, 2018, 120000)]
+    return [
+        ep(H1, 2016, 100000),
+        ep(H1, 2016, 120000),
+        ep(H1, 2017, 110000),
+        ep(H1, 2017, 130000),
+        ep(H1, 2018, 100000),
+        ep(H1, 2018, 110000),
+        ep(H1, 2018, 120000),
+    ]
 
 
 # --- steps 3-5, 8: trend and discount -------------------------------------------------------------
@@ -134,15 +193,23 @@ def test_corridor_percent(pct, met):
     assert row["settlement_cents"] == (half_up((t - a) * 3 * D("0.5")) if met else 0)
 
 
-@pytest.mark.parametrize(("actual", "met"), [
-    ((90000, 95000, 100000), True),  # sd 5000: half-width 5658 < gap 20000
-    ((78000, 95000, 112000), True),  # sd 17000: 19237 < 20000, just met
-    ((75000, 95000, 115000), False),  # sd 20000: 22632 > 20000, just not met
-    ((65000, 95000, 125000), False),  # sd 30000: 33948
-])
+@pytest.mark.parametrize(
+    ("actual", "met"),
+    [
+        ((90000, 95000, 100000), True),  # sd 5000: half-width 5658 < gap 20000
+        ((78000, 95000, 112000), True),  # sd 17000: 19237 < 20000, just met
+        ((75000, 95000, 115000), False),  # sd 20000: 22632 > 20000, just not met
+        ((65000, 95000, 125000), False),  # sd 30000: 33948
+    ],
+)
 def test_corridor_ci95(actual, met):
-    rows = [ep(H1, 2016, 100000), ep(H1, 2016, 120000), ep(H1, 2017, 110000), ep(H1, 2017, 130000),
-            *(ep(H1, 2018, c) for c in actual)]
+    rows = [
+        ep(H1, 2016, 100000),
+        ep(H1, 2016, 120000),
+        ep(H1, 2017, 110000),
+        ep(H1, 2017, 130000),
+        *(ep(H1, 2018, c) for c in actual),
+    ]
     result = run(rows, contracts({**BASE, "corridor": "ci95"}))
     row = year_row(result, 2018)
     t = (D(100000) + D(120000) + D(110000) + D(130000)) / 4  # no trend, no discount: T = B = 115000
@@ -172,8 +239,16 @@ def test_stop_loss():
 
 
 def test_winsorising_at_a_percentile_of_all_providers():
-    rows = [ep(H1, 2017, 100000), ep(H1, 2017, 1000000), ep(X1, 2017, 200000), ep(X2, 2017, 300000),
-            ep(H1, 2018, 150000), ep(H1, 2018, 3000000), ep(X1, 2018, 200000), ep(X2, 2018, 2000000)]
+    rows = [
+        ep(H1, 2017, 100000),
+        ep(H1, 2017, 1000000),
+        ep(X1, 2017, 200000),
+        ep(X2, 2017, 300000),
+        ep(H1, 2018, 150000),
+        ep(H1, 2018, 3000000),
+        ep(X1, 2018, 200000),
+        ep(X2, 2018, 2000000),
+    ]
     result = run(rows, contracts({**BASE, "baseline_years": [2017], "winsorise_pct": 75}))
     row = year_row(result, 2018)
     # P75 of 2017, all providers: sorted 100000, 200000, 300000, 1000000; h = (4 - 1) * 0.75 = 2.25
@@ -204,10 +279,15 @@ def test_percentile_is_numpys_linear_method_exactly():
 
 @pytest.mark.parametrize(("complications", "met"), [(1, True), (2, False)])
 def test_quality_gate_on_savings(complications, met):
-    rows = [ep(H1, 2017, 100000), ep(H1, 2017, 100000),
-            *(ep(H1, 2018, 90000, complication=i < complications) for i in range(3))]
-    result = run(rows, contracts({**BASE, "baseline_years": [2017],
-                                  "quality_gate": {"outcome": "complication", "threshold": 0.4}}))
+    rows = [
+        ep(H1, 2017, 100000),
+        ep(H1, 2017, 100000),
+        *(ep(H1, 2018, 90000, complication=i < complications) for i in range(3)),
+    ]
+    result = run(
+        rows,
+        contracts({**BASE, "baseline_years": [2017], "quality_gate": {"outcome": "complication", "threshold": 0.4}}),
+    )
     row = year_row(result, 2018)
     rate = D(complications) / 3  # 0.333 <= 0.4 met; 0.667 > 0.4 failed
     s = (D(100000) - D(90000)) * 3  # 30000 savings
@@ -217,10 +297,16 @@ def test_quality_gate_on_savings(complications, met):
 
 
 def test_quality_gate_failed_losses_still_count():
-    rows = [ep(H1, 2017, 100000), ep(H1, 2017, 100000),
-            ep(H1, 2018, 110000, complication=True), ep(H1, 2018, 110000, complication=True)]
-    result = run(rows, contracts({**BASE, "baseline_years": [2017],
-                                  "quality_gate": {"outcome": "complication", "threshold": 0.4}}))
+    rows = [
+        ep(H1, 2017, 100000),
+        ep(H1, 2017, 100000),
+        ep(H1, 2018, 110000, complication=True),
+        ep(H1, 2018, 110000, complication=True),
+    ]
+    result = run(
+        rows,
+        contracts({**BASE, "baseline_years": [2017], "quality_gate": {"outcome": "complication", "threshold": 0.4}}),
+    )
     row = year_row(result, 2018)
     s = (D(100000) - D(110000)) * 2  # -20000
     assert row["quality_met"] is False
@@ -253,8 +339,7 @@ def test_upside_only_without_shared_losses_rate():
 
 
 def two_hospitals() -> list[dict]:
-    return [ep(H1, 2017, 100000), ep(H2, 2017, 100000),
-            ep(H1, 2018, 90000), ep(H1, 2018, 90000), ep(H2, 2018, 90003)]
+    return [ep(H1, 2017, 100000), ep(H2, 2017, 100000), ep(H1, 2018, 90000), ep(H1, 2018, 90000), ep(H2, 2018, 90003)]
 
 
 def test_two_providers_pro_rata_to_episodes():
@@ -278,16 +363,26 @@ def test_distribution_key_by_agb():
 
 
 def test_distribution_key_by_provider_type():
-    rows = [ep(H1, 2017, 100000), ep(H2, 2017, 100000), ep(R1, 2017, 100000),
-            ep(H1, 2018, 90000), ep(H1, 2018, 90000), ep(H2, 2018, 90000), ep(R1, 2018, 70003)]
+    rows = [
+        ep(H1, 2017, 100000),
+        ep(H2, 2017, 100000),
+        ep(R1, 2017, 100000),
+        ep(H1, 2018, 90000),
+        ep(H1, 2018, 90000),
+        ep(H2, 2018, 90000),
+        ep(R1, 2018, 70003),
+    ]
     params = {**BASE, "baseline_years": [2017], "distribution_key": {"hospital": 0.4, "rehabilitation": 0.6}}
     result = run(rows, contracts(params, providers=(H1, H2, R1)))
     a = (D(90000) * 3 + D(70003)) / 4
     total = half_up((D(100000) - a) * 4 * D("0.5"))  # 59997 * 0.5 = 29998.5 -> 29999
     assert year_row(result, 2018)["settlement_cents"] == total == 29999
     # hospital 0.4 split by episodes H1 2 : H2 1 -> 4/15 and 2/15; rehabilitation 9/15
-    quota = {H1: Fraction(total) * Fraction(4, 15), H2: Fraction(total) * Fraction(2, 15),
-             R1: Fraction(total) * Fraction(9, 15)}  # 7999.73, 3999.87, 17999.4
+    quota = {
+        H1: Fraction(total) * Fraction(4, 15),
+        H2: Fraction(total) * Fraction(2, 15),
+        R1: Fraction(total) * Fraction(9, 15),
+    }  # 7999.73, 3999.87, 17999.4
     assert {p: int(q) for p, q in quota.items()} == {H1: 7999, H2: 3999, R1: 17999}  # 2 cents left
     assert provider_cents(result, 2018) == {H1: 8000, H2: 4000, R1: 17999}  # to .87 and .73
 
@@ -296,10 +391,14 @@ def test_distribution_key_by_provider_type():
 
 
 def test_fixed_sum_per_distinct_patient():
-    rows = [ep(H1, 2021, 50000, patient="P1"), ep(H2, 2021, 20000, patient="P1"), ep(H1, 2021, 150000, patient="P2"),
-            ep(H1, 2021, 80000, patient="P3"), ep(H1, 2021, 999999, patient="P4", status="censored_enrolment")]
-    con = contracts({"fixed_sum_eur_per_patient": 1000}, model="fixed_sum", providers=(H1, H2),
-                    start=date(2021, 1, 1))
+    rows = [
+        ep(H1, 2021, 50000, patient="P1"),
+        ep(H2, 2021, 20000, patient="P1"),
+        ep(H1, 2021, 150000, patient="P2"),
+        ep(H1, 2021, 80000, patient="P3"),
+        ep(H1, 2021, 999999, patient="P4", status="censored_enrolment"),
+    ]
+    con = contracts({"fixed_sum_eur_per_patient": 1000}, model="fixed_sum", providers=(H1, H2), start=date(2021, 1, 1))
     result = run(rows, con)
     row = year_row(result, 2021)
     patients = 3  # P1 (two episodes), P2, P3; P4 is not eligible
@@ -323,17 +422,41 @@ def test_bundled_payment_per_episode():
 
 def test_bundled_payment_per_phase():
     e1, e2 = ep(H1, 2018, 300000), ep(H1, 2018, 250000)
-    lines = pl.DataFrame({
-        "episode_id": [e1["episode_id"]] * 4 + [e2["episode_id"]] * 4,
-        "component": ["in_bundle", "in_bundle", "in_bundle", "gp", "in_bundle", "in_bundle", "in_bundle", "in_bundle"],
-        "phase": ["prenatal", "natal", "maternity_care", "prenatal", "prenatal", "natal", "postnatal", "maternity_care"],
-        "allocated_cents": [40000, 180000, 80000, 5000, 60000, 100000, 40000, 50000],
-    }).with_columns(pl.col("allocated_cents").alias("allocated_standardised_cents"))
+    lines = pl.DataFrame(
+        {
+            "episode_id": [e1["episode_id"]] * 4 + [e2["episode_id"]] * 4,
+            "component": [
+                "in_bundle",
+                "in_bundle",
+                "in_bundle",
+                "gp",
+                "in_bundle",
+                "in_bundle",
+                "in_bundle",
+                "in_bundle",
+            ],
+            "phase": [
+                "prenatal",
+                "natal",
+                "maternity_care",
+                "prenatal",
+                "prenatal",
+                "natal",
+                "postnatal",
+                "maternity_care",
+            ],
+            "allocated_cents": [40000, 180000, 80000, 5000, 60000, 100000, 40000, 50000],
+        }
+    ).with_columns(pl.col("allocated_cents").alias("allocated_standardised_cents"))
     params = {"payment_eur_per_phase": {"prenatal": 500, "natal": 1200, "postnatal": 300, "maternity_care": 800}}
     result = run([e1, e2], contracts(params, model="bundled_payment"), episode_lines=lines)
     pay = {"prenatal": D(50000), "natal": D(120000), "postnatal": D(30000), "maternity_care": D(80000)}
-    cost = {"prenatal": D(40000 + 60000), "natal": D(180000 + 100000), "postnatal": D(40000),
-            "maternity_care": D(80000 + 50000)}  # the gp line is not in the bundle
+    cost = {
+        "prenatal": D(40000 + 60000),
+        "natal": D(180000 + 100000),
+        "postnatal": D(40000),
+        "maternity_care": D(80000 + 50000),
+    }  # the gp line is not in the bundle
     by_phase = {p: pay[p] * 2 - cost[p] for p in pay}
     assert by_phase == {"prenatal": 0, "natal": -40000, "postnatal": 20000, "maternity_care": 30000}
     phases = dict(zip(result.phases["phase"], result.phases["result_cents"], strict=True))
@@ -348,8 +471,12 @@ def test_bundled_payment_per_phase():
 
 
 def test_risk_adjust_scales_target_by_expected():
-    rows = [ep(H1, 2017, 100000, expected=100000.0), ep(H1, 2017, 120000, expected=120000.0),
-            ep(H1, 2018, 120000, expected=121000.0), ep(H1, 2018, 125000, expected=121000.0)]
+    rows = [
+        ep(H1, 2017, 100000, expected=100000.0),
+        ep(H1, 2017, 120000, expected=120000.0),
+        ep(H1, 2018, 120000, expected=121000.0),
+        ep(H1, 2018, 125000, expected=121000.0),
+    ]
     result = run(rows, contracts({**BASE, "baseline_years": [2017], "risk_adjust": True}))
     row = year_row(result, 2018)
     b = (D(100000) + D(120000)) / 2  # 110000
@@ -362,8 +489,14 @@ def test_risk_adjust_scales_target_by_expected():
 
 
 def baseline_data() -> list[dict]:
-    return [ep(H1, 2017, 100000), ep(X1, 2017, 200000), ep(X2, 2017, 600000),
-            ep(H1, 2018, 150000), ep(H1, 2018, 500000), ep(X1, 2018, 400000)]
+    return [
+        ep(H1, 2017, 100000),
+        ep(X1, 2017, 200000),
+        ep(X2, 2017, 600000),
+        ep(H1, 2018, 150000),
+        ep(H1, 2018, 500000),
+        ep(X1, 2018, 400000),
+    ]
 
 
 def _capped_expectation() -> tuple[D, D]:
@@ -381,17 +514,21 @@ def test_the_four_baselines(baseline):
     result = run(baseline_data(), contracts({**BASE, "baseline_years": [2017], "baseline": baseline}))
     row = year_row(result, 2018)
     a = (D(150000) + D(500000)) / 2  # 325000
-    b = {"own": D(100000),  # H1 only
-         "regional": (D(100000) + D(200000)) / 2,  # PV20: H1 and X1
-         "national": (D(100000) + D(200000) + D(600000)) / 3}.get(baseline)
+    b = {
+        "own": D(100000),  # H1 only
+        "regional": (D(100000) + D(200000)) / 2,  # PV20: H1 and X1
+        "national": (D(100000) + D(200000) + D(600000)) / 3,
+    }.get(baseline)
     if baseline == "regional_capped_p95":
         b, a = _capped_expectation()
     s = (b - a) * 2
     assert row["baseline_cents"] == half_up(b)
     assert row["actual_cents"] == half_up(a)
     assert row["settlement_cents"] == half_up(s * D("0.5"))
-    assert row["settlement_cents"] == {"own": -225000, "regional": -175000, "national": -25000,
-                                       "regional_capped_p95": -172500}[baseline]
+    assert (
+        row["settlement_cents"]
+        == {"own": -225000, "regional": -175000, "national": -25000, "regional_capped_p95": -172500}[baseline]
+    )
 
 
 def test_cost_basis_standardised():
@@ -413,18 +550,24 @@ def test_rounding_half_a_cent_away_from_zero(base, actual, expected):
     assert round_cents(D("2.5")) == 3 and round_cents(D("-2.5")) == -3 and round_cents(D("-0.49")) == 0
 
 
-@pytest.mark.parametrize(("baseline", "placebo", "actual", "exact"), [
-    # B = 300025 / 3, T = 0.9 B = 90007.5; placebo 2016 sum 270022: S = 0.5 -> 1; 2018 sum 200000: S = 70022.5
-    ((100008, 100008, 100009), (90007, 90007, 90008), (66666, 66667, 66667), (D("0.5"), D("70022.5"))),
-    # B = 300005 / 3, T = 90001.5; placebo sum 330004: S = -59999.5 -> -60000; 2018 sum 400000: -129995.5
-    ((100001, 100002, 100002), (110001, 110001, 110002), (133333, 133333, 133334), (D("-59999.5"), D("-129995.5"))),
-])
+@pytest.mark.parametrize(
+    ("baseline", "placebo", "actual", "exact"),
+    [
+        # B = 300025 / 3, T = 0.9 B = 90007.5; placebo 2016 sum 270022: S = 0.5 -> 1; 2018 sum 200000: S = 70022.5
+        ((100008, 100008, 100009), (90007, 90007, 90008), (66666, 66667, 66667), (D("0.5"), D("70022.5"))),
+        # B = 300005 / 3, T = 90001.5; placebo sum 330004: S = -59999.5 -> -60000; 2018 sum 400000: -129995.5
+        ((100001, 100002, 100002), (110001, 110001, 110002), (133333, 133333, 133334), (D("-59999.5"), D("-129995.5"))),
+    ],
+)
 def test_gross_savings_of_exactly_half_a_cent_round_away_from_zero(baseline, placebo, actual, exact):
     """Means of three episodes are repeating decimals (B = 300025 / 3); the exact gross savings
     (T - A) n = 0.9 * sum(baseline) - sum(actual) ends in exactly half a cent and is rounded away
     from zero, in the placebo and in the settlement (a 60-digit decimal mean left ...4999)."""
-    rows = [*(ep(H1, 2017, c) for c in baseline), *(ep(H1, 2016, c) for c in placebo),
-            *(ep(H1, 2018, c) for c in actual)]
+    rows = [
+        *(ep(H1, 2017, c) for c in baseline),
+        *(ep(H1, 2016, c) for c in placebo),
+        *(ep(H1, 2018, c) for c in actual),
+    ]
     params = {"baseline_years": [2017], "discount": 0.1, "shared_savings_rate": 1, "shared_losses_rate": 1}
     result = run(rows, contracts(params))
     t = Fraction(sum(baseline), 3) * Fraction(9, 10)  # exact: the target is a multiple of half a cent / 3
@@ -441,8 +584,12 @@ def test_gross_savings_of_exactly_half_a_cent_round_away_from_zero(baseline, pla
 
 
 def test_provisional_while_censored_data_exists():
-    rows = [ep(H1, 2017, 100000), ep(H1, 2018, 90000), ep(H1, 2018, 400000, status="censored_data"),
-            ep(H1, 2019, 90000)]
+    rows = [
+        ep(H1, 2017, 100000),
+        ep(H1, 2018, 90000),
+        ep(H1, 2018, 400000, status="censored_data"),
+        ep(H1, 2019, 90000),
+    ]
     result = run(rows, contracts({**BASE, "baseline_years": [2017]}))
     y2018, y2019 = year_row(result, 2018), year_row(result, 2019)
     assert (y2018["provisional"], y2018["n_censored_data"], y2018["n_episodes"]) == (True, 1, 1)
@@ -480,8 +627,12 @@ def test_regional_population_of_providers_in_two_provinces_is_the_union():
 
 
 def test_a_provider_in_two_overlapping_contracts_is_refused():
-    con = pl.concat([contracts({**BASE, "baseline_years": [2017]}, cid="A"),
-                     contracts({**BASE, "baseline_years": [2017]}, cid="B", start=date(2019, 1, 1))])
+    con = pl.concat(
+        [
+            contracts({**BASE, "baseline_years": [2017]}, cid="A"),
+            contracts({**BASE, "baseline_years": [2017]}, cid="B", start=date(2019, 1, 1)),
+        ]
+    )
     with pytest.raises(ContractTermsError, match=f"contract A: provider {H1} is also in contract B"):
         run([ep(H1, 2017, 1), ep(H1, 2018, 1)], con)
 
@@ -490,9 +641,17 @@ def test_a_provider_in_two_overlapping_contracts_is_refused():
 
 
 def test_placebo_flags_a_year_outside_the_band():
-    rows = [ep(H1, 2014, 150000), ep(H1, 2014, 152000), ep(H1, 2015, 90000), ep(H1, 2015, 110000),
-            ep(H1, 2016, 95000), ep(H1, 2016, 105000), ep(H1, 2017, 95000), ep(H1, 2017, 105000),
-            ep(H1, 2018, 100000)]
+    rows = [
+        ep(H1, 2014, 150000),
+        ep(H1, 2014, 152000),
+        ep(H1, 2015, 90000),
+        ep(H1, 2015, 110000),
+        ep(H1, 2016, 95000),
+        ep(H1, 2016, 105000),
+        ep(H1, 2017, 95000),
+        ep(H1, 2017, 105000),
+        ep(H1, 2018, 100000),
+    ]
     result = run(rows, contracts(BASE))
     own = result.placebo.filter(pl.col("baseline") == "own").sort("year")
     assert own["year"].to_list() == [2014, 2015, 2016, 2017]
@@ -519,9 +678,16 @@ def test_a_placebo_year_with_immature_episodes_is_provisional_and_left_out_of_th
     """A young pre-contract year holds only its early, complete anchors: its gap is biased, so it is
     marked provisional (why: the contract's own immature episodes) and the summary counts the other
     years only."""
-    rows = [ep(H1, 2015, 100000), ep(H1, 2015, 100000), ep(H1, 2016, 95000), ep(H1, 2016, 105000),
-            ep(H1, 2017, 150000), ep(H1, 2017, 152000), ep(H1, 2017, 1, status="censored_data"),
-            ep(H1, 2018, 100000)]
+    rows = [
+        ep(H1, 2015, 100000),
+        ep(H1, 2015, 100000),
+        ep(H1, 2016, 95000),
+        ep(H1, 2016, 105000),
+        ep(H1, 2017, 150000),
+        ep(H1, 2017, 152000),
+        ep(H1, 2017, 1, status="censored_data"),
+        ep(H1, 2018, 100000),
+    ]
     params = {**BASE, "baseline_years": [2015, 2016]}
     own = run(rows, contracts(params)).placebo.filter(pl.col("baseline") == "own").sort("year")
     assert own["provisional"].to_list() == [False, False, True]
@@ -535,8 +701,12 @@ def test_a_placebo_year_with_immature_episodes_is_provisional_and_left_out_of_th
 
 
 def test_initial_vs_final_reports_the_change():
-    early = [ep(H1, 2017, 100000), ep(H1, 2018, 90000), ep(H1, 2019, 80000),
-             ep(H1, 2019, 120000, status="censored_data")]
+    early = [
+        ep(H1, 2017, 100000),
+        ep(H1, 2018, 90000),
+        ep(H1, 2019, 80000),
+        ep(H1, 2019, 120000, status="censored_data"),
+    ]
     late = [{**r, "status": "complete"} for r in early] + [ep(H1, 2020, 100000)]
     con = contracts({**BASE, "baseline_years": [2017]})
     first = run(early, con, as_of=date(2021, 3, 31)).reconciliation
@@ -576,14 +746,17 @@ def test_unknown_parameter_suggests_the_name():
     assert message == "contract C-x: unknown parameter 'trnd' (did you mean 'trend'?)"
 
 
-@pytest.mark.parametrize(("name", "value", "words"), [
-    ("discount", 2, "fraction in [0, 1]"),
-    ("trend", "2%", "a string, not a number"),
-    ("trend", 0, "positive number"),
-    ("winsorise_pct", 100, "strictly between 0 and 100"),
-    ("risk_adjust", "yes", "true or false"),
-    ("baseline_years", 2017, "list of anchor years"),
-])
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("discount", 2, "fraction in [0, 1]"),
+        ("trend", "2%", "a string, not a number"),
+        ("trend", 0, "positive number"),
+        ("winsorise_pct", 100, "strictly between 0 and 100"),
+        ("risk_adjust", "yes", "true or false"),
+        ("baseline_years", 2017, "list of anchor years"),
+    ],
+)
 def test_wrong_unit_names_the_parameter(name, value, words):
     params = {"baseline_years": [2017], "shared_savings_rate": 0.5, name: value}
     message = one_problem("shared_savings", params)
@@ -598,19 +771,28 @@ def test_missing_required_parameter():
 
 
 def test_quality_gate_on_an_outcome_the_bundle_does_not_have():
-    generator = '{"baseline": "own", "baseline_years": [2017, 2018], "quality_gate": ' \
-                '{"outcome": "das28_remission", "threshold": 0.4}, "shared_savings_rate": 0.5}'
+    generator = (
+        '{"baseline": "own", "baseline_years": [2017, 2018], "quality_gate": '
+        '{"outcome": "das28_remission", "threshold": 0.4}, "shared_savings_rate": 0.5}'
+    )
     with pytest.raises(ContractTermsError) as info:
-        parse_terms("C-ra_drugs-2019", "ra_drugs", "shared_savings", generator,
-                    {"distinct_drugs", "drug_volume", "outpatient_visits"})
+        parse_terms(
+            "C-ra_drugs-2019",
+            "ra_drugs",
+            "shared_savings",
+            generator,
+            {"distinct_drugs", "drug_volume", "outpatient_visits"},
+        )
     assert str(info.value) == (
         "contract C-ra_drugs-2019: parameter quality_gate.outcome 'das28_remission' is not an outcome of bundle "
-        "ra_drugs (outcomes: distinct_drugs, drug_volume, outpatient_visits)")
+        "ra_drugs (outcomes: distinct_drugs, drug_volume, outpatient_visits)"
+    )
 
 
 def test_distribution_key_must_add_up_and_name_contract_providers():
-    message = one_problem("shared_savings", {"baseline_years": [2017], "shared_savings_rate": 0.5,
-                                             "distribution_key": {H1: 0.6, H2: 0.3}})
+    message = one_problem(
+        "shared_savings", {"baseline_years": [2017], "shared_savings_rate": 0.5, "distribution_key": {H1: 0.6, H2: 0.3}}
+    )
     assert "parameter distribution_key = " in message and "add up to 0.9, not 1" in message
     con = contracts({**BASE, "baseline_years": [2017], "distribution_key": {H1: 0.5, X2: 0.5}}, providers=(H1, H2))
     with pytest.raises(ContractTermsError, match=f"distribution_key names provider {X2}, which is not a provider"):
@@ -620,11 +802,13 @@ def test_distribution_key_must_add_up_and_name_contract_providers():
 def test_parameter_for_another_model_and_table_checks_report_everything():
     message = one_problem("fixed_sum", {"fixed_sum_eur_per_patient": 3200, "trend": 1.02})
     assert "parameter trend does not apply to model fixed_sum" in message
-    bad = pl.concat([
-        contracts({**BASE, "trnd": 1.0}, cid="A"),
-        contracts({**BASE, "discount": 2}, cid="B", providers=(H2,)),
-        contracts({"phases": ["prenatal"], "prospective": True}, model="bundled_payment", cid="Z", providers=(X1,)),
-    ])
+    bad = pl.concat(
+        [
+            contracts({**BASE, "trnd": 1.0}, cid="A"),
+            contracts({**BASE, "discount": 2}, cid="B", providers=(H2,)),
+            contracts({"phases": ["prenatal"], "prospective": True}, model="bundled_payment", cid="Z", providers=(X1,)),
+        ]
+    )
     with pytest.raises(ContractTermsError) as info:
         check_contracts(bad, {"hip_oa": OUTCOMES})
     problems = info.value.problems
@@ -638,7 +822,7 @@ def test_parameter_for_another_model_and_table_checks_report_everything():
 # --- properties ------------------------------------------------------------------------------------
 
 
-@given(total=st.integers(-10**9, 10**9), weights=st.lists(st.integers(0, 50), min_size=1, max_size=6))
+@given(total=st.integers(-(10**9), 10**9), weights=st.lists(st.integers(0, 50), min_size=1, max_size=6))
 def test_distribute_cents_adds_up_exactly(total, weights):
     if sum(weights) == 0:
         weights = [*weights[:-1], 1]
@@ -652,10 +836,15 @@ def test_distribute_cents_adds_up_exactly(total, weights):
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(costs=st.lists(st.tuples(st.sampled_from([H1, H2, R1]), st.sampled_from([2017, 2018, 2019]),
-                                st.integers(0, 500000)), min_size=1, max_size=14),
-       key=st.sampled_from([None, {H1: 0.5, H2: 0.25, R1: 0.25}, {"hospital": 0.35, "rehabilitation": 0.65}]),
-       rate=st.sampled_from([0.5, 0.3333, 1]))
+@given(
+    costs=st.lists(
+        st.tuples(st.sampled_from([H1, H2, R1]), st.sampled_from([2017, 2018, 2019]), st.integers(0, 500000)),
+        min_size=1,
+        max_size=14,
+    ),
+    key=st.sampled_from([None, {H1: 0.5, H2: 0.25, R1: 0.25}, {"hospital": 0.35, "rehabilitation": 0.65}]),
+    rate=st.sampled_from([0.5, 0.3333, 1]),
+)
 def test_provider_settlements_add_up_to_the_contract(costs, key, rate):
     rows = [ep(p, y, c) for p, y, c in costs]
     params = {"baseline_years": [2017], "shared_savings_rate": rate, "shared_losses_rate": rate, "trend": 1.03}
@@ -671,19 +860,29 @@ def test_provider_settlements_add_up_to_the_contract(costs, key, rate):
 # --- the generator's independent implementation gives the same numbers -----------------------------
 
 
-def generator(rows: list[dict], params: dict, *, model: str = "shared_savings_losses", providers=(H1,),
-              start=date(2018, 1, 1)) -> tuple[dict, dict, dict]:
+def generator(
+    rows: list[dict], params: dict, *, model: str = "shared_savings_losses", providers=(H1,), start=date(2018, 1, 1)
+) -> tuple[dict, dict, dict]:
     """The synthetic-data generator's settlements (``transforms.synth.settlements``) of the same
     episodes: settlement rows, placebo rows (its contract's baseline) and provider cents by year."""
     from transforms.synth.settlements import Contract, Reconciliation, TruthEpisode
 
     region = dict(zip(PROVIDERS["provider_agb"], PROVIDERS["region"], strict=True))
     kind = dict(zip(PROVIDERS["provider_agb"], PROVIDERS["provider_type"], strict=True))
-    episodes = [TruthEpisode(bundle_id="hip_oa", episode_id=r["episode_id"], anchor_date=r["anchor_date"],
-                             provider=r["anchor_provider_agb"], province=region[r["anchor_provider_agb"]],
-                             status=r["status"], declared=r["in_bundle_cents"],
-                             standardised=r["in_bundle_standardised_cents"], patient_id=r["patient_id"])
-                for r in rows]
+    episodes = [
+        TruthEpisode(
+            bundle_id="hip_oa",
+            episode_id=r["episode_id"],
+            anchor_date=r["anchor_date"],
+            provider=r["anchor_provider_agb"],
+            province=region[r["anchor_provider_agb"]],
+            status=r["status"],
+            declared=r["in_bundle_cents"],
+            standardised=r["in_bundle_standardised_cents"],
+            patient_id=r["patient_id"],
+        )
+        for r in rows
+    ]
     years = [r["anchor_year"] for r in rows]
     contract = Contract("C1", "hip_oa", model, tuple(sorted(providers)), start, None, params)
     out, shares = Reconciliation(episodes, region, kind, AS_OF, min(years), max(years)).rows(contract)
@@ -695,8 +894,16 @@ def generator(rows: list[dict], params: dict, *, model: str = "shared_savings_lo
     return settle, placebo, cents
 
 
-SAME = ["n_episodes", "baseline_cents", "target_cents", "actual_cents", "gross_savings_cents", "settlement_cents",
-        "corridor_met", "provisional"]
+SAME = [
+    "n_episodes",
+    "baseline_cents",
+    "target_cents",
+    "actual_cents",
+    "gross_savings_cents",
+    "settlement_cents",
+    "corridor_met",
+    "provisional",
+]
 
 
 def assert_same_as_generator(rows: list[dict], params: dict, **kw) -> None:
@@ -712,29 +919,54 @@ def assert_same_as_generator(rows: list[dict], params: dict, **kw) -> None:
     assert set(mine["year"]) == set(placebo)
     for r in mine.iter_rows(named=True):
         g = placebo[r["year"]]
-        assert ((r["target_cents"], r["actual_cents"], r["gross_savings_cents"], r["outside_band"])
-                == (g["target_cents"], g["actual_cents"], g["gross_savings_cents"], g["outside_band"])), r["year"]
+        assert (r["target_cents"], r["actual_cents"], r["gross_savings_cents"], r["outside_band"]) == (
+            g["target_cents"],
+            g["actual_cents"],
+            g["gross_savings_cents"],
+            g["outside_band"],
+        ), r["year"]
 
 
 @pytest.mark.parametrize("sign", [1, -1])
 def test_generator_agrees_on_half_a_cent(sign):
-    baseline, placebo, actual = ((100008, 100008, 100009), (90007, 90007, 90008), (66666, 66667, 66667)) if sign > 0 \
+    baseline, placebo, actual = (
+        ((100008, 100008, 100009), (90007, 90007, 90008), (66666, 66667, 66667))
+        if sign > 0
         else ((100001, 100002, 100002), (110001, 110001, 110002), (133333, 133333, 133334))
-    rows = [*(ep(H1, 2017, c) for c in baseline), *(ep(H1, 2016, c) for c in placebo),
-            *(ep(H1, 2018, c) for c in actual)]
-    assert_same_as_generator(rows, {"baseline_years": [2017], "discount": 0.1, "shared_savings_rate": 1,
-                                    "shared_losses_rate": 1, "trend": 1.02})
+    )
+    rows = [
+        *(ep(H1, 2017, c) for c in baseline),
+        *(ep(H1, 2016, c) for c in placebo),
+        *(ep(H1, 2018, c) for c in actual),
+    ]
+    assert_same_as_generator(
+        rows,
+        {"baseline_years": [2017], "discount": 0.1, "shared_savings_rate": 1, "shared_losses_rate": 1, "trend": 1.02},
+    )
 
 
 def test_generator_agrees_on_a_type_key_and_on_patients():
-    rows = [ep(H1, 2017, 100000), ep(H2, 2017, 100000), ep(R1, 2017, 100000),
-            ep(H1, 2018, 90000), ep(H1, 2018, 90000), ep(H2, 2018, 90000), ep(R1, 2018, 70003)]
+    rows = [
+        ep(H1, 2017, 100000),
+        ep(H2, 2017, 100000),
+        ep(R1, 2017, 100000),
+        ep(H1, 2018, 90000),
+        ep(H1, 2018, 90000),
+        ep(H2, 2018, 90000),
+        ep(R1, 2018, 70003),
+    ]
     params = {**BASE, "baseline_years": [2017], "distribution_key": {"hospital": 0.4, "rehabilitation": 0.6}}
     assert_same_as_generator(rows, params, providers=(H1, H2, R1))
     assert generator(rows, params, providers=(H1, H2, R1))[2][2018] == {H1: 8000, H2: 4000, R1: 17999}  # 2 : 1
-    rows = [ep(H1, 2021, 50000, patient="P1"), ep(H2, 2021, 20000, patient="P1"), ep(H1, 2021, 150000, patient="P2"),
-            ep(H1, 2021, 80000, patient="P3"), ep(H1, 2021, 999999, patient="P4", status="censored_enrolment"),
-            ep(H2, 2022, 90000, patient="P5"), ep(H2, 2022, 10000, patient="P5")]
+    rows = [
+        ep(H1, 2021, 50000, patient="P1"),
+        ep(H2, 2021, 20000, patient="P1"),
+        ep(H1, 2021, 150000, patient="P2"),
+        ep(H1, 2021, 80000, patient="P3"),
+        ep(H1, 2021, 999999, patient="P4", status="censored_enrolment"),
+        ep(H2, 2022, 90000, patient="P5"),
+        ep(H2, 2022, 10000, patient="P5"),
+    ]
     params = {"fixed_sum_eur_per_patient": 1000}
     assert_same_as_generator(rows, params, model="fixed_sum", providers=(H1, H2), start=date(2021, 1, 1))
     settle, _, cents = generator(rows, params, model="fixed_sum", providers=(H1, H2), start=date(2021, 1, 1))
@@ -743,16 +975,31 @@ def test_generator_agrees_on_a_type_key_and_on_patients():
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(costs=st.lists(st.tuples(st.sampled_from([H1, H2, R1, X1, X2]), st.integers(2015, 2019), st.integers(0, 500000),
-                                st.sampled_from(["complete", "complete", "death", "censored_data", "censored_enrolment"])),
-                      min_size=1, max_size=16),
-       key=st.sampled_from([None, {H1: 0.5, H2: 0.25, R1: 0.25}, {"hospital": 0.35, "rehabilitation": 0.65}]),
-       terms=st.fixed_dictionaries({
-           "trend": st.sampled_from([1, 1.02, 1.1]), "discount": st.sampled_from([0, 0.02, 0.1]),
-           "shared_savings_rate": st.sampled_from([0.5, 0.3333, 1]), "shared_losses_rate": st.sampled_from([0.5, 1]),
-           "baseline": st.sampled_from(["own", "regional", "national", "regional_capped_p95"])}),
-       cap=st.sampled_from([{}, {"winsorise_pct": 90}, {"stop_loss_eur": 2500}, {"corridor": "ci95"},
-                            {"minimum_savings_pct": 2.5}]))
+@given(
+    costs=st.lists(
+        st.tuples(
+            st.sampled_from([H1, H2, R1, X1, X2]),
+            st.integers(2015, 2019),
+            st.integers(0, 500000),
+            st.sampled_from(["complete", "complete", "death", "censored_data", "censored_enrolment"]),
+        ),
+        min_size=1,
+        max_size=16,
+    ),
+    key=st.sampled_from([None, {H1: 0.5, H2: 0.25, R1: 0.25}, {"hospital": 0.35, "rehabilitation": 0.65}]),
+    terms=st.fixed_dictionaries(
+        {
+            "trend": st.sampled_from([1, 1.02, 1.1]),
+            "discount": st.sampled_from([0, 0.02, 0.1]),
+            "shared_savings_rate": st.sampled_from([0.5, 0.3333, 1]),
+            "shared_losses_rate": st.sampled_from([0.5, 1]),
+            "baseline": st.sampled_from(["own", "regional", "national", "regional_capped_p95"]),
+        }
+    ),
+    cap=st.sampled_from(
+        [{}, {"winsorise_pct": 90}, {"stop_loss_eur": 2500}, {"corridor": "ci95"}, {"minimum_savings_pct": 2.5}]
+    ),
+)
 def test_generator_agrees_with_the_panels(costs, key, terms, cap):
     """The generator's truth and the panels compute the same cents on random episodes."""
     rows = [ep(H1, 2016, 100000), *(ep(p, y, c, status=s) for p, y, c, s in costs)]

@@ -76,8 +76,11 @@ def _recomputable(levels, codes, reasons) -> list[int]:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=6), min_size=1, max_size=5), st.booleans(),
-       st.integers(1, 15))
+@given(
+    st.lists(st.lists(st.integers(0, 40), min_size=1, max_size=6), min_size=1, max_size=5),
+    st.booleans(),
+    st.integers(1, 15),
+)
 def test_no_withheld_value_can_be_recomputed_from_published_totals(regions, with_regions, min_cell):
     levels, codes, n = _group(regions, with_regions)
     reasons = suppression_flags(levels, codes, n, min_cell)
@@ -102,9 +105,16 @@ def test_a_region_of_one_small_provider_is_withheld_with_it_and_another_region_t
 
 
 def test_suppress_nulls_the_values_of_withheld_cells():
-    cells = pl.DataFrame({"year": [2019] * 4, "level": ["national", "provider", "provider", "provider"],
-                          "region_code": [None, "PV1", "PV1", "PV1"], "unit": ["NL", "A", "B", "C"],
-                          "n_episodes": [63, 3, 30, 30], "observed_cents": [630, 30, 300, 300]})
+    cells = pl.DataFrame(
+        {
+            "year": [2019] * 4,
+            "level": ["national", "provider", "provider", "provider"],
+            "region_code": [None, "PV1", "PV1", "PV1"],
+            "unit": ["NL", "A", "B", "C"],
+            "n_episodes": [63, 3, 30, 30],
+            "observed_cents": [630, 30, 300, 300],
+        }
+    )
     out = suppress(cells, ["year"], ["observed_cents"], min_cell=10)
     assert out["suppressed"].to_list() == [False, True, True, False]
     assert out["observed_cents"].to_list() == [630, None, None, 300]

@@ -13,9 +13,9 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli_safety import assert_one_error_line, zorgpad
 from typer.testing import CliRunner
 
+from test_cli_safety import assert_one_error_line, zorgpad
 from transforms.population import benchmark as bench
 from transforms.population.attribution import registration_fee_codes
 from transforms.population.inputs import SPENDING_TABLES
@@ -23,20 +23,40 @@ from transforms.population.inputs import SPENDING_TABLES
 
 def cells_frame(rows: list[tuple]) -> pl.DataFrame:
     """(year, quarter, cents, in_population, in_region, expected, age_min, sex) rows."""
-    return pl.DataFrame(rows, schema={"year": pl.Int32, "quarter": pl.Int32, "cents": pl.Float64,
-                                      "in_population": pl.Boolean, "in_region": pl.Boolean,
-                                      "expected_cents": pl.Float64, "age_min": pl.Int16, "sex": pl.String},
-                        orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={
+            "year": pl.Int32,
+            "quarter": pl.Int32,
+            "cents": pl.Float64,
+            "in_population": pl.Boolean,
+            "in_region": pl.Boolean,
+            "expected_cents": pl.Float64,
+            "age_min": pl.Int16,
+            "sex": pl.String,
+        },
+        orient="row",
+    )
 
 
 @pytest.fixture
 def hand() -> pl.DataFrame:
     """One quarter: a population of 3, a region of 5 (one with a costly tail), 2 elsewhere."""
-    rows = [(2018, 1, 100.0, True, True, 50.0, 60, "V"), (2018, 1, 300.0, True, True, 150.0, 80, "M"),
-            (2018, 1, 200.0, True, True, 50.0, 60, "V")]
-    rows += [(2018, 1, c, False, True, e, a, s) for c, e, a, s in
-             ((80.0, 50.0, 60, "V"), (120.0, 50.0, 60, "V"), (400.0, 150.0, 80, "M"), (100.0, 150.0, 80, "M"),
-              (5000.0, 50.0, 60, "V"))]
+    rows = [
+        (2018, 1, 100.0, True, True, 50.0, 60, "V"),
+        (2018, 1, 300.0, True, True, 150.0, 80, "M"),
+        (2018, 1, 200.0, True, True, 50.0, 60, "V"),
+    ]
+    rows += [
+        (2018, 1, c, False, True, e, a, s)
+        for c, e, a, s in (
+            (80.0, 50.0, 60, "V"),
+            (120.0, 50.0, 60, "V"),
+            (400.0, 150.0, 80, "M"),
+            (100.0, 150.0, 80, "M"),
+            (5000.0, 50.0, 60, "V"),
+        )
+    ]
     rows += [(2018, 1, 60.0, False, False, 50.0, 60, "V"), (2018, 1, 140.0, False, False, 50.0, 60, "V")]
     return cells_frame(rows)
 
@@ -68,12 +88,19 @@ def test_every_benchmark_by_hand(hand):
 
 
 def test_the_placebo_uses_the_pre_period_only():
-    quarters = pl.DataFrame({
-        "benchmark": ["national"] * 6, "year": [2018, 2018, 2019, 2020, 2021, 2022], "quarter": [1, 2, 1, 1, 1, 1],
-        "gap_cents": [10.0, 30.0, 20.0, 999.0, 999.0, -500.0], "band_low_cents": [5.0, 25.0, 15.0, 0, 0, 0],
-        "band_high_cents": [15.0, 35.0, 25.0, 0, 0, 0], "population_insured": [100, 100, 100, 100, 100, 100],
-        "threshold_euros_per_year": [1.0] * 6,
-        "period": ["pre", "pre", "pre", "excluded", "excluded", "contract"]})
+    quarters = pl.DataFrame(
+        {
+            "benchmark": ["national"] * 6,
+            "year": [2018, 2018, 2019, 2020, 2021, 2022],
+            "quarter": [1, 2, 1, 1, 1, 1],
+            "gap_cents": [10.0, 30.0, 20.0, 999.0, 999.0, -500.0],
+            "band_low_cents": [5.0, 25.0, 15.0, 0, 0, 0],
+            "band_high_cents": [15.0, 35.0, 25.0, 0, 0, 0],
+            "population_insured": [100, 100, 100, 100, 100, 100],
+            "threshold_euros_per_year": [1.0] * 6,
+            "period": ["pre", "pre", "pre", "excluded", "excluded", "contract"],
+        }
+    )
     (row,) = bench.placebo(quarters, 2022).iter_rows(named=True)
     gaps = np.array([10.0, 30.0, 20.0])
     assert row["quarters"] == 3 and row["mean_gap_cents"] == pytest.approx(20.0)
@@ -101,8 +128,10 @@ def built(tmp_path_factory) -> dict:
     from transforms.synth import SynthConfig, generate_delivery
 
     root = tmp_path_factory.mktemp("population")
-    generate_delivery(SynthConfig(patients=3_000, first_year=2015, last_year=2017, seed=5, clean=True,
-                                  block_size=3_000), root / "delivery")
+    generate_delivery(
+        SynthConfig(patients=3_000, first_year=2015, last_year=2017, seed=5, clean=True, block_size=3_000),
+        root / "delivery",
+    )
     ingest(root / "delivery", root / "store", n_buckets=2, data_docs=False)
     done = CliRunner().invoke(app, ["ingest-vektis", "--out", str(root / "vektis"), "--years", "2022-2023"])
     assert done.exit_code == 0, done.output
@@ -110,14 +139,33 @@ def built(tmp_path_factory) -> dict:
     fees = fees.filter(pl.col("service_cd").is_in(list(registration_fee_codes())))
     biggest = fees.group_by("provider_agb").len().sort(["len", "provider_agb"], descending=[True, False])
     population = root / "population.yaml"
-    population.write_text(yaml.safe_dump({"name": "two_practices", "practices": biggest["provider_agb"].head(2).to_list(),
-                                          "start_date": "2017-01-01"}))
+    population.write_text(
+        yaml.safe_dump(
+            {
+                "name": "two_practices",
+                "practices": biggest["provider_agb"].head(2).to_list(),
+                "start_date": "2017-01-01",
+            }
+        )
+    )
     return {"root": root, "store": root / "store", "vektis": root / "vektis", "population": population}
 
 
 def test_the_command_end_to_end(built, tmp_path):
-    done = zorgpad(tmp_path, "population", "--store", str(built["store"]), "--vektis", str(built["vektis"]),
-                   "--population", str(built["population"]), "--out", str(tmp_path / "out"), "--workers", "2")
+    done = zorgpad(
+        tmp_path,
+        "population",
+        "--store",
+        str(built["store"]),
+        "--vektis",
+        str(built["vektis"]),
+        "--population",
+        str(built["population"]),
+        "--out",
+        str(tmp_path / "out"),
+        "--workers",
+        "2",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = tmp_path / "out"
     manifest = json.loads((out / "manifest.json").read_text())
@@ -131,16 +179,22 @@ def test_the_command_end_to_end(built, tmp_path):
     # the population's spending in one quarter, recomputed from the store's claim lines
     practices = manifest["population"]["practices"]
     fees = pl.read_parquet(sorted((built["store"] / "gp").rglob("*.parquet"))).filter(
-        pl.col("service_cd").is_in(list(registration_fee_codes())) & pl.col("provider_agb").is_in(practices)
-        & (pl.col("service_date").dt.year() == 2016) & (pl.col("service_date").dt.quarter() == 2)
-        & ~pl.col("fully_credited"))
+        pl.col("service_cd").is_in(list(registration_fee_codes()))
+        & pl.col("provider_agb").is_in(practices)
+        & (pl.col("service_date").dt.year() == 2016)
+        & (pl.col("service_date").dt.quarter() == 2)
+        & ~pl.col("fully_credited")
+    )
     patients = fees["patient_id"].unique()
     total = 0
     for table in SPENDING_TABLES:
         day = "end_date" if table == "dbc" else "service_date"
         lines = pl.read_parquet(sorted((built["store"] / table).rglob("*.parquet")))
-        lines = lines.filter(pl.col("patient_id").is_in(patients.to_list()) & (pl.col(day).dt.year() == 2016)
-                             & (pl.col(day).dt.quarter() == 2))
+        lines = lines.filter(
+            pl.col("patient_id").is_in(patients.to_list())
+            & (pl.col(day).dt.year() == 2016)
+            & (pl.col(day).dt.quarter() == 2)
+        )
         total += int((lines["amount"].cast(pl.Decimal(14, 2)) * 100).cast(pl.Int64).sum())
     row = quarters.filter((pl.col("benchmark") == "national") & (pl.col("year") == 2016) & (pl.col("quarter") == 2))
     assert row["population_insured"].item() == patients.len()
@@ -149,8 +203,19 @@ def test_the_command_end_to_end(built, tmp_path):
 
 def test_refused_inputs(built, tmp_path):
     def run(population: Path, *extra: str):
-        return zorgpad(tmp_path, "population", "--store", str(built["store"]), "--vektis", str(built["vektis"]),
-                       "--population", str(population), "--out", str(tmp_path / "out"), *extra)
+        return zorgpad(
+            tmp_path,
+            "population",
+            "--store",
+            str(built["store"]),
+            "--vektis",
+            str(built["vektis"]),
+            "--population",
+            str(population),
+            "--out",
+            str(tmp_path / "out"),
+            *extra,
+        )
 
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text(yaml.safe_dump({"name": "x", "practices": ["01999999"], "start_date": "2017-01-01"}))
@@ -162,8 +227,18 @@ def test_refused_inputs(built, tmp_path):
     broken.write_text("name: [x\n")
     assert_one_error_line(run(broken), "--population", "not valid YAML")
     assert_one_error_line(run(built["population"], "--cap-pct", "100"), "--cap-pct")
-    not_vektis = zorgpad(tmp_path, "population", "--store", str(built["store"]), "--vektis", str(built["store"]),
-                         "--population", str(built["population"]), "--out", str(tmp_path / "out"))
+    not_vektis = zorgpad(
+        tmp_path,
+        "population",
+        "--store",
+        str(built["store"]),
+        "--vektis",
+        str(built["store"]),
+        "--population",
+        str(built["population"]),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert_one_error_line(not_vektis, "--vektis")
     assert not (tmp_path / "out").exists()
 
@@ -177,20 +252,29 @@ def test_a_planted_population_saving_is_inside_the_pre_adjusted_band(built, tmp_
     from transforms.synth import SynthConfig, generate_delivery, truth_dir
     from transforms.synth.config import PopulationEffect
 
-    config = SynthConfig(patients=6_000, first_year=2017, last_year=2020, seed=9, clean=True, block_size=6_000,
-                         population=PopulationEffect(province="PV28", practices=1, start_year=2019, spending_pct=-10.0))
+    config = SynthConfig(
+        patients=6_000,
+        first_year=2017,
+        last_year=2020,
+        seed=9,
+        clean=True,
+        block_size=6_000,
+        population=PopulationEffect(province="PV28", practices=1, start_year=2019, spending_pct=-10.0),
+    )
     generate_delivery(config, tmp_path / "delivery")
     truth = json.loads((truth_dir(tmp_path / "delivery") / "truth.json").read_text())["population_effect"]
     ingest(tmp_path / "delivery", tmp_path / "store", n_buckets=2, data_docs=False)
     population = tmp_path / "population.yaml"
-    population.write_text(yaml.safe_dump({"name": "planted", "practices": truth["practices"],
-                                          "start_date": "2019-01-01"}))
-    manifest = build_population(tmp_path / "store", built["vektis"], population, tmp_path / "out",
-                                excluded_years=())
-    quarters = pl.read_parquet(sorted((tmp_path / "out" / "population_benchmark").rglob("*.parquet")),
-                               hive_partitioning=True).filter(pl.col("benchmark") == "national")
+    population.write_text(
+        yaml.safe_dump({"name": "planted", "practices": truth["practices"], "start_date": "2019-01-01"})
+    )
+    manifest = build_population(tmp_path / "store", built["vektis"], population, tmp_path / "out", excluded_years=())
+    quarters = pl.read_parquet(
+        sorted((tmp_path / "out" / "population_benchmark").rglob("*.parquet")), hive_partitioning=True
+    ).filter(pl.col("benchmark") == "national")
     planted = pl.DataFrame(truth["planted_savings_cents"]).select(
-        pl.col("year").cast(pl.Int32), pl.col("quarter").cast(pl.Int32), "cents")
+        pl.col("year").cast(pl.Int32), pl.col("quarter").cast(pl.Int32), "cents"
+    )
     contract = quarters.filter(pl.col("period") == "contract").join(planted, on=["year", "quarter"], how="left")
     per_insured = float((-contract["cents"].fill_null(0) / contract["population_insured"]).mean())
     assert per_insured < 0  # savings: the gap goes down

@@ -87,9 +87,12 @@ def _postgres_bin() -> Path:
     for folder in candidates:
         if all((folder / name).is_file() for name in ("initdb", "pg_ctl", "postgres", "createdb")):
             return folder
-    pytest.fail("PostgreSQL is not installed: no initdb/pg_ctl in PATH or in /usr/lib/postgresql/*/bin. "
-                "Install it (Debian/Ubuntu: apt-get install postgresql; .ci/run does) to run the Prefect server "
-                "tests.", pytrace=False)
+    pytest.fail(
+        "PostgreSQL is not installed: no initdb/pg_ctl in PATH or in /usr/lib/postgresql/*/bin. "
+        "Install it (Debian/Ubuntu: apt-get install postgresql; .ci/run does) to run the Prefect server "
+        "tests.",
+        pytrace=False,
+    )
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -100,8 +103,7 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     for name in ("postgres", "nobody"):
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-    pytest.fail("running as root and neither a postgres nor a nobody user exists to run PostgreSQL as",
-                pytrace=False)
+    pytest.fail("running as root and neither a postgres nor a nobody user exists to run PostgreSQL as", pytrace=False)
 
 
 def _descendants(pid: int) -> list[psutil.Process]:
@@ -171,26 +173,56 @@ class Postgres:
         return f"postgresql+asyncpg://{self.user}@127.0.0.1:{self.port}/prefect"
 
     def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        as_owner = ({"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []}
-                    if self.owner else {})
-        env = {"PATH": f"{self.bin}:{os.environ.get('PATH', '')}", "LC_ALL": "C", "LANG": "C",
-               "HOME": str(self.folder), "TZ": "UTC"}
-        return subprocess.run([str(self.bin / args[0]), *args[1:]], cwd=self.folder, env=env, capture_output=True,
-                              text=True, timeout=timeout, **as_owner)
+        as_owner = {"user": self.owner.pw_uid, "group": self.owner.pw_gid, "extra_groups": []} if self.owner else {}
+        env = {
+            "PATH": f"{self.bin}:{os.environ.get('PATH', '')}",
+            "LC_ALL": "C",
+            "LANG": "C",
+            "HOME": str(self.folder),
+            "TZ": "UTC",
+        }
+        return subprocess.run(
+            [str(self.bin / args[0]), *args[1:]],
+            cwd=self.folder,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **as_owner,
+        )
 
     def _check(self, done: subprocess.CompletedProcess, what: str) -> None:
         if done.returncode != 0:
-            pytest.fail(f"PostgreSQL: {what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
-                        f"{done.stderr[-2000:]}\nlog:\n{_tail(self.log)}", pytrace=False)
+            pytest.fail(
+                f"PostgreSQL: {what} failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
+                f"{done.stderr[-2000:]}\nlog:\n{_tail(self.log)}",
+                pytrace=False,
+            )
 
     def start(self) -> None:
-        self._check(self._run("initdb", "-D", str(self.data), "-U", self.user, "--auth=trust", "-E", "UTF8",
-                              "--no-locale", "--no-sync"), "initdb")
+        self._check(
+            self._run(
+                "initdb",
+                "-D",
+                str(self.data),
+                "-U",
+                self.user,
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+            ),
+            "initdb",
+        )
         options = f"-k {self.folder} -p {self.port} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        self._check(self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "120",
-                              "start"), "pg_ctl start")
-        self._check(self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "prefect"),
-                    "createdb")
+        self._check(
+            self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "120", "start"),
+            "pg_ctl start",
+        )
+        self._check(
+            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "prefect"), "createdb"
+        )
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
@@ -236,45 +268,80 @@ class Stack:
         deployments' working directory, and no outside Dask scheduler (each flow run starts a
         local cluster: an empty ``scheduler`` parameter); the token finds the worker's flow runs
         and their Dask processes again at teardown."""
-        return self.env("client-home", ZORGPAD_TEST_PROCESS=self.token, PREFECT_API_URL=self.api_url,
-                        ZORGPAD_HOME=str(REPO), ZORGPAD_DASK_SCHEDULER="", PREFECT_WORKER_QUERY_SECONDS="2",
-                        PREFECT_WORKER_PREFETCH_SECONDS="5")
+        return self.env(
+            "client-home",
+            ZORGPAD_TEST_PROCESS=self.token,
+            PREFECT_API_URL=self.api_url,
+            ZORGPAD_HOME=str(REPO),
+            ZORGPAD_DASK_SCHEDULER="",
+            PREFECT_WORKER_QUERY_SECONDS="2",
+            PREFECT_WORKER_PREFETCH_SECONDS="5",
+        )
 
     def logs(self) -> str:
-        return (f"\n--- worker log ({self.worker_log}) ---\n{_tail(self.worker_log, 80)}"
-                f"\n--- server log ({self.server_log}) ---\n{_tail(self.server_log, 40)}"
-                f"\n--- postgres log ---\n{_tail(self.postgres.log, 20)}")
+        return (
+            f"\n--- worker log ({self.worker_log}) ---\n{_tail(self.worker_log, 80)}"
+            f"\n--- server log ({self.server_log}) ---\n{_tail(self.server_log, 40)}"
+            f"\n--- postgres log ---\n{_tail(self.postgres.log, 20)}"
+        )
 
     def start_server(self, timeout: float = 240) -> None:
-        env = self.env("server-home", PREFECT_API_DATABASE_CONNECTION_URL=self.postgres.url,
-                       PREFECT_API_DATABASE_TIMEOUT="60", PREFECT_LOGGING_SERVER_LEVEL="WARNING")
+        env = self.env(
+            "server-home",
+            PREFECT_API_DATABASE_CONNECTION_URL=self.postgres.url,
+            PREFECT_API_DATABASE_TIMEOUT="60",
+            PREFECT_LOGGING_SERVER_LEVEL="WARNING",
+        )
         with open(self.server_log, "ab") as log:
-            server = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                                      env=env, cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            server = subprocess.Popen(
+                [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                env=env,
+                cwd=self.tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(server)
         deadline = time.monotonic() + timeout
         while not _healthy(self.api_url):
             if server.poll() is not None:
                 pytest.fail(f"prefect server start exited with {server.returncode}{self.logs()}", pytrace=False)
             if time.monotonic() > deadline:
-                pytest.fail(f"the Prefect server did not answer {self.api_url}/health in {timeout:.0f} s{self.logs()}",
-                            pytrace=False)
+                pytest.fail(
+                    f"the Prefect server did not answer {self.api_url}/health in {timeout:.0f} s{self.logs()}",
+                    pytrace=False,
+                )
             time.sleep(0.5)
 
     def prefect(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """A ``prefect`` command against this server, from the repository root."""
-        done = subprocess.run([PREFECT, *args], env=self.client_env(), cwd=REPO, capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
-        assert done.returncode == 0, (f"prefect {' '.join(args)} exited with {done.returncode}:\n"
-                                      f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}{self.logs()}")
+        done = subprocess.run(
+            [PREFECT, *args],
+            env=self.client_env(),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == 0, (
+            f"prefect {' '.join(args)} exited with {done.returncode}:\n"
+            f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}{self.logs()}"
+        )
         return done
 
     def start_worker(self) -> None:
         with open(self.worker_log, "ab") as log:
-            worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--name", "zorgpad-test-worker"],
-                                      env=self.client_env(), cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            worker = subprocess.Popen(
+                [PREFECT, "worker", "start", "--pool", POOL, "--name", "zorgpad-test-worker"],
+                env=self.client_env(),
+                cwd=self.tmp,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(worker)
 
     def stop(self) -> None:
@@ -299,15 +366,22 @@ class Stack:
                 if run.state is not None and run.state.is_final():
                     break
                 if worker.poll() is not None:
-                    pytest.fail(f"the worker exited with {worker.returncode} while flow run {run.name} was "
-                                f"{run.state_name}{self.logs()}", pytrace=False)
+                    pytest.fail(
+                        f"the worker exited with {worker.returncode} while flow run {run.name} was "
+                        f"{run.state_name}{self.logs()}",
+                        pytrace=False,
+                    )
                 if time.monotonic() > deadline:
-                    pytest.fail(f"flow run {run.name} still {run.state_name} after {timeout:.0f} s{self.logs()}",
-                                pytrace=False)
+                    pytest.fail(
+                        f"flow run {run.name} still {run.state_name} after {timeout:.0f} s{self.logs()}", pytrace=False
+                    )
                 time.sleep(2)
             if not run.state.is_completed():
-                pytest.fail(f"flow run {run.name} ended {run.state_name}: {run.state.message}\n"
-                            f"{self.run_logs(client, flow_run_id)}{self.logs()}", pytrace=False)
+                pytest.fail(
+                    f"flow run {run.name} ended {run.state_name}: {run.state.message}\n"
+                    f"{self.run_logs(client, flow_run_id)}{self.logs()}",
+                    pytrace=False,
+                )
         return run
 
     @staticmethod
@@ -316,8 +390,9 @@ class Stack:
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
         from prefect.client.schemas.sorting import LogSort
 
-        records = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                                   limit=limit, sort=LogSort.TIMESTAMP_DESC)
+        records = client.read_logs(
+            LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=limit, sort=LogSort.TIMESTAMP_DESC
+        )
         lines = [f"{r.timestamp:%H:%M:%S} {r.level:>2} {r.name}: {r.message}" for r in reversed(records)]
         return "--- flow run logs (API) ---\n" + "\n".join(lines)
 
@@ -360,8 +435,10 @@ def monthly_run(stack, delivery) -> dict:
     """The monthly deployment triggered through the API on the tiny delivery, run to Completed."""
     out = delivery["tmp"] / "run"
     started = time.monotonic()
-    created = stack.trigger("run/monthly-delivery", {"delivery": str(delivery["delivery"]), "out": str(out),
-                                                     "specs": str(delivery["specs"]), "bundles": BUNDLES})
+    created = stack.trigger(
+        "run/monthly-delivery",
+        {"delivery": str(delivery["delivery"]), "out": str(out), "specs": str(delivery["specs"]), "bundles": BUNDLES},
+    )
     run = stack.wait(created.id)
     return {"out": out, "flow_run": run, "seconds": time.monotonic() - started}
 
@@ -395,8 +472,12 @@ def test_the_monthly_deployment_runs_on_the_worker_and_writes_a_complete_run(mon
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["zorgpad"]["kind"] == "run"
     assert {n: e["outcome"] for n, e in manifest["stages"].items()} == {
-        "ingest": "built", "episodes": "built", "panels": "built", "did:hip_knee": "built", "report": "built"}, \
-        stack.logs()
+        "ingest": "built",
+        "episodes": "built",
+        "panels": "built",
+        "did:hip_knee": "built",
+        "report": "built",
+    }, stack.logs()
     for folder in ("store", "episodes", "panels", "did/hip_knee", "report"):
         assert (out / folder / "manifest.json").is_file(), folder
     assert (out / "report" / "index.html").is_file()
@@ -409,8 +490,10 @@ def test_a_panel_build_requested_with_a_spec_runs_on_that_runs_store(monthly_run
     spec = delivery["tmp"] / "from_2016.yaml"
     spec.write_text(SPEC.format(name="hip_knee_from_2016", first=2016))
     request = delivery["tmp"] / "requests" / "from_2016"
-    created = stack.trigger("panel build/panel-build", {"spec": str(spec), "store": str(out / "store"),
-                                                        "episodes": str(out / "episodes"), "out": str(request)})
+    created = stack.trigger(
+        "panel build/panel-build",
+        {"spec": str(spec), "store": str(out / "store"), "episodes": str(out / "episodes"), "out": str(request)},
+    )
     stack.wait(created.id)
     manifest = json.loads((request / "manifest.json").read_text())
     assert manifest["zorgpad"]["kind"] == "did_panel"

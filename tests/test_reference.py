@@ -42,7 +42,11 @@ def test_nothing_reads_the_shared_folder_at_run_time():
 
     root = Path(reference.ROOT).parent
     offenders = []
-    for py in list(root.glob("transforms/**/*.py")) + list(root.glob("flows/**/*.py")) + list(root.glob("expectations/**/*.py")):
+    for py in (
+        list(root.glob("transforms/**/*.py"))
+        + list(root.glob("flows/**/*.py"))
+        + list(root.glob("expectations/**/*.py"))
+    ):
         if "../shared" in py.read_text() or "/shared/reference" in py.read_text():
             offenders.append(str(py))
     assert offenders == []

@@ -63,14 +63,18 @@ def final(long_all: pl.DataFrame) -> pl.DataFrame:
 
 def test_national_totals_equal_the_harmonised_input_to_the_cent_every_year(written, final) -> None:
     assert sorted(written["year"].unique().to_list()) == YEARS
-    cost_in = final.filter(pl.col("category") != POPULATION).group_by("year", "category").agg(
-        pl.col("value_cents").sum())
+    cost_in = (
+        final.filter(pl.col("category") != POPULATION).group_by("year", "category").agg(pl.col("value_cents").sum())
+    )
     iy_in = final.filter(pl.col("measure") == "insured_years").group_by("year").agg(pl.col("value_cents").sum())
     insured_in = final.filter(pl.col("measure") == "insured").group_by("year").agg(pl.col("value_cents").sum())
     expected_cost = {(int(y), c): v for y, c, v in cost_in.iter_rows()}
     out = written.group_by("year", "category").agg(
-        pl.col("cost_cents").sum(), (pl.col("insured_years") * 100).round().cast(pl.Int64).sum().alias("iy"),
-        pl.col("insured").sum(), pl.len())
+        pl.col("cost_cents").sum(),
+        (pl.col("insured_years") * 100).round().cast(pl.Int64).sum().alias("iy"),
+        pl.col("insured").sum(),
+        pl.len(),
+    )
     got = {(y, c): (cost, iy, ins, n) for y, c, cost, iy, ins, n in out.iter_rows()}
     for year in YEARS:
         categories = {c for (y, c) in expected_cost if y == year}
@@ -91,7 +95,8 @@ def test_expected_equals_observed_per_year_and_category(written) -> None:
     standardised = written.filter(pl.col("gemeente") != UNKNOWN)
     assert standardised["expected_cents"].null_count() == 0
     sums = standardised.group_by("year", "category").agg(
-        (pl.col("expected_cents").sum() - pl.col("cost_cents").sum()).alias("gap"))
+        (pl.col("expected_cents").sum() - pl.col("cost_cents").sum()).alias("gap")
+    )
     assert sums.height == written.select("year", "category").n_unique()
     assert (sums["gap"] == 0).all(), sums.filter(pl.col("gap") != 0)
     # the national O/E is 1: weighted by expected, the gemeenten's O/E average to 1
@@ -109,7 +114,8 @@ def test_o_e_by_hand_from_the_harmonised_rows(final, written) -> None:
     """Schiermonnikoog (the smallest gemeente) 2017: national rate per sex x age cell from the raw
     rows, exact fractions, expected = sum(insured-years x rate), O/E = observed / expected."""
     rows = final.filter(pl.col("year") == 2017).select(
-        "gemeente_code", "sex", "age_class", "measure", "category", "value_cents")
+        "gemeente_code", "sex", "age_class", "measure", "category", "value_cents"
+    )
     for category in ("msz", TOTAL):
         cost: dict[tuple, int] = {}
         years: dict[tuple, int] = {}
@@ -128,13 +134,14 @@ def test_o_e_by_hand_from_the_harmonised_rows(final, written) -> None:
                 if measure == "insured_years":
                     cells_here[(sex, age)] = cents
         expected = sum(Fraction(n) * Fraction(cost[cell], years[cell]) for cell, n in cells_here.items())
-        row = written.filter((pl.col("year") == 2017) & (pl.col("gemeente") == "GM0088")
-                             & (pl.col("category") == category)).row(0, named=True)
+        row = written.filter(
+            (pl.col("year") == 2017) & (pl.col("gemeente") == "GM0088") & (pl.col("category") == category)
+        ).row(0, named=True)
         assert len(cells_here) < 38  # Vektis suppressed some of its cells: the hand computation skips them too
         assert row["cost_cents"] == observed
         assert abs(row["expected_cents"] - expected) < 1
         assert row["oe"] == observed / row["expected_cents"]
-        assert row["oe"] == pytest.approx(float(Fraction(observed) / expected), abs=float(observed / expected ** 2))
+        assert row["oe"] == pytest.approx(float(Fraction(observed) / expected), abs=float(observed / expected**2))
         assert row["insured_years"] == sum(cells_here.values()) / 100
         per_year = Fraction(observed * 100, sum(cells_here.values()))
         assert row["cost_per_insured_year_cents"] == floor(per_year + Fraction(1, 2))  # half away from zero (> 0)
@@ -143,10 +150,15 @@ def test_o_e_by_hand_from_the_harmonised_rows(final, written) -> None:
 def test_unknown_gemeente_and_unmapped_names_are_kept(written, final) -> None:
     unknown = written.filter(pl.col("gemeente") == UNKNOWN)
     assert sorted(unknown["year"].unique().to_list()) == YEARS
-    assert unknown.select("gemeente_code", "gemeente_vektis", "expected_cents", "oe", "se0", "outlier",
-                          "trend_slope").null_count().row(0) == (unknown.height,) * 7
-    raw = final.filter(pl.col("gemeente_vektis").is_null() & (pl.col("measure") == "insured_years")
-                       & (pl.col("year") == 2011))["value"].item()
+    assert (
+        unknown.select("gemeente_code", "gemeente_vektis", "expected_cents", "oe", "se0", "outlier", "trend_slope")
+        .null_count()
+        .row(0)
+        == (unknown.height,) * 7
+    )
+    raw = final.filter(
+        pl.col("gemeente_vektis").is_null() & (pl.col("measure") == "insured_years") & (pl.col("year") == 2011)
+    )["value"].item()
     assert unknown.filter((pl.col("year") == 2011) & (pl.col("category") == TOTAL))["insured_years"].item() == raw
     assert (unknown["cost_cents"] != 0).any()
     unmapped = written.filter(pl.col("gemeente").str.starts_with(UNMAPPED_PREFIX) & (pl.col("category") == TOTAL))
@@ -181,11 +193,12 @@ def test_funnel_limits_follow_the_panels_rules(written, panel, final) -> None:
     rates = panel.rates.filter((pl.col("year") == 2023) & (pl.col("category") == TOTAL))
     rate = {(r["sex"], r["age_class"]): r["rate_cents"] for r in rates.iter_rows(named=True)}
     cell_rows = cells(final.filter(pl.col("year") == 2023)).filter(
-        (pl.col("gemeente") == "GM0088") & (pl.col("category") == TOTAL))
+        (pl.col("gemeente") == "GM0088") & (pl.col("category") == TOTAL)
+    )
     n = cell_rows["iy_hundredths"].to_numpy() / 100
     m = np.array([rate[(a, b)] for a, b in cell_rows.select("sex", "age_class").iter_rows()])
     row = rows.filter(pl.col("gemeente") == "GM0088").row(0, named=True)
-    assert row["se0"] == pytest.approx(s * np.sqrt((n * m ** 2).sum()) / row["expected_cents"], rel=1e-9)
+    assert row["se0"] == pytest.approx(s * np.sqrt((n * m**2).sum()) / row["expected_cents"], rel=1e-9)
 
 
 def test_trend_is_the_least_squares_slope_of_o_e(written) -> None:
@@ -198,8 +211,14 @@ def test_trend_is_the_least_squares_slope_of_o_e(written) -> None:
 
 
 def test_largest_remainder_adds_up_exactly() -> None:
-    frame = pl.DataFrame({"g": ["a", "a", "a", "b", "b"], "unit": ["x", "y", "z", "x", "y"],
-                          "value": [0.5, 0.5, 1.0, -1.25, 3.25], "total": [2, 2, 2, 2, 2]})
+    frame = pl.DataFrame(
+        {
+            "g": ["a", "a", "a", "b", "b"],
+            "unit": ["x", "y", "z", "x", "y"],
+            "value": [0.5, 0.5, 1.0, -1.25, 3.25],
+            "total": [2, 2, 2, 2, 2],
+        }
+    )
     out = largest_remainder(frame, "value", "total", ["g"], "unit").to_list()
     assert out == [1, 0, 1, -1, 3]  # the tie at .5 goes to the first unit
     with pytest.raises(ValueError, match="does not add up"):
@@ -235,10 +254,15 @@ def test_the_flow_through_the_cli_and_a_rebuild_give_the_same_files(vektis_folde
     from transforms.hashing import file_sha256
 
     assert manifest["inputs"]["vektis"]["manifest_sha256"] == file_sha256(vektis_manifest)
-    assert sorted(manifest["inputs"]["vektis"]["files"]) == ["vektis_long/year=2022/part-0.parquet",
-                                                             "vektis_long/year=2023/part-0.parquet"]
-    assert manifest["plots"] == ["plots/funnel_total_2022.png", "plots/funnel_total_2023.png",
-                                 "plots/trend_total_largest12.png"]
+    assert sorted(manifest["inputs"]["vektis"]["files"]) == [
+        "vektis_long/year=2022/part-0.parquet",
+        "vektis_long/year=2023/part-0.parquet",
+    ]
+    assert manifest["plots"] == [
+        "plots/funnel_total_2022.png",
+        "plots/funnel_total_2023.png",
+        "plots/trend_total_largest12.png",
+    ]
     for plot in manifest["plots"]:
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert manifest["cv_person"][TOTAL]["pairs"] > 300  # one pair of years per gemeente
@@ -249,14 +273,21 @@ def test_the_flow_through_the_cli_and_a_rebuild_give_the_same_files(vektis_folde
     regional = table("regional").read(out)
     assert regional.height == manifest["rows"]["regional"]
     cost = regional.filter(pl.col("category") == TOTAL).group_by("year").agg(pl.col("cost_cents").sum())
-    source = long_all.filter((pl.col("release") == FINAL) & pl.col("year").is_in([2022, 2023])
-                             & (pl.col("category") != POPULATION)).group_by("year").agg(pl.col("value_cents").sum())
+    source = (
+        long_all.filter(
+            (pl.col("release") == FINAL) & pl.col("year").is_in([2022, 2023]) & (pl.col("category") != POPULATION)
+        )
+        .group_by("year")
+        .agg(pl.col("value_cents").sum())
+    )
     assert dict(cost.iter_rows()) == {int(y): v for y, v in source.iter_rows()}
     # the hive layout reads back in another engine too
     import duckdb
 
-    n = duckdb.sql(f"SELECT count(*) FROM read_parquet('{out}/regional/**/*.parquet', hive_partitioning = true) "
-                   "WHERE year = 2023 AND category = 'total'").fetchall()[0][0]
+    n = duckdb.sql(
+        f"SELECT count(*) FROM read_parquet('{out}/regional/**/*.parquet', hive_partitioning = true) "
+        "WHERE year = 2023 AND category = 'total'"
+    ).fetchall()[0][0]
     assert n == regional.filter((pl.col("year") == 2023) & (pl.col("category") == TOTAL)).height
 
     before = folder_content(out)
@@ -272,8 +303,9 @@ def test_refused_inputs_give_one_error_line(vektis_folder, tmp_path) -> None:
 
     failed = tmp_path / "failed"
     failed.mkdir()
-    (failed / "manifest.json").write_text(json.dumps({"zorgpad": {"kind": "vektis", "format": 1},
-                                                      "validation_success": False}))
+    (failed / "manifest.json").write_text(
+        json.dumps({"zorgpad": {"kind": "vektis", "format": 1}, "validation_success": False})
+    )
     done = zorgpad(tmp_path, "regional", "--vektis", str(failed), "--out", str(tmp_path / "r"))
     assert_one_error_line(done, "--vektis", "validation did not pass")
 
@@ -301,8 +333,9 @@ def test_other_refusals_before_any_work(vektis_folder, tmp_path) -> None:
         preflight(vektis_folder, vektis_folder)
     hollow = tmp_path / "hollow"
     hollow.mkdir()
-    (hollow / "manifest.json").write_text(json.dumps({"zorgpad": {"kind": "vektis", "format": 1},
-                                                      "validation_success": True}))
+    (hollow / "manifest.json").write_text(
+        json.dumps({"zorgpad": {"kind": "vektis", "format": 1}, "validation_success": True})
+    )
     with pytest.raises(OutputError, match="has no harmonised table"):
         preflight(hollow, tmp_path / "r")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "hollow"]

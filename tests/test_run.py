@@ -46,8 +46,7 @@ def tables(out: Path) -> dict[str, str]:
 
 
 def run_args(delivery: Path, out: Path, specs: Path, *extra: str) -> list[str]:
-    return ["run", "--delivery", str(delivery), "--out", str(out), "--specs", str(specs), "--bundles", BUNDLES,
-            *extra]
+    return ["run", "--delivery", str(delivery), "--out", str(out), "--specs", str(specs), "--bundles", BUNDLES, *extra]
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +62,15 @@ def first_run(tmp_path_factory) -> dict:
     started = time.perf_counter()
     done = zorgpad(tmp, *run_args(delivery, out, specs, "--workers", "2"), timeout=1200)
     assert done.returncode == 0, done.stderr[-4000:]
-    return {"tmp": tmp, "delivery": delivery, "specs": specs, "out": out, "done": done,
-            "seconds": time.perf_counter() - started, "tables": tables(out)}
+    return {
+        "tmp": tmp,
+        "delivery": delivery,
+        "specs": specs,
+        "out": out,
+        "done": done,
+        "seconds": time.perf_counter() - started,
+        "tables": tables(out),
+    }
 
 
 def test_one_run_writes_every_stage_and_says_where_in_a_few_lines(first_run):
@@ -75,7 +81,12 @@ def test_one_run_writes_every_stage_and_says_where_in_a_few_lines(first_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["zorgpad"]["kind"] == "run"
     assert {n: e["outcome"] for n, e in manifest["stages"].items()} == {
-        "ingest": "built", "episodes": "built", "panels": "built", "did:hip_knee": "built", "report": "built"}
+        "ingest": "built",
+        "episodes": "built",
+        "panels": "built",
+        "did:hip_knee": "built",
+        "report": "built",
+    }
     for folder in ("store", "episodes", "panels", "did/hip_knee", "report"):
         assert (out / folder / "manifest.json").is_file(), folder
     # the summary separates the books from validation and says why rows failed
@@ -93,15 +104,22 @@ def test_one_run_writes_every_stage_and_says_where_in_a_few_lines(first_run):
 
 def test_an_unchanged_rerun_does_no_work_and_changes_nothing(first_run):
     out = first_run["out"]
-    before = {p: (out / p).stat().st_mtime_ns for p in ("store/manifest.json", "episodes/manifest.json",
-                                                          "panels/manifest.json", "did/hip_knee/manifest.json")}
+    before = {
+        p: (out / p).stat().st_mtime_ns
+        for p in ("store/manifest.json", "episodes/manifest.json", "panels/manifest.json", "did/hip_knee/manifest.json")
+    }
     started = time.perf_counter()
     done = zorgpad(first_run["tmp"], *run_args(first_run["delivery"], out, first_run["specs"], "--workers", "2"))
     seconds = time.perf_counter() - started
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = json.loads((out / "manifest.json").read_text())
     assert {n: e["outcome"] for n, e in manifest["stages"].items()} == {
-        "ingest": "cached", "episodes": "cached", "panels": "cached", "did:hip_knee": "cached", "report": "built"}
+        "ingest": "cached",
+        "episodes": "cached",
+        "panels": "cached",
+        "did:hip_knee": "cached",
+        "report": "built",
+    }
     assert {p: (out / p).stat().st_mtime_ns for p in before} == before
     assert tables(out) == first_run["tables"]
     assert seconds < first_run["seconds"], (seconds, first_run["seconds"])
@@ -117,8 +135,9 @@ def _free_port() -> int:
 def _dask(tmp: Path, *args: str) -> subprocess.Popen:
     env = environment(tmp) | {"POLARS_MAX_THREADS": "1", "OMP_NUM_THREADS": "1", "ARROW_NUM_THREADS": "1"}
     dask = str(Path(sys.executable).with_name("dask"))
-    return subprocess.Popen([dask, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    return subprocess.Popen(
+        [dask, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
 
 def _wait_for_workers(address: str, n: int, timeout: float = 60) -> list[dict]:
@@ -135,8 +154,22 @@ def cluster(tmp_path):
     address = f"tcp://127.0.0.1:{port}"
     processes = [_dask(tmp_path, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--dashboard-address", ":0")]
     time.sleep(2)
-    processes += [_dask(tmp_path, "worker", address, "--nthreads", "1", "--nworkers", "1", "--memory-limit", "4GiB",
-                        "--host", "127.0.0.1") for _ in range(2)]
+    processes += [
+        _dask(
+            tmp_path,
+            "worker",
+            address,
+            "--nthreads",
+            "1",
+            "--nworkers",
+            "1",
+            "--memory-limit",
+            "4GiB",
+            "--host",
+            "127.0.0.1",
+        )
+        for _ in range(2)
+    ]
     _wait_for_workers(address, 2)
     yield address
     for process in processes:
@@ -156,17 +189,25 @@ def _worker_pids(address: str) -> list[int]:
 
 def test_an_outside_cluster_gives_identical_tables_even_when_a_worker_is_killed(first_run, cluster, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.Popen([ZORGPAD, *run_args(first_run["delivery"], out, first_run["specs"], "--scheduler", cluster)],
-                           env=environment(first_run["tmp"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [ZORGPAD, *run_args(first_run["delivery"], out, first_run["specs"], "--scheduler", cluster)],
+        env=environment(first_run["tmp"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # kill one worker process while the ingest's tasks run (its nanny starts a new one)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(out.parent.glob("store.zorgpad-new-*")) \
-            and not list(out.glob("store.zorgpad-new-*")):
+    while (
+        time.monotonic() < deadline
+        and not list(out.parent.glob("store.zorgpad-new-*"))
+        and not list(out.glob("store.zorgpad-new-*"))
+    ):
         time.sleep(0.2)
     time.sleep(3)
     victim = _worker_pids(cluster)[0]
     os.kill(victim, signal.SIGKILL)
-    stdout, stderr = run.communicate(timeout=1200)
+    _stdout, stderr = run.communicate(timeout=1200)
     assert run.returncode == 0, stderr[-4000:]
     assert victim not in _worker_pids(cluster)
     assert tables(out) == first_run["tables"]
@@ -174,9 +215,13 @@ def test_an_outside_cluster_gives_identical_tables_even_when_a_worker_is_killed(
 
 def test_a_killed_run_resumes_from_what_was_finished(first_run, tmp_path):
     out = tmp_path / "out"
-    run = subprocess.Popen([ZORGPAD, *run_args(first_run["delivery"], out, first_run["specs"], "--workers", "2")],
-                           env=environment(first_run["tmp"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                           start_new_session=True)
+    run = subprocess.Popen(
+        [ZORGPAD, *run_args(first_run["delivery"], out, first_run["specs"], "--workers", "2")],
+        env=environment(first_run["tmp"]),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         manifest = out / "manifest.json"
@@ -192,8 +237,13 @@ def test_a_killed_run_resumes_from_what_was_finished(first_run, tmp_path):
     done = zorgpad(first_run["tmp"], *run_args(first_run["delivery"], out, first_run["specs"], "--workers", "2"))
     assert done.returncode == 0, done.stderr[-3000:]
     outcomes = {n: e["outcome"] for n, e in json.loads((out / "manifest.json").read_text())["stages"].items()}
-    assert outcomes == {"ingest": "cached", "episodes": "cached", "panels": "built", "did:hip_knee": "built",
-                        "report": "built"}
+    assert outcomes == {
+        "ingest": "cached",
+        "episodes": "cached",
+        "panels": "built",
+        "did:hip_knee": "built",
+        "report": "built",
+    }
     assert tables(out) == first_run["tables"]
     assert not [p.name for p in out.iterdir() if re.search(r"zorgpad-(new|old)-", p.name)]
 
@@ -215,21 +265,38 @@ def test_the_report_renders_in_a_browser_with_every_image(first_run, tmp_path):
         pytest.skip("no Chromium here (.ci/run installs it): the links and images were checked on disk")
     # a copy of the page with a script that counts the images the browser decoded
     probe = report.with_name("probe.html")
-    probe.write_text(page.replace("</body>", "<script>document.addEventListener('DOMContentLoaded', () => {"
-                                  "window.addEventListener('load', () => { const i = [...document.images];"
-                                  "document.body.insertAdjacentHTML('beforeend', '<p id=probe>images ' + i.length +"
-                                  "' decoded ' + i.filter(x => x.complete && x.naturalWidth > 0).length + '</p>');"
-                                  "}); });</script></body>"), encoding="utf-8")
+    probe.write_text(
+        page.replace(
+            "</body>",
+            "<script>document.addEventListener('DOMContentLoaded', () => {"
+            "window.addEventListener('load', () => { const i = [...document.images];"
+            "document.body.insertAdjacentHTML('beforeend', '<p id=probe>images ' + i.length +"
+            "' decoded ' + i.filter(x => x.complete && x.naturalWidth > 0).length + '</p>');"
+            "}); });</script></body>",
+        ),
+        encoding="utf-8",
+    )
     try:
-        flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=10000"]
+        flags = [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=10000",
+        ]
         dom = subprocess.run([*flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
         found = re.search(r"images (\d+) decoded (\d+)", dom.stdout)
         assert found, dom.stderr[-2000:]
         assert int(found.group(1)) >= 1 and found.group(1) == found.group(2), found.group(0)
         shot = tmp_path / "report.png"
-        subprocess.run([*flags, "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()],
-                       capture_output=True, timeout=120, check=True)
+        subprocess.run(
+            [*flags, "--window-size=1280,2400", f"--screenshot={shot}", report.as_uri()],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
         from PIL import Image
 
         image = Image.open(shot).convert("L")
@@ -262,5 +329,10 @@ def test_a_changed_spec_rebuilds_only_its_panel(first_run, tmp_path):
     done = zorgpad(first_run["tmp"], *run_args(first_run["delivery"], out, specs, "--workers", "1"))
     assert done.returncode == 0, done.stderr[-3000:]
     outcomes = {n: e["outcome"] for n, e in json.loads((out / "manifest.json").read_text())["stages"].items()}
-    assert outcomes == {"ingest": "cached", "episodes": "cached", "panels": "cached", "did:hip_knee": "built",
-                        "report": "built"}
+    assert outcomes == {
+        "ingest": "cached",
+        "episodes": "cached",
+        "panels": "cached",
+        "did:hip_knee": "built",
+        "report": "built",
+    }

@@ -73,8 +73,9 @@ def _invalid_code_rows(df: pl.DataFrame, table: str) -> pl.DataFrame:
             continue
         cl = CONTRACT.code_lists[col.code_list]
         keys = [col.name, *([col.scope] if col.scope else [])]
-        values = df.select(pl.col(id_col).cast(pl.String).alias("id"), *keys,
-                           *([col.valid_on] if col.valid_on else [])).filter(pl.col(col.name).is_not_null())
+        values = df.select(
+            pl.col(id_col).cast(pl.String).alias("id"), *keys, *([col.valid_on] if col.valid_on else [])
+        ).filter(pl.col(col.name).is_not_null())
         if cl.pattern:
             bad.append(values.filter(~pl.col(col.name).str.contains(cl.pattern)).select("id"))
             continue
@@ -83,8 +84,11 @@ def _invalid_code_rows(df: pl.DataFrame, table: str) -> pl.DataFrame:
         joined = values.with_row_index("_r").join(ref, on=keys, how="left")
         ok = pl.col("_hit").fill_null(False)
         if col.valid_on:
-            ok = ok & (pl.col("valid_from").is_null() | (pl.col("valid_from") <= pl.col(col.valid_on))) & (
-                pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col(col.valid_on)))
+            ok = (
+                ok
+                & (pl.col("valid_from").is_null() | (pl.col("valid_from") <= pl.col(col.valid_on)))
+                & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col(col.valid_on)))
+            )
         verdict = joined.group_by("_r", "id").agg(ok.any().alias("ok"))
         bad.append(verdict.filter(~pl.col("ok")).select("id"))
     return pl.concat(bad) if bad else pl.DataFrame({"id": []}, schema={"id": pl.String})
@@ -132,7 +136,8 @@ def test_claims_fall_inside_enrolment_and_before_data_as_of(clean):
             df.select("claim_id", "patient_id", column)
             .join(insured, on="patient_id")
             .filter((pl.col(column) >= pl.col("enrolled_from")) & (pl.col(column) <= pl.col("enrolled_to")))
-            .select("claim_id").unique()
+            .select("claim_id")
+            .unique()
         )
         assert covered.height == df.height, f"{table}: {df.height - covered.height} lines outside enrolment"
     dbc = read(clean, "dbc")
@@ -149,8 +154,11 @@ def test_no_patient_id_is_bsn_like_in_a_clean_delivery(clean):
 
 # ------------------------------------------------------------------------------- determinism
 def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_gives_byte_identical_files_whatever_the_worker_count(tmp_path):
@@ -176,8 +184,9 @@ def test_clean_delivery_has_no_faults_corrections_or_withheld_late_lines(clean):
 
 
 def test_faults_occur_at_roughly_their_configured_rates(tmp_path):
-    rates = FaultRates(credit=0.02, duplicate=0.01, invalid_code=0.01, outside_enrolment=0.01,
-                       unknown_provider=0.01, bsn_in_id=0.005)
+    rates = FaultRates(
+        credit=0.02, duplicate=0.01, invalid_code=0.01, outside_enrolment=0.01, unknown_provider=0.01, bsn_in_id=0.005
+    )
     out = tmp_path / "faults"
     generate_delivery(SynthConfig(patients=2_000, seed=5, faults=rates), out)
     faults = pl.read_parquet(truth_dir(out) / "faults" / "*.parquet")
@@ -202,12 +211,17 @@ def test_faults_occur_at_roughly_their_configured_rates(tmp_path):
         assert set(unknown_agb.to_list()) == set(t.filter(pl.col("fault") == "unknown_provider")["claim_id"].to_list())
         bsn = lines.filter(pl.col("patient_id").map_elements(is_bsn_like, return_dtype=pl.Boolean))["claim_id"]
         assert set(bsn.to_list()) == set(t.filter(pl.col("fault") == "bsn_in_id")["claim_id"].to_list())
-        not_insured = lines.filter(~pl.col("patient_id").is_in(list(insured)) & ~pl.col("patient_id").str.contains(r"^\d{9}$"))
-        assert set(not_insured["claim_id"].to_list()) == set(t.filter(pl.col("fault") == "outside_enrolment")["claim_id"].to_list())
+        not_insured = lines.filter(
+            ~pl.col("patient_id").is_in(list(insured)) & ~pl.col("patient_id").str.contains(r"^\d{9}$")
+        )
+        assert set(not_insured["claim_id"].to_list()) == set(
+            t.filter(pl.col("fault") == "outside_enrolment")["claim_id"].to_list()
+        )
         # corrections: credit = -original, re-declaration refers to the original
         credits = df.filter(pl.col("claim_id").str.ends_with("-C"))
-        joined = credits.join(df.select("claim_id", pl.col("amount").alias("original")), left_on="corrects_claim_id",
-                              right_on="claim_id").unique("claim_id")
+        joined = credits.join(
+            df.select("claim_id", pl.col("amount").alias("original")), left_on="corrects_claim_id", right_on="claim_id"
+        ).unique("claim_id")
         assert joined.height == credits.unique("claim_id").height
         assert (joined["amount"] == -joined["original"]).all()
 
@@ -236,13 +250,17 @@ def test_per_capita_cost_per_category_and_age_band_matches_vektis(faulty):
     every age class; maternity within 35% for women 20-39 (declared on the mother)."""
     c = compare_with_vektis(faulty)
     pooled = c.group_by("category", "age_class").agg(
-        (pl.col("euros").sum() / (pl.col("vektis_per_capita") * pl.col("insured_years")).sum()).alias("ratio"))
+        (pl.col("euros").sum() / (pl.col("vektis_per_capita") * pl.col("insured_years")).sum()).alias("ratio")
+    )
     main = pooled.filter(pl.col("category").is_in(["msz", "gp", "pharmacy", "paramedical"]))
     assert main.height == 4 * 19
     off = main.filter((pl.col("ratio") < 0.8) | (pl.col("ratio") > 1.2))
     assert off.height == 0, off
-    maternity = c.filter((pl.col("category") == "maternity") & (pl.col("sex") == "V")
-                         & pl.col("age_class").is_in(["20-24", "25-29", "30-34", "35-39"]))
+    maternity = c.filter(
+        (pl.col("category") == "maternity")
+        & (pl.col("sex") == "V")
+        & pl.col("age_class").is_in(["20-24", "25-29", "30-34", "35-39"])
+    )
     ratio = maternity["euros"].sum() / (maternity["vektis_per_capita"] * maternity["insured_years"]).sum()
     assert 0.65 < ratio < 1.35, ratio
 
@@ -259,8 +277,9 @@ def test_every_bundle_has_trigger_cases_in_a_20k_delivery(faulty):
     activity = read(faulty, "dbc_activity")
     hips = delivered.filter(pl.col("bundle_id") == "hip_oa").join(dbc, left_on="trigger_claim_id", right_on="claim_id")
     assert (hips["specialism_cd"] == "0305").all() and (hips["diagnosis_cd"] == "1701").all()
-    with_activity = hips.join(activity.filter(pl.col("activity_cd") == "190305"), left_on="trigger_claim_id",
-                              right_on="claim_id")
+    with_activity = hips.join(
+        activity.filter(pl.col("activity_cd") == "190305"), left_on="trigger_claim_id", right_on="claim_id"
+    )
     assert with_activity.height == hips.height
     assert (with_activity["activity_date"] == with_activity["anchor_date"]).all()
 
@@ -269,7 +288,8 @@ def test_planted_price_effect_lowers_the_operation_price_at_treated_providers(fa
     """The truth says which hip operations were treated; their declared price is lower than the
     same product's at untreated providers by about the planted amount (plus provider variation)."""
     planted = pl.read_parquet(truth_dir(faulty) / "planted_triggers" / "*.parquet").filter(
-        (pl.col("bundle_id") == "hip_oa") & pl.col("delivered"))
+        (pl.col("bundle_id") == "hip_oa") & pl.col("delivered")
+    )
     dbc = read(faulty, "dbc").filter(pl.col("corrects_claim_id").is_null()).unique("claim_id")
     ops = planted.join(dbc, left_on="trigger_claim_id", right_on="claim_id")
     assert ops.filter(pl.col("treated")).height >= 5
@@ -280,8 +300,16 @@ def test_planted_price_effect_lowers_the_operation_price_at_treated_providers(fa
 def test_contracts_follow_the_bundle_start_years(faulty):
     contracts = read(faulty, "contracts")
     first = dict(contracts.group_by("bundle_id").agg(pl.col("start_date").min().dt.year()).iter_rows())
-    assert first == {"birth_care": 2017, "hip_oa": 2018, "knee_oa": 2018, "cataract": 2018,
-                     "breast_cancer_surgery": 2019, "ra_drugs": 2019, "acute_stroke": 2019, "heart_failure": 2021}
+    assert first == {
+        "birth_care": 2017,
+        "hip_oa": 2018,
+        "knee_oa": 2018,
+        "cataract": 2018,
+        "breast_cancer_surgery": 2019,
+        "ra_drugs": 2019,
+        "acute_stroke": 2019,
+        "heart_failure": 2021,
+    }
     hip_cohorts = contracts.filter(pl.col("bundle_id") == "hip_oa")["start_date"].dt.year().unique().sort().to_list()
     assert hip_cohorts == [2018, 2019, 2020]  # staggered adoption
 
@@ -297,8 +325,9 @@ def test_cli_synth_writes_a_delivery_and_reports_where(tmp_path):
     from flows import synth_command  # noqa: F401  (registers the command)
     from flows.cli import app
 
-    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "d"), "--patients", "300", "--clean",
-                                      "--workers", "1"])
+    result = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "d"), "--patients", "300", "--clean", "--workers", "1"]
+    )
     assert result.exit_code == 0, result.output
     assert "delivery:" in result.output and (tmp_path / "d" / "delivery.json").exists()
 
@@ -307,8 +336,12 @@ def test_cli_synth_rejects_bad_options_with_a_clear_message(tmp_path):
     from flows import synth_command  # noqa: F401
     from flows.cli import UserError, app
 
-    for args in (["--years", "2022-2015"], ["--fault", "typo=0.1"], ["--effect", "hip_oa:price=abc"],
-                 ["--specialist-scale", "0"]):
+    for args in (
+        ["--years", "2022-2015"],
+        ["--fault", "typo=0.1"],
+        ["--effect", "hip_oa:price=abc"],
+        ["--specialist-scale", "0"],
+    ):
         result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "x"), *args])
         assert result.exit_code != 0
         assert isinstance(result.exception, UserError), (args, result.exception)

@@ -31,25 +31,54 @@ ADDON_CLASS = "20"  # care_profile_class_cd of separately priced add-on drugs
 
 REQUIRED_PRODUCT_KEYS = {
     # hip
-    "hip_oa_outpatient", "hip_oa_prosthesis", "hip_oa_followup", "hip_complication",
+    "hip_oa_outpatient",
+    "hip_oa_prosthesis",
+    "hip_oa_followup",
+    "hip_complication",
     # knee
-    "knee_oa_outpatient", "knee_oa_prosthesis", "knee_oa_followup", "knee_complication",
+    "knee_oa_outpatient",
+    "knee_oa_prosthesis",
+    "knee_oa_followup",
+    "knee_complication",
     # cataract
-    "cataract_outpatient", "cataract_surgery", "cataract_surgery_alt", "nastaar_laser",
+    "cataract_outpatient",
+    "cataract_surgery",
+    "cataract_surgery_alt",
+    "nastaar_laser",
     # breast cancer
-    "breast_diagnostics", "breast_lumpectomy", "breast_mastectomy", "breast_reoperation",
-    "breast_radiotherapy", "breast_chemotherapy", "breast_followup",
+    "breast_diagnostics",
+    "breast_lumpectomy",
+    "breast_mastectomy",
+    "breast_reoperation",
+    "breast_radiotherapy",
+    "breast_chemotherapy",
+    "breast_followup",
     # rheumatoid arthritis
-    "ra_outpatient", "ra_outpatient_infliximab", "ra_outpatient_rituximab",
-    "ra_outpatient_abatacept", "ra_outpatient_tocilizumab",
+    "ra_outpatient",
+    "ra_outpatient_infliximab",
+    "ra_outpatient_rituximab",
+    "ra_outpatient_abatacept",
+    "ra_outpatient_tocilizumab",
     # heart failure
-    "hf_outpatient", "hf_admission",
+    "hf_outpatient",
+    "hf_admission",
     # stroke
-    "stroke_admission", "stroke_followup", "rehab_clinical", "rehab_outpatient", "geriatric_rehab",
+    "stroke_admission",
+    "stroke_followup",
+    "rehab_clinical",
+    "rehab_outpatient",
+    "geriatric_rehab",
     # birth
-    "pregnancy_gyn", "partus_gyn", "caesarean_gyn", "neonatal",
+    "pregnancy_gyn",
+    "partus_gyn",
+    "caesarean_gyn",
+    "neonatal",
     # hand and wrist
-    "cts_intake_plastic", "cts_intake_ortho", "cts_surgery", "cmc1_intake", "cmc1_surgery",
+    "cts_intake_plastic",
+    "cts_intake_ortho",
+    "cts_surgery",
+    "cmc1_intake",
+    "cmc1_surgery",
 }
 
 # The codes the bundle definitions (docs/bundles.md) trigger on or flag: the catalogue must
@@ -87,12 +116,26 @@ CTS_RELEASES = {"038340", "038341"}
 CMC1_SURGERY = {"038299", "038350"}
 KNEE_REVISIONS = {"038664", "038665", "038666"}
 
-ENTRY_FIELDS = {"specialism", "diagnosis", "product", "care_type", "clinical", "price_eur",
-                "activities", "days"}
+ENTRY_FIELDS = {"specialism", "diagnosis", "product", "care_type", "clinical", "price_eur", "activities", "days"}
 OPTIONAL_FIELDS = {"valid_from_year", "valid_to_year"}
 BACKGROUND_FIELDS = {"age_min", "age_max", "sex", "weight"}
-BACKGROUND_SPECIALISMS = {"0310", "0302", "0313", "0320", "0322", "0318", "0306", "0307", "0316",
-                          "0330", "0305", "0303", "0301", "0304", "0324"}
+BACKGROUND_SPECIALISMS = {
+    "0310",
+    "0302",
+    "0313",
+    "0320",
+    "0322",
+    "0318",
+    "0306",
+    "0307",
+    "0316",
+    "0330",
+    "0305",
+    "0303",
+    "0301",
+    "0304",
+    "0324",
+}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -104,14 +147,12 @@ def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, d
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark)
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
 
 
 def _load_catalogue() -> dict:
@@ -121,7 +162,8 @@ def _load_catalogue() -> dict:
 
 CATALOGUE_DATA = _load_catalogue()
 ENTRIES = [("products", key, entry) for key, entry in CATALOGUE_DATA["products"].items()] + [
-    ("background", key, entry) for key, entry in CATALOGUE_DATA["background"].items()]
+    ("background", key, entry) for key, entry in CATALOGUE_DATA["background"].items()
+]
 
 
 # --------------------------------------------------------------------------- validity helpers
@@ -132,8 +174,7 @@ def _nza(name: str) -> pl.DataFrame:
 def _covers(rows: pl.DataFrame, start: dt.date, end: dt.date) -> bool:
     """True when the union of the rows' [valid_from, valid_to] periods covers [start, end] daily."""
     cursor = start
-    periods = sorted(zip(rows["valid_from"].to_list(), rows["valid_to"].to_list()),
-                     key=lambda p: p[0])
+    periods = sorted(zip(rows["valid_from"].to_list(), rows["valid_to"].to_list()), key=lambda p: p[0])
     for valid_from, valid_to in periods:
         if valid_from > cursor:
             return False  # a gap before this period (periods are sorted by start)
@@ -157,13 +198,11 @@ def _specialism_rows(code: str) -> pl.DataFrame:
 
 
 def _diagnosis_rows(specialism: str, code: str) -> pl.DataFrame:
-    return _nza("diagnoses").filter(
-        (pl.col("specialism_cd") == specialism) & (pl.col("diagnosis_cd") == code))
+    return _nza("diagnoses").filter((pl.col("specialism_cd") == specialism) & (pl.col("diagnosis_cd") == code))
 
 
 def _care_type_rows(specialism: str, code: str) -> pl.DataFrame:
-    return _nza("care_types").filter(
-        (pl.col("specialism_cd") == specialism) & (pl.col("care_type_cd") == code))
+    return _nza("care_types").filter((pl.col("specialism_cd") == specialism) & (pl.col("care_type_cd") == code))
 
 
 def _product_rows(code: str) -> pl.DataFrame:
@@ -256,8 +295,9 @@ def test_entry_codes_valid_on_every_day(param):
     """Specialism, diagnosis and care type within it, product and activities cover the span."""
     _, key, entry = param
     start, end = _span(entry)
-    invalid = [f"{kind} {code}" for kind, code, rows in _entry_codes(entry)
-               if rows.is_empty() or not _covers(rows, start, end)]
+    invalid = [
+        f"{kind} {code}" for kind, code, rows in _entry_codes(entry) if rows.is_empty() or not _covers(rows, start, end)
+    ]
     assert not invalid, f"{key}: not valid on every day {start}..{end}: {invalid}"
 
 
@@ -270,7 +310,8 @@ def test_valid_from_year_is_needed(param):
     _, end = _span(entry)
     earlier = dt.date(entry["valid_from_year"] - 1, 1, 1)
     assert any(not _covers(rows, earlier, end) for _, _, rows in _entry_codes(entry)), (
-        f"{key}: every code is valid from {earlier.year}; lower or drop valid_from_year")
+        f"{key}: every code is valid from {earlier.year}; lower or drop valid_from_year"
+    )
 
 
 @pytest.mark.parametrize("param", ENTRIES, ids=_id)
@@ -278,23 +319,23 @@ def test_addon_activities_carry_a_price_and_valid_to_year_only_for_addons(param)
     _, key, entry = param
     for act in entry["activities"]:
         assert (len(act) == 3) == _is_addon(act[0]), (
-            f"{key}: {act!r} - add-on drugs (care profile class {ADDON_CLASS}) and only they "
-            "carry addon_price_eur")
+            f"{key}: {act!r} - add-on drugs (care profile class {ADDON_CLASS}) and only they carry addon_price_eur"
+        )
     if "valid_to_year" in entry:
         addons = [act[0] for act in entry["activities"] if _is_addon(act[0])]
         assert addons, f"{key}: valid_to_year is reserved for entries with add-on drugs"
         # The truncation must be necessary: some add-on code ends before the next year starts.
         following = dt.date(entry["valid_to_year"] + 1, 1, 1)
         assert any(not _covers(_activity_rows(code), following, following) for code in addons), (
-            f"{key}: its add-on codes are valid in {following.year}; raise or drop valid_to_year")
+            f"{key}: its add-on codes are valid in {following.year}; raise or drop valid_to_year"
+        )
 
 
 def test_no_addon_code_valid_after_2016_in_reference():
     """The reason for the contract's add-on extension list. When a reference update brings add-on
     codes valid after 2016, this fails: drop code_lists/nza_activity_extensions.csv."""
     addons = _nza("activities").filter(pl.col("care_profile_class_cd") == ADDON_CLASS)
-    later = addons.filter(
-        pl.col("valid_to").is_null() | (pl.col("valid_to") > dt.date(2016, 12, 31)))
+    later = addons.filter(pl.col("valid_to").is_null() | (pl.col("valid_to") > dt.date(2016, 12, 31)))
     assert later.is_empty(), later.select("activity_cd", "valid_from", "valid_to").head(10)
 
 
@@ -305,8 +346,8 @@ def test_days_within_care_type_maximum(param):
     start, end = _span(entry)
     start = max(start, MAX_DURATION_FROM)
     rows = _care_type_rows(entry["specialism"], entry["care_type"]).filter(
-        (pl.col("valid_from") <= end)
-        & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= start)))
+        (pl.col("valid_from") <= end) & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= start))
+    )
     assert not rows.is_empty(), key
     maximum = rows["max_duration_days"].min()
     assert entry["days"] <= maximum, f"{key}: days {entry['days']} > care type maximum {maximum}"
@@ -318,7 +359,8 @@ def test_clinical_entries_register_care_days(param):
     care_days = [act for act in entry["activities"] if act[0] in CARE_DAY_ACTIVITIES]
     if entry["clinical"]:
         assert care_days and all(act[1] == 0 for act in care_days), (
-            f"{key}: a clinical entry lists its care-day activity with quantity 0")
+            f"{key}: a clinical entry lists its care-day activity with quantity 0"
+        )
     else:
         assert not care_days, f"{key}: an outpatient entry has care days"
 
@@ -332,14 +374,35 @@ def test_required_codes_used_by_the_bundles():
             assert entry["diagnosis"] == diagnosis, key
         if activity is not None:
             assert activity in {act[0] for act in entry["activities"]}, f"{key}: lacks {activity}"
-    for key in ("hip_oa_prosthesis", "hip_complication", "knee_oa_prosthesis", "knee_complication",
-                "stroke_admission", "hf_admission", "rehab_clinical", "geriatric_rehab",
-                "breast_mastectomy", "partus_gyn", "caesarean_gyn", "neonatal"):
+    for key in (
+        "hip_oa_prosthesis",
+        "hip_complication",
+        "knee_oa_prosthesis",
+        "knee_complication",
+        "stroke_admission",
+        "hf_admission",
+        "rehab_clinical",
+        "geriatric_rehab",
+        "breast_mastectomy",
+        "partus_gyn",
+        "caesarean_gyn",
+        "neonatal",
+    ):
         assert products[key]["clinical"], f"{key} must be clinical"
-    for key in ("hip_oa_outpatient", "knee_oa_outpatient", "cataract_outpatient",
-                "breast_diagnostics", "ra_outpatient", "hf_outpatient", "stroke_followup",
-                "rehab_outpatient", "pregnancy_gyn", "cts_intake_plastic", "cts_intake_ortho",
-                "cmc1_intake"):
+    for key in (
+        "hip_oa_outpatient",
+        "knee_oa_outpatient",
+        "cataract_outpatient",
+        "breast_diagnostics",
+        "ra_outpatient",
+        "hf_outpatient",
+        "stroke_followup",
+        "rehab_outpatient",
+        "pregnancy_gyn",
+        "cts_intake_plastic",
+        "cts_intake_ortho",
+        "cmc1_intake",
+    ):
         assert not products[key]["clinical"], f"{key} must be outpatient"
     for key in ("hip_oa_followup", "knee_oa_followup", "breast_followup"):
         assert products[key]["care_type"] == "21", f"{key} is a follow-up (vervolg) subtraject"
@@ -374,16 +437,19 @@ def test_background_mix():
 
 def test_validity_check_detects_gaps_and_late_starts():
     """The coverage helper itself: gaps, late starts, early ends and open ends."""
+
     def rows(*periods):
         return pl.DataFrame(
             {"valid_from": [p[0] for p in periods], "valid_to": [p[1] for p in periods]},
-            schema={"valid_from": pl.Date, "valid_to": pl.Date})
+            schema={"valid_from": pl.Date, "valid_to": pl.Date},
+        )
+
     d = dt.date
     span = (d(2013, 1, 1), SPAN_END)
     assert _covers(rows((d(2012, 1, 1), None)), *span)
     assert _covers(rows((d(2013, 1, 1), d(2014, 5, 31)), (d(2014, 6, 1), None)), *span)
-    assert not _covers(rows((d(2014, 1, 1), None)), *span)                      # starts late
-    assert not _covers(rows((d(2012, 1, 1), d(2016, 12, 31))), *span)           # ends early
+    assert not _covers(rows((d(2014, 1, 1), None)), *span)  # starts late
+    assert not _covers(rows((d(2012, 1, 1), d(2016, 12, 31))), *span)  # ends early
     assert not _covers(rows((d(2012, 1, 1), d(2013, 12, 31)), (d(2014, 2, 1), None)), *span)  # gap
     assert _covers(rows((d(2016, 1, 1), None), (d(2012, 1, 1), d(2015, 12, 31))), *span)  # unsorted
     # A real code that starts in 2014: first outpatient visit 190060.

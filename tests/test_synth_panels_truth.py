@@ -40,9 +40,22 @@ from transforms.synth.settlements import (
 ELIGIBLE = ["complete", "death"]
 HIP_COMPLICATION_PRODUCT = "192001007"  # hip_complication in catalogue.yml
 SPEC_PARAMETERS = {  # the parameter table of docs/panels-spec.md section 3 (baseline_years and baseline: every shared contract)
-    "trend", "discount", "cost_basis", "winsorise_pct", "stop_loss_eur", "shared_savings_rate",
-    "shared_losses_rate", "losses_from_contract_year", "minimum_savings_pct", "corridor", "quality_gate",
-    "distribution_key", "fixed_sum_eur_per_patient", "risk_adjust", "baseline_years", "baseline",
+    "trend",
+    "discount",
+    "cost_basis",
+    "winsorise_pct",
+    "stop_loss_eur",
+    "shared_savings_rate",
+    "shared_losses_rate",
+    "losses_from_contract_year",
+    "minimum_savings_pct",
+    "corridor",
+    "quality_gate",
+    "distribution_key",
+    "fixed_sum_eur_per_patient",
+    "risk_adjust",
+    "baseline_years",
+    "baseline",
 }
 
 
@@ -80,8 +93,20 @@ def test_truth_episodes_equal_the_engine_episodes_to_the_cent(engine_run):
     engine = read_all(out / "episodes")
     truth = truth_episodes(delivery)
     assert set(truth["bundle_id"].unique()) == set(load_bundles()), "every bundle has truth episodes"
-    keys = ["episode_id", "bundle_id", "patient_id", "anchor_date", "anchor_provider_agb", "anchor_claim_id",
-            "window_start", "window_end", "n_triggers", "status", "in_bundle_cents", "in_bundle_standardised_cents"]
+    keys = [
+        "episode_id",
+        "bundle_id",
+        "patient_id",
+        "anchor_date",
+        "anchor_provider_agb",
+        "anchor_claim_id",
+        "window_start",
+        "window_end",
+        "n_triggers",
+        "status",
+        "in_bundle_cents",
+        "in_bundle_standardised_cents",
+    ]
     a = engine.select(keys).cast({"n_triggers": pl.Int32}).sort("episode_id")
     b = truth.select(keys).cast({"n_triggers": pl.Int32}).sort("episode_id")
     assert a.height == b.height > 1_000
@@ -93,24 +118,43 @@ def test_truth_episodes_equal_the_engine_episodes_to_the_cent(engine_run):
         t = truth.filter(pl.col("bundle_id") == bundle.id).select("episode_id", *names).sort("episode_id")
         assert e.equals(t), bundle.id
     # birth care per phase (what a per-phase bundled payment settles)
-    phases = [f"{p}_{c}" for p in ("prenatal", "natal", "postnatal", "maternity_care")
-              for c in ("cents", "standardised_cents")]
-    lines = read_all(out / "episode_lines").filter((pl.col("bundle_id") == "birth_care") & (pl.col("component") == "in_bundle"))
+    phases = [
+        f"{p}_{c}"
+        for p in ("prenatal", "natal", "postnatal", "maternity_care")
+        for c in ("cents", "standardised_cents")
+    ]
+    lines = read_all(out / "episode_lines").filter(
+        (pl.col("bundle_id") == "birth_care") & (pl.col("component") == "in_bundle")
+    )
     per_phase = lines.group_by("episode_id").agg(
-        *[pl.col(column).filter(pl.col("phase") == p).sum().alias(f"{p}_{suffix}")
-          for p in ("prenatal", "natal", "postnatal", "maternity_care")
-          for column, suffix in (("allocated_cents", "cents"), ("allocated_standardised_cents", "standardised_cents"))])
+        *[
+            pl.col(column).filter(pl.col("phase") == p).sum().alias(f"{p}_{suffix}")
+            for p in ("prenatal", "natal", "postnatal", "maternity_care")
+            for column, suffix in (("allocated_cents", "cents"), ("allocated_standardised_cents", "standardised_cents"))
+        ]
+    )
     births = truth.filter(pl.col("bundle_id") == "birth_care").select("episode_id", *phases).sort("episode_id")
     assert births.height > 100
-    engine_births = births.select("episode_id").join(per_phase, on="episode_id", how="left").with_columns(
-        pl.col(phases).fill_null(0))
+    engine_births = (
+        births.select("episode_id")
+        .join(per_phase, on="episode_id", how="left")
+        .with_columns(pl.col(phases).fill_null(0))
+    )
     assert engine_births.select(births.columns).cast(births.schema).equals(births)
 
 
 def test_truth_lines_are_the_engine_in_bundle_lines(engine_run):
     delivery, out = engine_run
-    cols = ["bundle_id", "episode_id", "source_table", "claim_id", "days_in", "days", "allocated_cents",
-            "allocated_standardised_cents"]
+    cols = [
+        "bundle_id",
+        "episode_id",
+        "source_table",
+        "claim_id",
+        "days_in",
+        "days",
+        "allocated_cents",
+        "allocated_standardised_cents",
+    ]
     engine = read_all(out / "episode_lines").filter(pl.col("component") == "in_bundle").select(cols)
     truth = pl.read_parquet(truth_dir(delivery) / "episode_lines" / "*.parquet").select(cols)
     key = ["bundle_id", "episode_id", "source_table", "claim_id"]
@@ -130,23 +174,36 @@ def _engine_truth_episodes(delivery: Path, out: Path) -> tuple[list[TruthEpisode
     kind = dict(providers.select("provider_agb", "provider_type").iter_rows())
     episodes = read_all(out / "episodes")
     lines = read_all(out / "episode_lines").filter(pl.col("component") == "in_bundle")
-    phases = lines.filter(pl.col("phase").is_not_null()).group_by("episode_id", "phase").agg(
-        pl.col("allocated_cents").sum(), pl.col("allocated_standardised_cents").sum())
+    phases = (
+        lines.filter(pl.col("phase").is_not_null())
+        .group_by("episode_id", "phase")
+        .agg(pl.col("allocated_cents").sum(), pl.col("allocated_standardised_cents").sum())
+    )
     by_episode: dict[str, dict[str, tuple[int, int]]] = {}
     for eid, phase, d, s in phases.iter_rows():
         by_episode.setdefault(eid, {})[phase] = (d, s)
     out_eps = []
     for row in episodes.iter_rows(named=True):
-        out_eps.append(TruthEpisode(
-            bundle_id=row["bundle_id"], episode_id=row["episode_id"], patient_id=row["patient_id"],
-            anchor_date=row["anchor_date"],
-            provider=row["anchor_provider_agb"], province=province[row["anchor_provider_agb"]], status=row["status"],
-            declared=row["in_bundle_cents"], standardised=row["in_bundle_standardised_cents"],
-            outcomes={"reoperation_90d": bool(row.get("reoperation_90d"))},
-            phases={p: by_episode.get(row["episode_id"], {}).get(p, (0, 0))
-                    for p in ("prenatal", "natal", "postnatal", "maternity_care")}
-            if row["bundle_id"] == "birth_care" else {},
-        ))
+        out_eps.append(
+            TruthEpisode(
+                bundle_id=row["bundle_id"],
+                episode_id=row["episode_id"],
+                patient_id=row["patient_id"],
+                anchor_date=row["anchor_date"],
+                provider=row["anchor_provider_agb"],
+                province=province[row["anchor_provider_agb"]],
+                status=row["status"],
+                declared=row["in_bundle_cents"],
+                standardised=row["in_bundle_standardised_cents"],
+                outcomes={"reoperation_90d": bool(row.get("reoperation_90d"))},
+                phases={
+                    p: by_episode.get(row["episode_id"], {}).get(p, (0, 0))
+                    for p in ("prenatal", "natal", "postnatal", "maternity_care")
+                }
+                if row["bundle_id"] == "birth_care"
+                else {},
+            )
+        )
     return out_eps, province, kind
 
 
@@ -156,14 +213,19 @@ def test_settlements_recomputed_from_the_engine_episodes_are_the_truth(engine_ru
     expected = pl.read_parquet(truth_dir(delivery) / "settlements.parquet")
     episodes, province, kind = _engine_truth_episodes(delivery, out)
     meta = json.loads((delivery / "delivery.json").read_text())
-    reconciliation = Reconciliation(episodes, province, kind, date.fromisoformat(meta["data_as_of"]),
-                                    meta["first_year"], meta["last_year"])
+    reconciliation = Reconciliation(
+        episodes, province, kind, date.fromisoformat(meta["data_as_of"]), meta["first_year"], meta["last_year"]
+    )
     computed = {(c["contract_id"], c["bundle_id"]) for c in truth["settlements"]["contracts"]}
-    contracts = [c for c in contracts_from_rows(pl.read_parquet(delivery / "contracts" / "*.parquet").to_dicts())
-                 if (c.contract_id, c.bundle_id) in computed]
+    contracts = [
+        c
+        for c in contracts_from_rows(pl.read_parquet(delivery / "contracts" / "*.parquet").to_dicts())
+        if (c.contract_id, c.bundle_id) in computed
+    ]
     rows = [r for c in contracts for r in reconciliation.rows(c)[0]]
-    got = pl.DataFrame(rows, schema=expected.schema).sort("contract_id", "bundle_id", "kind", "performance_year", "phase",
-                                                           nulls_last=True)
+    got = pl.DataFrame(rows, schema=expected.schema).sort(
+        "contract_id", "bundle_id", "kind", "performance_year", "phase", nulls_last=True
+    )
     assert got.equals(expected)
     settled = expected.filter(pl.col("kind") == "settlement")
     assert set(settled["model"]) >= {"shared_savings_losses", "bundled_payment", "fixed_sum"}
@@ -224,8 +286,11 @@ def test_truth_files_are_byte_identical_whatever_the_worker_count(tmp_path):
     import hashlib
 
     def digest(folder: Path) -> dict[str, str]:
-        return {str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-                for f in sorted(folder.rglob("*")) if f.is_file() and f.name != "truth.json"}
+        return {
+            str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
+            for f in sorted(folder.rglob("*"))
+            if f.is_file() and f.name != "truth.json"
+        }
 
     config = SynthConfig(patients=1_500, seed=3, clean=True, block_size=500)
     generate_delivery(config, tmp_path / "a", workers=1)
@@ -242,33 +307,48 @@ def test_truth_files_are_byte_identical_whatever_the_worker_count(tmp_path):
 def _hip_groups(delivery: Path) -> pl.DataFrame:
     truth = json.loads((truth_dir(delivery) / "truth.json").read_text())
     planted = {p["kind"]: p["provider_agb"] for p in truth["panel_effects"]["provider_benchmark"]["providers"]}
-    contracted = set(pl.read_parquet(delivery / "contracts" / "*.parquet").filter(
-        pl.col("bundle_id") == "hip_oa")["provider_agb"])
+    contracted = set(
+        pl.read_parquet(delivery / "contracts" / "*.parquet").filter(pl.col("bundle_id") == "hip_oa")["provider_agb"]
+    )
     assert not set(planted.values()) & contracted, "the planted providers never sign the contract"
     lines = pl.read_parquet(truth_dir(delivery) / "episode_lines" / "*.parquet")
-    complication = lines.filter(pl.col("product_cd") == HIP_COMPLICATION_PRODUCT).group_by("episode_id").agg(
-        pl.col("allocated_cents").sum().alias("_cd"), pl.col("allocated_standardised_cents").sum().alias("_cs"))
+    complication = (
+        lines.filter(pl.col("product_cd") == HIP_COMPLICATION_PRODUCT)
+        .group_by("episode_id")
+        .agg(pl.col("allocated_cents").sum().alias("_cd"), pl.col("allocated_standardised_cents").sum().alias("_cs"))
+    )
     hips = truth_episodes(delivery).filter((pl.col("bundle_id") == "hip_oa") & pl.col("status").is_in(ELIGIBLE))
     hips = hips.join(complication, on="episode_id", how="left").with_columns(pl.col("_cd", "_cs").fill_null(0))
-    group = (pl.when(pl.col("anchor_provider_agb") == planted["utilisation"]).then(pl.lit("utilisation"))
-             .when(pl.col("anchor_provider_agb") == planted["price"]).then(pl.lit("price"))
-             .when(pl.col("anchor_provider_agb").is_in(list(contracted))).then(pl.lit("treated"))
-             .otherwise(pl.lit("peer")))
-    return hips.with_columns(group.alias("group")).group_by("group").agg(
-        pl.len().alias("n"),
-        pl.col("in_bundle_cents").mean().alias("declared"),
-        pl.col("in_bundle_standardised_cents").mean().alias("standardised"),
-        # without the complication subtrajecten (4% of episodes, EUR 14,500 each): the noise of a small provider
-        (pl.col("in_bundle_cents") - pl.col("_cd")).mean().alias("declared_nc"),
-        (pl.col("in_bundle_standardised_cents") - pl.col("_cs")).mean().alias("standardised_nc"),
+    group = (
+        pl.when(pl.col("anchor_provider_agb") == planted["utilisation"])
+        .then(pl.lit("utilisation"))
+        .when(pl.col("anchor_provider_agb") == planted["price"])
+        .then(pl.lit("price"))
+        .when(pl.col("anchor_provider_agb").is_in(list(contracted)))
+        .then(pl.lit("treated"))
+        .otherwise(pl.lit("peer"))
+    )
+    return (
+        hips.with_columns(group.alias("group"))
+        .group_by("group")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("in_bundle_cents").mean().alias("declared"),
+            pl.col("in_bundle_standardised_cents").mean().alias("standardised"),
+            # without the complication subtrajecten (4% of episodes, EUR 14,500 each): the noise of a small provider
+            (pl.col("in_bundle_cents") - pl.col("_cd")).mean().alias("declared_nc"),
+            (pl.col("in_bundle_standardised_cents") - pl.col("_cs")).mean().alias("standardised_nc"),
+        )
     )
 
 
 def test_planted_benchmark_providers_cost_twenty_percent_more_by_utilisation_and_by_price(effects):
     groups = {r["group"]: r for r in _hip_groups(effects).iter_rows(named=True)}
     peer = groups["peer"]
-    ratio = {g: {k: groups[g][k] / peer[k] for k in ("declared", "standardised", "declared_nc", "standardised_nc")}
-             for g in ("utilisation", "price")}
+    ratio = {
+        g: {k: groups[g][k] / peer[k] for k in ("declared", "standardised", "declared_nc", "standardised_nc")}
+        for g in ("utilisation", "price")
+    }
     for g in ("utilisation", "price"):
         assert groups[g]["n"] >= 40, (g, groups[g]["n"])  # enough for a funnel-plot outlier at 30,000 patients
     u, p = ratio["utilisation"], ratio["price"]
@@ -287,11 +367,18 @@ def test_other_providers_price_levels_stay_close_to_their_kind(effects):
     planted = {p["provider_agb"] for p in truth["panel_effects"]["provider_benchmark"]["providers"]}
     contracted = set(pl.read_parquet(effects / "contracts" / "*.parquet")["provider_agb"])
     dbc = pl.read_parquet(effects / "dbc" / "*.parquet").filter(pl.col("product_cd") == "131999052")
-    dbc = dbc.with_columns(pl.col("end_date").dt.year().alias("year"), (pl.col("amount") * 100).cast(pl.Int64).alias("cents"))
+    dbc = dbc.with_columns(
+        pl.col("end_date").dt.year().alias("year"), (pl.col("amount") * 100).cast(pl.Int64).alias("cents")
+    )
     national = dbc.group_by("year").agg(pl.col("cents").mean().alias("national"))
     providers = pl.read_parquet(effects / "providers" / "*.parquet")
-    per = dbc.filter(~pl.col("provider_agb").is_in(list(planted | contracted))).join(national, on="year").join(
-        providers, on="provider_agb").group_by("provider_agb", "provider_type").agg((pl.col("cents") / pl.col("national")).mean().alias("r"))
+    per = (
+        dbc.filter(~pl.col("provider_agb").is_in(list(planted | contracted)))
+        .join(national, on="year")
+        .join(providers, on="provider_agb")
+        .group_by("provider_agb", "provider_type")
+        .agg((pl.col("cents") / pl.col("national")).mean().alias("r"))
+    )
     hospitals = per.filter(pl.col("provider_type") == "hospital")["r"]
     zbcs = per.filter(pl.col("provider_type") == "zbc")["r"]
     assert hospitals.len() > 20 and zbcs.len() > 5
@@ -307,8 +394,12 @@ def test_planted_costlier_province_and_stroke_tail(effects):
 
     def means(bundle: str) -> dict[bool, tuple[float, float, int]]:
         b = eps.filter(pl.col("bundle_id") == bundle)
-        return {k: (d, s, n) for k, d, s, n in b.group_by(pl.col("anchor_province") == "PV28").agg(
-            pl.col("in_bundle_cents").mean(), pl.col("in_bundle_standardised_cents").mean(), pl.len()).iter_rows()}
+        return {
+            k: (d, s, n)
+            for k, d, s, n in b.group_by(pl.col("anchor_province") == "PV28")
+            .agg(pl.col("in_bundle_cents").mean(), pl.col("in_bundle_standardised_cents").mean(), pl.len())
+            .iter_rows()
+        }
 
     cataract = means("cataract")
     assert cataract[True][2] > 80 and cataract[False][2] > 300
@@ -319,7 +410,11 @@ def test_planted_costlier_province_and_stroke_tail(effects):
         assert 1.05 < stroke[True][i] / stroke[False][i] < 1.5
     # hip is not made costlier by region
     hips = eps.filter(pl.col("bundle_id") == "hip_oa")
-    by_province = dict(hips.group_by(pl.col("anchor_province") == "PV28").agg(pl.col("in_bundle_standardised_cents").mean()).iter_rows())
+    by_province = dict(
+        hips.group_by(pl.col("anchor_province") == "PV28")
+        .agg(pl.col("in_bundle_standardised_cents").mean())
+        .iter_rows()
+    )
     assert abs(by_province[True] / by_province[False] - 1) < 0.08
     # the heavy right tail: the costliest 5% of stroke episodes carry far more than 5% of the money,
     # and capping them at the P95 matters
@@ -331,26 +426,50 @@ def test_planted_costlier_province_and_stroke_tail(effects):
 
 
 # ------------------------------------------------------------------------ the arithmetic by hand
-def _ep(provider: str, year: int, cents: int, status: str = "complete", province: str | None = None, **kw) -> TruthEpisode:
+def _ep(
+    provider: str, year: int, cents: int, status: str = "complete", province: str | None = None, **kw
+) -> TruthEpisode:
     province = province or {"A": "PV28", "B": "PV28", "C": "PV27"}[provider]
     _ep.n = getattr(_ep, "n", 0) + 1
-    return TruthEpisode(bundle_id="x", episode_id=f"e{_ep.n}", anchor_date=date(year, 6, 1), provider=provider,
-                        province=province, status=status, declared=cents, standardised=cents, **kw)
+    return TruthEpisode(
+        bundle_id="x",
+        episode_id=f"e{_ep.n}",
+        anchor_date=date(year, 6, 1),
+        provider=provider,
+        province=province,
+        status=status,
+        declared=cents,
+        standardised=cents,
+        **kw,
+    )
 
 
 HAND = [
-    _ep("A", 2015, 10_000), _ep("A", 2015, 20_000), _ep("B", 2015, 30_000), _ep("C", 2015, 100_000),
-    _ep("A", 2016, 30_000), _ep("B", 2016, 10_000, phases={"prenatal": (3_000, 3_000), "natal": (7_000, 7_000)}),
+    _ep("A", 2015, 10_000),
+    _ep("A", 2015, 20_000),
+    _ep("B", 2015, 30_000),
+    _ep("C", 2015, 100_000),
+    _ep("A", 2016, 30_000),
+    _ep("B", 2016, 10_000, phases={"prenatal": (3_000, 3_000), "natal": (7_000, 7_000)}),
     _ep("C", 2016, 50_000),
-    _ep("A", 2017, 20_002, outcomes={"reop": True}), _ep("A", 2017, 40_000, outcomes={"reop": False}),
-    _ep("A", 2017, 5_000, status="censored_data"), _ep("B", 2017, 5_000), _ep("C", 2017, 999_999, status="censored_enrolment"),
+    _ep("A", 2017, 20_002, outcomes={"reop": True}),
+    _ep("A", 2017, 40_000, outcomes={"reop": False}),
+    _ep("A", 2017, 5_000, status="censored_data"),
+    _ep("B", 2017, 5_000),
+    _ep("C", 2017, 999_999, status="censored_enrolment"),
 ]
 
 
 def _rows(providers: tuple[str, ...], start: int, model: str, params: dict) -> tuple[dict, dict, list[dict]]:
     contract = Contract("K", "x", model, providers, date(start, 1, 1), None, params)
-    rows, shares = Reconciliation(HAND, {"A": "PV28", "B": "PV28", "C": "PV27"}, {"A": "hospital", "B": "rehabilitation",
-                                  "C": "hospital"}, date(2018, 3, 31), 2015, 2017).rows(contract)
+    rows, shares = Reconciliation(
+        HAND,
+        {"A": "PV28", "B": "PV28", "C": "PV27"},
+        {"A": "hospital", "B": "rehabilitation", "C": "hospital"},
+        date(2018, 3, 31),
+        2015,
+        2017,
+    ).rows(contract)
     settle = {(r["performance_year"], r["phase"]): r for r in rows if r["kind"] == "settlement"}
     placebo = {r["performance_year"]: r for r in rows if r["kind"] == "placebo"}
     return settle, placebo, shares
@@ -366,9 +485,20 @@ def test_settlement_own_baseline_trend_discount_stop_loss_losses():
     30,000 -> B = 21,000. 2017: T = 21,000 * 1.1 * 0.9 = 20,790; A's eligible 20,002 and 40,000 (capped
     at 30,000): A = 25,001, n = 2 (the censored_data one counted apart, the year provisional);
     S = (20,790 - 25,001) * 2 = -8,422; losses from year 1 at 25%: -2,105.5 -> -2,106 (half away)."""
-    settle, placebo, _ = _rows(("A",), 2017, "shared_savings_losses", {
-        "baseline_years": [2015, 2016], "baseline": "own", "trend": 1.1, "discount": 0.1, "stop_loss_eur": 300,
-        "shared_savings_rate": 0.5, "shared_losses_rate": 0.25})
+    settle, placebo, _ = _rows(
+        ("A",),
+        2017,
+        "shared_savings_losses",
+        {
+            "baseline_years": [2015, 2016],
+            "baseline": "own",
+            "trend": 1.1,
+            "discount": 0.1,
+            "stop_loss_eur": 300,
+            "shared_savings_rate": 0.5,
+            "shared_losses_rate": 0.25,
+        },
+    )
     r = settle[(2017, None)]
     assert (r["baseline_cents"], r["target_cents"], r["actual_cents"], r["n_episodes"]) == (21_000, 20_790, 25_001, 2)
     assert (r["gross_savings_cents"], r["settlement_cents"], r["settlement_exact"]) == (-8_422, -2_106, "-4211/2")
@@ -384,9 +514,19 @@ def test_settlement_national_winsorised_corridor_and_quality_gate():
     met, no re-operation: 50% -> 3,687.5 -> 3,688. 2017: P95 of [5,000, 20,002, 40,000] = 38,000.2;
     A = (20,002 + 38,000.2) / 2 = 29,001.1; S = 16,747.8; re-operation rate 1/2 = the threshold (met):
     8,373.9 -> 8,374."""
-    settle, _, shares = _rows(("A",), 2016, "shared_savings", {
-        "baseline_years": [2015], "baseline": "national", "winsorise_pct": 95, "shared_savings_rate": 0.5,
-        "minimum_savings_pct": 2, "quality_gate": {"outcome": "reop", "threshold": 0.5}})
+    settle, _, shares = _rows(
+        ("A",),
+        2016,
+        "shared_savings",
+        {
+            "baseline_years": [2015],
+            "baseline": "national",
+            "winsorise_pct": 95,
+            "shared_savings_rate": 0.5,
+            "minimum_savings_pct": 2,
+            "quality_gate": {"outcome": "reop", "threshold": 0.5},
+        },
+    )
     assert settle[(2016, None)]["baseline_cents"] == 37_375
     assert (settle[(2016, None)]["gross_savings_cents"], settle[(2016, None)]["settlement_cents"]) == (7_375, 3_688)
     r = settle[(2017, None)]
@@ -394,13 +534,31 @@ def test_settlement_national_winsorised_corridor_and_quality_gate():
     assert r["quality_rate"] == "1/2" and r["quality_met"] is True
     assert [(s["provider_agb"], s["share_cents"]) for s in shares if s["performance_year"] == 2017] == [("A", 8_374)]
     # a stricter gate pays nothing; a 30% corridor neither
-    settle, _, _ = _rows(("A",), 2016, "shared_savings", {
-        "baseline_years": [2015], "baseline": "national", "winsorise_pct": 95, "shared_savings_rate": 0.5,
-        "quality_gate": {"outcome": "reop", "threshold": 0.4}})
+    settle, _, _ = _rows(
+        ("A",),
+        2016,
+        "shared_savings",
+        {
+            "baseline_years": [2015],
+            "baseline": "national",
+            "winsorise_pct": 95,
+            "shared_savings_rate": 0.5,
+            "quality_gate": {"outcome": "reop", "threshold": 0.4},
+        },
+    )
     assert settle[(2017, None)]["quality_met"] is False and settle[(2017, None)]["settlement_cents"] == 0
-    settle, _, _ = _rows(("A",), 2016, "shared_savings", {
-        "baseline_years": [2015], "baseline": "national", "winsorise_pct": 95, "shared_savings_rate": 0.5,
-        "minimum_savings_pct": 30})
+    settle, _, _ = _rows(
+        ("A",),
+        2016,
+        "shared_savings",
+        {
+            "baseline_years": [2015],
+            "baseline": "national",
+            "winsorise_pct": 95,
+            "shared_savings_rate": 0.5,
+            "minimum_savings_pct": 30,
+        },
+    )
     assert settle[(2016, None)]["corridor_met"] is False and settle[(2016, None)]["settlement_cents"] == 0
 
 
@@ -409,17 +567,42 @@ def test_settlement_regional_capped_p95_losses_from_year_two_and_distribution_ke
     [10,000, 30,000] = 29,000, A = (29,000 + 10,000) / 2 = 19,500, S = 1,000 / 3, 50% -> 500 / 3
     -> 167, shared 40/60: 200/3 -> 67 and 100. 2017 (year 2): P95 38,000.2, mean of 20,002, 38,000.2
     and 5,000 = 21,000.73; S = 59,000 - 63,002.2 = -4,002.2, losses from year 2 at 50%: -2,001.1 -> -2,001."""
-    settle, _, shares = _rows(("A", "B"), 2016, "shared_savings_losses", {
-        "baseline_years": [2015], "baseline": "regional_capped_p95", "shared_savings_rate": 0.5,
-        "shared_losses_rate": 0.5, "losses_from_contract_year": 2, "distribution_key": {"A": 0.4, "B": 0.6}})
+    settle, _, shares = _rows(
+        ("A", "B"),
+        2016,
+        "shared_savings_losses",
+        {
+            "baseline_years": [2015],
+            "baseline": "regional_capped_p95",
+            "shared_savings_rate": 0.5,
+            "shared_losses_rate": 0.5,
+            "losses_from_contract_year": 2,
+            "distribution_key": {"A": 0.4, "B": 0.6},
+        },
+    )
     assert settle[(2016, None)]["baseline_exact"] == "59000/3"
     assert (settle[(2016, None)]["settlement_exact"], settle[(2016, None)]["settlement_cents"]) == ("500/3", 167)
-    assert [(s["provider_agb"], s["share_cents"]) for s in shares if s["performance_year"] == 2016] == [("A", 67), ("B", 100)]
-    assert (settle[(2017, None)]["gross_savings_exact"], settle[(2017, None)]["settlement_cents"]) == ("-20011/5", -2_001)
+    assert [(s["provider_agb"], s["share_cents"]) for s in shares if s["performance_year"] == 2016] == [
+        ("A", 67),
+        ("B", 100),
+    ]
+    assert (settle[(2017, None)]["gross_savings_exact"], settle[(2017, None)]["settlement_cents"]) == (
+        "-20011/5",
+        -2_001,
+    )
     # the same loss in contract year 1 is not shared
-    settle, _, _ = _rows(("A", "B"), 2017, "shared_savings_losses", {
-        "baseline_years": [2015], "baseline": "regional_capped_p95", "shared_savings_rate": 0.5,
-        "shared_losses_rate": 0.5, "losses_from_contract_year": 2})
+    settle, _, _ = _rows(
+        ("A", "B"),
+        2017,
+        "shared_savings_losses",
+        {
+            "baseline_years": [2015],
+            "baseline": "regional_capped_p95",
+            "shared_savings_rate": 0.5,
+            "shared_losses_rate": 0.5,
+            "losses_from_contract_year": 2,
+        },
+    )
     assert settle[(2017, None)]["gross_savings_cents"] < 0 and settle[(2017, None)]["settlement_cents"] == 0
 
 
@@ -429,22 +612,36 @@ def test_settlement_ci95_corridor_fixed_sum_and_bundled_payment_per_phase():
     |S / n| = 5,000 inside 1.96 * 5,000 = 9,800. Fixed sum 400 euros for C's one 2016 patient of
     50,000 cents: -10,000. Bundled payment per phase for B's 2016 birth (3,000 prenatal, 7,000 natal):
     10,000 - 3,000, 20,000 - 7,000, and 30,000 - 10,000 for the whole."""
-    settle, placebo, _ = _rows(("A",), 2017, "shared_savings_losses", {
-        "baseline_years": [2015, 2016], "corridor": "ci95", "shared_savings_rate": 0.5, "shared_losses_rate": 0.5})
+    settle, placebo, _ = _rows(
+        ("A",),
+        2017,
+        "shared_savings_losses",
+        {"baseline_years": [2015, 2016], "corridor": "ci95", "shared_savings_rate": 0.5, "shared_losses_rate": 0.5},
+    )
     r = settle[(2017, None)]
-    assert (r["target_cents"], r["actual_cents"], r["corridor_met"], r["settlement_cents"]) == (20_000, 30_001, False, 0)
+    assert (r["target_cents"], r["actual_cents"], r["corridor_met"], r["settlement_cents"]) == (
+        20_000,
+        30_001,
+        False,
+        0,
+    )
     assert placebo[2015]["outside_band"] is False and placebo[2016]["outside_band"] is None  # n = 1: no sd
     settle, _, _ = _rows(("C",), 2016, "fixed_sum", {"fixed_sum_eur_per_patient": 400})
     assert list(settle) == [(2016, None)]  # 2017: C's episode is censored_enrolment, not eligible
     assert (settle[(2016, None)]["target_cents"], settle[(2016, None)]["settlement_cents"]) == (40_000, -10_000)
     settle, _, _ = _rows(("B",), 2016, "bundled_payment", {"payment_eur_per_phase": {"prenatal": 100, "natal": 200}})
     assert {k: v["settlement_cents"] for k, v in settle.items() if k[0] == 2016} == {
-        (2016, "prenatal"): 7_000, (2016, "natal"): 13_000, (2016, None): 20_000}
+        (2016, "prenatal"): 7_000,
+        (2016, "natal"): 13_000,
+        (2016, None): 20_000,
+    }
 
 
 def test_unknown_parameters_and_wrong_units_name_the_contract():
-    for params, word in (({"baseline_years": [2015], "shared_savings_rate": 0.5, "bonus": 1}, "'bonus'"),
-                         ({"baseline_years": [2015], "shared_savings_rate": 0.5, "trend": "high"}, "'trend'")):
+    for params, word in (
+        ({"baseline_years": [2015], "shared_savings_rate": 0.5, "bonus": 1}, "'bonus'"),
+        ({"baseline_years": [2015], "shared_savings_rate": 0.5, "trend": "high"}, "'trend'"),
+    ):
         with pytest.raises(ContractParameterError, match=word) as info:
             check_parameters(Contract("C-test", "x", "shared_savings", ("A",), date(2016, 1, 1), None, params))
         assert "C-test" in str(info.value)

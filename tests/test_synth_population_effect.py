@@ -22,8 +22,13 @@ from transforms.synth.background import REGISTRATION_CODES
 from transforms.synth.config import PopulationEffect
 
 SPENDING = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
-SERVICE_DATE = {"dbc": "end_date", "gp": "service_date", "pharmacy": "service_date", "paramedical": "service_date",
-                "maternity": "service_date"}
+SERVICE_DATE = {
+    "dbc": "end_date",
+    "gp": "service_date",
+    "pharmacy": "service_date",
+    "paramedical": "service_date",
+    "maternity": "service_date",
+}
 BASE = dict(patients=3_000, first_year=2017, last_year=2020, seed=3, clean=True, block_size=1_500)
 PCT = -10.0
 
@@ -35,8 +40,11 @@ def _generate(folder: Path, **population) -> Path:
 
 
 def _hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _truth(folder: Path) -> dict:
@@ -99,10 +107,10 @@ def test_only_the_practices_patients_lines_from_the_start_year_change_by_the_pla
     for table in SPENDING:
         a, b = _read(base, table), _read(effect, table)
         assert a.drop("amount").equals(b.drop("amount")), f"{table}: a column other than amount differs"
-        joined = a.select("claim_id", "patient_id", SERVICE_DATE[table], "amount",
-                          *(["service_cd"] if table == "gp" else [])).with_columns(b["amount"].alias("new"))
-        expect_change = (pl.col("patient_id").is_in(list(treated))
-                         & (pl.col(SERVICE_DATE[table]).dt.year() >= 2019))
+        joined = a.select(
+            "claim_id", "patient_id", SERVICE_DATE[table], "amount", *(["service_cd"] if table == "gp" else [])
+        ).with_columns(b["amount"].alias("new"))
+        expect_change = pl.col("patient_id").is_in(list(treated)) & (pl.col(SERVICE_DATE[table]).dt.year() >= 2019)
         if table == "gp":
             expect_change &= ~pl.col("service_cd").is_in(fees)
         unchanged = joined.filter(~expect_change)
@@ -127,8 +135,11 @@ def test_activities_of_changed_subtrajecten_scale_alike_and_nothing_else_differs
         assert _read(base, table).equals(_read(effect, table)), table
     a, b = _read(base, "dbc_activity"), _read(effect, "dbc_activity")
     assert a.drop("amount").equals(b.drop("amount"))
-    dbc = _read(base, "dbc").select("claim_id", "amount").join(
-        _read(effect, "dbc").select("claim_id", pl.col("amount").alias("new")), on="claim_id")
+    dbc = (
+        _read(base, "dbc")
+        .select("claim_id", "amount")
+        .join(_read(effect, "dbc").select("claim_id", pl.col("amount").alias("new")), on="claim_id")
+    )
     changed = set(dbc.filter(pl.col("amount") != pl.col("new"))["claim_id"].to_list())
     diff = a.with_columns(b["amount"].alias("new")).filter(pl.col("amount").ne_missing(pl.col("new")))
     assert set(diff["claim_id"].to_list()) <= changed
@@ -144,8 +155,9 @@ def test_the_truth_records_the_effect_config_only_when_it_is_on(deliveries):
     assert truth["delivery_id"] == _truth(deliveries[0])["delivery_id"]
 
 
-@pytest.mark.parametrize("fields", [{"spending_pct": -95}, {"practices": 0}, {"province": "PV40"},
-                                    {"start_year": 2014}])
+@pytest.mark.parametrize(
+    "fields", [{"spending_pct": -95}, {"practices": 0}, {"province": "PV40"}, {"start_year": 2014}]
+)
 def test_out_of_range_options_are_refused(fields):
     with pytest.raises(ValidationError):
         PopulationEffect(**fields)

@@ -12,8 +12,15 @@ import pytest
 
 from transforms.synth import SynthConfig, generate_delivery, truth_dir
 from transforms.synth.calibration import load_calibration
-from transforms.synth.providers import (CONTRACT_PLAN, PROVIDER_KINDS, REGIONAL_BASELINE_BUNDLES, REGIONAL_PEERS,
-                                        ContractWave, _wave_counts, build_registry)
+from transforms.synth.providers import (
+    CONTRACT_PLAN,
+    PROVIDER_KINDS,
+    REGIONAL_BASELINE_BUNDLES,
+    REGIONAL_PEERS,
+    ContractWave,
+    _wave_counts,
+    build_registry,
+)
 
 
 def test_wave_counts_by_hand():
@@ -35,8 +42,10 @@ def test_the_registry_scales_the_specialists_and_keeps_every_province_and_contra
     contract_province = config.regional.province
     for kind in ("hospital", "zbc", "rehabilitation"):
         members = registry.of_kind(kind)
-        assert members.size == max(int(np.floor(PROVIDER_KINDS[kind][1] * scale + 0.5)), provinces.size
-                                   + {"hospital": 2, "rehabilitation": 2}.get(kind, 0)), kind
+        assert members.size == max(
+            int(np.floor(PROVIDER_KINDS[kind][1] * scale + 0.5)),
+            provinces.size + {"hospital": 2, "rehabilitation": 2}.get(kind, 0),
+        ), kind
         assert set(registry.province[members]) == set(provinces), f"a {kind} in every province"
     in_province = registry.province == contract_province
     assert (in_province & (registry.kind == "hospital")).sum() >= 1 + REGIONAL_PEERS

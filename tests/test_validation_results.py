@@ -4,6 +4,7 @@ and folding must say what validating it whole says."""
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import polars as pl
 import pytest
@@ -21,8 +22,12 @@ from transforms.synth import FaultRates, SynthConfig, generate_delivery
 def checked_dbc(tmp_path_factory) -> pl.DataFrame:
     """The dbc rows of a small faulty delivery, normalised and flagged as the partition stage does."""
     out = tmp_path_factory.mktemp("fold") / "delivery"
-    generate_delivery(SynthConfig(patients=600, seed=5, block_size=600,
-                                  faults=FaultRates(duplicate=0.01, invalid_code=0.02, bsn_in_id=0.01)), out)
+    generate_delivery(
+        SynthConfig(
+            patients=600, seed=5, block_size=600, faults=FaultRates(duplicate=0.01, invalid_code=0.02, bsn_in_id=0.01)
+        ),
+        out,
+    )
     plan = inspect_delivery(out)
     table = load_contract().table("dbc")
     frames = [normalise(read_partition(p), table).frame for p in plan.partitions["dbc"]]
@@ -38,7 +43,7 @@ def test_folding_slices_gives_the_counts_of_the_whole(checked_dbc):
     whole = validate_batch(checked_dbc, "dbc", "row", "whole").result
     merger = ValidationMerger()
     bounds = [0, 100, 900, checked_dbc.height]
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(pairwise(bounds)):
         merger.absorb(validate_batch(checked_dbc.slice(a, b - a), "dbc", "row", f"slice-{i}").result)
     [folded] = merger.results()
     assert folded["meta"]["batches"] == 3 and folded["suite_name"] == whole["suite_name"]
@@ -69,8 +74,10 @@ def test_saved_results_fold_again_and_keep_their_batch_counts(checked_dbc, tmp_p
     [folded] = load_results(paths)
     assert folded["meta"]["batches"] == 3
     unexpected = {c: r["result"].get("unexpected_count") for c, r in _by_check(folded).items()}
-    single = {c: r["result"].get("unexpected_count") for c, r in _by_check(json.loads(
-        (tmp_path / "one.json").read_text())[0]).items()}
+    single = {
+        c: r["result"].get("unexpected_count")
+        for c, r in _by_check(json.loads((tmp_path / "one.json").read_text())[0]).items()
+    }
     assert all((unexpected[c] or 0) >= (single[c] or 0) for c in single)
 
 

@@ -87,18 +87,12 @@ def test_lower_case_and_truncated_names_map_to_the_same_measures_as_upper_case()
         == measures[(2018, "KOSTEN_PARAMEDISCHE_ZORG_FYSIOTHERAPIE")]
     )
     assert (
-        measures[(2023, "kosten_geriatrische_revalidatiez")]
-        == measures[(2018, "KOSTEN_GERIATRISCHE_REVALIDATIEZORG")]
+        measures[(2023, "kosten_geriatrische_revalidatiez")] == measures[(2018, "KOSTEN_GERIATRISCHE_REVALIDATIEZORG")]
     )
-    assert (
-        measures[(2021, "kosten_specialistische_ggz")]
-        == measures[(2014, "KOSTEN_SPECIALISTISCHE_GGZ")]
-    )
+    assert measures[(2021, "kosten_specialistische_ggz")] == measures[(2014, "KOSTEN_SPECIALISTISCHE_GGZ")]
     # The categories that make years comparable: every year has msz, gp, ggz, maternity costs.
     categories = (
-        mapping.filter(pl.col("role") == "measure")
-        .group_by("year", "release")
-        .agg(pl.col("category").unique())
+        mapping.filter(pl.col("role") == "measure").group_by("year", "release").agg(pl.col("category").unique())
     )
     for _, _, cats in categories.iter_rows():
         assert {
@@ -136,17 +130,12 @@ def test_amounts_are_parsed_exactly_and_bad_text_raises() -> None:
 # --- nothing lost, exact money ---------------------------------------------------------------
 
 
-def test_national_totals_equal_the_raw_column_sums_to_the_cent(
-    long_all: pl.DataFrame, totals: pl.DataFrame
-) -> None:
+def test_national_totals_equal_the_raw_column_sums_to_the_cent(long_all: pl.DataFrame, totals: pl.DataFrame) -> None:
     by_source = long_all.group_by("year", "release", "source_column").agg(
         pl.col("measure").first(), pl.col("value_cents").sum(), pl.len()
     )
     harmonised = {(y, r, s): (m, c, n) for y, r, s, m, c, n in by_source.iter_rows()}
-    national = {
-        (y, r, m): c
-        for y, r, m, c in totals.select("year", "release", "measure", "total_cents").iter_rows()
-    }
+    national = {(y, r, m): c for y, r, m, c in totals.select("year", "release", "measure", "total_cents").iter_rows()}
     checked = 0
     for f in available_releases():
         raw = read_raw(f)
@@ -159,35 +148,20 @@ def test_national_totals_equal_the_raw_column_sums_to_the_cent(
             checked += 1
     assert checked == len(harmonised) == 338
     # The Float64 value is the nearest double of the same text: scaling it back gives the cents.
-    assert (
-        long_all.filter(
-            (pl.col("value") * 100).round().cast(pl.Int64) != pl.col("value_cents")
-        ).height
-        == 0
-    )
+    assert long_all.filter((pl.col("value") * 100).round().cast(pl.Int64) != pl.col("value_cents")).height == 0
 
 
 def test_unknown_gemeente_row_is_kept(long_all: pl.DataFrame) -> None:
     unknown = long_all.filter(pl.col("gemeente_vektis").is_null())
-    per_file = unknown.group_by("year", "release").agg(
-        pl.col("measure").n_unique().alias("measures"), pl.len()
-    )
+    per_file = unknown.group_by("year", "release").agg(pl.col("measure").n_unique().alias("measures"), pl.len())
     assert per_file.height == 14
     assert (per_file["measures"] == per_file["len"]).all()  # one cell per file, every measure
-    assert (
-        unknown.select("sex", "age_class", "age_min", "gemeente_code").null_count().row(0)
-        == (unknown.height,) * 4
-    )
-    insured_2011 = unknown.filter((pl.col("year") == 2011) & (pl.col("measure") == "insured"))[
-        "value"
-    ].item()
+    assert unknown.select("sex", "age_class", "age_min", "gemeente_code").null_count().row(0) == (unknown.height,) * 4
+    insured_2011 = unknown.filter((pl.col("year") == 2011) & (pl.col("measure") == "insured"))["value"].item()
     assert insured_2011 == 271_167  # the first data row of the 2011 file
     # In 2023 the unknown row is not the first row of the file; it is still found and kept.
     assert read_raw(_file(2023)).row(0)[0] is not None
-    assert (
-        unknown.filter((pl.col("year") == 2023) & (pl.col("measure") == "insured"))["value"].item()
-        == 428_642
-    )
+    assert unknown.filter((pl.col("year") == 2023) & (pl.col("measure") == "insured"))["value"].item() == 428_642
 
 
 def test_sex_age_and_schema(long_all: pl.DataFrame) -> None:
@@ -201,9 +175,7 @@ def test_sex_age_and_schema(long_all: pl.DataFrame) -> None:
     assert ages["age_min"].to_list() == list(range(0, 95, 5))
 
 
-def test_unmapped_gemeenten_are_reported_and_not_dropped(
-    long_all: pl.DataFrame, totals: pl.DataFrame
-) -> None:
+def test_unmapped_gemeenten_are_reported_and_not_dropped(long_all: pl.DataFrame, totals: pl.DataFrame) -> None:
     report = unmapped_gemeenten(long_all)
     names = {(y, r): set(g["gemeente_vektis"]) for (y, r), g in report.group_by("year", "release")}
     # The 2011-2018 final files use the 2020 division: everything maps.
@@ -213,9 +185,7 @@ def test_unmapped_gemeenten_are_reported_and_not_dropped(
     assert {"AALBURG", "LEEK", "HAREN", "HAARLEMMERLIEDE CA", "VIANEN", "ZUIDHORN"} <= first
     assert len(first) == 45
     final_2015 = set(
-        long_all.filter((pl.col("year") == 2015) & (pl.col("release") == FINAL))[
-            "gemeente_vektis"
-        ].drop_nulls()
+        long_all.filter((pl.col("year") == 2015) & (pl.col("release") == FINAL))["gemeente_vektis"].drop_nulls()
     )
     assert not first & final_2015  # names that exist in the older division only
     # Later mergers applied retroactively by Vektis have no 2020 code either.
@@ -240,24 +210,16 @@ def test_unmapped_gemeenten_are_reported_and_not_dropped(
         long_all.filter(pl.col("measure") == "insured")
         .group_by("year", "release")
         .agg(
-            pl.col("value_cents")
-            .filter(pl.col("gemeente_code").is_not_null())
-            .sum()
-            .alias("mapped"),
+            pl.col("value_cents").filter(pl.col("gemeente_code").is_not_null()).sum().alias("mapped"),
             pl.col("value_cents").filter(pl.col("gemeente_code").is_null()).sum().alias("rest"),
         )
     )
-    national = totals.filter(pl.col("measure") == "insured").select(
-        "year", "release", "total_cents"
-    )
+    national = totals.filter(pl.col("measure") == "insured").select("year", "release", "total_cents")
     check = insured.join(national, on=["year", "release"])
     assert (check["mapped"] + check["rest"] == check["total_cents"]).all()
     unmapped_insured = report.filter(pl.col("year") == 2023)["insured"].sum()
     unknown_insured = 428_642
-    assert (
-        check.filter(pl.col("year") == 2023)["rest"].item()
-        == (unmapped_insured + unknown_insured) * 100
-    )
+    assert check.filter(pl.col("year") == 2023)["rest"].item() == (unmapped_insured + unknown_insured) * 100
 
 
 # --- calibration outputs and sanity numbers --------------------------------------------------
@@ -273,9 +235,7 @@ def test_national_totals_2023_match_the_published_order_of_magnitude(totals: pl.
     assert t2023["insured"] == pytest.approx(18.3e6, rel=0.005)  # 18,295,155
     assert t2023["cost_msz"] == pytest.approx(29.0e9, rel=0.01)  # EUR 28.97 bn
     # The two 2015 releases differ per gemeente but not nationally.
-    t2015 = totals.filter(pl.col("year") == 2015).pivot(
-        on="release", index="measure", values="total_cents"
-    )
+    t2015 = totals.filter(pl.col("year") == 2015).pivot(on="release", index="measure", values="total_cents")
     assert (t2015[FINAL] == t2015[FIRST_RELEASE]).all()
 
 
@@ -295,21 +255,13 @@ def test_calibration_cells_2017_cost_rises_with_age() -> None:
     assert cells["insured"].sum() * 100 == total["insured"]
     assert cells["cost_msz"].sum() == pytest.approx(total["cost_msz"] / 100, rel=1e-12)
     for sex in ("M", "V"):
-        msz = dict(
-            cells.filter(pl.col("sex") == sex).select("age_class", "per_capita_msz").iter_rows()
-        )
+        msz = dict(cells.filter(pl.col("sex") == sex).select("age_class", "per_capita_msz").iter_rows())
         assert msz["20-24"] < msz["45-49"] < msz["65-69"] < msz["75-79"]
-    men = cells.filter((pl.col("sex") == "M") & pl.col("age_min").is_between(20, 80))[
-        "per_capita_msz"
-    ]
+    men = cells.filter((pl.col("sex") == "M") & pl.col("age_min").is_between(20, 80))["per_capita_msz"]
     assert men.is_sorted()
     # Maternity care is a women-of-childbearing-age category.
-    women = dict(
-        cells.filter(pl.col("sex") == "V").select("age_class", "per_capita_maternity").iter_rows()
-    )
-    men_maternity = dict(
-        cells.filter(pl.col("sex") == "M").select("age_class", "per_capita_maternity").iter_rows()
-    )
+    women = dict(cells.filter(pl.col("sex") == "V").select("age_class", "per_capita_maternity").iter_rows())
+    men_maternity = dict(cells.filter(pl.col("sex") == "M").select("age_class", "per_capita_maternity").iter_rows())
     assert women["30-34"] > 100 * max(men_maternity.values())
 
 
@@ -317,15 +269,8 @@ def test_gemeente_population_covers_everyone() -> None:
     population = gemeente_population(2023)
     assert list(population.columns)[:1] == ["gemeente_code"]
     assert population["insured"].sum() == 18_295_155
-    assert (
-        population.filter(pl.col("gemeente_code").is_not_null())["gemeente_code"].n_unique() == 337
-    )
-    assert (
-        population.filter(pl.col("gemeente_code").is_null())["gemeente_vektis"]
-        .drop_nulls()
-        .n_unique()
-        == 5
-    )
+    assert population.filter(pl.col("gemeente_code").is_not_null())["gemeente_code"].n_unique() == 337
+    assert population.filter(pl.col("gemeente_code").is_null())["gemeente_vektis"].drop_nulls().n_unique() == 5
     assert population.filter(pl.col("gemeente_vektis").is_null())["insured"].to_list() == [428_642]
 
 
@@ -359,10 +304,7 @@ def test_gx_suite_fails_on_a_corrupted_copy(long_all: pl.DataFrame) -> None:
 
     # A sex on the unknown-gemeente row and a missing year are caught by the long-table suite.
     damaged = good.with_columns(
-        pl.when(pl.col("gemeente_vektis").is_null())
-        .then(pl.lit("M"))
-        .otherwise(pl.col("sex"))
-        .alias("sex")
+        pl.when(pl.col("gemeente_vektis").is_null()).then(pl.lit("M")).otherwise(pl.col("sex")).alias("sex")
     )
     validation = validate_vektis(damaged, years=[2022, 2023])
     failed = {f["expectation"] for s in validation.summary["suites"] for f in s["failed"]}
@@ -392,9 +334,7 @@ def test_cli_rejects_bad_years(tmp_path: Path) -> None:
     from flows.cli import UserError, app
 
     for years in ("2009-2011", "2015-", "2020-2016"):
-        result = CliRunner().invoke(
-            app, ["ingest-vektis", "--out", str(tmp_path), "--years", years]
-        )
+        result = CliRunner().invoke(app, ["ingest-vektis", "--out", str(tmp_path), "--years", years])
         assert isinstance(result.exception, UserError), (years, result.output)
     assert not any(tmp_path.iterdir())
 
@@ -403,7 +343,7 @@ def _prefect_server_importable() -> str | None:
     """Why the ephemeral Prefect server cannot start in this environment, or None."""
     try:
         import prefect.server.api.server  # noqa: F401
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - whatever stops the import is the reason to skip
         return f"{type(exc).__name__}: {exc}"
     return None
 

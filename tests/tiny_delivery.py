@@ -37,8 +37,13 @@ def d(value: str | None) -> date | None:
 class TinyDelivery:
     def __init__(self, root: Path, data_as_of: str = "2023-03-31", first_year: int = 2015, last_year: int = 2022):
         self.root = Path(root)
-        self.meta = {"delivery_id": "tiny", "data_as_of": data_as_of, "first_year": first_year,
-                     "last_year": last_year, "producer": "tests"}
+        self.meta = {
+            "delivery_id": "tiny",
+            "data_as_of": data_as_of,
+            "first_year": first_year,
+            "last_year": last_year,
+            "producer": "tests",
+        }
         self.rows: dict[str, list[dict]] = {t: [] for t in load_contract().tables}
         self.rows["providers"] = [
             {"provider_agb": HOSPITAL, "provider_type": "hospital", "gemeente_code": "GM0363"},
@@ -48,36 +53,108 @@ class TinyDelivery:
             {"provider_agb": PHYSIO, "provider_type": "physiotherapy", "gemeente_code": "GM0363"},
             {"provider_agb": MIDWIFE, "provider_type": "midwife", "gemeente_code": "GM0363"},
         ]
-        self.rows["contracts"] = [{"contract_id": "C1", "bundle_id": "hip_oa", "provider_agb": "06000002",
-                                   "insurer_uzovi": None, "start_date": d("2018-01-01"), "end_date": None,
-                                   "model": "shared_savings", "parameters": "{}"}]
+        self.rows["contracts"] = [
+            {
+                "contract_id": "C1",
+                "bundle_id": "hip_oa",
+                "provider_agb": "06000002",
+                "insurer_uzovi": None,
+                "start_date": d("2018-01-01"),
+                "end_date": None,
+                "model": "shared_savings",
+                "parameters": "{}",
+            }
+        ]
 
-    def patient(self, pid: str, birth_year: int = 1950, sex: str = "V", spells=(("2015-01-01", None),),
-                death: str | None = None, postcode3: str = "101", gemeente: str = "GM0363") -> None:
+    def patient(
+        self,
+        pid: str,
+        birth_year: int = 1950,
+        sex: str = "V",
+        spells=(("2015-01-01", None),),
+        death: str | None = None,
+        postcode3: str = "101",
+        gemeente: str = "GM0363",
+    ) -> None:
         for start, end in spells:
-            self.rows["insured"].append({
-                "patient_id": pid, "insurer_uzovi": INSURER, "enrolled_from": d(start), "enrolled_to": d(end),
-                "birth_year": birth_year, "sex": sex, "postcode3": postcode3, "gemeente_code": gemeente,
-                "death_date": d(death)})
+            self.rows["insured"].append(
+                {
+                    "patient_id": pid,
+                    "insurer_uzovi": INSURER,
+                    "enrolled_from": d(start),
+                    "enrolled_to": d(end),
+                    "birth_year": birth_year,
+                    "sex": sex,
+                    "postcode3": postcode3,
+                    "gemeente_code": gemeente,
+                    "death_date": d(death),
+                }
+            )
 
-    def dbc(self, claim: str, pid: str, specialism: str, diagnosis: str, start: str, end: str, amount: float,
-            activities=(), product: str = "131999051", provider: str = HOSPITAL, care_type: str = "11",
-            clinical: bool = False, corrects: str | None = None, declared_on: str | None = None) -> None:
-        self.rows["dbc"].append({
-            "claim_id": claim, "patient_id": pid, "provider_agb": provider, "insurer_uzovi": INSURER,
-            "specialism_cd": specialism, "diagnosis_cd": diagnosis, "product_cd": product, "care_type_cd": care_type,
-            "start_date": d(start), "end_date": d(end), "clinical": clinical, "amount": Decimal(str(amount)),
-            "declared_on": d(declared_on or end), "corrects_claim_id": corrects})
+    def dbc(
+        self,
+        claim: str,
+        pid: str,
+        specialism: str,
+        diagnosis: str,
+        start: str,
+        end: str,
+        amount: float,
+        activities=(),
+        product: str = "131999051",
+        provider: str = HOSPITAL,
+        care_type: str = "11",
+        clinical: bool = False,
+        corrects: str | None = None,
+        declared_on: str | None = None,
+    ) -> None:
+        self.rows["dbc"].append(
+            {
+                "claim_id": claim,
+                "patient_id": pid,
+                "provider_agb": provider,
+                "insurer_uzovi": INSURER,
+                "specialism_cd": specialism,
+                "diagnosis_cd": diagnosis,
+                "product_cd": product,
+                "care_type_cd": care_type,
+                "start_date": d(start),
+                "end_date": d(end),
+                "clinical": clinical,
+                "amount": Decimal(str(amount)),
+                "declared_on": d(declared_on or end),
+                "corrects_claim_id": corrects,
+            }
+        )
         for code, when, quantity in activities:
-            self.rows["dbc_activity"].append({"claim_id": claim, "activity_cd": code, "activity_date": d(when),
-                                              "quantity": quantity, "amount": None})
+            self.rows["dbc_activity"].append(
+                {"claim_id": claim, "activity_cd": code, "activity_date": d(when), "quantity": quantity, "amount": None}
+            )
 
-    def first_line(self, table: str, claim: str, pid: str, when: str, amount: float, provider: str,
-                   corrects: str | None = None, **extra) -> None:
-        self.rows[table].append({
-            "claim_id": claim, "patient_id": pid, "provider_agb": provider, "insurer_uzovi": INSURER,
-            "service_date": d(when), "amount": Decimal(str(amount)), "declared_on": d(when),
-            "corrects_claim_id": corrects, **extra})
+    def first_line(
+        self,
+        table: str,
+        claim: str,
+        pid: str,
+        when: str,
+        amount: float,
+        provider: str,
+        corrects: str | None = None,
+        **extra,
+    ) -> None:
+        self.rows[table].append(
+            {
+                "claim_id": claim,
+                "patient_id": pid,
+                "provider_agb": provider,
+                "insurer_uzovi": INSURER,
+                "service_date": d(when),
+                "amount": Decimal(str(amount)),
+                "declared_on": d(when),
+                "corrects_claim_id": corrects,
+                **extra,
+            }
+        )
 
     def gp(self, claim, pid, when, amount=9.5, service="12000", referral=None, **kw):
         self.first_line("gp", claim, pid, when, amount, GP, service_cd=service, referral_specialism_cd=referral, **kw)
@@ -86,7 +163,9 @@ class TinyDelivery:
         self.first_line("pharmacy", claim, pid, when, amount, PHARMACY, atc_cd=atc, ddd=ddd, prescriber_agb=GP, **kw)
 
     def physio(self, claim, pid, when, amount=31.0, discipline="physiotherapy", service="1000", **kw):
-        self.first_line("paramedical", claim, pid, when, amount, PHYSIO, discipline=discipline, service_cd=service, **kw)
+        self.first_line(
+            "paramedical", claim, pid, when, amount, PHYSIO, discipline=discipline, service_cd=service, **kw
+        )
 
     def maternity(self, claim, pid, when, service, amount=500.0, quantity=None, **kw):
         self.first_line("maternity", claim, pid, when, amount, MIDWIFE, service_cd=service, quantity=quantity, **kw)

@@ -37,8 +37,8 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -55,19 +55,36 @@ CONTAINERS = {"demo", "run"}
 _TRANSFORMS = Path(__file__).resolve().parent
 #: Where the YAML declarations of each kind's tables are (the grain, key and partition types).
 DECLARATIONS = {
-    "store": "contract/tables", "synthetic_delivery": "contract/tables", "panels": "panels/tables",
-    "maturity": "maturity/tables", "regional": "regional/tables", "population": "population/tables",
+    "store": "contract/tables",
+    "synthetic_delivery": "contract/tables",
+    "panels": "panels/tables",
+    "maturity": "maturity/tables",
+    "regional": "regional/tables",
+    "population": "population/tables",
     "did_panel": "did_panel/tables",
 }
 #: Tables declared nowhere in YAML.
 KNOWN = {
-    ("episodes", "episodes"): ("one row per episode (bundle, anchor year as Hive partitions)", ["episode_id"],
-                               {"bundle_id": "VARCHAR", "anchor_year": "INTEGER"}),
-    ("episodes", "episode_lines"): ("one row per claim line allocated to an episode", None,
-                                    {"bundle_id": "VARCHAR", "anchor_year": "INTEGER"}),
+    ("episodes", "episodes"): (
+        "one row per episode (bundle, anchor year as Hive partitions)",
+        ["episode_id"],
+        {"bundle_id": "VARCHAR", "anchor_year": "INTEGER"},
+    ),
+    ("episodes", "episode_lines"): (
+        "one row per claim line allocated to an episode",
+        None,
+        {"bundle_id": "VARCHAR", "anchor_year": "INTEGER"},
+    ),
 }
-_DUCKDB_TYPES = {"string": "VARCHAR", "int32": "INTEGER", "int64": "BIGINT", "float64": "DOUBLE", "bool": "BOOLEAN",
-                 "date": "DATE", "money": "DECIMAL(18,2)"}
+_DUCKDB_TYPES = {
+    "string": "VARCHAR",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float64": "DOUBLE",
+    "bool": "BOOLEAN",
+    "date": "DATE",
+    "money": "DECIMAL(18,2)",
+}
 _DEBRIS = re.compile(r"\.zorgpad-(new|old|lock)")
 _DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
@@ -92,8 +109,11 @@ class Table:
         files = ", ".join(_literal(p) for p in self.patterns)
         options = ["hive_partitioning = true", "union_by_name = true"]
         if self.hive and self.hive_types:
-            options.append("hive_types = {" + ", ".join(f"{_literal(k)}: {_literal(v)}"
-                                                        for k, v in sorted(self.hive_types.items())) + "}")
+            options.append(
+                "hive_types = {"
+                + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in sorted(self.hive_types.items()))
+                + "}"
+            )
         return f"SELECT * FROM read_parquet([{files}], {', '.join(options)})"
 
 
@@ -110,7 +130,7 @@ def _name(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------ declarations
-@lru_cache(maxsize=None)
+@cache
 def _declarations(kind: str) -> dict[str, dict]:
     folder = DECLARATIONS.get(kind)
     found: dict[str, dict] = {}
@@ -136,8 +156,9 @@ def _describe(kind: str, table: str) -> tuple[str | None, list[str] | None, dict
     if decl is None:
         return None, None, {}
     columns = {c.get("name"): c.get("type") for c in decl.get("columns", []) if isinstance(c, dict)}
-    types = {c: _DUCKDB_TYPES[columns[c]] for c in decl.get("partition_by", []) or []
-             if columns.get(c) in _DUCKDB_TYPES}
+    types = {
+        c: _DUCKDB_TYPES[columns[c]] for c in decl.get("partition_by", []) or [] if columns.get(c) in _DUCKDB_TYPES
+    }
     grain = decl.get("grain")
     key = decl.get("key") or decl.get("primary_key")
     if quarantine:
@@ -201,8 +222,11 @@ def output_folders(out: Path) -> list[tuple[str, Path]]:
             elif sub_kind is not None:
                 found.append((sub_kind, sub))
             elif kind in CONTAINERS:
-                found.extend((k, p) for p in sorted(sub.iterdir()) if p.is_dir() and not _skipped(p)
-                             and (k := output_kind(p)) is not None and k not in CONTAINERS)
+                found.extend(
+                    (k, p)
+                    for p in sorted(sub.iterdir())
+                    if p.is_dir() and not _skipped(p) and (k := output_kind(p)) is not None and k not in CONTAINERS
+                )
     return found
 
 
@@ -242,10 +266,11 @@ def _is_ours(path: Path) -> bool:
     except Exception:  # noqa: BLE001 - any failure to open: not a catalog we can replace
         return False
     try:
-        rows = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                           [MARKER_TABLE]).fetchone()
+        rows = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [MARKER_TABLE]
+        ).fetchone()
         return bool(rows and rows[0])
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a database we cannot query is not a catalog we can replace
         return False
     finally:
         con.close()
@@ -253,14 +278,18 @@ def _is_ours(path: Path) -> bool:
 
 def check_catalog_target(target: Path) -> None:
     if target.is_symlink() or (target.exists() and not target.is_file()):
-        raise CatalogError(f"--catalog {target} exists and is not a file zorgpad wrote; it is left as it is: "
-                           f"choose another file")
+        raise CatalogError(
+            f"--catalog {target} exists and is not a file zorgpad wrote; it is left as it is: choose another file"
+        )
     if target.exists() and not _is_ours(target):
-        raise CatalogError(f"--catalog {target} exists and is not a catalog written by `zorgpad catalog`; it is "
-                           f"left as it is: remove it yourself or choose another file with --catalog")
+        raise CatalogError(
+            f"--catalog {target} exists and is not a catalog written by `zorgpad catalog`; it is "
+            f"left as it is: remove it yourself or choose another file with --catalog"
+        )
     if not target.parent.is_dir() or not os.access(target.parent, os.W_OK | os.X_OK):
-        raise CatalogError(f"--catalog {target}: cannot write in {target.parent} (missing, no permission or a "
-                           f"read-only file system)")
+        raise CatalogError(
+            f"--catalog {target}: cannot write in {target.parent} (missing, no permission or a read-only file system)"
+        )
 
 
 def build_catalog(out: Path | str, catalog: Path | str | None = None) -> dict:
@@ -276,36 +305,57 @@ def build_catalog(out: Path | str, catalog: Path | str | None = None) -> dict:
     tables = find_tables(out)
     if not tables:
         known = ", ".join(sorted(k for k in KINDS if k not in CONTAINERS))
-        raise CatalogError(f"OUT {out} is not, and holds no, zorgpad output folder with parquet tables "
-                           f"(recognised by their manifest.json: {known})")
+        raise CatalogError(
+            f"OUT {out} is not, and holds no, zorgpad output folder with parquet tables "
+            f"(recognised by their manifest.json: {known})"
+        )
     tmp = target.with_name(f".{target.name}.zorgpad-tmp-{uuid.uuid4().hex[:12]}")
     views = []
     try:
         con = duckdb.connect(str(tmp))
         try:
-            con.execute(f"CREATE TABLE {MARKER_TABLE} (format INTEGER, written_at VARCHAR, out VARCHAR, "
-                        f"writer VARCHAR)")
-            con.execute(f"INSERT INTO {MARKER_TABLE} VALUES (?, ?, ?, ?)",
-                        [FORMAT, datetime.now(timezone.utc).isoformat(timespec="seconds"), str(out),
-                         "zorgpad catalog"])
+            con.execute(
+                f"CREATE TABLE {MARKER_TABLE} (format INTEGER, written_at VARCHAR, out VARCHAR, writer VARCHAR)"
+            )
+            con.execute(
+                f"INSERT INTO {MARKER_TABLE} VALUES (?, ?, ?, ?)",
+                [FORMAT, datetime.now(UTC).isoformat(timespec="seconds"), str(out), "zorgpad catalog"],
+            )
             for t in tables:
                 try:
                     con.execute(f"CREATE VIEW {_ident(t.view)} AS {t.sql()}")
                     rows = con.execute(f"SELECT count(*) FROM {_ident(t.view)}").fetchone()[0]
                 except duckdb.Error as exc:
-                    raise CatalogError(f"{t.folder / t.table}: DuckDB cannot read it as one table "
-                                       f"({str(exc).splitlines()[0]})") from None
-                views.append({"view": t.view, "kind": t.kind, "folder": str(t.folder), "table": t.table,
-                              "grain": t.grain, "key": t.key, "rows": int(rows), "path": t.patterns[0] if not t.hive and t.patterns[0].endswith(".parquet")
-                              and Path(t.patterns[0]).is_file() else str(t.folder / t.table)})
+                    raise CatalogError(
+                        f"{t.folder / t.table}: DuckDB cannot read it as one table ({str(exc).splitlines()[0]})"
+                    ) from None
+                views.append(
+                    {
+                        "view": t.view,
+                        "kind": t.kind,
+                        "folder": str(t.folder),
+                        "table": t.table,
+                        "grain": t.grain,
+                        "key": t.key,
+                        "rows": int(rows),
+                        "path": t.patterns[0]
+                        if not t.hive and t.patterns[0].endswith(".parquet") and Path(t.patterns[0]).is_file()
+                        else str(t.folder / t.table),
+                    }
+                )
+
             def row(v: dict) -> str:
                 key = "NULL::VARCHAR[]" if not v["key"] else "[" + ", ".join(map(_literal, v["key"])) + "]::VARCHAR[]"
-                text = [("NULL" if v[k] is None else _literal(v[k])) + "::VARCHAR"
-                        for k in ("view", "kind", "folder", "table", "grain")]
+                text = [
+                    ("NULL" if v[k] is None else _literal(v[k])) + "::VARCHAR"
+                    for k in ("view", "kind", "folder", "table", "grain")
+                ]
                 return "(" + ", ".join([*text, key, _literal(v["path"]) + "::VARCHAR"]) + ")"
 
-            con.execute(f"CREATE VIEW {LIST_VIEW} AS SELECT * FROM (VALUES {', '.join(row(v) for v in views)}) "
-                        f"AS t(view_name, kind, folder, \"table\", grain, \"key\", path)")
+            con.execute(
+                f"CREATE VIEW {LIST_VIEW} AS SELECT * FROM (VALUES {', '.join(row(v) for v in views)}) "
+                f'AS t(view_name, kind, folder, "table", grain, "key", path)'
+            )
             con.execute("CHECKPOINT")
         finally:
             con.close()

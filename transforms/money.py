@@ -45,7 +45,7 @@ def delivered_cents(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.
         wide = values.cast(pa.decimal128(38, scale))
         words = np.frombuffer(wide.buffers()[1], dtype=np.int64)[2 * wide.offset : 2 * (wide.offset + n)]
         low, high = words[0::2], words[1::2]
-        fits = (high == np.where(low < 0, -1, 0))  # value fits in int64
+        fits = high == np.where(low < 0, -1, 0)  # value fits in int64
         unscaled = low.copy()
         if scale <= 2:
             cents = unscaled * 10 ** (2 - scale)

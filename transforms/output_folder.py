@@ -33,14 +33,13 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sys
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping
 
 from transforms.errors import UserFacingError
 
@@ -125,8 +124,9 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
-def check_target(target: Path | str, kind: str, *, inputs: Mapping[str, Path | str] | None = None,
-                 option: str = "--out") -> Path:
+def check_target(
+    target: Path | str, kind: str, *, inputs: Mapping[str, Path | str] | None = None, option: str = "--out"
+) -> Path:
     """Refuse a target zorgpad must not write (raises :class:`OutputError`); returns its absolute
     path. ``inputs`` names the run's inputs (``{"delivery": path}``): the target may not be one of
     them, lie inside one or contain one."""
@@ -137,9 +137,11 @@ def check_target(target: Path | str, kind: str, *, inputs: Mapping[str, Path | s
     for label, path in (inputs or {}).items():
         path = Path(path).expanduser().resolve()
         if _overlaps(target, path):
-            relation = ("is" if target == path else "lies inside" if target.is_relative_to(path) else "contains")
-            raise OutputError(f"{option} {target} {relation} the {label} {path}: the {what} must be a folder "
-                              f"of its own, outside the {label}; choose another folder")
+            relation = "is" if target == path else "lies inside" if target.is_relative_to(path) else "contains"
+            raise OutputError(
+                f"{option} {target} {relation} the {label} {path}: the {what} must be a folder "
+                f"of its own, outside the {label}; choose another folder"
+            )
     if target.exists():
         if not target.is_dir():
             raise OutputError(f"{option} {target} is a file, not a folder: choose a folder for the {what}")
@@ -149,13 +151,16 @@ def check_target(target: Path | str, kind: str, *, inputs: Mapping[str, Path | s
                 holds = f"a {KINDS[found][0]}" if found else f"files that are not a {what}"
                 raise OutputError(
                     f"{option} {target} holds {holds} ({_examples(target)}); zorgpad replaces only an empty "
-                    f"folder or one written by `{writer}`, and leaves this one as it is: choose another folder")
+                    f"folder or one written by `{writer}`, and leaves this one as it is: choose another folder"
+                )
     existing = target.parent
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {target}: cannot write in {existing} (no permission, or a read-only file "
-                          f"system): choose a folder you can write to")
+        raise OutputError(
+            f"{option} {target}: cannot write in {existing} (no permission, or a read-only file "
+            f"system): choose a folder you can write to"
+        )
     return target
 
 
@@ -167,8 +172,10 @@ def require_output(folder: Path | str, kind: str, *, option: str = "--store") ->
     if not folder.exists():
         complete = [d for d, state in _debris(folder) if state == "complete"]
         if complete:
-            raise OutputError(f"{option} {folder} does not exist, but an interrupted `{writer}` left a complete "
-                              f"{what} beside it ({complete[0].name}); run `{writer}` again to finish")
+            raise OutputError(
+                f"{option} {folder} does not exist, but an interrupted `{writer}` left a complete "
+                f"{what} beside it ({complete[0].name}); run `{writer}` again to finish"
+            )
         raise OutputError(f"{option} {folder} does not exist: it must be a {what}; run `{writer}` first")
     if not folder.is_dir():
         raise OutputError(f"{option} {folder} is a file, not a {what}")
@@ -196,8 +203,10 @@ def _holder(path: Path) -> dict:
 def describe_holder(holder: dict) -> str:
     if not holder:
         return "a zorgpad run that has not written its name yet"
-    return (f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
-            f"{holder.get('command', '?')}")
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}: "
+        f"{holder.get('command', '?')}"
+    )
 
 
 def lock_holder(target: Path | str) -> dict | None:
@@ -224,8 +233,10 @@ def require_unlocked(target: Path | str) -> None:
     the user hears it in a second rather than after the work (the lock itself is taken later)."""
     holder = lock_holder(target)
     if holder is not None:
-        raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
-                          "wait for it to finish, or stop it, and run again")
+        raise OutputError(
+            f"{target} is being written by another zorgpad run ({describe_holder(holder)}); "
+            "wait for it to finish, or stop it, and run again"
+        )
 
 
 def require_episodes_of(store: Path | str, episodes: Path | str) -> tuple[dict, dict]:
@@ -235,12 +246,16 @@ def require_episodes_of(store: Path | str, episodes: Path | str) -> tuple[dict, 
     episodes_manifest = require_output(episodes, "episodes", option="--episodes")
     store_path = str(Path(store).expanduser().resolve())
     if episodes_manifest.get("store") and episodes_manifest["store"] != store_path:
-        raise OutputError(f"--episodes {episodes} were built from the store {episodes_manifest['store']}, not from "
-                          f"--store {store_path}: build the episodes from this store, or pass their store")
+        raise OutputError(
+            f"--episodes {episodes} were built from the store {episodes_manifest['store']}, not from "
+            f"--store {store_path}: build the episodes from this store, or pass their store"
+        )
     as_of = store_manifest["delivery"]["data_as_of"]
     if episodes_manifest.get("data_as_of") not in (None, as_of):
-        raise OutputError(f"--episodes have data_as_of {episodes_manifest['data_as_of']}, the store {as_of}: "
-                          "they are of another delivery; rebuild the episodes")
+        raise OutputError(
+            f"--episodes have data_as_of {episodes_manifest['data_as_of']}, the store {as_of}: "
+            "they are of another delivery; rebuild the episodes"
+        )
     return store_manifest, episodes_manifest
 
 
@@ -260,8 +275,10 @@ def acquire_lock(target: Path, *, command: str | None = None) -> dict | None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise OutputError(f"{target} is being written by another zorgpad run ({describe_holder(_holder(path))}); "
-                              f"wait for it to finish, or stop it, and run again") from None
+            raise OutputError(
+                f"{target} is being written by another zorgpad run ({describe_holder(_holder(path))}); "
+                f"wait for it to finish, or stop it, and run again"
+            ) from None
         try:  # the holder before us may have removed the file between our open and our flock
             current = os.stat(path).st_ino
         except FileNotFoundError:
@@ -270,8 +287,12 @@ def acquire_lock(target: Path, *, command: str | None = None) -> dict | None:
             break
         os.close(fd)
     stale = _holder(path) or None
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": datetime.now(timezone.utc).isoformat(
-        timespec="seconds"), "command": command or " ".join(["zorgpad", *sys.argv[1:]])}
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": command or " ".join(["zorgpad", *sys.argv[1:]]),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
     _HELD[str(path)] = fd
@@ -310,7 +331,7 @@ def _debris(target: Path) -> list[tuple[Path, str]]:
     for entry in sorted(parent.iterdir()):
         if not entry.name.startswith(target.name + ".") or not entry.is_dir() or entry.is_symlink():
             continue
-        suffix = entry.name[len(target.name):]
+        suffix = entry.name[len(target.name) :]
         match = _DEBRIS.fullmatch(suffix)
         if match:
             role, run = match.groups()
@@ -438,8 +459,15 @@ class Publication:
     work: str
 
     @classmethod
-    def begin(cls, target: Path | str, kind: str, *, inputs: Mapping[str, Path | str] | None = None,
-              option: str = "--out", command: str | None = None) -> "Publication":
+    def begin(
+        cls,
+        target: Path | str,
+        kind: str,
+        *,
+        inputs: Mapping[str, Path | str] | None = None,
+        option: str = "--out",
+        command: str | None = None,
+    ) -> Publication:
         """Check the target, take its lock, clean up after earlier runs and create the work folder."""
         path = check_target(target, kind, inputs=inputs, option=option)
         acquire_lock(path, command=command)
@@ -449,8 +477,10 @@ class Publication:
             run_id = uuid.uuid4().hex[:12]
             work = path.with_name(f"{path.name}.zorgpad-new-{run_id}")
             work.mkdir()
-            write_json_atomically(work / WORK_MARKER, {"target": str(path), "kind": kind, "run_id": run_id,
-                                                       "pid": os.getpid(), "host": socket.gethostname()})
+            write_json_atomically(
+                work / WORK_MARKER,
+                {"target": str(path), "kind": kind, "run_id": run_id, "pid": os.getpid(), "host": socket.gethostname()},
+            )
         except OSError as exc:
             release_lock(path)
             raise OutputError(f"{option} {path}: cannot prepare the output ({exc.strerror or exc})") from None
@@ -486,8 +516,13 @@ class Publication:
             if old is not None:
                 problems = _remove(old, target)
                 if problems:
-                    log.warning("%s is published, but the previous content could not all be removed from %s "
-                                "(the next run tries again): %s", target, old, "; ".join(problems[:3]))
+                    log.warning(
+                        "%s is published, but the previous content could not all be removed from %s "
+                        "(the next run tries again): %s",
+                        target,
+                        old,
+                        "; ".join(problems[:3]),
+                    )
         finally:
             release_lock(target)
         return target

@@ -30,10 +30,24 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 ColumnType = Literal["string", "int32", "int64", "float64", "bool", "date", "int32_list"]
 
-POLARS = {"string": pl.String, "int32": pl.Int32, "int64": pl.Int64, "float64": pl.Float64, "bool": pl.Boolean,
-          "date": pl.Date, "int32_list": pl.List(pl.Int32)}
-ARROW = {"string": pa.string(), "int32": pa.int32(), "int64": pa.int64(), "float64": pa.float64(),
-         "bool": pa.bool_(), "date": pa.date32(), "int32_list": pa.list_(pa.int32())}
+POLARS = {
+    "string": pl.String,
+    "int32": pl.Int32,
+    "int64": pl.Int64,
+    "float64": pl.Float64,
+    "bool": pl.Boolean,
+    "date": pl.Date,
+    "int32_list": pl.List(pl.Int32),
+}
+ARROW = {
+    "string": pa.string(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "int32_list": pa.list_(pa.int32()),
+}
 #: The file written into every Hive partition folder.
 PART_FILE = "part-0.parquet"
 
@@ -60,7 +74,7 @@ class OutputTable(_Frozen):
     columns: tuple[OutputColumn, ...]
 
     @model_validator(mode="after")
-    def _consistent(self) -> "OutputTable":
+    def _consistent(self) -> OutputTable:
         names = [c.name for c in self.columns]
         if len(set(names)) != len(names):
             raise ValueError(f"table {self.table}: a column is declared twice")
@@ -79,10 +93,14 @@ class OutputTable(_Frozen):
 
     def file_schema(self) -> pa.Schema:
         """The schema of a file inside a partition: the partition columns live in the folder names."""
-        return pa.schema([pa.field(c.name, ARROW[c.type], metadata={"description": c.description})
-                          for c in self.columns if c.name not in self.partition_by],
-                         metadata={"zorgpad.table": self.table, "zorgpad.grain": self.grain,
-                                   "zorgpad.key": ",".join(self.key)})
+        return pa.schema(
+            [
+                pa.field(c.name, ARROW[c.type], metadata={"description": c.description})
+                for c in self.columns
+                if c.name not in self.partition_by
+            ],
+            metadata={"zorgpad.table": self.table, "zorgpad.grain": self.grain, "zorgpad.key": ",".join(self.key)},
+        )
 
     def conform(self, frame: pl.DataFrame) -> pl.DataFrame:
         """``frame`` with exactly the declared columns, types and order, sorted; raises when a column
@@ -126,14 +144,19 @@ class OutputTable(_Frozen):
 
     def markdown(self) -> list[str]:
         """The table's entry in a data dictionary."""
-        lines = [f"## `{self.table}`", "", self.description, "",
-                 f"Grain: {self.grain}. Key: {', '.join(f'`{k}`' for k in self.key)}."]
+        lines = [
+            f"## `{self.table}`",
+            "",
+            self.description,
+            "",
+            f"Grain: {self.grain}. Key: {', '.join(f'`{k}`' for k in self.key)}.",
+        ]
         if self.partition_by:
             path = "/".join(f"{c}=<{c}>" for c in self.partition_by)
             lines.append(f"Files: `{self.table}/{path}/{PART_FILE}` (Hive partitions).")
         lines += ["", "| column | type | meaning |", "|---|---|---|"]
         lines += [f"| `{c.name}` | {c.type} | {c.description} |" for c in self.columns]
-        return lines + [""]
+        return [*lines, ""]
 
 
 @lru_cache(maxsize=8)

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Mapping
 
 from transforms.output_folder import MARKER, marker, output_kind, write_json_atomically
 
@@ -66,8 +66,9 @@ def code_fingerprint() -> str:
     digest = hashlib.sha256()
     for package in (transforms, expectations, reference):
         root = Path(package.__file__).parent
-        for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in _CODE_SUFFIXES
-                           and "__pycache__" not in p.parts):
+        for path in sorted(
+            p for p in root.rglob("*") if p.is_file() and p.suffix in _CODE_SUFFIXES and "__pycache__" not in p.parts
+        ):
             digest.update(f"{package.__name__}/{path.relative_to(root).as_posix()}".encode() + b"\0")
             digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -77,8 +78,9 @@ def stage_key(stage: str, inputs: Mapping[str, object]) -> str:
     """The key of ``stage`` given what determines it (input digests, upstream keys, options)."""
     from transforms.contract import CONTRACT_VERSION
 
-    return canonical_digest({"stage": stage, "inputs": dict(inputs), "contract_version": CONTRACT_VERSION,
-                             "code": code_fingerprint()})
+    return canonical_digest(
+        {"stage": stage, "inputs": dict(inputs), "contract_version": CONTRACT_VERSION, "code": code_fingerprint()}
+    )
 
 
 # ----------------------------------------------------------------------------- the run manifest
@@ -97,7 +99,7 @@ def write_run_manifest(out: Path, manifest: dict) -> None:
     """Write the manifest by rename: a reader (or a rerun) sees the old or the new one, never half."""
     out = Path(out)
     manifest[MARKER] = marker("run")
-    manifest["updated"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    manifest["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json_atomically(out / MANIFEST, manifest)
 
 
@@ -105,18 +107,34 @@ def is_fresh(manifest: dict, stage: str, key: str, folder: Path, kind: str) -> b
     """Does ``folder`` hold the complete output of ``stage`` for ``key``? The key recorded for the
     stage must be ``key`` and the folder a complete output of ``kind`` (its manifest in place)."""
     recorded = manifest.get("stages", {}).get(stage)
-    return (isinstance(recorded, dict) and recorded.get("key") == key and recorded.get("status") == "done"
-            and Path(folder).is_dir() and output_kind(Path(folder)) == kind)
+    return (
+        isinstance(recorded, dict)
+        and recorded.get("key") == key
+        and recorded.get("status") == "done"
+        and Path(folder).is_dir()
+        and output_kind(Path(folder)) == kind
+    )
 
 
 def record_stage(manifest: dict, stage: str, key: str, folder: str, *, seconds: float, summary: dict) -> None:
     """Note in ``manifest`` that ``stage`` finished for ``key`` into ``folder`` (relative to the run)."""
     manifest.setdefault("stages", {})[stage] = {
-        "key": key, "status": "done", "folder": folder,
-        "seconds": round(seconds, 3), "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "key": key,
+        "status": "done",
+        "folder": folder,
+        "seconds": round(seconds, 3),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "summary": summary,
     }
 
 
-__all__ = ["canonical_digest", "code_fingerprint", "is_fresh", "read_run_manifest", "record_stage",
-           "stage_key", "tree_digest", "write_run_manifest"]
+__all__ = [
+    "canonical_digest",
+    "code_fingerprint",
+    "is_fresh",
+    "read_run_manifest",
+    "record_stage",
+    "stage_key",
+    "tree_digest",
+    "write_run_manifest",
+]

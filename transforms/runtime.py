@@ -5,17 +5,17 @@ that a worker process importing a stage loads only what that stage needs."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 #: ``mapper(function, argument_tuples, on_result=None) -> results in argument order``; ``on_result``
 #: is applied to each result as it arrives (to fold what is large into a summary early).
 Mapper = Callable[..., list]
 
 
-def local_map(function: Callable, arguments: list[tuple],
-              on_result: Callable[[Any], Any] | None = None) -> list:
+def local_map(function: Callable, arguments: list[tuple], on_result: Callable[[Any], Any] | None = None) -> list:
     """Run the calls one after the other in this process (the single-process reference)."""
     keep = on_result or (lambda result: result)
     return [keep(function(*args)) for args in arguments]
@@ -31,8 +31,13 @@ def code_version() -> str:
     except Exception:  # not installed (running from a checkout)
         package = "unknown"
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except Exception:
         commit = ""
     return f"{package}+{commit}" if commit else package

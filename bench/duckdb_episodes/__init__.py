@@ -76,16 +76,48 @@ BUNDLES: dict[str, BundleRule] = {
 }
 
 EPISODE_COLUMNS = [
-    "episode_id", "bundle_id", "patient_id", "anchor_date", "anchor_year", "anchor_provider_agb",
-    "window_start", "window_end", "n_triggers", "status", "age_at_anchor", "sex",
-    "diabetes", "obstructive_airway", "cardiovascular", "lipid", "anticoagulants", "depression",
-    "psychosis", "epilepsy", "thyroid", "cancer", "n_chronic_conditions",
-    "prior_year_standardised_cents", "postcode3", "gemeente_code", "outpatient_visits",
-    "length_of_stay", "complication", "secondary_cataract", "second_eye",
+    "episode_id",
+    "bundle_id",
+    "patient_id",
+    "anchor_date",
+    "anchor_year",
+    "anchor_provider_agb",
+    "window_start",
+    "window_end",
+    "n_triggers",
+    "status",
+    "age_at_anchor",
+    "sex",
+    "diabetes",
+    "obstructive_airway",
+    "cardiovascular",
+    "lipid",
+    "anticoagulants",
+    "depression",
+    "psychosis",
+    "epilepsy",
+    "thyroid",
+    "cancer",
+    "n_chronic_conditions",
+    "prior_year_standardised_cents",
+    "postcode3",
+    "gemeente_code",
+    "outpatient_visits",
+    "length_of_stay",
+    "complication",
+    "secondary_cataract",
+    "second_eye",
 ]
 EPISODE_LINE_COLUMNS = [
-    "episode_id", "bundle_id", "source_table", "claim_id", "component", "days_in", "days",
-    "allocated_cents", "allocated_standardised_cents",
+    "episode_id",
+    "bundle_id",
+    "source_table",
+    "claim_id",
+    "component",
+    "days_in",
+    "days",
+    "allocated_cents",
+    "allocated_standardised_cents",
 ]
 
 # Per input table: the columns read (as SQL expressions) and the empty-table schema used when the
@@ -94,14 +126,31 @@ _CENTS = "CAST(round(amount * 100) AS BIGINT) AS amount_cents"
 _FIRST_LINE = ["claim_id", "patient_id", "service_date", _CENTS]
 _SOURCES: dict[str, tuple[list[str], str]] = {
     "insured": (
-        ["patient_id", "enrolled_from", "enrolled_to", "CAST(birth_year AS INTEGER) AS birth_year",
-         "sex", "postcode3", "gemeente_code", "death_date"],
+        [
+            "patient_id",
+            "enrolled_from",
+            "enrolled_to",
+            "CAST(birth_year AS INTEGER) AS birth_year",
+            "sex",
+            "postcode3",
+            "gemeente_code",
+            "death_date",
+        ],
         "patient_id VARCHAR, enrolled_from DATE, enrolled_to DATE, birth_year INTEGER, "
         "sex VARCHAR, postcode3 VARCHAR, gemeente_code VARCHAR, death_date DATE",
     ),
     "dbc": (
-        ["claim_id", "patient_id", "provider_agb", "specialism_cd", "diagnosis_cd", "product_cd",
-         "start_date", "end_date", _CENTS],
+        [
+            "claim_id",
+            "patient_id",
+            "provider_agb",
+            "specialism_cd",
+            "diagnosis_cd",
+            "product_cd",
+            "start_date",
+            "end_date",
+            _CENTS,
+        ],
         "claim_id VARCHAR, patient_id VARCHAR, provider_agb VARCHAR, specialism_cd VARCHAR, "
         "diagnosis_cd VARCHAR, product_cd VARCHAR, start_date DATE, end_date DATE, "
         "amount_cents BIGINT",
@@ -110,14 +159,13 @@ _SOURCES: dict[str, tuple[list[str], str]] = {
         ["claim_id", "activity_cd", "activity_date", "CAST(quantity AS BIGINT) AS quantity"],
         "claim_id VARCHAR, activity_cd VARCHAR, activity_date DATE, quantity BIGINT",
     ),
-    "gp": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, "
-                        "amount_cents BIGINT"),
-    "pharmacy": (_FIRST_LINE + ["atc_cd"], "claim_id VARCHAR, patient_id VARCHAR, "
-                 "service_date DATE, amount_cents BIGINT, atc_cd VARCHAR"),
-    "paramedical": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, "
-                                 "amount_cents BIGINT"),
-    "maternity": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, "
-                               "amount_cents BIGINT"),
+    "gp": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, amount_cents BIGINT"),
+    "pharmacy": (
+        [*_FIRST_LINE, "atc_cd"],
+        "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, amount_cents BIGINT, atc_cd VARCHAR",
+    ),
+    "paramedical": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, amount_cents BIGINT"),
+    "maternity": (_FIRST_LINE, "claim_id VARCHAR, patient_id VARCHAR, service_date DATE, amount_cents BIGINT"),
 }
 
 
@@ -147,8 +195,9 @@ def _read_data_as_of(root: Path) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-def _register_source(con: duckdb.DuckDBPyConnection, root: Path, table: str, name: str,
-                     materialise: bool, where: str = "") -> None:
+def _register_source(
+    con: duckdb.DuckDBPyConnection, root: Path, table: str, name: str, materialise: bool, where: str = ""
+) -> None:
     columns, empty_schema = _SOURCES[table]
     kind = "TABLE" if materialise else "VIEW"
     folder = root / table
@@ -169,8 +218,7 @@ def _register_bundles(con: duckdb.DuckDBPyConnection, rules: list[BundleRule]) -
         "post_days INTEGER, has_complication BOOLEAN, has_cataract_outcomes BOOLEAN)"
     )
     for name, cols in [
-        ("b_trigger", "bundle_id VARCHAR, specialism_cd VARCHAR, diagnosis_cd VARCHAR, "
-                      "activity_cd VARCHAR"),
+        ("b_trigger", "bundle_id VARCHAR, specialism_cd VARCHAR, diagnosis_cd VARCHAR, activity_cd VARCHAR"),
         ("b_in_bundle", "bundle_id VARCHAR, specialism_cd VARCHAR, diagnosis_cd VARCHAR"),
         ("b_complication_dx", "bundle_id VARCHAR, specialism_cd VARCHAR, diagnosis_cd VARCHAR"),
         ("b_secondary_dx", "bundle_id VARCHAR, specialism_cd VARCHAR, diagnosis_cd VARCHAR"),
@@ -179,22 +227,29 @@ def _register_bundles(con: duckdb.DuckDBPyConnection, rules: list[BundleRule]) -
         con.execute(f"CREATE OR REPLACE TEMP TABLE {name} ({cols})")
     for r in rules:
         b = r.bundle_id
-        con.execute("INSERT INTO b_params VALUES (?, ?, ?, ?, ?)",
-                    [b, r.pre_days, r.post_days, r.has_complication, r.has_cataract_outcomes])
-        con.executemany("INSERT INTO b_trigger VALUES (?, ?, ?, ?)",
-                        [[b, r.trigger_specialism, d, a]
-                         for d in r.trigger_diagnoses for a in r.trigger_activities])
-        con.executemany("INSERT INTO b_in_bundle VALUES (?, ?, ?)",
-                        [[b, r.in_bundle_specialism, d] for d in r.in_bundle_diagnoses])
+        con.execute(
+            "INSERT INTO b_params VALUES (?, ?, ?, ?, ?)",
+            [b, r.pre_days, r.post_days, r.has_complication, r.has_cataract_outcomes],
+        )
+        con.executemany(
+            "INSERT INTO b_trigger VALUES (?, ?, ?, ?)",
+            [[b, r.trigger_specialism, d, a] for d in r.trigger_diagnoses for a in r.trigger_activities],
+        )
+        con.executemany(
+            "INSERT INTO b_in_bundle VALUES (?, ?, ?)", [[b, r.in_bundle_specialism, d] for d in r.in_bundle_diagnoses]
+        )
         if r.complication_diagnoses:
-            con.executemany("INSERT INTO b_complication_dx VALUES (?, ?, ?)",
-                            [[b, r.in_bundle_specialism, d] for d in r.complication_diagnoses])
+            con.executemany(
+                "INSERT INTO b_complication_dx VALUES (?, ?, ?)",
+                [[b, r.in_bundle_specialism, d] for d in r.complication_diagnoses],
+            )
         if r.secondary_diagnoses:
-            con.executemany("INSERT INTO b_secondary_dx VALUES (?, ?, ?)",
-                            [[b, r.in_bundle_specialism, d] for d in r.secondary_diagnoses])
+            con.executemany(
+                "INSERT INTO b_secondary_dx VALUES (?, ?, ?)",
+                [[b, r.in_bundle_specialism, d] for d in r.secondary_diagnoses],
+            )
         if r.revision_activities:
-            con.executemany("INSERT INTO b_revision VALUES (?, ?)",
-                            [[b, a] for a in r.revision_activities])
+            con.executemany("INSERT INTO b_revision VALUES (?, ?)", [[b, a] for a in r.revision_activities])
 
 
 def _write_hive(con: duckdb.DuckDBPyConnection, out: Path) -> None:
@@ -205,7 +260,8 @@ def _write_hive(con: duckdb.DuckDBPyConnection, out: Path) -> None:
     con.execute(
         f"COPY (SELECT {', '.join('l.' + c for c in EPISODE_LINE_COLUMNS)}, e.anchor_year "
         "FROM episode_lines_out l JOIN episodes_out e USING (episode_id, bundle_id)) "
-        f"TO '{out / 'episode_lines'}' ({options})")
+        f"TO '{out / 'episode_lines'}' ({options})"
+    )
 
 
 def build_episodes(
@@ -249,12 +305,14 @@ def build_episodes(
         # some rule looks at are materialised; the first-line tables are read once, via views.
         codes = sorted(
             {a for r in rules for a in r.trigger_activities + r.revision_activities}
-            | set(OUTPATIENT_ACTIVITIES) | set(CARE_DAY_ACTIVITIES)
+            | set(OUTPATIENT_ACTIVITIES)
+            | set(CARE_DAY_ACTIVITIES)
         )
         _register_source(con, root, "insured", "s_insured", materialise=True)
         _register_source(con, root, "dbc", "s_dbc", materialise=True)
-        _register_source(con, root, "dbc_activity", "s_act", materialise=True,
-                         where=f"WHERE activity_cd IN ({_sql_list(codes)})")
+        _register_source(
+            con, root, "dbc_activity", "s_act", materialise=True, where=f"WHERE activity_cd IN ({_sql_list(codes)})"
+        )
         for table in ("gp", "pharmacy", "paramedical", "maternity"):
             _register_source(con, root, table, f"v_{table}", materialise=False)
 
@@ -263,8 +321,7 @@ def build_episodes(
             _write_hive(con, Path(out))
 
         episodes = con.sql(
-            f"SELECT {', '.join(EPISODE_COLUMNS)} FROM episodes_out "
-            "ORDER BY bundle_id, patient_id, anchor_date"
+            f"SELECT {', '.join(EPISODE_COLUMNS)} FROM episodes_out ORDER BY bundle_id, patient_id, anchor_date"
         ).pl()
         lines = con.sql(
             f"SELECT {', '.join(EPISODE_LINE_COLUMNS)} FROM episode_lines_out "

@@ -35,8 +35,13 @@ from transforms.errors import UserFacingError
 BUNDLE_DIR = Path(__file__).resolve().parent
 TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
 COMPONENTS = ("in_bundle", "msz_other", "gp", "pharmacy", "paramedical", "maternity")
-TABLE_COMPONENT = {"dbc": "msz_other", "gp": "gp", "pharmacy": "pharmacy", "paramedical": "paramedical",
-                   "maternity": "maternity"}
+TABLE_COMPONENT = {
+    "dbc": "msz_other",
+    "gp": "gp",
+    "pharmacy": "pharmacy",
+    "paramedical": "paramedical",
+    "maternity": "maternity",
+}
 PHASES = ("prenatal", "natal", "postnatal", "maternity_care")
 #: Any date in the NZa tables' span: a code is known when it is valid on some day of it.
 CODE_SPAN = (date(2012, 1, 1), date(2030, 12, 31))
@@ -142,8 +147,12 @@ class BundleDefinition(_Frozen):
         return value
 
     def rules(self) -> list[LineRule]:
-        return [*self.trigger.any_of, *self.trigger.requires, *self.in_bundle,
-                *(r for o in self.outcomes for r in o.rules)]
+        return [
+            *self.trigger.any_of,
+            *self.trigger.requires,
+            *self.in_bundle,
+            *(r for o in self.outcomes for r in o.rules),
+        ]
 
 
 def _check_codes(bundle: BundleDefinition) -> None:

@@ -166,7 +166,7 @@ class Table(_Frozen):
     rules: tuple[Rule, ...] = ()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Table":
+    def _consistent(self) -> Table:
         names = [c.name for c in self.columns]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -283,7 +283,7 @@ class Contract(_Frozen):
     code_lists: dict[str, CodeList]
 
     @model_validator(mode="after")
-    def _references_resolve(self) -> "Contract":
+    def _references_resolve(self) -> Contract:
         for table in self.tables.values():
             for col in table.columns:
                 if col.code_list is not None and col.code_list not in self.code_lists:
@@ -325,9 +325,7 @@ def _load_table(path: Path, fragments: dict[str, dict[str, Any]]) -> Table:
 @lru_cache(maxsize=1)
 def load_contract() -> Contract:
     """Load and validate the contract from the YAML next to this module."""
-    fragments = {
-        p.stem: yaml.safe_load(p.read_text()) for p in sorted((CONTRACT_DIR / "fragments").glob("*.yml"))
-    }
+    fragments = {p.stem: yaml.safe_load(p.read_text()) for p in sorted((CONTRACT_DIR / "fragments").glob("*.yml"))}
     tables = {name: _load_table(CONTRACT_DIR / "tables" / f"{name}.yml", fragments) for name in TABLE_ORDER}
     extra = {p.stem for p in (CONTRACT_DIR / "tables").glob("*.yml")} - set(TABLE_ORDER)
     if extra:

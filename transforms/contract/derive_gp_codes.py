@@ -44,10 +44,16 @@ def derive() -> pl.DataFrame:
         "service_cd",
         "description",
         pl.when(pl.col("first_year") >= 2022).then(pl.lit(REFORM_START)).otherwise(None).alias("valid_from"),
-        pl.when((pl.col("last_year") < 2022) & pl.col("service_cd").str.starts_with("12")).then(pl.lit(LAST_DAY_BEFORE_REFORM)).otherwise(None).alias("valid_to"),
+        pl.when((pl.col("last_year") < 2022) & pl.col("service_cd").str.starts_with("12"))
+        .then(pl.lit(LAST_DAY_BEFORE_REFORM))
+        .otherwise(None)
+        .alias("valid_to"),
     )
     mi = reference.table("gp/gp_mi_codes.parquet").select(
-        "service_cd", "description", pl.lit(None, pl.String).alias("valid_from"), pl.lit(None, pl.String).alias("valid_to")
+        "service_cd",
+        "description",
+        pl.lit(None, pl.String).alias("valid_from"),
+        pl.lit(None, pl.String).alias("valid_to"),
     )
     chain = pl.DataFrame(
         {"service_cd": list(CHAIN_CARE), "description": list(CHAIN_CARE.values())},

@@ -20,11 +20,17 @@ RULE_TEXT = {
     "no_overlap": lambda r: f"spells of one `{', '.join(r.group)}` do not overlap",
     "covered_by_enrolment": lambda r: f"an `insured` spell of the patient covers `{r.date_column}`",
     "not_after_death": lambda r: f"`{r.date_column}` <= death date + {r.grace_days} days",
-    "within_parent_dates": lambda r: f"`{r.date_column}` within `{r.parent}.{r.parent_start}`..`{r.parent}.{r.parent_end}`",
+    "within_parent_dates": lambda r: (
+        f"`{r.date_column}` within `{r.parent}.{r.parent_start}`..`{r.parent}.{r.parent_end}`"
+    ),
     "prefix_matches": lambda r: f"`{r.column}` starts with the AGB zorgsoort of `{r.by}`",
-    "required_when": lambda r: f"`{r.column}` present when {', '.join(f'`{k}` in {list(v)}' for k, v in (r.when or {}).items())}",
+    "required_when": lambda r: (
+        f"`{r.column}` present when {', '.join(f'`{k}` in {list(v)}' for k, v in (r.when or {}).items())}"
+    ),
     "required_when_negative": lambda r: f"`{r.column}` present when `{r.amount}` < 0",
-    "within_delivery_years": lambda r: f"year of {', '.join(f'`{c}`' for c in r.columns)} within `first_year`..`last_year` of `delivery.json`",
+    "within_delivery_years": lambda r: (
+        f"year of {', '.join(f'`{c}`' for c in r.columns)} within `first_year`..`last_year` of `delivery.json`"
+    ),
     "unique_key": lambda r: f"no two rows share ({', '.join(f'`{c}`' for c in r.columns)})",
 }
 

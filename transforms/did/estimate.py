@@ -36,19 +36,45 @@ import numpy as np
 import polars as pl
 from scipy.stats import chi2, norm
 
-from transforms.did.inputs import (CLUSTER, COHORT, OUTCOME, PERIOD, UNIT, WEIGHT, DidInputError, DidOptions,
-                                   PreparedPanel, mask_identifiers)
+from transforms.did.inputs import (
+    CLUSTER,
+    COHORT,
+    OUTCOME,
+    PERIOD,
+    UNIT,
+    WEIGHT,
+    DidInputError,
+    DidOptions,
+    PreparedPanel,
+    mask_identifiers,
+)
 
 CSDID_VERSION = "0.4.3"
 ALPHA = 0.05
 AGGREGATION_TYPES = ("simple", "dynamic", "group", "calendar")
 #: The index column each aggregation type fills (``simple`` has none: its only row is the overall).
 INDEX_OF = {"dynamic": "event_time", "group": "group", "calendar": "time"}
-ATT_GT_SCHEMA = {"group": pl.Int64, "time": pl.Int64, "event_time": pl.Int64, "post": pl.Boolean,
-                 "att": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-                 "n_group": pl.Int64}
-AGGREGATION_SCHEMA = {"type": pl.String, "event_time": pl.Int64, "group": pl.Int64, "time": pl.Int64,
-                      "att": pl.Float64, "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64}
+ATT_GT_SCHEMA = {
+    "group": pl.Int64,
+    "time": pl.Int64,
+    "event_time": pl.Int64,
+    "post": pl.Boolean,
+    "att": pl.Float64,
+    "se": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "n_group": pl.Int64,
+}
+AGGREGATION_SCHEMA = {
+    "type": pl.String,
+    "event_time": pl.Int64,
+    "group": pl.Int64,
+    "time": pl.Int64,
+    "att": pl.Float64,
+    "se": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+}
 
 
 @dataclass
@@ -72,8 +98,9 @@ def csdid_version() -> str:
     try:
         return metadata.version("csdid")
     except metadata.PackageNotFoundError:
-        raise DidInputError('zorgpad did estimate needs csdid: pip install -e ".[did]" (or pip install '
-                            f'csdid=={CSDID_VERSION})') from None
+        raise DidInputError(
+            f'zorgpad did estimate needs csdid: pip install -e ".[did]" (or pip install csdid=={CSDID_VERSION})'
+        ) from None
 
 
 def _plain(message: str, names: dict[str, str]) -> str:
@@ -109,11 +136,24 @@ def _fit(prepared: PreparedPanel, options: DidOptions, names: dict[str, str]):
     from csdid.att_gt import ATTgt
 
     panel = not options.repeated_cross_sections
-    model = ATTgt(yname=OUTCOME, tname=PERIOD, idname=UNIT if panel else None, gname=COHORT,
-                  data=prepared.frame, control_group=options.csdid_control_group, xformla=prepared.formula,
-                  panel=panel, allow_unbalanced_panel=False, clustervar=CLUSTER if options.cluster else None,
-                  weights_name=WEIGHT if options.weights else None, anticipation=options.anticipation,
-                  cband=False, biters=options.bootstrap_draws, alp=ALPHA, fix_weights=options.csdid_fix_weights)
+    model = ATTgt(
+        yname=OUTCOME,
+        tname=PERIOD,
+        idname=UNIT if panel else None,
+        gname=COHORT,
+        data=prepared.frame,
+        control_group=options.csdid_control_group,
+        xformla=prepared.formula,
+        panel=panel,
+        allow_unbalanced_panel=False,
+        clustervar=CLUSTER if options.cluster else None,
+        weights_name=WEIGHT if options.weights else None,
+        anticipation=options.anticipation,
+        cband=False,
+        biters=options.bootstrap_draws,
+        alp=ALPHA,
+        fix_weights=options.csdid_fix_weights,
+    )
     return model.fit(est_method=options.method, base_period=options.base_period, bstrap=options.bootstrap)
 
 
@@ -127,8 +167,14 @@ def _pretest(model, options: DidOptions) -> dict:
     degrees of freedom and unrounded p-value; nulls and the reason when there is none."""
     mp = model.MP
     w = _float(mp.get("W"))
-    result = {"W": w, "df": None, "p_value": None, "p_value_csdid": _float(mp.get("Wpval")), "pre_cells": 0,
-              "note": None}
+    result = {
+        "W": w,
+        "df": None,
+        "p_value": None,
+        "p_value_csdid": _float(mp.get("Wpval")),
+        "pre_cells": 0,
+        "note": None,
+    }
     group = np.asarray(mp["group"], dtype=float)
     time = np.asarray(mp["t"], dtype=float)
     pre = group - options.anticipation > time
@@ -137,14 +183,17 @@ def _pretest(model, options: DidOptions) -> dict:
         if not pre.any():
             result["note"] = "there are no pre-treatment periods to test"
         elif options.bootstrap and options.cluster:
-            result["note"] = ("R did and csdid leave it out with a clustered bootstrap, whose clusters the analytic "
-                              "variance would ignore; read the confidence intervals of the periods before the start")
+            result["note"] = (
+                "R did and csdid leave it out with a clustered bootstrap, whose clusters the analytic "
+                "variance would ignore; read the confidence intervals of the periods before the start"
+            )
         else:
-            result["note"] = ("the pre-treatment effects have no usable variance (zero, missing or a singular "
-                              "covariance)")
+            result["note"] = (
+                "the pre-treatment effects have no usable variance (zero, missing or a singular covariance)"
+            )
         return result
     influence = np.asarray(mp["inffunc"]["inffunc"], dtype=float)  # units x cells
-    spread = np.sqrt(np.mean(influence ** 2, axis=0))
+    spread = np.sqrt(np.mean(influence**2, axis=0))
     usable = pre & np.isfinite(spread) & (spread > 0)
     df = int(usable.sum())
     result["df"] = df
@@ -167,11 +216,20 @@ def _att_gt_table(model, options: DidOptions) -> pl.DataFrame:
     se = np.asarray(results["se"], dtype=float)
     crit = float(results["c"])
     sizes = _group_sizes(model, options)
-    frame = pl.DataFrame({
-        "group": group, "time": time, "event_time": time - group, "post": time >= group,
-        "att": att, "se": se, "ci_low": att - crit * se, "ci_high": att + crit * se,
-        "n_group": [sizes.get(int(g), 0) for g in group],
-    }, schema=ATT_GT_SCHEMA)
+    frame = pl.DataFrame(
+        {
+            "group": group,
+            "time": time,
+            "event_time": time - group,
+            "post": time >= group,
+            "att": att,
+            "se": se,
+            "ci_low": att - crit * se,
+            "ci_high": att + crit * se,
+            "n_group": [sizes.get(int(g), 0) for g in group],
+        },
+        schema=ATT_GT_SCHEMA,
+    )
     return frame.with_columns(pl.col(pl.Float64).fill_nan(None)).sort("group", "time")
 
 
@@ -183,9 +241,18 @@ def _aggregations(model, options: DidOptions) -> pl.DataFrame:
             model.aggte(typec=kind, na_rm=options.skip_missing_cells)
         out = model.atte
         att, se = _float(out["overall_att"]), _float(out["overall_se"])
-        rows.append({"type": kind, "event_time": None, "group": None, "time": None, "att": att, "se": se,
-                     "ci_low": None if att is None or se is None else att - pointwise * se,
-                     "ci_high": None if att is None or se is None else att + pointwise * se})
+        rows.append(
+            {
+                "type": kind,
+                "event_time": None,
+                "group": None,
+                "time": None,
+                "att": att,
+                "se": se,
+                "ci_low": None if att is None or se is None else att - pointwise * se,
+                "ci_high": None if att is None or se is None else att + pointwise * se,
+            }
+        )
         if kind == "simple":
             continue
         crit = _float(out.get("crit_val_egt")) or pointwise
@@ -195,9 +262,16 @@ def _aggregations(model, options: DidOptions) -> pl.DataFrame:
         for e, a, s in zip(index, att_e, se_e):
             a = None if not np.isfinite(a) else float(a)
             s = None if not np.isfinite(s) else float(s)
-            row = {"type": kind, "event_time": None, "group": None, "time": None, "att": a, "se": s,
-                   "ci_low": None if a is None or s is None else a - crit * s,
-                   "ci_high": None if a is None or s is None else a + crit * s}
+            row = {
+                "type": kind,
+                "event_time": None,
+                "group": None,
+                "time": None,
+                "att": a,
+                "se": s,
+                "ci_low": None if a is None or s is None else a - crit * s,
+                "ci_high": None if a is None or s is None else a + crit * s,
+            }
             row[INDEX_OF[kind]] = int(e)
             rows.append(row)
     return pl.DataFrame(rows, schema=AGGREGATION_SCHEMA)
@@ -235,17 +309,29 @@ def estimate(prepared: PreparedPanel, options: DidOptions) -> DidResult:
         first = frame[COHORT].gt(0) & frame[COHORT].le(prepared.periods[0] + options.anticipation)
         unbalanced = prepared.units - int(frame.loc[first, UNIT].nunique()) - kept
         if unbalanced > 0:
-            notes.append(f"{unbalanced:,} of {prepared.units:,} units are not observed in every period and were "
-                         "left out (csdid estimates on the balanced panel, as R did does by default)")
+            notes.append(
+                f"{unbalanced:,} of {prepared.units:,} units are not observed in every period and were "
+                "left out (csdid estimates on the balanced panel, as R did does by default)"
+            )
     missing = att_gt.filter(pl.col("att").is_null())
     if missing.height:
         cells = ", ".join(f"({g}, {t})" for g, t in missing.select("group", "time").iter_rows())
-        notes.append(f"ATT(g,t) could not be estimated for {missing.height} (group, time) cell(s) {cells} (too few "
-                     "units, or covariates without variation in the cell); the aggregations use the others "
-                     "(R did: aggte(na.rm = TRUE))")
+        notes.append(
+            f"ATT(g,t) could not be estimated for {missing.height} (group, time) cell(s) {cells} (too few "
+            "units, or covariates without variation in the cell); the aggregations use the others "
+            "(R did: aggte(na.rm = TRUE))"
+        )
     if prepared.never_treated_units == 0 and options.control == "not_yet_treated":
         last = max(prepared.groups)
-        notes.append(f"no unit is never treated: the last cohort ({last}) serves only as a comparison group, and "
-                     f"periods from {last - options.anticipation} on are left out (nobody is left to compare with)")
-    return DidResult(att_gt=att_gt, aggregations=aggregations, pretest=_pretest(model, options),
-                     units_estimated=kept, critical_value=float(model.results["c"]), notes=notes)
+        notes.append(
+            f"no unit is never treated: the last cohort ({last}) serves only as a comparison group, and "
+            f"periods from {last - options.anticipation} on are left out (nobody is left to compare with)"
+        )
+    return DidResult(
+        att_gt=att_gt,
+        aggregations=aggregations,
+        pretest=_pretest(model, options),
+        units_estimated=kept,
+        critical_value=float(model.results["c"]),
+        notes=notes,
+    )

@@ -28,11 +28,18 @@ import pandas as pd
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from transforms.hashing import file_sha256
 from transforms.errors import UserFacingError
+from transforms.hashing import file_sha256
 
 #: Internal names of the panel's columns, as csdid sees them.
-OUTCOME, PERIOD, UNIT, COHORT, WEIGHT, CLUSTER = "zp_outcome", "zp_period", "zp_unit", "zp_cohort", "zp_weight", "zp_cluster"
+OUTCOME, PERIOD, UNIT, COHORT, WEIGHT, CLUSTER = (
+    "zp_outcome",
+    "zp_period",
+    "zp_unit",
+    "zp_cohort",
+    "zp_weight",
+    "zp_cluster",
+)
 CONTROL_GROUPS = {"never_treated": "nevertreated", "not_yet_treated": "notyettreated"}
 #: What the ``--fix-weights`` choices are called in csdid / R ``did`` (``none``: csdid's default).
 FIX_WEIGHTS = {"none": None, "base_period": "base_period", "first_period": "first_period", "varying": "varying"}
@@ -69,7 +76,7 @@ class DidOptions(BaseModel):
     skip_missing_cells: bool = False  # R did's aggte(na.rm = TRUE): aggregate over the ATT(g,t) that exist
 
     @classmethod
-    def from_cli(cls, **values: object) -> "DidOptions":
+    def from_cli(cls, **values: object) -> DidOptions:
         """The options from the command line (``x`` comma-separated), with a one-line error naming
         the option and its allowed values when one is wrong."""
         x = values.pop("x", None)
@@ -93,8 +100,13 @@ class DidOptions(BaseModel):
 
     def check_combination(self) -> None:
         """Choices that are valid alone but not together (csdid would refuse them mid-way)."""
-        named = {"--y": self.y, "--t": self.t, "--g": self.g, **({"--id": self.id} if self.id else {}),
-                 **({"--weights": self.weights} if self.weights else {})}
+        named = {
+            "--y": self.y,
+            "--t": self.t,
+            "--g": self.g,
+            **({"--id": self.id} if self.id else {}),
+            **({"--weights": self.weights} if self.weights else {}),
+        }
         seen: dict[str, str] = {}
         for option, column in named.items():
             if column in seen:
@@ -106,11 +118,15 @@ class DidOptions(BaseModel):
         if len(set(self.x)) != len(self.x):
             raise DidInputError(f"--x {','.join(self.x)} names a covariate twice")
         if self.id is None and not self.repeated_cross_sections:
-            raise DidInputError("--id is needed for panel data (the column identifying a unit across periods); "
-                                "for repeated cross-sections give --repeated-cross-sections")
+            raise DidInputError(
+                "--id is needed for panel data (the column identifying a unit across periods); "
+                "for repeated cross-sections give --repeated-cross-sections"
+            )
         if self.repeated_cross_sections and self.fix_weights in ("base_period", "first_period"):
-            raise DidInputError(f"--fix-weights {self.fix_weights} needs panel data; repeated cross-sections "
-                                "have no unit to fix the weight of (use none or varying)")
+            raise DidInputError(
+                f"--fix-weights {self.fix_weights} needs panel data; repeated cross-sections "
+                "have no unit to fix the weight of (use none or varying)"
+            )
         if self.fix_weights != "none" and not self.weights:
             raise DidInputError(f"--fix-weights {self.fix_weights} needs --weights")
 
@@ -152,8 +168,13 @@ def panel_fingerprint(panel: Path | str) -> dict:
         digest = hashlib.sha256()
         for file in files:
             digest.update(f"{file.relative_to(path).as_posix()}\0{file_sha256(file)}\n".encode())
-        return {"path": str(path), "kind": "parquet folder", "files": len(files),
-                "bytes": sum(f.stat().st_size for f in files), "sha256": digest.hexdigest()}
+        return {
+            "path": str(path),
+            "kind": "parquet folder",
+            "files": len(files),
+            "bytes": sum(f.stat().st_size for f in files),
+            "sha256": digest.hexdigest(),
+        }
     kind = "parquet file" if _is_parquet(path) else "CSV file"
     return {"path": str(path), "kind": kind, "files": 1, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
 
@@ -163,19 +184,25 @@ def check_panel_path(panel: Path | str) -> Path:
     (checked before the output folder and before any data are read)."""
     path = Path(panel).expanduser().resolve()
     if not path.exists():
-        raise DidInputError(f"PANEL {path} does not exist: give a parquet file, a folder of parquet files or a CSV file")
+        raise DidInputError(
+            f"PANEL {path} does not exist: give a parquet file, a folder of parquet files or a CSV file"
+        )
     if path.is_dir():
         if not parquet_files(path):
-            raise DidInputError(f"PANEL {path} is a folder without parquet files: give a parquet file, a folder of "
-                                "parquet files (Hive partitions allowed) or a CSV file")
+            raise DidInputError(
+                f"PANEL {path} is a folder without parquet files: give a parquet file, a folder of "
+                "parquet files (Hive partitions allowed) or a CSV file"
+            )
         return path
     try:
         parquet = _is_parquet(path)
     except OSError as exc:
         raise DidInputError(f"PANEL {path} cannot be read: {exc.strerror or exc}") from None
     if not parquet and path.suffix.lower() not in CSV_SUFFIXES and not path.name.lower().endswith(".csv.gz"):
-        raise DidInputError(f"PANEL {path} is neither a parquet file nor a CSV file (.csv): give a parquet file, "
-                            "a folder of parquet files or a CSV file")
+        raise DidInputError(
+            f"PANEL {path} is neither a parquet file nor a CSV file (.csv): give a parquet file, "
+            "a folder of parquet files or a CSV file"
+        )
     return path
 
 
@@ -258,7 +285,9 @@ def _require_columns(frame: pl.DataFrame, options: DidOptions) -> None:
     if missing:
         option, column = missing[0]
         others = "" if len(missing) == 1 else f" (nor {', '.join(repr(c) for _, c in missing[1:])})"
-        columns = ", ".join(frame.columns[:12]) + (f" and {len(frame.columns) - 12} more" if len(frame.columns) > 12 else "")
+        columns = ", ".join(frame.columns[:12]) + (
+            f" and {len(frame.columns) - 12} more" if len(frame.columns) > 12 else ""
+        )
         raise DidInputError(f"{option} {column}: the panel has no column {column!r}{others}; its columns are {columns}")
 
 
@@ -272,8 +301,10 @@ def _whole_periods(values: pl.Series, option: str, column: str) -> pl.Series:
     if values.dtype.is_float():
         finite = values.drop_nulls()
         if (finite.is_nan() | finite.is_infinite()).any() or (finite != finite.round(0)).any():
-            raise DidInputError(f"{option} {column} must hold whole period numbers (a year, or a running quarter or "
-                                "month number), but some values have decimals or are not finite")
+            raise DidInputError(
+                f"{option} {column} must hold whole period numbers (a year, or a running quarter or "
+                "month number), but some values have decimals or are not finite"
+            )
     return values.cast(pl.Int64)
 
 
@@ -300,8 +331,10 @@ def prepare_panel(frame: pl.DataFrame, options: DidOptions) -> PreparedPanel:
         raise DidInputError(f"--t {options.t} is empty on {period.null_count():,} rows: every row needs its period")
     periods = sorted(period.unique().to_list())
     if len(periods) < 2:
-        raise DidInputError(f"--t {options.t} has one period only ({_shown(periods)}): a difference-in-differences "
-                            "needs periods before and after the start")
+        raise DidInputError(
+            f"--t {options.t} has one period only ({_shown(periods)}): a difference-in-differences "
+            "needs periods before and after the start"
+        )
 
     cohort = frame[options.g]
     if cohort.dtype.is_float():
@@ -310,15 +343,19 @@ def prepare_panel(frame: pl.DataFrame, options: DidOptions) -> PreparedPanel:
     recoded_rows = 0
     if options.never_treated_coding == "zero":
         if empty:
-            raise DidInputError(f"--g {options.g} is empty on {empty:,} rows: with --never-treated-coding zero "
-                                "(R did, csdid, pyfixest) never-treated units have G = 0; if empty means never "
-                                "treated (the differences convention), give --never-treated-coding nan")
+            raise DidInputError(
+                f"--g {options.g} is empty on {empty:,} rows: with --never-treated-coding zero "
+                "(R did, csdid, pyfixest) never-treated units have G = 0; if empty means never "
+                "treated (the differences convention), give --never-treated-coding nan"
+            )
     else:
         zeros = int((cohort == 0).sum())
         if zeros:
-            raise DidInputError(f"--g {options.g} is 0 on {zeros:,} rows, but with --never-treated-coding nan "
-                                "never-treated units have an empty G: use --never-treated-coding zero if 0 means "
-                                "never treated, or recode the column")
+            raise DidInputError(
+                f"--g {options.g} is 0 on {zeros:,} rows, but with --never-treated-coding nan "
+                "never-treated units have an empty G: use --never-treated-coding zero if 0 means "
+                "never treated, or recode the column"
+            )
         recoded_rows = empty
         cohort = cohort.fill_null(0)
     cohort = _whole_periods(cohort, "--g", options.g)
@@ -327,11 +364,18 @@ def prepare_panel(frame: pl.DataFrame, options: DidOptions) -> PreparedPanel:
     strangers = [v for v in starts if v not in period_set]
     if strangers:
         after = [v for v in strangers if v > periods[-1]]
-        hint = (" (a start after the last period is outside the panel: R did counts such units as never treated; "
-                "code them 0 if that is what you mean)") if after and len(after) == len(strangers) else (
-                "; G is the period a unit is first treated, on the scale of --t, 0 for never treated")
-        raise DidInputError(f"--g {options.g} has values that are not periods of --t {options.t}: {_shown(strangers)} "
-                            f"(periods {_shown([periods[0]])} to {_shown([periods[-1]])}){hint}")
+        hint = (
+            (
+                " (a start after the last period is outside the panel: R did counts such units as never treated; "
+                "code them 0 if that is what you mean)"
+            )
+            if after and len(after) == len(strangers)
+            else ("; G is the period a unit is first treated, on the scale of --t, 0 for never treated")
+        )
+        raise DidInputError(
+            f"--g {options.g} has values that are not periods of --t {options.t}: {_shown(strangers)} "
+            f"(periods {_shown([periods[0]])} to {_shown([periods[-1]])}){hint}"
+        )
     if (cohort < 0).any():
         raise DidInputError(f"--g {options.g} has negative values: G is a period of --t, or 0 for never treated")
 
@@ -344,8 +388,9 @@ def prepare_panel(frame: pl.DataFrame, options: DidOptions) -> PreparedPanel:
         # integer codes in the order of the sorted identifiers: csdid needs numbers, the report never ids
         columns[UNIT] = frame[options.id].rank("dense").cast(pl.Int64)
         if frame[options.id].null_count():
-            raise DidInputError(f"--id {options.id} is empty on {frame[options.id].null_count():,} rows: every row "
-                                "needs its unit")
+            raise DidInputError(
+                f"--id {options.id} is empty on {frame[options.id].null_count():,} rows: every row needs its unit"
+            )
     covariates = {f"zp_x{i + 1}": x for i, x in enumerate(options.x)}
     for internal, x in covariates.items():
         columns[internal] = frame[x].cast(pl.Float64)
@@ -365,63 +410,98 @@ def prepare_panel(frame: pl.DataFrame, options: DidOptions) -> PreparedPanel:
     if not options.repeated_cross_sections:
         duplicates = panel.select(pl.struct(UNIT, PERIOD).is_duplicated().sum()).item()
         if duplicates:
-            raise DidInputError(f"the panel has {duplicates:,} rows that repeat a unit (--id {options.id}) in a "
-                                f"period (--t {options.t}): a panel has one row per unit and period; for repeated "
-                                "cross-sections give --repeated-cross-sections")
+            raise DidInputError(
+                f"the panel has {duplicates:,} rows that repeat a unit (--id {options.id}) in a "
+                f"period (--t {options.t}): a panel has one row per unit and period; for repeated "
+                "cross-sections give --repeated-cross-sections"
+            )
         moving = panel.group_by(UNIT).agg(pl.col(COHORT).n_unique()).filter(pl.col(COHORT) > 1).height
         if moving:
-            raise DidInputError(f"--g {options.g} changes over time for {moving:,} units: a unit's group is the "
-                                "period it is first treated, the same on every row of the unit (treatment does "
-                                "not switch off)")
+            raise DidInputError(
+                f"--g {options.g} changes over time for {moving:,} units: a unit's group is the "
+                "period it is first treated, the same on every row of the unit (treatment does "
+                "not switch off)"
+            )
         if options.cluster:
             moving = panel.group_by(UNIT).agg(pl.col(CLUSTER).n_unique()).filter(pl.col(CLUSTER) > 1).height
             if moving:
-                raise DidInputError(f"--cluster {options.cluster} changes over time for {moving:,} units: a unit "
-                                    "belongs to one cluster (e.g. its provider) on every row")
+                raise DidInputError(
+                    f"--cluster {options.cluster} changes over time for {moving:,} units: a unit "
+                    "belongs to one cluster (e.g. its provider) on every row"
+                )
     if options.cluster and panel[CLUSTER].null_count():
-        raise DidInputError(f"--cluster {options.cluster} is empty on {panel[CLUSTER].null_count():,} rows: every "
-                            "row needs its cluster")
+        raise DidInputError(
+            f"--cluster {options.cluster} is empty on {panel[CLUSTER].null_count():,} rows: every row needs its cluster"
+        )
 
     if options.never_treated_coding == "nan" and recoded_rows:
-        recoded = (panel.filter(pl.col(COHORT) == 0)[UNIT].n_unique() if not options.repeated_cross_sections
-                   else recoded_rows)
-        notes.append(f"{recoded:,} {'units' if not options.repeated_cross_sections else 'rows'} with an empty "
-                     f"{options.g} were taken as never treated (G = 0), as --never-treated-coding nan says")
+        recoded = (
+            panel.filter(pl.col(COHORT) == 0)[UNIT].n_unique() if not options.repeated_cross_sections else recoded_rows
+        )
+        notes.append(
+            f"{recoded:,} {'units' if not options.repeated_cross_sections else 'rows'} with an empty "
+            f"{options.g} were taken as never treated (G = 0), as --never-treated-coding nan says"
+        )
     else:
         recoded = 0
 
     measured = [OUTCOME, *covariates, *([WEIGHT] if options.weights else [])]
-    incomplete = panel.select(pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in measured]).sum()).item()
+    incomplete = panel.select(
+        pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in measured]).sum()
+    ).item()
     if incomplete:
         if incomplete == panel.height:
-            raise DidInputError(f"every row lacks the outcome --y {options.y}"
-                                + (" or a covariate or weight" if len(measured) > 1 else ""))
+            raise DidInputError(
+                f"every row lacks the outcome --y {options.y}"
+                + (" or a covariate or weight" if len(measured) > 1 else "")
+            )
         panel = panel.filter(~pl.any_horizontal([pl.col(c).is_null() | pl.col(c).is_nan() for c in measured]))
-        notes.append(f"{incomplete:,} rows without {options.y}" + (" or a covariate or weight" if len(measured) > 1 else "")
-                     + " were left out" + ("" if options.repeated_cross_sections else
-                                           " (csdid then keeps only the units observed in every period)"))
+        notes.append(
+            f"{incomplete:,} rows without {options.y}"
+            + (" or a covariate or weight" if len(measured) > 1 else "")
+            + " were left out"
+            + ("" if options.repeated_cross_sections else " (csdid then keeps only the units observed in every period)")
+        )
 
     unit_col = UNIT if not options.repeated_cross_sections else None
     never = panel.filter(pl.col(COHORT) == 0)
     never_units = never[unit_col].n_unique() if unit_col else never.height
     if options.control == "never_treated" and never_units == 0:
-        raise DidInputError(f"--control never_treated needs never-treated units (--g {options.g} = 0), but every "
-                            "unit of the panel is treated at some period: use --control not_yet_treated"
-                            + ("" if options.never_treated_coding == "nan" else
-                               ", or --never-treated-coding nan if your never-treated units have an empty G"))
+        raise DidInputError(
+            f"--control never_treated needs never-treated units (--g {options.g} = 0), but every "
+            "unit of the panel is treated at some period: use --control not_yet_treated"
+            + (
+                ""
+                if options.never_treated_coding == "nan"
+                else ", or --never-treated-coding nan if your never-treated units have an empty G"
+            )
+        )
     first_period = periods[0]
     valid_starts = [g for g in starts if g > first_period + options.anticipation]
     if not valid_starts:
-        raise DidInputError(f"no unit of the panel starts treatment after its first period {first_period}"
-                            + (f" plus --anticipation {options.anticipation}" if options.anticipation else "")
-                            + ": there is no before to compare with")
+        raise DidInputError(
+            f"no unit of the panel starts treatment after its first period {first_period}"
+            + (f" plus --anticipation {options.anticipation}" if options.anticipation else "")
+            + ": there is no before to compare with"
+        )
     if options.anticipation and options.anticipation >= len(periods):
-        raise DidInputError(f"--anticipation {options.anticipation} is at least the number of periods "
-                            f"({len(periods)}): nothing is left before the anticipated start")
+        raise DidInputError(
+            f"--anticipation {options.anticipation} is at least the number of periods "
+            f"({len(periods)}): nothing is left before the anticipated start"
+        )
 
     units = panel[unit_col].n_unique() if unit_col else panel.height
     sort_by = [UNIT, PERIOD] if unit_col else [PERIOD, COHORT]
     panel = panel.sort(sort_by, maintain_order=True)
-    return PreparedPanel(frame=panel.to_pandas(), covariates=covariates, periods=periods, groups=starts,
-                         rows_read=rows_read, rows_used=panel.height, units=units, never_treated_units=never_units,
-                         notes=notes, never_treated_recoded=recoded)
+    return PreparedPanel(
+        frame=panel.to_pandas(),
+        covariates=covariates,
+        periods=periods,
+        groups=starts,
+        rows_read=rows_read,
+        rows_used=panel.height,
+        units=units,
+        never_treated_units=never_units,
+        notes=notes,
+        never_treated_recoded=recoded,
+    )

@@ -67,17 +67,23 @@ def headline(result: DidResult, options: DidOptions) -> str:
         if low is None or high is None:
             effect = f"After the start, treated units' {options.y} was {size} {direction} on average (no confidence interval)"
         elif low > 0 or high < 0:
-            effect = (f"After the start, treated units' {options.y} was {size} {direction} on average "
-                      f"({level}% CI {number(low, scale)} to {number(high, scale)})")
+            effect = (
+                f"After the start, treated units' {options.y} was {size} {direction} on average "
+                f"({level}% CI {number(low, scale)} to {number(high, scale)})"
+            )
         else:
-            effect = (f"After the start, treated units' {options.y} was {size} {direction} on average, but the "
-                      f"{level}% CI ({number(low, scale)} to {number(high, scale)}) includes no effect")
+            effect = (
+                f"After the start, treated units' {options.y} was {size} {direction} on average, but the "
+                f"{level}% CI ({number(low, scale)} to {number(high, scale)}) includes no effect"
+            )
     test = result.pretest
     if test.get("p_value") is None:
         trend = f"no pre-trend test was possible: {test.get('note') or 'there are no pre-treatment periods'}"
     elif test["p_value"] < ALPHA:
-        trend = (f"the pre-trend test rejects parallel trends ({p_value(test['p_value'])}): before the start the "
-                 "treated already moved differently from the controls, so read the effect with care")
+        trend = (
+            f"the pre-trend test rejects parallel trends ({p_value(test['p_value'])}): before the start the "
+            "treated already moved differently from the controls, so read the effect with care"
+        )
     else:
         trend = f"the pre-trend test does not reject parallel trends ({p_value(test['p_value'])})"
     return f"{effect}; {trend}."
@@ -92,8 +98,9 @@ def event_study_png(result: DidResult, options: DidOptions) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    dynamic = (result.aggregations.filter((pl.col("type") == "dynamic") & pl.col("event_time").is_not_null())
-               .sort("event_time"))
+    dynamic = result.aggregations.filter((pl.col("type") == "dynamic") & pl.col("event_time").is_not_null()).sort(
+        "event_time"
+    )
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     kinds = [
         ("before the start", pl.col("event_time") < -options.anticipation, "#8a94a0", "o"),
@@ -108,8 +115,18 @@ def event_study_png(result: DidResult, options: DidOptions) -> bytes:
         att = part["att"].to_numpy()
         low = (part["att"] - part["ci_low"]).fill_null(0).to_numpy()
         high = (part["ci_high"] - part["att"]).fill_null(0).to_numpy()
-        ax.errorbar(e, att, yerr=[low, high], fmt=marker, color=colour, ecolor=colour, capsize=3, markersize=6,
-                    linewidth=1.2, label=f"{label} (95% CI)")
+        ax.errorbar(
+            e,
+            att,
+            yerr=[low, high],
+            fmt=marker,
+            color=colour,
+            ecolor=colour,
+            capsize=3,
+            markersize=6,
+            linewidth=1.2,
+            label=f"{label} (95% CI)",
+        )
     ax.axhline(0, color="#1d2733", linewidth=0.8)
     ax.axvline(-0.5 - options.anticipation, color="#8a94a0", linewidth=0.8, linestyle="--")
     ax.set_xlabel("periods since the start (event time)")
@@ -130,7 +147,9 @@ def event_study_png(result: DidResult, options: DidOptions) -> bytes:
 def _decimals(frame: pl.DataFrame) -> int:
     """Decimals for a table's estimates: four for effects around 0.1, none for effects in the
     thousands (cents), from the largest effect in the table."""
-    values = [abs(v) for v in frame["att"].to_list() if v is not None and math.isfinite(v)] if "att" in frame.columns else []
+    values = (
+        [abs(v) for v in frame["att"].to_list() if v is not None and math.isfinite(v)] if "att" in frame.columns else []
+    )
     scale = max(values, default=0.0)
     return 4 if scale == 0 else min(4, max(0, 3 - math.floor(math.log10(scale))))
 
@@ -153,76 +172,124 @@ def _table(frame: pl.DataFrame, headers: dict[str, str], *, overall_when_null: s
     decimals = _decimals(frame)
     for row in frame.iter_rows(named=True):
         css = ' class="overall"' if overall_when_null and row.get(overall_when_null) is None else ""
-        cells = "".join(_cell(row[c], decimals=decimals) if c != overall_when_null or row[c] is not None
-                        else '<td class="text">overall</td>' for c in headers)
+        cells = "".join(
+            _cell(row[c], decimals=decimals)
+            if c != overall_when_null or row[c] is not None
+            else '<td class="text">overall</td>'
+            for c in headers
+        )
         rows.append(f"<tr{css}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _pairs(pairs: list[tuple[str, object]]) -> str:
-    rows = "".join(f'<tr><th class="text">{html.escape(k)}</th><td class="text">{html.escape(str(v))}</td></tr>'
-                   for k, v in pairs)
+    rows = "".join(
+        f'<tr><th class="text">{html.escape(k)}</th><td class="text">{html.escape(str(v))}</td></tr>' for k, v in pairs
+    )
     return f"<table><tbody>{rows}</tbody></table>"
 
 
 def options_used(options: DidOptions, panel_path: str) -> list[tuple[str, object]]:
     """The options in words, as the report and its readers need them."""
-    errors = ("analytic (influence function)" if not options.bootstrap else
-              f"multiplier bootstrap, {options.bootstrap_draws:,} draws, seed {options.seed}")
+    errors = (
+        "analytic (influence function)"
+        if not options.bootstrap
+        else f"multiplier bootstrap, {options.bootstrap_draws:,} draws, seed {options.seed}"
+    )
     if options.cluster:
         errors += f", clustered by {options.cluster}"
     weights = options.weights or "none"
     if options.fix_weights != "none":
         weights += f" (time-varying weights fixed: {options.fix_weights})"
-    methods = {"dr": "doubly robust (dr)", "ipw": "inverse probability weighting (ipw)", "reg": "outcome regression (reg)"}
+    methods = {
+        "dr": "doubly robust (dr)",
+        "ipw": "inverse probability weighting (ipw)",
+        "reg": "outcome regression (reg)",
+    }
     return [
         ("panel", panel_path),
-        ("outcome (--y)", options.y), ("period (--t)", options.t), ("unit (--id)", options.id or "-"),
+        ("outcome (--y)", options.y),
+        ("period (--t)", options.t),
+        ("unit (--id)", options.id or "-"),
         ("first treated (--g)", options.g),
         ("never treated coded as", "0" if options.never_treated_coding == "zero" else "empty (NaN), mapped to 0"),
         ("covariates (--x)", ", ".join(options.x) or "none (unconditional parallel trends)"),
         ("control group", options.control.replace("_", " ")),
         ("method", methods[options.method]),
         ("data", "repeated cross-sections" if options.repeated_cross_sections else "panel (balanced by csdid)"),
-        ("base period", options.base_period), ("anticipation periods", options.anticipation),
+        ("base period", options.base_period),
+        ("anticipation periods", options.anticipation),
         ("weights", weights),
         ("standard errors", errors),
         ("confidence intervals", f"pointwise {round((1 - ALPHA) * 100)}%"),
     ]
 
 
-AGG_TITLES = {"simple": "Overall average effect (simple)", "dynamic": "By time since the start (dynamic, event study)",
-              "group": "By cohort (group)", "calendar": "By period (calendar)"}
+AGG_TITLES = {
+    "simple": "Overall average effect (simple)",
+    "dynamic": "By time since the start (dynamic, event study)",
+    "group": "By cohort (group)",
+    "calendar": "By period (calendar)",
+}
 ESTIMATE_HEADERS = {"att": "ATT", "se": "std. error", "ci_low": "95% CI low", "ci_high": "95% CI high"}
 
 
-def render_html(result: DidResult, prepared: PreparedPanel, options: DidOptions, *, panel_path: str,
-                headline_text: str, png: bytes, versions: dict[str, str]) -> str:
+def render_html(
+    result: DidResult,
+    prepared: PreparedPanel,
+    options: DidOptions,
+    *,
+    panel_path: str,
+    headline_text: str,
+    png: bytes,
+    versions: dict[str, str],
+) -> str:
     """``report.html``: headline, options, the plot, the pre-test, every aggregation and ATT(g,t)."""
     image = base64.b64encode(png).decode("ascii")
     test = result.pretest
-    pretest_pairs = [("Wald statistic W", "-" if test["W"] is None else f"{test['W']:.4f}"),
-                     ("degrees of freedom", "-" if test["df"] is None else test["df"]),
-                     ("p-value", "-" if test["p_value"] is None else f"{test['p_value']:.5f}")]
+    pretest_pairs = [
+        ("Wald statistic W", "-" if test["W"] is None else f"{test['W']:.4f}"),
+        ("degrees of freedom", "-" if test["df"] is None else test["df"]),
+        ("p-value", "-" if test["p_value"] is None else f"{test['p_value']:.5f}"),
+    ]
     if test.get("note"):
         pretest_pairs.append(("note", test["note"]))
-    data_pairs = [("rows in the panel", f"{prepared.rows_read:,}"), ("rows used", f"{prepared.rows_used:,}"),
-                  ("units" if not options.repeated_cross_sections else "observations", f"{prepared.units:,}"),
-                  ("kept by csdid", f"{result.units_estimated:,}"),
-                  ("never-treated units" if not options.repeated_cross_sections else "never-treated observations",
-                   f"{prepared.never_treated_units:,}"),
-                  ("periods", f"{prepared.periods[0]} to {prepared.periods[-1]} ({len(prepared.periods)})"),
-                  ("cohorts (first treated)", ", ".join(str(g) for g in prepared.groups))]
+    data_pairs = [
+        ("rows in the panel", f"{prepared.rows_read:,}"),
+        ("rows used", f"{prepared.rows_used:,}"),
+        ("units" if not options.repeated_cross_sections else "observations", f"{prepared.units:,}"),
+        ("kept by csdid", f"{result.units_estimated:,}"),
+        (
+            "never-treated units" if not options.repeated_cross_sections else "never-treated observations",
+            f"{prepared.never_treated_units:,}",
+        ),
+        ("periods", f"{prepared.periods[0]} to {prepared.periods[-1]} ({len(prepared.periods)})"),
+        ("cohorts (first treated)", ", ".join(str(g) for g in prepared.groups)),
+    ]
     sections = []
     for kind in ("simple", "dynamic", "group", "calendar"):
         part = result.aggregations.filter(pl.col("type") == kind)
-        index = {"dynamic": ("event_time", "event time"), "group": ("group", "cohort"),
-                 "calendar": ("time", "period")}.get(kind)
+        index = {
+            "dynamic": ("event_time", "event time"),
+            "group": ("group", "cohort"),
+            "calendar": ("time", "period"),
+        }.get(kind)
         headers = ({index[0]: index[1]} if index else {}) | ESTIMATE_HEADERS
-        sections.append(f"<h3>{html.escape(AGG_TITLES[kind])}</h3>"
-                        + _table(part, headers, overall_when_null=index[0] if index else None))
-    att_gt = _table(result.att_gt, {"group": "cohort", "time": "period", "event_time": "event time",
-                                    "post": "after start", **ESTIMATE_HEADERS, "n_group": "units in cohort"})
+        sections.append(
+            f"<h3>{html.escape(AGG_TITLES[kind])}</h3>"
+            + _table(part, headers, overall_when_null=index[0] if index else None)
+        )
+    att_gt = _table(
+        result.att_gt,
+        {
+            "group": "cohort",
+            "time": "period",
+            "event_time": "event time",
+            "post": "after start",
+            **ESTIMATE_HEADERS,
+            "n_group": "units in cohort",
+        },
+    )
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in prepared.notes + result.notes)
     title = f"Difference-in-differences: {options.y}"
     return f"""<!DOCTYPE html>
@@ -236,27 +303,27 @@ def render_html(result: DidResult, prepared: PreparedPanel, options: DidOptions,
 <body>
 <h1>{html.escape(title)}</h1>
 <p class="note">Callaway &amp; Sant'Anna (2021) group-time average treatment effects, estimated with csdid
-{html.escape(versions.get('csdid', '?'))} (reproduces R did 2.5).</p>
+{html.escape(versions.get("csdid", "?"))} (reproduces R did 2.5).</p>
 <p class="headline" id="headline">{html.escape(headline_text)}</p>
 <h2>Event study</h2>
 <img alt="event study: the effect on {html.escape(options.y)} by time since the start, with 95% confidence intervals"
  src="data:image/png;base64,{image}">
 <p class="note">Grey: periods before the start (their effects should be about zero when trends are parallel);
-{'amber: the anticipation periods just before the start; ' if options.anticipation else ''}blue: after the start. Each point is the average effect over the cohorts observed that long after (or before)
+{"amber: the anticipation periods just before the start; " if options.anticipation else ""}blue: after the start. Each point is the average effect over the cohorts observed that long after (or before)
 their start; bars are pointwise 95% confidence intervals.</p>
 <h2>Pre-trend test</h2>
 <p class="note">Wald test that every ATT(g,t) before the start is zero (R did's W).</p>
 {_pairs(pretest_pairs)}
 <h2>Aggregated effects</h2>
-{''.join(sections)}
+{"".join(sections)}
 <h2>Group-time effects ATT(g,t)</h2>
 {att_gt}
 <h2>Options</h2>
 {_pairs([(k, v) for k, v in options_used(options, panel_path)])}
 <h2>Data</h2>
 {_pairs(data_pairs)}
-{f'<ul class="note">{notes}</ul>' if notes else ''}
-<p class="note">zorgpad {html.escape(versions.get('zorgpad', '?'))}; input SHA-256 {html.escape(versions.get('input_sha256', '?'))}.
+{f'<ul class="note">{notes}</ul>' if notes else ""}
+<p class="note">zorgpad {html.escape(versions.get("zorgpad", "?"))}; input SHA-256 {html.escape(versions.get("input_sha256", "?"))}.
 The tables are in att_gt.parquet and aggregations.parquet beside this page; manifest.json has every option.</p>
 </body>
 </html>

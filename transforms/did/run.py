@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -32,8 +32,14 @@ from transforms.output_folder import Publication, check_target, require_unlocked
 from transforms.runtime import code_version
 
 KIND = "did_report"
-PRETEST_SCHEMA = {"W": pl.Float64, "df": pl.Int64, "p_value": pl.Float64, "p_value_csdid": pl.Float64,
-                  "pre_cells": pl.Int64, "note": pl.String}
+PRETEST_SCHEMA = {
+    "W": pl.Float64,
+    "df": pl.Int64,
+    "p_value": pl.Float64,
+    "p_value_csdid": pl.Float64,
+    "pre_cells": pl.Int64,
+    "note": pl.String,
+}
 FILES = ("att_gt.parquet", "aggregations.parquet", "pretest.parquet", "event_study.png", "report.html")
 
 
@@ -59,19 +65,30 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     frame.write_parquet(path, compression="zstd", statistics=False, row_group_size=max(frame.height, 1))
 
 
-def write_report(frame: pl.DataFrame, folder: Path, options: DidOptions, *, source: str, fingerprint: dict,
-                 command: str = "zorgpad did estimate") -> dict:
+def write_report(
+    frame: pl.DataFrame,
+    folder: Path,
+    options: DidOptions,
+    *,
+    source: str,
+    fingerprint: dict,
+    command: str = "zorgpad did estimate",
+) -> dict:
     """Estimate on ``frame`` and write the report files into the existing ``folder``; returns the
     report's manifest (``zorgpad panel build --estimate`` writes one per outcome this way)."""
     started = time.monotonic()
     prepared = prepare_panel(frame, options)
     result = estimate(prepared, options)
-    versions = {"csdid": csdid_version(), "drdid": _version("drdid"), "zorgpad": code_version(),
-                "python": platform.python_version(), "input_sha256": fingerprint["sha256"]}
+    versions = {
+        "csdid": csdid_version(),
+        "drdid": _version("drdid"),
+        "zorgpad": code_version(),
+        "python": platform.python_version(),
+        "input_sha256": fingerprint["sha256"],
+    }
     text = headline(result, options)
     png = event_study_png(result, options)
-    page = render_html(result, prepared, options, panel_path=source, headline_text=text, png=png,
-                       versions=versions)
+    page = render_html(result, prepared, options, panel_path=source, headline_text=text, png=png, versions=versions)
     pretest = pl.DataFrame([result.pretest], schema=PRETEST_SCHEMA)
     _write_parquet(result.att_gt, folder / "att_gt.parquet")
     _write_parquet(result.aggregations, folder / "aggregations.parquet")
@@ -80,24 +97,36 @@ def write_report(frame: pl.DataFrame, folder: Path, options: DidOptions, *, sour
     (folder / "report.html").write_text(page, encoding="utf-8")
     return {
         "command": command,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "input": fingerprint,
         "options": options.model_dump(mode="json"),
         "options_in_words": {k: str(v) for k, v in options_used(options, source)},
-        "estimator": {"package": "csdid", "version": versions["csdid"], "drdid": versions["drdid"],
-                      "python": versions["python"],
-                      "standard_errors": "multiplier bootstrap" if options.bootstrap else "analytic",
-                      "confidence_intervals": "pointwise 95%"},
+        "estimator": {
+            "package": "csdid",
+            "version": versions["csdid"],
+            "drdid": versions["drdid"],
+            "python": versions["python"],
+            "standard_errors": "multiplier bootstrap" if options.bootstrap else "analytic",
+            "confidence_intervals": "pointwise 95%",
+        },
         "code_version": versions["zorgpad"],
-        "rows": {"panel": prepared.rows_read, "used": prepared.rows_used, "units": prepared.units,
-                 "units_estimated": result.units_estimated, "never_treated_units": prepared.never_treated_units,
-                 "never_treated_recoded": prepared.never_treated_recoded,
-                 "att_gt": result.att_gt.height, "aggregations": result.aggregations.height},
+        "rows": {
+            "panel": prepared.rows_read,
+            "used": prepared.rows_used,
+            "units": prepared.units,
+            "units_estimated": result.units_estimated,
+            "never_treated_units": prepared.never_treated_units,
+            "never_treated_recoded": prepared.never_treated_recoded,
+            "att_gt": result.att_gt.height,
+            "aggregations": result.aggregations.height,
+        },
         "periods": prepared.periods,
         "groups": prepared.groups,
         "headline": text,
-        "overall": {kind: {k: v for k, v in result.overall(kind).items() if k in ("att", "se", "ci_low", "ci_high")}
-                    for kind in ("simple", "dynamic", "group", "calendar")},
+        "overall": {
+            kind: {k: v for k, v in result.overall(kind).items() if k in ("att", "se", "ci_low", "ci_high")}
+            for kind in ("simple", "dynamic", "group", "calendar")
+        },
         "pretest": result.pretest,
         "notes": prepared.notes + result.notes,
         "files": {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FILES},

@@ -18,14 +18,19 @@ ATTRITION: OutputTable = _TABLES["attrition"]
 #: The fixed columns before which the spec's columns go.
 SPEC_COLUMNS_BEFORE = "weight"
 
-VOLUME_TEXT = {"volume": "episodes anchored at the provider in the period (0 when none)",
-               "log_volume": "natural log of volume (null when 0): its ATT is the relative change in volume"}
+VOLUME_TEXT = {
+    "volume": "episodes anchored at the provider in the period (0 when none)",
+    "log_volume": "natural log of volume (null when 0): its ATT is the relative change in volume",
+}
 INSURER_COLUMNS = (
     OutputColumn(name="insurer_uzovi", type="string", description="the patient's insurer on the anchor date (UZOVI)"),
-    OutputColumn(name="contracting_insurer", type="bool",
-                 description="that insurer signed the provider's contract (or the contract names all insurers); "
-                             "false: another insurer's patient of a treated provider (free-riding); null: provider "
-                             "without a contract in the panel"),
+    OutputColumn(
+        name="contracting_insurer",
+        type="bool",
+        description="that insurer signed the provider's contract (or the contract names all insurers); "
+        "false: another insurer's patient of a treated provider (free-riding); null: provider "
+        "without a contract in the panel",
+    ),
 )
 
 
@@ -65,28 +70,39 @@ def panel_table(spec: PanelSpec, several_insurers: bool, schemas: dict | None = 
         added += INSURER_COLUMNS
     added += [OutputColumn(name=o, type="float64", description=describe(o, spec)) for o in spec.outcomes]
     if spec.adjust:
-        added += [OutputColumn(name=f"{o}_adjusted", type="float64",
-                               description=f"{o} / completion_{'cents' if o.endswith('_cents') else 'lines'} of the "
-                                           "period (what it will be once declarations are complete)")
-                  for o in spec.outcomes]
+        added += [
+            OutputColumn(
+                name=f"{o}_adjusted",
+                type="float64",
+                description=f"{o} / completion_{'cents' if o.endswith('_cents') else 'lines'} of the "
+                "period (what it will be once declarations are complete)",
+            )
+            for o in spec.outcomes
+        ]
     added += [OutputColumn(name=c, type="float64", description=describe(c, spec)) for c in spec.covariates]
     return BASE.model_copy(update={"columns": tuple(fixed[:cut] + added + fixed[cut:])})
 
 
 def dictionary(spec: PanelSpec, table: OutputTable, several_insurers: bool) -> str:
     """``dictionary.md``: what the folder holds and what every column means."""
-    lines = [f"# Panel `{spec.name}`", "",
-             f"Unit `{spec.unit}`, period `{spec.period}`, years {spec.years[0]}-{spec.years[1]}, bundles "
-             f"{', '.join(spec.bundles)}; control group for estimation: {spec.control.replace('_', ' ')}; "
-             f"cluster standard errors by `{spec.cluster}`. Written by `zorgpad panel build` (reference: "
-             "docs/did-panels.md).", "",
-             "| file | what |", "|---|---|",
-             "| `panel/period_label=<p>/part-0.parquet` | the panel, Hive-partitioned by period (never treated: cohort 0) |",
-             "| `adapters/did.parquet` | the same rows in one file, for R `did`, csdid and pyfixest (cohort 0 = never treated; `unit_num` as the numeric id) |",
-             "| `adapters/differences.parquet` | the same rows for `differences` (never treated: cohort NaN) |",
-             "| `attrition/part-0.parquet` | what was left out and why |",
-             "| `spec.yaml` | the spec with every default filled in (its hash is `spec_hash` in the manifest) |",
-             "| `manifest.json` | inputs, spec hash, rows, cohorts, content hash, timing |", ""]
+    lines = [
+        f"# Panel `{spec.name}`",
+        "",
+        f"Unit `{spec.unit}`, period `{spec.period}`, years {spec.years[0]}-{spec.years[1]}, bundles "
+        f"{', '.join(spec.bundles)}; control group for estimation: {spec.control.replace('_', ' ')}; "
+        f"cluster standard errors by `{spec.cluster}`. Written by `zorgpad panel build` (reference: "
+        "docs/did-panels.md).",
+        "",
+        "| file | what |",
+        "|---|---|",
+        "| `panel/period_label=<p>/part-0.parquet` | the panel, Hive-partitioned by period (never treated: cohort 0) |",
+        "| `adapters/did.parquet` | the same rows in one file, for R `did`, csdid and pyfixest (cohort 0 = never treated; `unit_num` as the numeric id) |",
+        "| `adapters/differences.parquet` | the same rows for `differences` (never treated: cohort NaN) |",
+        "| `attrition/part-0.parquet` | what was left out and why |",
+        "| `spec.yaml` | the spec with every default filled in (its hash is `spec_hash` in the manifest) |",
+        "| `manifest.json` | inputs, spec hash, rows, cohorts, content hash, timing |",
+        "",
+    ]
     lines += table.markdown()
     lines += ATTRITION.markdown()
     return "\n".join(lines)

@@ -32,49 +32,92 @@ ALL = "all"
 #: and what the model's description does not say. Every field must have an entry (the test checks).
 FIELD_NOTES: dict[str, tuple[str, str]] = {
     "name": (ALL, "names the folder's dictionary and manifest; not a path"),
-    "bundles": (ALL, "each must be built in `--episodes`; cohorts come from these bundles' contracts; "
-                     "gemeente_year counts their episodes per gemeente (`n_episodes`)"),
-    "unit": (ALL, "what a row is: `episode`, `episode_quarter`, `provider_period` or `gemeente_year` "
-                  "(see \"Units\" below)"),
-    "period": (ALL, "the time scale of `period` and `cohort`: the calendar year, or a running quarter or "
-                    "month from 1 at the first year's first quarter or month; episode_quarter needs "
-                    "`quarter`, gemeente_year `year`"),
-    "years": (ALL, "the panel's periods run from 1 January of the first to 31 December of the last; "
-                   "episodes anchored outside are left out (attrition step 1)"),
-    "outcomes": (ALL, "episode: any numeric or true/false episode column (docs/episodes.md); "
-                      "episode_quarter: the `*_cents` columns below, summed per quarter; gemeente_year: the "
-                      "Vektis measures below"),
-    "covariates": (ALL, "the names below; provider_period: the provider's mean over its episodes before "
-                        "treatment; gemeente_year: Vektis shares, the gemeente's mean before treatment; not "
-                        "also an outcome"),
+    "bundles": (
+        ALL,
+        "each must be built in `--episodes`; cohorts come from these bundles' contracts; "
+        "gemeente_year counts their episodes per gemeente (`n_episodes`)",
+    ),
+    "unit": (
+        ALL,
+        'what a row is: `episode`, `episode_quarter`, `provider_period` or `gemeente_year` (see "Units" below)',
+    ),
+    "period": (
+        ALL,
+        "the time scale of `period` and `cohort`: the calendar year, or a running quarter or "
+        "month from 1 at the first year's first quarter or month; episode_quarter needs "
+        "`quarter`, gemeente_year `year`",
+    ),
+    "years": (
+        ALL,
+        "the panel's periods run from 1 January of the first to 31 December of the last; "
+        "episodes anchored outside are left out (attrition step 1)",
+    ),
+    "outcomes": (
+        ALL,
+        "episode: any numeric or true/false episode column (docs/episodes.md); "
+        "episode_quarter: the `*_cents` columns below, summed per quarter; gemeente_year: the "
+        "Vektis measures below",
+    ),
+    "covariates": (
+        ALL,
+        "the names below; provider_period: the provider's mean over its episodes before "
+        "treatment; gemeente_year: Vektis shares, the gemeente's mean before treatment; not "
+        "also an outcome",
+    ),
     "treatment": (ALL, "a mapping with the two fields below"),
-    "treatment.from": (ALL, "`contracts`: the cohort of a provider is the period of its first contract "
-                            "start for the spec's bundles, whichever insurer signed it (`{from: contracts}` "
-                            "in YAML)"),
-    "treatment.anticipation": (ALL, "passed to the estimator; provider_period and gemeente_year also fix "
-                                    "their covariates before `cohort - anticipation`"),
-    "control": (ALL, "the comparison group of `--estimate`: providers never treated within the panel, or "
-                     "also those not yet treated; written into `dictionary.md`"),
-    "filters": (ALL, "a list keeps the episodes whose value is in it, `{min: .., max: ..}` a range "
-                     "(inclusive; nulls are left out); the status filter stays unless the spec gives `status` "
-                     "itself (list all four statuses to keep censored episodes); each filter is an attrition step"),
+    "treatment.from": (
+        ALL,
+        "`contracts`: the cohort of a provider is the period of its first contract "
+        "start for the spec's bundles, whichever insurer signed it (`{from: contracts}` "
+        "in YAML)",
+    ),
+    "treatment.anticipation": (
+        ALL,
+        "passed to the estimator; provider_period and gemeente_year also fix "
+        "their covariates before `cohort - anticipation`",
+    ),
+    "control": (
+        ALL,
+        "the comparison group of `--estimate`: providers never treated within the panel, or "
+        "also those not yet treated; written into `dictionary.md`",
+    ),
+    "filters": (
+        ALL,
+        "a list keeps the episodes whose value is in it, `{min: .., max: ..}` a range "
+        "(inclusive; nulls are left out); the status filter stays unless the spec gives `status` "
+        "itself (list all four statuses to keep censored episodes); each filter is an attrition step",
+    ),
     "cluster": (ALL, "per unit below; `unit_id` leaves clustering to the estimator's unit"),
-    "weights": ("provider_period, gemeente_year", "sets the `weight` column (else 1), which `--estimate` "
-                                                  "then uses; an episode row has one episode"),
-    "adjust": ("episode, episode_quarter, provider_period", "`*_cents` outcomes by `completion_cents`, the "
-                                                            "others by `completion_lines`; `--estimate` "
-                                                            "then estimates the adjusted column"),
+    "weights": (
+        "provider_period, gemeente_year",
+        "sets the `weight` column (else 1), which `--estimate` then uses; an episode row has one episode",
+    ),
+    "adjust": (
+        "episode, episode_quarter, provider_period",
+        "`*_cents` outcomes by `completion_cents`, the "
+        "others by `completion_lines`; `--estimate` "
+        "then estimates the adjusted column",
+    ),
     "mature_at": (ALL, "in lines and in cents; sets `mature` per period"),
-    "maturity_table": ("episode, episode_quarter, provider_period", "the table most of the bundles' trigger "
-                                                                    "rules read: `dbc` for hip and knee"),
-    "method": (ALL, "`dr` doubly robust, `ipw` inverse probability weighting, `reg` outcome regression "
-                    "(R `did`'s `est_method`)"),
+    "maturity_table": (
+        "episode, episode_quarter, provider_period",
+        "the table most of the bundles' trigger rules read: `dbc` for hip and knee",
+    ),
+    "method": (
+        ALL,
+        "`dr` doubly robust, `ipw` inverse probability weighting, `reg` outcome regression (R `did`'s `est_method`)",
+    ),
     "min_episodes": ("provider_period", ""),
 }
 
 #: A valid spec that each example changes in one place.
-BASE = {"name": "hip_knee", "bundles": ["hip_oa", "knee_oa"], "unit": "episode", "years": [2016, 2019],
-        "outcomes": ["in_bundle_cents", "complication"]}
+BASE = {
+    "name": "hip_knee",
+    "bundles": ["hip_oa", "knee_oa"],
+    "unit": "episode",
+    "years": [2016, 2019],
+    "outcomes": ["in_bundle_cents", "complication"],
+}
 _GEMEENTE = {"unit": "gemeente_year", "outcomes": ["total_cents_per_insured_year"], "cluster": "gemeente_code"}
 #: (field, change to BASE): each must be refused, naming the field.
 EXAMPLES: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -194,8 +237,10 @@ def field_table() -> list[str]:
         kind = _type(info.annotation)
         limits = _constraints(info)
         meaning = "; ".join(t for t in (info.description, note) if t)
-        lines.append(f"| `{name}` | {kind}{' (' + limits + ')' if limits else ''} | {_default(info)} | {units} | "
-                     f"{_cell(meaning)} |")
+        lines.append(
+            f"| `{name}` | {kind}{' (' + limits + ')' if limits else ''} | {_default(info)} | {units} | "
+            f"{_cell(meaning)} |"
+        )
     return lines
 
 
@@ -207,14 +252,20 @@ def allowed_names() -> list[str]:
     """The names a spec may use where they are a fixed list (the modules that check them)."""
     from transforms.did_panel import run, units
 
-    lines = ["Names checked per unit (in the preflight, against the episodes' parquet footers, where they are "
-             "episode columns):", ""]
+    lines = [
+        "Names checked per unit (in the preflight, against the episodes' parquet footers, where they are "
+        "episode columns):",
+        "",
+    ]
     pre_anchor = getattr(run, "PRE_ANCHOR_COLUMNS", None)
     if pre_anchor:
-        lines.append(f"- covariates of the episode units and provider_period (measured before the anchor): "
-                     f"{_names(pre_anchor)}")
-    lines.append(f"- outcomes of `episode_quarter` (summed per quarter of service from the episode lines): "
-                 f"{_names(units.QUARTER_OUTCOMES)}")
+        lines.append(
+            f"- covariates of the episode units and provider_period (measured before the anchor): {_names(pre_anchor)}"
+        )
+    lines.append(
+        f"- outcomes of `episode_quarter` (summed per quarter of service from the episode lines): "
+        f"{_names(units.QUARTER_OUTCOMES)}"
+    )
     lines.append(f"- outcomes only `provider_period` computes: {_names(spec_module.VOLUME_OUTCOMES)}")
     try:
         from transforms.did_panel import gemeente
@@ -248,10 +299,19 @@ def example_errors() -> list[str]:
 def generated() -> str:
     parts = [BEGIN, "", "### Fields", ""]
     parts += field_table()
-    parts += ["", *allowed_names(), "", "### A wrong spec", "",
-              f"Each row changes one field of `{_yaml(BASE)}`; the message is what `parse_spec` gives (the CLI "
-              "prints `error:` before it and exits with status 2, before the store or the episodes are opened).",
-              "", *example_errors(), "", END]
+    parts += [
+        "",
+        *allowed_names(),
+        "",
+        "### A wrong spec",
+        "",
+        f"Each row changes one field of `{_yaml(BASE)}`; the message is what `parse_spec` gives (the CLI "
+        "prints `error:` before it and exits with status 2, before the store or the episodes are opened).",
+        "",
+        *example_errors(),
+        "",
+        END,
+    ]
     return "\n".join(parts)
 
 
@@ -260,7 +320,7 @@ def render(text: str) -> str:
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
         raise ValueError(f"{DOCS_PATH}: the markers {BEGIN!r} and {END!r} are missing")
-    return text[:start] + generated() + text[end + len(END):]
+    return text[:start] + generated() + text[end + len(END) :]
 
 
 if __name__ == "__main__":

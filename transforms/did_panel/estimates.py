@@ -29,26 +29,47 @@ from transforms.did_panel.spec import PanelSpec
 from transforms.hashing import file_sha256
 
 SAMPLES = {"all": None, "contracting_insurers": True, "other_insurers": False}
-SUMMARY_SCHEMA = {"outcome": pl.String, "estimated_column": pl.String, "sample": pl.String, "att": pl.Float64,
-                  "se": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64, "pre_treatment_mean": pl.Float64,
-                  "relative_att": pl.Float64, "pretest_p_value": pl.Float64, "rows": pl.Int64,
-                  "rows_left_out": pl.Int64, "treated_clusters": pl.Int64, "control_clusters": pl.Int64,
-                  "report": pl.String, "error": pl.String}
+SUMMARY_SCHEMA = {
+    "outcome": pl.String,
+    "estimated_column": pl.String,
+    "sample": pl.String,
+    "att": pl.Float64,
+    "se": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "pre_treatment_mean": pl.Float64,
+    "relative_att": pl.Float64,
+    "pretest_p_value": pl.Float64,
+    "rows": pl.Int64,
+    "rows_left_out": pl.Int64,
+    "treated_clusters": pl.Int64,
+    "control_clusters": pl.Int64,
+    "report": pl.String,
+    "error": pl.String,
+}
 #: Fewer treated clusters than this: the report says the clustered intervals and pre-test are fragile.
 FEW_CLUSTERS = 10
 
 
 def options_for(spec: PanelSpec, column: str) -> DidOptions:
-    return DidOptions(y=column, t="period", g="cohort", id=None if spec.repeated_cross_sections else "unit_num",
-                      x=tuple(spec.covariates), control=spec.control, method=spec.method,
-                      # the spec's cluster column (provider_agb, gemeente_code); unit_id: the estimator's own
-                      cluster=spec.cluster if spec.cluster != "unit_id" else None,
-                      weights="weight" if spec.weights == "episodes" else None,
-                      repeated_cross_sections=spec.repeated_cross_sections, anticipation=spec.treatment.anticipation,
-                      # a (group, time) cell the estimator cannot fit (a handful of episodes, a covariate
-                      # without variation in it) is listed in the report and left out of the aggregations,
-                      # instead of losing every estimate of the outcome
-                      skip_missing_cells=True)
+    return DidOptions(
+        y=column,
+        t="period",
+        g="cohort",
+        id=None if spec.repeated_cross_sections else "unit_num",
+        x=tuple(spec.covariates),
+        control=spec.control,
+        method=spec.method,
+        # the spec's cluster column (provider_agb, gemeente_code); unit_id: the estimator's own
+        cluster=spec.cluster if spec.cluster != "unit_id" else None,
+        weights="weight" if spec.weights == "episodes" else None,
+        repeated_cross_sections=spec.repeated_cross_sections,
+        anticipation=spec.treatment.anticipation,
+        # a (group, time) cell the estimator cannot fit (a handful of episodes, a covariate
+        # without variation in it) is listed in the report and left out of the aggregations,
+        # instead of losing every estimate of the outcome
+        skip_missing_cells=True,
+    )
 
 
 def usable_rows(panel: pl.DataFrame, spec: PanelSpec, column: str) -> pl.DataFrame:
@@ -87,14 +108,28 @@ def estimate_outcomes(spec: PanelSpec, did_file: Path, out: Path, *, insurer_spl
             folder = out / outcome if sample == "all" else out / outcome / sample
             folder.mkdir(parents=True, exist_ok=True)
             try:
-                report = write_report(usable, folder, options_for(spec, column), source=f"{did_file.name} ({sample})",
-                                      fingerprint=fingerprint, command="zorgpad panel build --estimate")
+                report = write_report(
+                    usable,
+                    folder,
+                    options_for(spec, column),
+                    source=f"{did_file.name} ({sample})",
+                    fingerprint=fingerprint,
+                    command="zorgpad panel build --estimate",
+                )
             except DidInputError as exc:
                 # one outcome the estimator refuses (too few treated in a cell, ...) leaves the panel
                 # and the other estimates standing; the reason is in the summary and the manifest
                 shutil.rmtree(folder, ignore_errors=True)
-                rows.append({"outcome": outcome, "estimated_column": column, "sample": sample, "rows": usable.height,
-                             "rows_left_out": subset.height - usable.height, "error": str(exc)})
+                rows.append(
+                    {
+                        "outcome": outcome,
+                        "estimated_column": column,
+                        "sample": sample,
+                        "rows": usable.height,
+                        "rows_left_out": subset.height - usable.height,
+                        "error": str(exc),
+                    }
+                )
                 continue
             cluster = spec.cluster
             treated_clusters = usable.filter(pl.col("cohort") != 0)[cluster].n_unique()
@@ -103,18 +138,32 @@ def estimate_outcomes(spec: PanelSpec, did_file: Path, out: Path, *, insurer_spl
             pre = usable.filter((pl.col("cohort") != 0) & (pl.col("period") < pl.col("cohort")))[column]
             pre_mean = float(pre.mean()) if pre.len() else None
             att = overall.get("att")
-            rows.append({"outcome": outcome, "estimated_column": column, "sample": sample, "att": att,
-                         "se": overall.get("se"), "ci_low": overall.get("ci_low"), "ci_high": overall.get("ci_high"),
-                         "pre_treatment_mean": pre_mean,
-                         "relative_att": att / pre_mean if att is not None and pre_mean else None,
-                         "pretest_p_value": report["pretest"].get("p_value"), "rows": usable.height,
-                         "rows_left_out": subset.height - usable.height, "treated_clusters": treated_clusters,
-                         "control_clusters": control_clusters,
-                         "report": folder.relative_to(out.parent).as_posix() + "/report.html", "error": None})
+            rows.append(
+                {
+                    "outcome": outcome,
+                    "estimated_column": column,
+                    "sample": sample,
+                    "att": att,
+                    "se": overall.get("se"),
+                    "ci_low": overall.get("ci_low"),
+                    "ci_high": overall.get("ci_high"),
+                    "pre_treatment_mean": pre_mean,
+                    "relative_att": att / pre_mean if att is not None and pre_mean else None,
+                    "pretest_p_value": report["pretest"].get("p_value"),
+                    "rows": usable.height,
+                    "rows_left_out": subset.height - usable.height,
+                    "treated_clusters": treated_clusters,
+                    "control_clusters": control_clusters,
+                    "report": folder.relative_to(out.parent).as_posix() + "/report.html",
+                    "error": None,
+                }
+            )
             headline = report["headline"]
             if treated_clusters < FEW_CLUSTERS:
-                headline += (f" Only {treated_clusters} treated {cluster} clusters: clustered standard errors and the "
-                             "pre-trend test are unreliable with so few (read the event study, and prefer more data).")
+                headline += (
+                    f" Only {treated_clusters} treated {cluster} clusters: clustered standard errors and the "
+                    "pre-trend test are unreliable with so few (read the event study, and prefer more data)."
+                )
             headlines[f"{outcome}/{sample}"] = headline
             (folder / "manifest.json").write_text(_json(report), encoding="utf-8")
     summary = pl.DataFrame(rows, schema=SUMMARY_SCHEMA)

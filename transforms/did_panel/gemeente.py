@@ -55,9 +55,12 @@ COST_CATEGORIES = tuple(c for c in CATEGORIES if c != POPULATION)
 #: Outcome name -> meaning (the spec's outcomes of a gemeente_year panel are among these).
 OUTCOMES: dict[str, str] = {
     "total_cents_per_insured_year": "Zvw cost of the gemeente's insured in the year, all categories, per insured-year "
-                                    "(cents; Vektis)",
-    **{f"{c}_cents_per_insured_year": f"Zvw cost of {CATEGORY_DESCRIPTIONS[c]} per insured-year (cents; Vektis; null "
-                                      "in a year whose file has no column of this category)" for c in COST_CATEGORIES},
+    "(cents; Vektis)",
+    **{
+        f"{c}_cents_per_insured_year": f"Zvw cost of {CATEGORY_DESCRIPTIONS[c]} per insured-year (cents; Vektis; null "
+        "in a year whose file has no column of this category)"
+        for c in COST_CATEGORIES
+    },
     "insured_years": "insured-years (person-years) of the gemeente's insured in the year (Vektis)",
     "insured": "insured persons of the gemeente in the year (Vektis, cells of at least 10 insured)",
 }
@@ -69,9 +72,17 @@ COVARIATES: dict[str, str] = {
 }
 #: The columns every gemeente_year partition writes (episode counts and Vektis rows alike).
 PART_SCHEMA: dict[str, pl.DataType] = {
-    "part": pl.String(), "bundle_id": pl.String(), "gemeente_code": pl.String(), "period": pl.Int32(),
-    "n_episodes": pl.Int64(), "cohort": pl.Int32(), "cohort_status": pl.String(), "n_cells": pl.Int64(),
-    "balanced": pl.Boolean(), **{o: pl.Float64() for o in OUTCOMES}, **{c: pl.Float64() for c in COVARIATES},
+    "part": pl.String(),
+    "bundle_id": pl.String(),
+    "gemeente_code": pl.String(),
+    "period": pl.Int32(),
+    "n_episodes": pl.Int64(),
+    "cohort": pl.Int32(),
+    "cohort_status": pl.String(),
+    "n_cells": pl.Int64(),
+    "balanced": pl.Boolean(),
+    **{o: pl.Float64() for o in OUTCOMES},
+    **{c: pl.Float64() for c in COVARIATES},
 }
 EPISODE_COLUMNS = ("episode_id", "anchor_date", "gemeente_code")
 _CELL = ("year", "release", "gemeente_vektis", "gemeente_code", "sex", "age_class", "age_min")
@@ -97,8 +108,9 @@ def final_years(manifest: dict) -> list[int]:
 
 def read_vektis(folder: Path | str) -> pl.LazyFrame:
     """The harmonised long table of a Vektis folder (every year and release), lazily."""
-    return pl.scan_parquet(Path(folder) / LONG_DIR / "year=*" / "*.parquet", hive_partitioning=True,
-                           hive_schema={"year": pl.Int16})
+    return pl.scan_parquet(
+        Path(folder) / LONG_DIR / "year=*" / "*.parquet", hive_partitioning=True, hive_schema={"year": pl.Int16}
+    )
 
 
 def vektis_cells(long: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
@@ -106,11 +118,16 @@ def vektis_cells(long: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
     (``insured_years_centi``: hundredths, exact), insured, the cents of every cost category
     (``<category>_cents``) and ``categories``: the cost categories its file has a column of."""
     lazy = long.lazy()
-    present = (lazy.filter(pl.col("category") != POPULATION).group_by("year", "release")
-               .agg(pl.col("category").unique().sort().alias("categories")))
-    sums = [pl.col("value_cents").filter(pl.col("measure") == "insured_years").sum().alias("insured_years_centi"),
-            (pl.col("value_cents").filter(pl.col("measure") == "insured").sum() // 100).alias("insured"),
-            *[pl.col("value_cents").filter(pl.col("category") == c).sum().alias(f"{c}_cents") for c in COST_CATEGORIES]]
+    present = (
+        lazy.filter(pl.col("category") != POPULATION)
+        .group_by("year", "release")
+        .agg(pl.col("category").unique().sort().alias("categories"))
+    )
+    sums = [
+        pl.col("value_cents").filter(pl.col("measure") == "insured_years").sum().alias("insured_years_centi"),
+        (pl.col("value_cents").filter(pl.col("measure") == "insured").sum() // 100).alias("insured"),
+        *[pl.col("value_cents").filter(pl.col("category") == c).sum().alias(f"{c}_cents") for c in COST_CATEGORIES],
+    ]
     cells = lazy.group_by(*_CELL).agg(*sums).join(present, on=["year", "release"], how="left")
     return cells.collect().with_columns(pl.col("year").cast(pl.Int32)).sort(*_CELL, nulls_last=True)
 
@@ -121,18 +138,33 @@ def gemeente_cohorts(cohorts: pl.DataFrame, providers: pl.DataFrame, years: tupl
     ``cohort_status`` and ``treated_providers``."""
     first_day, last_day = date(years[0], 1, 1), date(years[1], 12, 31)
     located = cohorts.join(providers.select("provider_agb", "gemeente_code"), on="provider_agb", how="inner")
-    grouped = located.drop_nulls("gemeente_code").group_by("gemeente_code").agg(
-        pl.col("contract_start").min(), pl.col("provider_agb").n_unique().cast(pl.Int64).alias("treated_providers"))
-    status = (pl.when(pl.col("contract_start") < first_day).then(pl.lit(BEFORE_FIRST))
-              .when(pl.col("contract_start") > last_day).then(pl.lit(AFTER_LAST)).otherwise(pl.lit(IN_PANEL)))
-    cohort = pl.when(status == IN_PANEL).then(pl.col("contract_start").dt.year()).otherwise(
-        pl.lit(NEVER_TREATED)).cast(pl.Int32)
+    grouped = (
+        located.drop_nulls("gemeente_code")
+        .group_by("gemeente_code")
+        .agg(
+            pl.col("contract_start").min(), pl.col("provider_agb").n_unique().cast(pl.Int64).alias("treated_providers")
+        )
+    )
+    status = (
+        pl.when(pl.col("contract_start") < first_day)
+        .then(pl.lit(BEFORE_FIRST))
+        .when(pl.col("contract_start") > last_day)
+        .then(pl.lit(AFTER_LAST))
+        .otherwise(pl.lit(IN_PANEL))
+    )
+    cohort = (
+        pl.when(status == IN_PANEL)
+        .then(pl.col("contract_start").dt.year())
+        .otherwise(pl.lit(NEVER_TREATED))
+        .cast(pl.Int32)
+    )
     return grouped.with_columns(cohort.alias("cohort"), status.alias("cohort_status")).sort("gemeente_code")
 
 
 def _conform(frame: pl.DataFrame) -> pl.DataFrame:
-    return frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
-                         for c, t in PART_SCHEMA.items()])
+    return frame.select(
+        [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in PART_SCHEMA.items()]
+    )
 
 
 def vektis_part(cells: pl.DataFrame, cohorts: pl.DataFrame, spec: PanelSpec) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -148,16 +180,22 @@ def vektis_part(cells: pl.DataFrame, cohorts: pl.DataFrame, spec: PanelSpec) -> 
     steps.append((f"Vektis cells of a year outside {first}-{last}", frame.height - kept.height))
     frame = kept
     kept = frame.filter(pl.col("gemeente_code").is_not_null())
-    steps.append(("Vektis cells without a CBS gemeente code (the unknown-gemeente row, or a name without a 2020 code)",
-                  frame.height - kept.height))
+    steps.append(
+        (
+            "Vektis cells without a CBS gemeente code (the unknown-gemeente row, or a name without a 2020 code)",
+            frame.height - kept.height,
+        )
+    )
     frame = kept.join(cohorts.select("gemeente_code", "cohort", "cohort_status"), on="gemeente_code", how="left")
     frame = frame.with_columns(pl.col("cohort").fill_null(NEVER_TREATED), pl.col("cohort_status").fill_null(NEVER))
     kept = frame.filter(pl.col("cohort_status") != BEFORE_FIRST)
-    steps.append(("Vektis cells of a gemeente treated before the first period (no pre-period)",
-                  frame.height - kept.height))
+    steps.append(
+        ("Vektis cells of a gemeente treated before the first period (no pre-period)", frame.height - kept.height)
+    )
     rows = _gemeente_years(kept, spec)
-    attrition = pl.DataFrame([(i + 1, reason, VEKTIS_PART, n) for i, (reason, n) in enumerate(steps)],
-                             schema=ATTRITION_SCHEMA, orient="row")
+    attrition = pl.DataFrame(
+        [(i + 1, reason, VEKTIS_PART, n) for i, (reason, n) in enumerate(steps)], schema=ATTRITION_SCHEMA, orient="row"
+    )
     return _conform(rows), attrition
 
 
@@ -166,8 +204,11 @@ def _quotient(frame: pl.DataFrame, numerator: str, denominator: str | int, up: i
     as the float nearest the exact ratio: numpy's IEEE division (polars divides through a
     reciprocal, which can be one unit in the last place off)."""
     top = frame[numerator].to_numpy().astype(np.int64) * up
-    bottom = (frame[denominator].to_numpy().astype(np.int64) if isinstance(denominator, str)
-              else np.full(frame.height, denominator, dtype=np.int64)) * down
+    bottom = (
+        frame[denominator].to_numpy().astype(np.int64)
+        if isinstance(denominator, str)
+        else np.full(frame.height, denominator, dtype=np.int64)
+    ) * down
     return pl.Series(top.astype(np.float64) / bottom.astype(np.float64), dtype=pl.Float64)
 
 
@@ -175,33 +216,60 @@ def _gemeente_years(cells: pl.DataFrame, spec: PanelSpec) -> pl.DataFrame:
     """Sum the kept cells per gemeente and year into its outcomes and (yearly) covariates, then fix
     the covariates before treatment and flag the balanced gemeenten."""
     centi = pl.col("insured_years_centi")
-    sums = {"_centi": centi.sum(), "_female": centi.filter(pl.col("sex") == "V").sum(),
-            "_older": centi.filter(pl.col("age_min") >= 65).sum(),
-            "_age2": (centi * (2 * pl.col("age_min").cast(pl.Int64) + 5)).sum(),  # twice the class midpoint
-            **{f"_{c}": pl.col(f"{c}_cents").sum() for c in COST_CATEGORIES}}
+    sums = {
+        "_centi": centi.sum(),
+        "_female": centi.filter(pl.col("sex") == "V").sum(),
+        "_older": centi.filter(pl.col("age_min") >= 65).sum(),
+        "_age2": (centi * (2 * pl.col("age_min").cast(pl.Int64) + 5)).sum(),  # twice the class midpoint
+        **{f"_{c}": pl.col(f"{c}_cents").sum() for c in COST_CATEGORIES},
+    }
     grouped = cells.group_by("gemeente_code", pl.col("year").alias("period")).agg(
-        pl.col("cohort").first(), pl.col("cohort_status").first(), pl.len().cast(pl.Int64).alias("n_cells"),
-        pl.col("categories").first(), pl.col("insured").sum().cast(pl.Float64), *[e.alias(n) for n, e in sums.items()])
+        pl.col("cohort").first(),
+        pl.col("cohort_status").first(),
+        pl.len().cast(pl.Int64).alias("n_cells"),
+        pl.col("categories").first(),
+        pl.col("insured").sum().cast(pl.Float64),
+        *[e.alias(n) for n, e in sums.items()],
+    )
     grouped = grouped.with_columns(pl.sum_horizontal([f"_{c}" for c in COST_CATEGORIES]).alias("_total"))
     # (numerator, denominator, numerator factor, denominator factor): insured-years are hundredths
-    quotients = {"insured_years": ("_centi", 100, 1, 1), "total_cents_per_insured_year": ("_total", "_centi", 100, 1),
-                 **{f"{c}_cents_per_insured_year": (f"_{c}", "_centi", 100, 1) for c in COST_CATEGORIES},
-                 "share_female": ("_female", "_centi", 1, 1), "share_65_plus": ("_older", "_centi", 1, 1),
-                 "mean_age": ("_age2", "_centi", 1, 2)}
+    quotients = {
+        "insured_years": ("_centi", 100, 1, 1),
+        "total_cents_per_insured_year": ("_total", "_centi", 100, 1),
+        **{f"{c}_cents_per_insured_year": (f"_{c}", "_centi", 100, 1) for c in COST_CATEGORIES},
+        "share_female": ("_female", "_centi", 1, 1),
+        "share_65_plus": ("_older", "_centi", 1, 1),
+        "mean_age": ("_age2", "_centi", 1, 2),
+    }
     grouped = grouped.with_columns([_quotient(grouped, *how).alias(out) for out, how in quotients.items()])
     # a category its year's file has no column of is not published (null), not zero
     grouped = grouped.with_columns(
-        [pl.when(pl.col("categories").list.contains(c)).then(pl.col(f"{c}_cents_per_insured_year")).otherwise(None)
-         .alias(f"{c}_cents_per_insured_year") for c in COST_CATEGORIES]).drop("categories", *sums, "_total")
+        [
+            pl.when(pl.col("categories").list.contains(c))
+            .then(pl.col(f"{c}_cents_per_insured_year"))
+            .otherwise(None)
+            .alias(f"{c}_cents_per_insured_year")
+            for c in COST_CATEGORIES
+        ]
+    ).drop("categories", *sums, "_total")
     grouped = grouped.with_columns(pl.col("period").cast(pl.Int32), pl.col("cohort").cast(pl.Int32))
     treated = grouped.filter(pl.col("cohort") != NEVER_TREATED)["cohort"]
     first_cohort = int(treated.min()) if treated.len() else None
-    pre = grouped.filter(_pre_treatment(grouped, spec, first_cohort)).group_by("gemeente_code").agg(
-        [pl.col(c).mean() for c in COVARIATES])
+    pre = (
+        grouped.filter(_pre_treatment(grouped, spec, first_cohort))
+        .group_by("gemeente_code")
+        .agg([pl.col(c).mean() for c in COVARIATES])
+    )
     n_years = spec.years[1] - spec.years[0] + 1
-    rows = grouped.drop(*COVARIATES).join(pre, on="gemeente_code", how="left").with_columns(
-        pl.lit("vektis").alias("part"), pl.lit(panel_bundle(spec)).alias("bundle_id"),
-        (pl.len().over("gemeente_code") == n_years).alias("balanced"))
+    rows = (
+        grouped.drop(*COVARIATES)
+        .join(pre, on="gemeente_code", how="left")
+        .with_columns(
+            pl.lit("vektis").alias("part"),
+            pl.lit(panel_bundle(spec)).alias("bundle_id"),
+            (pl.len().over("gemeente_code") == n_years).alias("balanced"),
+        )
+    )
     return rows.sort("gemeente_code", "period")
 
 
@@ -213,11 +281,15 @@ def resident_episodes(episodes: pl.DataFrame, spec: PanelSpec, bundle_id: str) -
     frame, steps = within_spec(episodes, spec)
     kept = frame.filter(pl.col("gemeente_code").is_not_null())
     steps.append(("patient's gemeente at the anchor unknown", frame.height - kept.height))
-    counts = kept.group_by("gemeente_code", pl.col("anchor_date").dt.year().cast(pl.Int32).alias("period")).agg(
-        pl.len().cast(pl.Int64).alias("n_episodes")).with_columns(
-        pl.lit("episodes").alias("part"), pl.lit(bundle_id).alias("bundle_id")).sort("gemeente_code", "period")
-    attrition = pl.DataFrame([(i + 1, reason, bundle_id, n) for i, (reason, n) in enumerate(steps)],
-                             schema=ATTRITION_SCHEMA, orient="row")
+    counts = (
+        kept.group_by("gemeente_code", pl.col("anchor_date").dt.year().cast(pl.Int32).alias("period"))
+        .agg(pl.len().cast(pl.Int64).alias("n_episodes"))
+        .with_columns(pl.lit("episodes").alias("part"), pl.lit(bundle_id).alias("bundle_id"))
+        .sort("gemeente_code", "period")
+    )
+    attrition = pl.DataFrame(
+        [(i + 1, reason, bundle_id, n) for i, (reason, n) in enumerate(steps)], schema=ATTRITION_SCHEMA, orient="row"
+    )
     return _conform(counts), attrition
 
 
@@ -226,11 +298,19 @@ def unit_rows(kept: pl.DataFrame) -> pl.DataFrame:
     """The panel rows (before the shared columns): the Vektis gemeente-years with ``n_episodes``,
     the episodes of the spec's bundles of the gemeente's residents that year (0 when none)."""
     rows = kept.filter(pl.col("part") == "vektis").drop("n_episodes")
-    counts = kept.filter(pl.col("part") == "episodes").group_by("gemeente_code", "period").agg(
-        pl.col("n_episodes").sum())
-    return rows.join(counts, on=["gemeente_code", "period"], how="left").with_columns(
-        pl.col("n_episodes").fill_null(0), pl.lit(None, pl.String).alias("provider_agb"),
-        pl.lit(None, pl.Int64).alias("n_lines")).drop("part").sort("gemeente_code", "period")
+    counts = (
+        kept.filter(pl.col("part") == "episodes").group_by("gemeente_code", "period").agg(pl.col("n_episodes").sum())
+    )
+    return (
+        rows.join(counts, on=["gemeente_code", "period"], how="left")
+        .with_columns(
+            pl.col("n_episodes").fill_null(0),
+            pl.lit(None, pl.String).alias("provider_agb"),
+            pl.lit(None, pl.Int64).alias("n_lines"),
+        )
+        .drop("part")
+        .sort("gemeente_code", "period")
+    )
 
 
 def attrition(reports: list[dict], kept: pl.DataFrame) -> pl.DataFrame:
@@ -238,9 +318,15 @@ def attrition(reports: list[dict], kept: pl.DataFrame) -> pl.DataFrame:
     row of the panel) and the episodes counted in ``n_episodes``; in block ``vektis`` the Vektis
     cells read, left out and in the panel's rows. Every block adds up (checked)."""
     rows = pl.DataFrame([r for rep in reports for r in rep["attrition"]], schema=ATTRITION_SCHEMA)
-    read = pl.DataFrame([(rep["bundle_id"], rep["episodes"]) for rep in reports],
-                        schema={"bundle_id": pl.String, "read": pl.Int64}, orient="row").group_by("bundle_id").agg(
-        pl.col("read").sum())
+    read = (
+        pl.DataFrame(
+            [(rep["bundle_id"], rep["episodes"]) for rep in reports],
+            schema={"bundle_id": pl.String, "read": pl.Int64},
+            orient="row",
+        )
+        .group_by("bundle_id")
+        .agg(pl.col("read").sum())
+    )
     steps = rows.group_by("bundle_id", "step", "reason").agg(pl.col("episodes").sum()).sort("bundle_id", "step")
     panel = kept.filter(pl.col("part") == "vektis")
     keys = panel.select("gemeente_code", "period").with_columns(pl.lit(True).alias("_in_panel"))
@@ -262,17 +348,48 @@ def attrition(reports: list[dict], kept: pl.DataFrame) -> pl.DataFrame:
             mine = counted.filter(pl.col("bundle_id") == bundle)
             outside = int(mine.filter(~pl.col("_in_panel"))["n_episodes"].sum())
             remaining -= outside
-            out.append((bundle, len(own) + 1, "patient's gemeente-year is no row of the panel (not in Vektis, or the "
-                        "gemeente left out)", outside, remaining))
+            out.append(
+                (
+                    bundle,
+                    len(own) + 1,
+                    "patient's gemeente-year is no row of the panel (not in Vektis, or the gemeente left out)",
+                    outside,
+                    remaining,
+                )
+            )
             n_kept = int(mine.filter(pl.col("_in_panel"))["n_episodes"].sum())
             last = "kept: counted in n_episodes"
         if n_kept != remaining:
             raise AssertionError(f"{bundle}: {remaining} {noun} should remain, the panel has {n_kept}")
         out.append((bundle, out[-1][1] + 1, last, n_kept, n_kept))
-    return pl.DataFrame(out, schema={"bundle_id": pl.String, "step": pl.Int32, "reason": pl.String,
-                                     "episodes": pl.Int64, "remaining": pl.Int64}, orient="row")
+    return pl.DataFrame(
+        out,
+        schema={
+            "bundle_id": pl.String,
+            "step": pl.Int32,
+            "reason": pl.String,
+            "episodes": pl.Int64,
+            "remaining": pl.Int64,
+        },
+        orient="row",
+    )
 
 
-__all__ = ["COVARIATES", "COST_CATEGORIES", "OUTCOMES", "PART_SCHEMA", "UNIT", "VEKTIS_PART", "attrition", "describe",
-           "final_years", "gemeente_cohorts", "panel_bundle", "read_vektis", "resident_episodes", "unit_rows",
-           "vektis_cells", "vektis_part"]
+__all__ = [
+    "COST_CATEGORIES",
+    "COVARIATES",
+    "OUTCOMES",
+    "PART_SCHEMA",
+    "UNIT",
+    "VEKTIS_PART",
+    "attrition",
+    "describe",
+    "final_years",
+    "gemeente_cohorts",
+    "panel_bundle",
+    "read_vektis",
+    "resident_episodes",
+    "unit_rows",
+    "vektis_cells",
+    "vektis_part",
+]

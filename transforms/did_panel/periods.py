@@ -22,8 +22,12 @@ import polars as pl
 
 #: Cohort of units never treated within the panel (R did, csdid, pyfixest).
 NEVER_TREATED = 0
-IN_PANEL, BEFORE_FIRST, AFTER_LAST, NEVER = ("in_panel", "treated_before_first_period", "treated_after_last_period",
-                                             "never_treated")
+IN_PANEL, BEFORE_FIRST, AFTER_LAST, NEVER = (
+    "in_panel",
+    "treated_before_first_period",
+    "treated_after_last_period",
+    "never_treated",
+)
 
 
 def period_index(column: str | pl.Expr, kind: str, first_year: int) -> pl.Expr:
@@ -63,13 +67,23 @@ def periods_frame(kind: str, years: tuple[int, int]) -> pl.DataFrame:
             end = date.fromordinal(nxt.toordinal() - 1)
             label = f"{year}-Q{step}" if kind == "quarter" else f"{year}-{month:02d}"
             rows.append((period_of(start, kind, first), label, start, end, kind, label))
-    return pl.DataFrame(rows, schema={"period": pl.Int32, "period_label": pl.String, "first_day": pl.Date,
-                                      "last_day": pl.Date, "maturity_kind": pl.String, "maturity_period": pl.String},
-                        orient="row")
+    return pl.DataFrame(
+        rows,
+        schema={
+            "period": pl.Int32,
+            "period_label": pl.String,
+            "first_day": pl.Date,
+            "last_day": pl.Date,
+            "maturity_kind": pl.String,
+            "maturity_period": pl.String,
+        },
+        orient="row",
+    )
 
 
-def provider_cohorts(contracts: pl.DataFrame, bundles: tuple[str, ...], kind: str,
-                     years: tuple[int, int]) -> pl.DataFrame:
+def provider_cohorts(
+    contracts: pl.DataFrame, bundles: tuple[str, ...], kind: str, years: tuple[int, int]
+) -> pl.DataFrame:
     """Per bundle and contracted provider: ``contract_start`` (its first), ``cohort`` (0 when it
     starts after the last period), ``cohort_status`` and ``contract_insurers`` (the insurers its
     contracts name; empty when one names all insurers)."""
@@ -78,15 +92,28 @@ def provider_cohorts(contracts: pl.DataFrame, bundles: tuple[str, ...], kind: st
     grouped = own.group_by("bundle_id", "provider_agb").agg(
         pl.col("start_date").min().alias("contract_start"),
         pl.col("insurer_uzovi").is_null().any().alias("all_insurers"),
-        pl.col("insurer_uzovi").drop_nulls().unique().sort().alias("contract_insurers"))
-    status = (pl.when(pl.col("contract_start") < first_day).then(pl.lit(BEFORE_FIRST))
-              .when(pl.col("contract_start") > last_day).then(pl.lit(AFTER_LAST)).otherwise(pl.lit(IN_PANEL)))
-    cohort = pl.when(status == IN_PANEL).then(period_index("contract_start", kind, years[0])).otherwise(
-        pl.lit(NEVER_TREATED)).cast(pl.Int32)
+        pl.col("insurer_uzovi").drop_nulls().unique().sort().alias("contract_insurers"),
+    )
+    status = (
+        pl.when(pl.col("contract_start") < first_day)
+        .then(pl.lit(BEFORE_FIRST))
+        .when(pl.col("contract_start") > last_day)
+        .then(pl.lit(AFTER_LAST))
+        .otherwise(pl.lit(IN_PANEL))
+    )
+    cohort = (
+        pl.when(status == IN_PANEL)
+        .then(period_index("contract_start", kind, years[0]))
+        .otherwise(pl.lit(NEVER_TREATED))
+        .cast(pl.Int32)
+    )
     return grouped.with_columns(
-        cohort.alias("cohort"), status.alias("cohort_status"),
-        pl.when(pl.col("all_insurers")).then(pl.lit([], dtype=pl.List(pl.String))).otherwise(
-            pl.col("contract_insurers")).alias("contract_insurers"),
+        cohort.alias("cohort"),
+        status.alias("cohort_status"),
+        pl.when(pl.col("all_insurers"))
+        .then(pl.lit([], dtype=pl.List(pl.String)))
+        .otherwise(pl.col("contract_insurers"))
+        .alias("contract_insurers"),
     ).sort("bundle_id", "provider_agb")
 
 
@@ -95,8 +122,19 @@ def treatment_columns(frame: pl.DataFrame) -> pl.DataFrame:
     ever = pl.col("cohort") != NEVER_TREATED
     return frame.with_columns(
         pl.when(ever).then(pl.col("period") - pl.col("cohort")).otherwise(None).cast(pl.Int32).alias("rel_time"),
-        (ever & (pl.col("period") >= pl.col("cohort"))).alias("treated"))
+        (ever & (pl.col("period") >= pl.col("cohort"))).alias("treated"),
+    )
 
 
-__all__ = ["AFTER_LAST", "BEFORE_FIRST", "IN_PANEL", "NEVER", "NEVER_TREATED", "period_index", "period_of",
-           "periods_frame", "provider_cohorts", "treatment_columns"]
+__all__ = [
+    "AFTER_LAST",
+    "BEFORE_FIRST",
+    "IN_PANEL",
+    "NEVER",
+    "NEVER_TREATED",
+    "period_index",
+    "period_of",
+    "periods_frame",
+    "provider_cohorts",
+    "treatment_columns",
+]

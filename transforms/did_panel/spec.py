@@ -42,8 +42,12 @@ DEFAULT_STATUSES = ("complete", "death")
 #: Outcomes a provider_period panel computes itself (the others are means of episode columns).
 VOLUME_OUTCOMES = ("volume", "log_volume")
 #: Columns a spec may cluster by, per unit.
-CLUSTERS = {"episode": ("provider_agb", "unit_id"), "episode_quarter": ("provider_agb", "unit_id"),
-            "provider_period": ("provider_agb", "unit_id"), "gemeente_year": ("gemeente_code", "unit_id")}
+CLUSTERS = {
+    "episode": ("provider_agb", "unit_id"),
+    "episode_quarter": ("provider_agb", "unit_id"),
+    "provider_period": ("provider_agb", "unit_id"),
+    "gemeente_year": ("gemeente_code", "unit_id"),
+}
 MAX_SPEC_BYTES = 1_000_000
 
 
@@ -68,14 +72,12 @@ class Range(_Strict):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min is None and self.max is None:
             raise ValueError("give min, max or both")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
-
-
 
 
 class PanelSpec(_Strict):
@@ -86,26 +88,36 @@ class PanelSpec(_Strict):
     unit: Literal["episode", "episode_quarter", "provider_period", "gemeente_year"]
     period: Literal["year", "quarter", "month"] = "year"
     years: tuple[int, int] = Field(description="first and last calendar year of the panel's periods")
-    outcomes: tuple[str, ...] = Field(min_length=1, description="episode columns (means per cell for aggregated units); "
-                                      "volume and log_volume for provider_period")
-    covariates: tuple[str, ...] = Field((), description="episode columns measured before the anchor; fixed before "
-                                        "treatment in aggregated units")
+    outcomes: tuple[str, ...] = Field(
+        min_length=1,
+        description="episode columns (means per cell for aggregated units); volume and log_volume for provider_period",
+    )
+    covariates: tuple[str, ...] = Field(
+        (), description="episode columns measured before the anchor; fixed before treatment in aggregated units"
+    )
     treatment: Treatment = Treatment()
     control: Literal["never_treated", "not_yet_treated"] = "never_treated"
-    filters: dict[str, Any] = Field(default_factory=lambda: {"status": list(DEFAULT_STATUSES)},
-                                    description="episode column -> allowed values, or {min, max}; status is "
-                                    "complete and death unless given")
+    filters: dict[str, Any] = Field(
+        default_factory=lambda: {"status": list(DEFAULT_STATUSES)},
+        description="episode column -> allowed values, or {min, max}; status is complete and death unless given",
+    )
     cluster: str = Field("provider_agb", description="the column standard errors cluster by")
     weights: Literal["none", "episodes", "insured_years"] = Field(
-        "none", description="episodes: aggregated rows weighted by their number of episodes; insured_years: "
-        "gemeente_year rows by their Vektis insured-years")
+        "none",
+        description="episodes: aggregated rows weighted by their number of episodes; insured_years: "
+        "gemeente_year rows by their Vektis insured-years",
+    )
     adjust: bool = Field(False, description="add <outcome>_adjusted = outcome / completion of its period")
     mature_at: float = Field(0.95, gt=0, le=1, description="a period is mature from this completion on")
     maturity_table: Literal["dbc", "dbc_activity", "gp", "pharmacy", "paramedical", "maternity"] | None = Field(
-        None, description="the claim table whose completion the periods carry (default: the bundles' anchor table)")
+        None, description="the claim table whose completion the periods carry (default: the bundles' anchor table)"
+    )
     method: Literal["dr", "ipw", "reg"] = Field("dr", description="estimator used by --estimate")
-    min_episodes: int = Field(1, ge=1, description="provider_period: a provider is in the panel with at least this "
-                              "many episodes over all periods")
+    min_episodes: int = Field(
+        1,
+        ge=1,
+        description="provider_period: a provider is in the panel with at least this many episodes over all periods",
+    )
 
     @field_validator("years")
     @classmethod
@@ -163,20 +175,23 @@ class PanelSpec(_Strict):
                 except ValidationError as exc:
                     first = exc.errors()[0]
                     where = ".".join(str(p) for p in first["loc"])
-                    raise ValueError(f"{column}{'.' + where if where else ''}: "
-                                     f"{first['msg'].removeprefix('Value error, ')}") from None
+                    raise ValueError(
+                        f"{column}{'.' + where if where else ''}: {first['msg'].removeprefix('Value error, ')}"
+                    ) from None
             else:
                 raise ValueError(f"{column}: give a list of allowed values or {{min: .., max: ..}}, not {allowed!r}")
         return checked
 
     @model_validator(mode="after")
-    def _consistent(self) -> "PanelSpec":
+    def _consistent(self) -> PanelSpec:
         overlap = [c for c in self.covariates if c in self.outcomes]
         if overlap:
             raise _FieldError("covariates", f"{overlap[0]!r} is also an outcome")
         if self.unit == "episode_quarter" and self.period != "quarter":
-            raise _FieldError("period", f"unit episode_quarter bins lines by calendar quarter: period must be "
-                              f"quarter, not {self.period}")
+            raise _FieldError(
+                "period",
+                f"unit episode_quarter bins lines by calendar quarter: period must be quarter, not {self.period}",
+            )
         if self.unit == "gemeente_year" and self.period != "year":
             raise _FieldError("period", f"unit gemeente_year is yearly: period must be year, not {self.period}")
         volume = [o for o in self.outcomes if o in VOLUME_OUTCOMES]
@@ -185,13 +200,16 @@ class PanelSpec(_Strict):
         if self.weights == "insured_years" and self.unit != "gemeente_year":
             raise _FieldError("weights", f"insured_years weigh gemeente_year rows; unit {self.unit} has none")
         if self.cluster not in CLUSTERS[self.unit]:
-            raise _FieldError("cluster", f"unit {self.unit} clusters by {' or '.join(CLUSTERS[self.unit])}, "
-                              f"not {self.cluster!r}")
+            raise _FieldError(
+                "cluster", f"unit {self.unit} clusters by {' or '.join(CLUSTERS[self.unit])}, not {self.cluster!r}"
+            )
         if self.unit == "episode_quarter":
             costs = [o for o in self.outcomes if not o.endswith("_cents")]
             if costs:
-                raise _FieldError("outcomes", f"unit episode_quarter sums allocated cents per quarter: {costs[0]!r} is "
-                                  "not a *_cents column")
+                raise _FieldError(
+                    "outcomes",
+                    f"unit episode_quarter sums allocated cents per quarter: {costs[0]!r} is not a *_cents column",
+                )
         if self.unit == "gemeente_year":
             self._gemeente_year()
         return self
@@ -201,15 +219,23 @@ class PanelSpec(_Strict):
         not episode columns; Vektis costs are final, so the store's completion does not adjust them."""
         from transforms.did_panel.gemeente import COVARIATES, OUTCOMES
 
-        for field_name, names, valid in (("outcomes", self.outcomes, OUTCOMES), ("covariates", self.covariates,
-                                                                                 COVARIATES)):
+        for field_name, names, valid in (
+            ("outcomes", self.outcomes, OUTCOMES),
+            ("covariates", self.covariates, COVARIATES),
+        ):
             wrong = [n for n in names if n not in valid]
             if wrong:
-                raise _FieldError(field_name, f"{wrong[0]!r} is not one of the {field_name} of unit gemeente_year "
-                                  f"(Vektis, per gemeente and year): {', '.join(valid)}")
+                raise _FieldError(
+                    field_name,
+                    f"{wrong[0]!r} is not one of the {field_name} of unit gemeente_year "
+                    f"(Vektis, per gemeente and year): {', '.join(valid)}",
+                )
         if self.adjust:
-            raise _FieldError("adjust", "unit gemeente_year: Vektis costs are final, the store's claims completion "
-                              "does not apply to them; leave adjust false")
+            raise _FieldError(
+                "adjust",
+                "unit gemeente_year: Vektis costs are final, the store's claims completion "
+                "does not apply to them; leave adjust false",
+            )
 
     @property
     def repeated_cross_sections(self) -> bool:
@@ -248,10 +274,13 @@ def _explain(error: dict) -> str:
         return f"field `{cause.field}`: {cause}"
     message = error["msg"]
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     if error["type"] == "extra_forbidden":
-        return f"field `{field}`: not a spec field (fields: {', '.join(PanelSpec.model_fields)})" if len(loc) == 1 \
+        return (
+            f"field `{field}`: not a spec field (fields: {', '.join(PanelSpec.model_fields)})"
+            if len(loc) == 1
             else f"field `{field}`: not a field here"
+        )
     if error["type"] == "missing":
         return f"field `{field}`: required"
     if error["type"] == "literal_error" and ctx.get("expected"):
@@ -262,14 +291,16 @@ def _explain(error: dict) -> str:
 def parse_spec(data: object, *, source: str = "spec") -> PanelSpec:
     """Validate a loaded spec; raises :class:`SpecError` naming the (first) wrong field."""
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: a spec is a YAML mapping of fields (name, bundles, unit, ...), not "
-                        f"{type(data).__name__}")
+        raise SpecError(
+            f"{source}: a spec is a YAML mapping of fields (name, bundles, unit, ...), not {type(data).__name__}"
+        )
     try:
         return PanelSpec.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
-        raise SpecError(f"{source}: {_explain(errors[0])}"
-                        + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")) from None
+        raise SpecError(
+            f"{source}: {_explain(errors[0])}" + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else "")
+        ) from None
 
 
 def load_spec(path: Path | str) -> PanelSpec:
@@ -301,5 +332,16 @@ def spec_hash(spec: PanelSpec) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
-__all__ = ["CLUSTERS", "PERIODS", "PanelSpec", "SpecError", "Treatment", "UNITS", "VOLUME_OUTCOMES", "load_spec",
-           "normalised", "parse_spec", "spec_hash"]
+__all__ = [
+    "CLUSTERS",
+    "PERIODS",
+    "UNITS",
+    "VOLUME_OUTCOMES",
+    "PanelSpec",
+    "SpecError",
+    "Treatment",
+    "load_spec",
+    "normalised",
+    "parse_spec",
+    "spec_hash",
+]

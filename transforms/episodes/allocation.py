@@ -17,9 +17,13 @@ def with_standardised(lines: pl.DataFrame, prices: pl.DataFrame) -> pl.DataFrame
     """Add ``standardised_cents`` (rule 6) to the lines."""
     priced = lines.with_columns(pl.col("end").dt.year().cast(pl.Int32).alias("_year")).join(
         prices.select("product_cd", pl.col("year").alias("_year"), "reference_cents"),
-        on=["product_cd", "_year"], how="left", maintain_order="left")
+        on=["product_cd", "_year"],
+        how="left",
+        maintain_order="left",
+    )
     return priced.with_columns(standardised_cents().fill_null(pl.col("amount_cents")).alias("standardised_cents")).drop(
-        "_year", "reference_cents")
+        "_year", "reference_cents"
+    )
 
 
 def in_bundle_expr(bundle: BundleDefinition, activities: pl.DataFrame) -> pl.Expr:
@@ -29,15 +33,20 @@ def in_bundle_expr(bundle: BundleDefinition, activities: pl.DataFrame) -> pl.Exp
     return expr
 
 
-def allocate(bundle: BundleDefinition, episodes: pl.DataFrame, lines: pl.DataFrame,
-             activities: pl.DataFrame) -> pl.DataFrame:
+def allocate(
+    bundle: BundleDefinition, episodes: pl.DataFrame, lines: pl.DataFrame, activities: pl.DataFrame
+) -> pl.DataFrame:
     """One row per (episode, line) for every line overlapping the episode's window."""
-    window = episodes.select("episode_id", "patient_key", "patient_id", "window_start", "window_end", "anchor_date",
-                             "anchor_claim_id")
+    window = episodes.select(
+        "episode_id", "patient_key", "patient_id", "window_start", "window_end", "anchor_date", "anchor_claim_id"
+    )
     joined = lines.join(window, on=["patient_key", "patient_id"], how="inner").filter(overlaps_window())
     table_component = pl.col("source_table").replace_strict(TABLE_COMPONENT, return_dtype=pl.String)
     allocated = joined.with_columns(
-        pl.when(in_bundle_expr(bundle, activities)).then(pl.lit("in_bundle")).otherwise(table_component).alias("component"),
+        pl.when(in_bundle_expr(bundle, activities))
+        .then(pl.lit("in_bundle"))
+        .otherwise(table_component)
+        .alias("component"),
         days_in_window().cast(pl.Int32).alias("days_in"),
         line_days().cast(pl.Int32).alias("days"),
     ).with_columns(
@@ -56,9 +65,13 @@ def phase_of_line() -> pl.Expr:
     birth; maternity-care hours are their own phase; the trigger line is natal."""
     ref = pl.col("start")
     return (
-        pl.when(pl.col("claim_id") == pl.col("anchor_claim_id")).then(pl.lit("natal"))
-        .when(pl.col("service_cd") == "maternity_care_hours").then(pl.lit("maternity_care"))
-        .when(ref < pl.col("anchor_date")).then(pl.lit("prenatal"))
-        .when(ref <= pl.col("anchor_date") + timedelta(days=1)).then(pl.lit("natal"))
+        pl.when(pl.col("claim_id") == pl.col("anchor_claim_id"))
+        .then(pl.lit("natal"))
+        .when(pl.col("service_cd") == "maternity_care_hours")
+        .then(pl.lit("maternity_care"))
+        .when(ref < pl.col("anchor_date"))
+        .then(pl.lit("prenatal"))
+        .when(ref <= pl.col("anchor_date") + timedelta(days=1))
+        .then(pl.lit("natal"))
         .otherwise(pl.lit("postnatal"))
     )

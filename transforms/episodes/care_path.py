@@ -21,17 +21,36 @@ GP_CONTACT_CODES = ("12000", "12001", "12002", "12003", "12004", "12010", "12011
 def care_path(episodes: pl.DataFrame, allocated: pl.DataFrame, activities: pl.DataFrame) -> pl.DataFrame:
     before = allocated.filter(pl.col("start") < pl.col("anchor_date"))
     gp = before.filter(pl.col("source_table") == "gp")
-    first_gp = gp.filter(pl.col("service_cd").is_in(GP_CONTACT_CODES)).group_by("episode_id").agg(
-        pl.col("start").min().alias("first_gp_contact"))
-    referral = gp.filter(pl.col("referral_specialism_cd").is_not_null()).group_by("episode_id").agg(
-        pl.col("start").max().alias("referral"))
-    specialist = allocated.filter((pl.col("component") == "in_bundle") & (pl.col("source_table") == "dbc")).group_by(
-        "episode_id").agg(pl.col("start").min().alias("first_specialist_visit"))
-    care_days = episodes.select("episode_id", "anchor_claim_id").join(
-        activities.filter(pl.col("activity_cd").is_in(CARE_DAY_ACTIVITIES)), left_on="anchor_claim_id",
-        right_on="claim_id").group_by("episode_id").agg(pl.col("quantity").sum().alias("_care_days"))
-    physio = allocated.filter((pl.col("source_table") == "paramedical") & (pl.col("start") >= pl.col("anchor_date"))
-                              ).group_by("episode_id").agg(pl.col("start").min().alias("first_physiotherapy"))
+    first_gp = (
+        gp.filter(pl.col("service_cd").is_in(GP_CONTACT_CODES))
+        .group_by("episode_id")
+        .agg(pl.col("start").min().alias("first_gp_contact"))
+    )
+    referral = (
+        gp.filter(pl.col("referral_specialism_cd").is_not_null())
+        .group_by("episode_id")
+        .agg(pl.col("start").max().alias("referral"))
+    )
+    specialist = (
+        allocated.filter((pl.col("component") == "in_bundle") & (pl.col("source_table") == "dbc"))
+        .group_by("episode_id")
+        .agg(pl.col("start").min().alias("first_specialist_visit"))
+    )
+    care_days = (
+        episodes.select("episode_id", "anchor_claim_id")
+        .join(
+            activities.filter(pl.col("activity_cd").is_in(CARE_DAY_ACTIVITIES)),
+            left_on="anchor_claim_id",
+            right_on="claim_id",
+        )
+        .group_by("episode_id")
+        .agg(pl.col("quantity").sum().alias("_care_days"))
+    )
+    physio = (
+        allocated.filter((pl.col("source_table") == "paramedical") & (pl.col("start") >= pl.col("anchor_date")))
+        .group_by("episode_id")
+        .agg(pl.col("start").min().alias("first_physiotherapy"))
+    )
     last = allocated.group_by("episode_id").agg(pl.col("start").max().alias("last_contact"))
     out = episodes
     for frame in (first_gp, referral, specialist, care_days, physio, last):

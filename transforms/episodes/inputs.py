@@ -20,10 +20,21 @@ from transforms.ingest.keys import patient_key
 from transforms.money import decimal_cents
 
 LINE_COLUMNS = {
-    "patient_key": pl.Int64, "patient_id": pl.String, "source_table": pl.String, "claim_id": pl.String,
-    "start": pl.Date, "end": pl.Date, "amount_cents": pl.Int64, "provider_agb": pl.String,
-    "specialism_cd": pl.String, "diagnosis_cd": pl.String, "product_cd": pl.String, "atc_cd": pl.String,
-    "service_cd": pl.String, "discipline": pl.String, "referral_specialism_cd": pl.String,
+    "patient_key": pl.Int64,
+    "patient_id": pl.String,
+    "source_table": pl.String,
+    "claim_id": pl.String,
+    "start": pl.Date,
+    "end": pl.Date,
+    "amount_cents": pl.Int64,
+    "provider_agb": pl.String,
+    "specialism_cd": pl.String,
+    "diagnosis_cd": pl.String,
+    "product_cd": pl.String,
+    "atc_cd": pl.String,
+    "service_cd": pl.String,
+    "discipline": pl.String,
+    "referral_specialism_cd": pl.String,
 }
 CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
 
@@ -40,8 +51,9 @@ def _files(root: Path, table: str, bucket: int | None) -> list[Path]:
     return sorted(folder.rglob("*.parquet")) if folder.exists() else []
 
 
-def _read(root: Path, table: str, bucket: int | None, columns: list[str],
-          patient_keys: pl.Series | None = None) -> pl.DataFrame | None:
+def _read(
+    root: Path, table: str, bucket: int | None, columns: list[str], patient_keys: pl.Series | None = None
+) -> pl.DataFrame | None:
     """Read a table of one bucket (only ``columns``; only ``patient_keys`` when given)."""
     files = _files(root, table, bucket)
     if not files:
@@ -53,7 +65,9 @@ def _read(root: Path, table: str, bucket: int | None, columns: list[str],
         scan = pl.scan_parquet(f).select(selected)
         has_key = "patient_key" in selected
         if "patient_key" in columns and not has_key and "patient_id" in selected:
-            scan = scan.with_columns(pl.col("patient_id").map_batches(patient_key, return_dtype=pl.Int64).alias("patient_key"))
+            scan = scan.with_columns(
+                pl.col("patient_id").map_batches(patient_key, return_dtype=pl.Int64).alias("patient_key")
+            )
             has_key = True
         if patient_keys is not None and has_key:
             scan = scan.filter(pl.col("patient_key").is_in(patient_keys.implode()))
@@ -62,17 +76,42 @@ def _read(root: Path, table: str, bucket: int | None, columns: list[str],
 
 
 def read_insured(root: Path | str, bucket: int | None) -> pl.DataFrame:
-    insured = _read(Path(root), "insured", bucket, ["patient_key", "patient_id", "enrolled_from", "enrolled_to",
-                                                     "birth_year", "sex", "postcode3", "gemeente_code", "death_date"])
+    insured = _read(
+        Path(root),
+        "insured",
+        bucket,
+        [
+            "patient_key",
+            "patient_id",
+            "enrolled_from",
+            "enrolled_to",
+            "birth_year",
+            "sex",
+            "postcode3",
+            "gemeente_code",
+            "death_date",
+        ],
+    )
     if insured is None:
-        insured = pl.DataFrame(schema={"patient_key": pl.Int64, "patient_id": pl.String, "enrolled_from": pl.Date,
-                                       "enrolled_to": pl.Date, "birth_year": pl.Int16, "sex": pl.String,
-                                       "postcode3": pl.String, "gemeente_code": pl.String, "death_date": pl.Date})
+        insured = pl.DataFrame(
+            schema={
+                "patient_key": pl.Int64,
+                "patient_id": pl.String,
+                "enrolled_from": pl.Date,
+                "enrolled_to": pl.Date,
+                "birth_year": pl.Int16,
+                "sex": pl.String,
+                "postcode3": pl.String,
+                "gemeente_code": pl.String,
+                "death_date": pl.Date,
+            }
+        )
     return insured
 
 
-def read_lines(root: Path | str, bucket: int | None, tables: tuple[str, ...] = CLAIM_TABLES,
-               patient_keys: pl.Series | None = None) -> pl.DataFrame:
+def read_lines(
+    root: Path | str, bucket: int | None, tables: tuple[str, ...] = CLAIM_TABLES, patient_keys: pl.Series | None = None
+) -> pl.DataFrame:
     """Money lines of the given tables in one frame (fully credited lines dropped)."""
     parts = []
     for table in tables:
@@ -91,22 +130,39 @@ def read_lines(root: Path | str, bucket: int | None, tables: tuple[str, ...] = C
             pl.col(end).alias("end"),
             decimal_cents("amount").alias("amount_cents"),
         )
-        parts.append(frame.select([pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
-                                   for c, t in LINE_COLUMNS.items()]))
+        parts.append(
+            frame.select(
+                [pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in LINE_COLUMNS.items()]
+            )
+        )
     lines = pl.concat(parts) if parts else pl.DataFrame(schema=LINE_COLUMNS)
     return lines.filter(pl.col("amount_cents") != 0)
 
 
-def read_activities(root: Path | str, bucket: int | None, dbc_lines: pl.DataFrame,
-                    patient_keys: pl.Series | None = None) -> pl.DataFrame:
+def read_activities(
+    root: Path | str, bucket: int | None, dbc_lines: pl.DataFrame, patient_keys: pl.Series | None = None
+) -> pl.DataFrame:
     """Care activities of the (not fully credited) DBC lines given."""
-    activities = _read(Path(root), "dbc_activity", bucket,
-                       ["patient_key", "claim_id", "activity_cd", "activity_date", "quantity", "amount"], patient_keys)
+    activities = _read(
+        Path(root),
+        "dbc_activity",
+        bucket,
+        ["patient_key", "claim_id", "activity_cd", "activity_date", "quantity", "amount"],
+        patient_keys,
+    )
     if activities is None:
-        activities = pl.DataFrame(schema={"claim_id": pl.String, "activity_cd": pl.String,
-                                          "activity_date": pl.Date, "quantity": pl.Int32, "amount": pl.Decimal(12, 2)})
+        activities = pl.DataFrame(
+            schema={
+                "claim_id": pl.String,
+                "activity_cd": pl.String,
+                "activity_date": pl.Date,
+                "quantity": pl.Int32,
+                "amount": pl.Decimal(12, 2),
+            }
+        )
     activities = activities.with_columns(decimal_cents("amount").alias("amount_cents")).drop(
-        "amount", "patient_key", strict=False)
+        "amount", "patient_key", strict=False
+    )
     claims = dbc_lines.filter(pl.col("source_table") == "dbc").select("claim_id", "patient_key", "patient_id")
     return activities.join(claims, on="claim_id", how="inner")
 

@@ -26,7 +26,9 @@ def _scoped(outcome: Outcome, allocated: pl.DataFrame) -> pl.DataFrame:
 def _after_anchor(date_col: str, within_days: int | None) -> pl.Expr:
     if within_days is None:
         return (pl.col(date_col) >= pl.col("window_start")) & (pl.col(date_col) <= pl.col("window_end"))
-    return (pl.col(date_col) > pl.col("anchor_date")) & (pl.col(date_col) <= pl.col("anchor_date") + timedelta(days=within_days))
+    return (pl.col(date_col) > pl.col("anchor_date")) & (
+        pl.col(date_col) <= pl.col("anchor_date") + timedelta(days=within_days)
+    )
 
 
 def _matching_dates(rules: tuple[LineRule, ...], lines: pl.DataFrame, activities: pl.DataFrame) -> pl.DataFrame:
@@ -35,17 +37,36 @@ def _matching_dates(rules: tuple[LineRule, ...], lines: pl.DataFrame, activities
     for rule in rules:
         matched = lines.filter(line_matches(rule, pl.lit(True)))
         if rule.activity:
-            acts = activities.filter(pl.col("activity_cd").is_in(list(rule.activity))).select("claim_id", "activity_date")
-            parts.append(matched.join(acts, on="claim_id").select("episode_id", "claim_id", pl.col("activity_date").alias("_date"),
-                                                                   "anchor_date", "window_start", "window_end"))
+            acts = activities.filter(pl.col("activity_cd").is_in(list(rule.activity))).select(
+                "claim_id", "activity_date"
+            )
+            parts.append(
+                matched.join(acts, on="claim_id").select(
+                    "episode_id",
+                    "claim_id",
+                    pl.col("activity_date").alias("_date"),
+                    "anchor_date",
+                    "window_start",
+                    "window_end",
+                )
+            )
         else:
-            parts.append(matched.select("episode_id", "claim_id", pl.col("start").alias("_date"), "anchor_date",
-                                        "window_start", "window_end"))
+            parts.append(
+                matched.select(
+                    "episode_id",
+                    "claim_id",
+                    pl.col("start").alias("_date"),
+                    "anchor_date",
+                    "window_start",
+                    "window_end",
+                )
+            )
     return pl.concat(parts) if parts else pl.DataFrame()
 
 
-def compute_outcomes(bundle: BundleDefinition, episodes: pl.DataFrame, allocated: pl.DataFrame,
-                     activities: pl.DataFrame) -> pl.DataFrame:
+def compute_outcomes(
+    bundle: BundleDefinition, episodes: pl.DataFrame, allocated: pl.DataFrame, activities: pl.DataFrame
+) -> pl.DataFrame:
     """Add one column per outcome of the bundle."""
     out = episodes
     for outcome in bundle.outcomes:
@@ -55,11 +76,16 @@ def compute_outcomes(bundle: BundleDefinition, episodes: pl.DataFrame, allocated
             hits = _matching_dates(outcome.rules, scoped, activities)
             hits = hits.filter(_after_anchor("_date", outcome.within_days)) if hits.height else hits
             if kind == "any_line":
-                value = hits.select("episode_id").unique().with_columns(pl.lit(True).alias(name)) if hits.height else None
+                value = (
+                    hits.select("episode_id").unique().with_columns(pl.lit(True).alias(name)) if hits.height else None
+                )
                 out = _attach(out, value, name, False, pl.Boolean)
             else:
-                value = hits.group_by("episode_id").agg(pl.col("claim_id").n_unique().cast(pl.Int32).alias(name)) \
-                    if hits.height else None
+                value = (
+                    hits.group_by("episode_id").agg(pl.col("claim_id").n_unique().cast(pl.Int32).alias(name))
+                    if hits.height
+                    else None
+                )
                 out = _attach(out, value, name, 0, pl.Int32)
         elif kind == "count_activities":
             lines = scoped
@@ -70,14 +96,19 @@ def compute_outcomes(bundle: BundleDefinition, episodes: pl.DataFrame, allocated
                 lines = lines.filter(cond)
             acts = activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
             joined = lines.select("episode_id", "claim_id", "window_start", "window_end").join(acts, on="claim_id")
-            joined = joined.filter((pl.col("activity_date") >= pl.col("window_start")) & (pl.col("activity_date") <= pl.col("window_end")))
+            joined = joined.filter(
+                (pl.col("activity_date") >= pl.col("window_start")) & (pl.col("activity_date") <= pl.col("window_end"))
+            )
             value = joined.group_by("episode_id").agg(pl.col("quantity").sum().cast(pl.Int32).alias(name))
             out = _attach(out, value, name, 0, pl.Int32)
         elif kind == "care_days_of_trigger":
             acts = activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
-            value = episodes.select("episode_id", "anchor_claim_id").join(
-                acts, left_on="anchor_claim_id", right_on="claim_id").group_by("episode_id").agg(
-                pl.col("quantity").sum().cast(pl.Int32).alias(name))
+            value = (
+                episodes.select("episode_id", "anchor_claim_id")
+                .join(acts, left_on="anchor_claim_id", right_on="claim_id")
+                .group_by("episode_id")
+                .agg(pl.col("quantity").sum().cast(pl.Int32).alias(name))
+            )
             out = _attach(out, value, name, 0, pl.Int32)
         elif kind == "n_triggers_at_least":
             out = out.with_columns((pl.col("n_triggers") >= outcome.value).alias(name))
@@ -90,19 +121,31 @@ def compute_outcomes(bundle: BundleDefinition, episodes: pl.DataFrame, allocated
         elif kind == "distinct_drugs":
             in_window = scoped
             acts = activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
-            drug_acts = in_window.select("episode_id", "claim_id", "window_start", "window_end").join(acts, on="claim_id").filter(
-                (pl.col("activity_date") >= pl.col("window_start")) & (pl.col("activity_date") <= pl.col("window_end"))
-            ).select("episode_id", pl.col("activity_cd").alias("_drug"))
+            drug_acts = (
+                in_window.select("episode_id", "claim_id", "window_start", "window_end")
+                .join(acts, on="claim_id")
+                .filter(
+                    (pl.col("activity_date") >= pl.col("window_start"))
+                    & (pl.col("activity_date") <= pl.col("window_end"))
+                )
+                .select("episode_id", pl.col("activity_cd").alias("_drug"))
+            )
             cond = pl.lit(False)
             for rule in outcome.rules:
                 cond = cond | line_matches(rule, pl.lit(True))
             drug_lines = in_window.filter(cond).select("episode_id", pl.col("atc_cd").alias("_drug"))
-            value = pl.concat([drug_acts, drug_lines]).group_by("episode_id").agg(
-                pl.col("_drug").n_unique().cast(pl.Int32).alias(name))
+            value = (
+                pl.concat([drug_acts, drug_lines])
+                .group_by("episode_id")
+                .agg(pl.col("_drug").n_unique().cast(pl.Int32).alias(name))
+            )
             out = _attach(out, value, name, 0, pl.Int32)
         elif kind == "death_within":
-            died = (pl.col("death_date").is_not_null() & (pl.col("death_date") >= pl.col("anchor_date"))
-                    & (pl.col("death_date") <= pl.col("anchor_date") + timedelta(days=outcome.within_days or 365)))
+            died = (
+                pl.col("death_date").is_not_null()
+                & (pl.col("death_date") >= pl.col("anchor_date"))
+                & (pl.col("death_date") <= pl.col("anchor_date") + timedelta(days=outcome.within_days or 365))
+            )
             out = out.with_columns(died.fill_null(False).alias(name))
     return out
 
@@ -111,4 +154,5 @@ def _attach(out: pl.DataFrame, value: pl.DataFrame | None, name: str, default, d
     if value is None or value.height == 0:
         return out.with_columns(pl.lit(default, dtype).alias(name))
     return out.join(value, on="episode_id", how="left", maintain_order="left").with_columns(
-        pl.col(name).fill_null(default).cast(dtype))
+        pl.col(name).fill_null(default).cast(dtype)
+    )

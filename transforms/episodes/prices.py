@@ -22,13 +22,21 @@ def partial_prices(root: str, buckets: list[int | None]) -> pl.DataFrame:
     (one task's group; the sums of all groups make the national price)."""
     from pathlib import Path
 
-    frames = [f for b in buckets if (f := _read(Path(root), "dbc", b, ["product_cd", "end_date", "amount"])) is not None]
+    frames = [
+        f for b in buckets if (f := _read(Path(root), "dbc", b, ["product_cd", "end_date", "amount"])) is not None
+    ]
     if not frames:
-        return pl.DataFrame(schema={"product_cd": pl.String, "year": pl.Int32, "sum_cents": pl.Int64, "n_lines": pl.UInt32})
-    lines = (pl.concat(frames).with_columns(decimal_cents("amount").alias("amount_cents"))
-             .filter(pl.col("amount_cents") != 0))
+        return pl.DataFrame(
+            schema={"product_cd": pl.String, "year": pl.Int32, "sum_cents": pl.Int64, "n_lines": pl.UInt32}
+        )
+    lines = (
+        pl.concat(frames)
+        .with_columns(decimal_cents("amount").alias("amount_cents"))
+        .filter(pl.col("amount_cents") != 0)
+    )
     return lines.group_by("product_cd", pl.col("end_date").dt.year().cast(pl.Int32).alias("year")).agg(
-        pl.col("amount_cents").sum().alias("sum_cents"), pl.len().alias("n_lines"))
+        pl.col("amount_cents").sum().alias("sum_cents"), pl.len().alias("n_lines")
+    )
 
 
 def combine_prices(partials: list[pl.DataFrame]) -> pl.DataFrame:
@@ -36,6 +44,8 @@ def combine_prices(partials: list[pl.DataFrame]) -> pl.DataFrame:
         return pl.DataFrame(schema=PRICE_SCHEMA)
     total = pl.concat(partials).group_by("product_cd", "year").agg(pl.col("sum_cents").sum(), pl.col("n_lines").sum())
     return total.select(
-        "product_cd", "year", round_half_away(pl.col("sum_cents"), pl.col("n_lines")).alias("reference_cents"),
+        "product_cd",
+        "year",
+        round_half_away(pl.col("sum_cents"), pl.col("n_lines")).alias("reference_cents"),
         pl.col("n_lines").cast(pl.UInt32),
     ).sort("product_cd", "year")

@@ -26,8 +26,9 @@ def line_days() -> pl.Expr:
 
 def days_in_window(start: str = "window_start", end: str = "window_end") -> pl.Expr:
     """Days of the line's interval inside ``[start, end]`` (0 or negative when outside)."""
-    return (pl.min_horizontal(pl.col("end"), pl.col(end)) - pl.max_horizontal(pl.col("start"), pl.col(start))
-            ).dt.total_days() + 1
+    return (
+        pl.min_horizontal(pl.col("end"), pl.col(end)) - pl.max_horizontal(pl.col("start"), pl.col(start))
+    ).dt.total_days() + 1
 
 
 def overlaps_window(start: str = "window_start", end: str = "window_end") -> pl.Expr:

@@ -64,9 +64,17 @@ def data_as_of_of(store: Path) -> date:
     raise FileNotFoundError(f"{store} has neither a manifest.json (a store) nor a delivery.json (a delivery)")
 
 
-def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | None = None, mapper: Mapper = local_map,
-                   runout_months: int = DEFAULT_RUNOUT_MONTHS, data_as_of: date | None = None,
-                   buckets_per_task: int | None = None, workers: int | None = None) -> dict:
+def build_episodes(
+    store: Path | str,
+    out: Path | str,
+    *,
+    bundles: list[str] | None = None,
+    mapper: Mapper = local_map,
+    runout_months: int = DEFAULT_RUNOUT_MONTHS,
+    data_as_of: date | None = None,
+    buckets_per_task: int | None = None,
+    workers: int | None = None,
+) -> dict:
     """Reference prices, then the episodes of every group of buckets in parallel (see the module
     docstring for the output). ``buckets_per_task`` defaults to :func:`default_buckets_per_task` for
     ``workers`` (the worker processes the mapper runs on, when known)."""
@@ -81,31 +89,45 @@ def build_episodes(store: Path | str, out: Path | str, *, bundles: list[str] | N
     try:
         t = time.perf_counter()
         per_task = buckets_per_task or default_buckets_per_task(len(buckets), workers)
-        groups = [buckets[i:i + per_task] for i in range(0, len(buckets), per_task)]
+        groups = [buckets[i : i + per_task] for i in range(0, len(buckets), per_task)]
         prices = combine_prices(mapper(partial_prices, [(str(store), g) for g in groups]))
         prices_path = tmp / "reference_prices.parquet"
         prices.write_parquet(prices_path)
         timing = {"reference_prices": time.perf_counter() - t}
         t = time.perf_counter()
-        reports = mapper(build_buckets, [(str(store), g, bundle_ids, str(prices_path), str(tmp), as_of, runout_months)
-                                         for g in groups])
+        reports = mapper(
+            build_buckets,
+            [(str(store), g, bundle_ids, str(prices_path), str(tmp), as_of, runout_months) for g in groups],
+        )
         timing["buckets"] = time.perf_counter() - t
         counts = {b: sum(r.episodes.get(b, 0) for r in reports) for b in bundle_ids}
         lines = {b: sum(r.lines.get(b, 0) for r in reports) for b in bundle_ids}
         money = {b: sum(r.allocated_cents.get(b, 0) for r in reports) / 100 for b in bundle_ids}
         by_year = {}
         if (tmp / "episodes").exists():
-            summary = pl.scan_parquet(tmp / "episodes" / "**" / "*.parquet", hive_partitioning=True,
-                                      extra_columns="ignore").group_by(
-                "bundle_id", "anchor_year", "status").agg(pl.len().alias("episodes")).collect().sort(
-                "bundle_id", "anchor_year", "status")
+            summary = (
+                pl.scan_parquet(tmp / "episodes" / "**" / "*.parquet", hive_partitioning=True, extra_columns="ignore")
+                .group_by("bundle_id", "anchor_year", "status")
+                .agg(pl.len().alias("episodes"))
+                .collect()
+                .sort("bundle_id", "anchor_year", "status")
+            )
             by_year = summary.to_dicts()
         manifest = {
-            "store": str(store.resolve()), "out": publication.target, "bundles": bundle_ids, "buckets": len(buckets),
-            "tasks": len(groups), "buckets_per_task": per_task,
-            "data_as_of": as_of.isoformat(), "runout_months": runout_months,
-            "code_version": code_version(), "contract_version": CONTRACT_VERSION,
-            "episodes": counts, "episode_lines": lines, "allocated_euros": money, "by_year_status": by_year,
+            "store": str(store.resolve()),
+            "out": publication.target,
+            "bundles": bundle_ids,
+            "buckets": len(buckets),
+            "tasks": len(groups),
+            "buckets_per_task": per_task,
+            "data_as_of": as_of.isoformat(),
+            "runout_months": runout_months,
+            "code_version": code_version(),
+            "contract_version": CONTRACT_VERSION,
+            "episodes": counts,
+            "episode_lines": lines,
+            "allocated_euros": money,
+            "by_year_status": by_year,
             "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
         }
         manifest["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)

@@ -23,11 +23,16 @@ from transforms.ingest.checks import REASON_PRECEDENCE, masked_bsn
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, ORDER_DATE, Staging, bucket_dir
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
-from transforms.ingest.partition_stage import FAILED, with_failed
+from transforms.ingest.partition_stage import FAILED
 from transforms.money import cents_to_decimal
 
-CLAIM_DATE = {"dbc": "start_date", "gp": "service_date", "pharmacy": "service_date",
-              "paramedical": "service_date", "maternity": "service_date"}
+CLAIM_DATE = {
+    "dbc": "start_date",
+    "gp": "service_date",
+    "pharmacy": "service_date",
+    "paramedical": "service_date",
+    "maternity": "service_date",
+}
 STORE_EXTRA = {
     "claims": [("n_corrections", pa.int16()), ("fully_credited", pa.bool_()), ("effective_claim_id", pa.string())],
 }
@@ -52,7 +57,7 @@ class TableBooks:
     unrepresentable_quarantined: Decimal = Decimal(0)
     amounts_not_a_number: int = 0
 
-    def add(self, other: "TableBooks") -> None:
+    def add(self, other: TableBooks) -> None:
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
@@ -87,7 +92,8 @@ def first_valid_kept(frame: pl.DataFrame, key: list[str], flag: str) -> pl.DataF
     one. Nulls compare equal (a contract for all insurers has a null insurer)."""
     order = frame.select(pl.col(FAILED).list.len().gt(0).alias("_bad"), "_partition", "_row", "_i", *key)
     ranked = order.sort("_bad", "_partition", "_row").with_columns(
-        (pl.int_range(pl.len()).over(key) == 0).alias("_first"))
+        (pl.int_range(pl.len()).over(key) == 0).alias("_first")
+    )
     ok = ranked.select("_i", pl.col("_first").alias(flag))
     return frame.join(ok, on="_i", how="left", maintain_order="left")
 
@@ -121,8 +127,11 @@ def orphaned_corrections(frame: pl.DataFrame) -> pl.Series:
             verdict = orphaned[node]
         for step in path:
             orphaned[step] = verdict
-    flags = frame.select(pl.col("corrects_claim_id").is_not_null() & (pl.col(FAILED).list.len() == 0)
-                         & pl.col("claim_id").replace_strict(orphaned, default=False, return_dtype=pl.Boolean))
+    flags = frame.select(
+        pl.col("corrects_claim_id").is_not_null()
+        & (pl.col(FAILED).list.len() == 0)
+        & pl.col("claim_id").replace_strict(orphaned, default=False, return_dtype=pl.Boolean)
+    )
     return flags.to_series().alias("orphaned")
 
 
@@ -130,8 +139,9 @@ def _spell_checks(insured: pl.DataFrame) -> pl.DataFrame:
     """No two spells of a patient overlap: a spell starting on or before the end of an earlier one
     (null end = still running) is flagged."""
     s = insured.sort("patient_key", "patient_id", "enrolled_from", "_partition", "_row")
-    earlier_end = (pl.col("enrolled_to").fill_null(pl.date(9999, 12, 31)).cum_max().shift(1)
-                   .over("patient_key", "patient_id"))
+    earlier_end = (
+        pl.col("enrolled_to").fill_null(pl.date(9999, 12, 31)).cum_max().shift(1).over("patient_key", "patient_id")
+    )
     overlap = (pl.col("enrolled_from") <= earlier_end).fill_null(False)
     return s.with_columns((~overlap).alias("_ok__insured_spells_do_not_overlap"))
 
@@ -140,13 +150,29 @@ def _coverage(claims: pl.DataFrame, spells: pl.DataFrame, date_col: str, rule_id
     """For each claim: does a valid spell of the patient cover the date? Valid spells do not overlap,
     so the latest spell starting on or before the date is the only candidate (an as-of join)."""
     left = claims.select("_i", "patient_key", "patient_id", pl.col(date_col).alias("_d")).sort("_d")
-    right = spells.select("patient_key", "patient_id", pl.col("enrolled_from").alias("_d"),
-                          pl.col("enrolled_to").alias("_to"), pl.lit(True).alias("_hit")).sort("_d")
-    joined = left.join_asof(right, on="_d", by=["patient_key", "patient_id"], strategy="backward", check_sortedness=False)
-    ok = joined.select("_i", (pl.col("_d").is_null() | (pl.col("_hit").fill_null(False) & (
-        pl.col("_to").is_null() | (pl.col("_to") >= pl.col("_d"))))).alias("ok"))
-    return (claims.select("_i").join(ok, on="_i", how="left", maintain_order="left")["ok"].fill_null(False)
-            .alias(f"_ok__{rule_id}"))
+    right = spells.select(
+        "patient_key",
+        "patient_id",
+        pl.col("enrolled_from").alias("_d"),
+        pl.col("enrolled_to").alias("_to"),
+        pl.lit(True).alias("_hit"),
+    ).sort("_d")
+    joined = left.join_asof(
+        right, on="_d", by=["patient_key", "patient_id"], strategy="backward", check_sortedness=False
+    )
+    ok = joined.select(
+        "_i",
+        (
+            pl.col("_d").is_null()
+            | (pl.col("_hit").fill_null(False) & (pl.col("_to").is_null() | (pl.col("_to") >= pl.col("_d"))))
+        ).alias("ok"),
+    )
+    return (
+        claims.select("_i")
+        .join(ok, on="_i", how="left", maintain_order="left")["ok"]
+        .fill_null(False)
+        .alias(f"_ok__{rule_id}")
+    )
 
 
 def _table_rule(table: str, kind: str) -> str | None:
@@ -160,7 +186,8 @@ def primary_reason(failed: pl.Expr, reason_of: dict[str, str]) -> pl.Expr:
     """The reason code of the highest-precedence failing check."""
     rank = {r: i for i, r in enumerate(REASON_PRECEDENCE)}
     ranked = failed.list.eval(
-        pl.element().replace_strict(reason_of, default="invalid_value")
+        pl.element()
+        .replace_strict(reason_of, default="invalid_value")
         .replace_strict(rank, default=len(rank), return_dtype=pl.Int32)
     ).list.min()
     return ranked.replace_strict(dict(enumerate(REASON_PRECEDENCE)), default="invalid_value", return_dtype=pl.String)
@@ -171,8 +198,9 @@ def _read_staged(staging: Staging, table: str, bucket: int) -> pl.DataFrame:
     return (frame if frame is not None else _empty_staged(table)).with_row_index("_i")
 
 
-def process_bucket(bucket: int, staging_root: str, store_root: str, valid_providers: list[str],
-                   data_as_of_iso: str) -> BucketReport:
+def process_bucket(
+    bucket: int, staging_root: str, store_root: str, valid_providers: list[str], data_as_of_iso: str
+) -> BucketReport:
     """Link checks, quarantine, netting and the store files of one bucket.
 
     Tables are processed one at a time (insured first, care activities last), so a worker holds
@@ -182,8 +210,7 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
     staging = Staging(Path(staging_root))
     store = Path(store_root)
     report = BucketReport(bucket)
-    reason_of = {c.id: c.reason for t in BUCKETED_TABLES for c in
-                 (*suite_checks(t, "row"), *suite_checks(t, "link"))}
+    reason_of = {c.id: c.reason for t in BUCKETED_TABLES for c in (*suite_checks(t, "row"), *suite_checks(t, "link"))}
     reason_of["parent_quarantined"] = "parent_quarantined"
 
     # ---- insured: spells must not overlap; valid spells drive coverage and death ----
@@ -204,25 +231,34 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
         frame = frame.with_columns(_coverage(frame, valid_spells, date_col, cover_id))
         death_id = _table_rule(table, "not_after_death")
         grace = next(r.grace_days for r in contract.table(table).rules if r.id == death_id)
-        frame = frame.join(deaths.rename({"death_date": "_death"}), on=["patient_key", "patient_id"], how="left",
-                           maintain_order="left")
+        frame = frame.join(
+            deaths.rename({"death_date": "_death"}), on=["patient_key", "patient_id"], how="left", maintain_order="left"
+        )
         frame = frame.with_columns(
             (pl.col("_death").is_null() | (pl.col(date_col) <= pl.col("_death") + timedelta(days=grace)))
-            .fill_null(True).alias(f"_ok__{death_id}")).drop("_death")
+            .fill_null(True)
+            .alias(f"_ok__{death_id}")
+        ).drop("_death")
         frame = frame.with_columns(
             pl.col("provider_agb").is_in(valid_providers).alias(f"_ok__{table}.provider_agb.references"),
-            (pl.col("corrects_claim_id").is_null() | pl.col("corrects_claim_id").is_in(frame["claim_id"].implode()))
-            .alias(f"_ok__{table}.corrects_claim_id.references"),
+            (
+                pl.col("corrects_claim_id").is_null() | pl.col("corrects_claim_id").is_in(frame["claim_id"].implode())
+            ).alias(f"_ok__{table}.corrects_claim_id.references"),
             (~in_correction_cycle(frame)).alias(f"_ok__{table}.corrects_claim_id.no_cycle"),
         )
         frame = _validate_link(frame, table, bucket, report)
         # corrections whose original was quarantined follow it, through any chain of corrections
-        frame = frame.with_columns(pl.when(orphaned_corrections(frame)).then(pl.lit(["parent_quarantined"]))
-                                   .otherwise(pl.col(FAILED)).alias(FAILED))
+        frame = frame.with_columns(
+            pl.when(orphaned_corrections(frame))
+            .then(pl.lit(["parent_quarantined"]))
+            .otherwise(pl.col(FAILED))
+            .alias(FAILED)
+        )
         if table == "dbc":
             dbc_facts = {
                 "parents": frame.unique("claim_id", keep="first").select(
-                    "claim_id", pl.col("start_date").alias("_s"), pl.col("end_date").alias("_e")),
+                    "claim_id", pl.col("start_date").alias("_s"), pl.col("end_date").alias("_e")
+                ),
                 "valid": frame.filter(pl.col(FAILED).list.len() == 0)["claim_id"],
             }
         netted = _finish_table(frame, table, bucket, store, report, reason_of)
@@ -235,7 +271,8 @@ def process_bucket(bucket: int, staging_root: str, store_root: str, valid_provid
     activity = activity.join(dbc_facts["parents"], on="claim_id", how="left", maintain_order="left")
     within = next(r.id for r in contract.table("dbc_activity").rules if r.kind == "within_parent_dates")
     activity = activity.with_columns(
-        ((pl.col("activity_date") >= pl.col("_s")) & (pl.col("activity_date") <= pl.col("_e"))).fill_null(False)
+        ((pl.col("activity_date") >= pl.col("_s")) & (pl.col("activity_date") <= pl.col("_e")))
+        .fill_null(False)
         .alias(f"_ok__{within}"),
         pl.col("claim_id").is_in(dbc_facts["valid"].implode()).alias("_ok__dbc_activity.parent_valid"),
         pl.lit(True).alias("_ok__dbc_activity.claim_id.references"),
@@ -259,14 +296,24 @@ def unrepresentable_amounts(frame: pl.DataFrame) -> tuple[Decimal, int]:
     amounts were not a number (see ``transforms.ingest.normalise``)."""
     if "amount" not in frame.columns or ISSUE not in frame.columns or frame.height == 0:
         return Decimal(0), 0
-    texts = frame.filter(pl.col(ISSUE).str.contains("(^|;)inexact_amount:amount(;|$)")).select(
-        pl.col(AS_DELIVERED).str.json_path_match("$.amount"))[AS_DELIVERED].to_list()
+    texts = (
+        frame.filter(pl.col(ISSUE).str.contains("(^|;)inexact_amount:amount(;|$)"))
+        .select(pl.col(AS_DELIVERED).str.json_path_match("$.amount"))[AS_DELIVERED]
+        .to_list()
+    )
     nan = sum(not Decimal(t).is_finite() for t in texts)
     return exact_sum(texts), nan
 
 
-def _finish_table(frame: pl.DataFrame, table: str, bucket: int, store: Path, report: BucketReport,
-                  reason_of: dict[str, str], netted_dbc: pl.DataFrame | None = None) -> pl.DataFrame:
+def _finish_table(
+    frame: pl.DataFrame,
+    table: str,
+    bucket: int,
+    store: Path,
+    report: BucketReport,
+    reason_of: dict[str, str],
+    netted_dbc: pl.DataFrame | None = None,
+) -> pl.DataFrame:
     """Quarantine the failing rows, net the rest, write store / quarantine / corrections files and
     the table's books. Returns the stored (netted) rows."""
     books = TableBooks(rows_in=frame.height, cents_in=_cents(frame))
@@ -292,8 +339,11 @@ def _finish_table(frame: pl.DataFrame, table: str, bucket: int, store: Path, rep
         _write_merged(merged, table, bucket_dir(store / "corrections", table, bucket))
     books.rows_stored = good.height
     books.cents_stored = _cents(good)
-    _write_table(good.sort("patient_key", ORDER_DATE[table], "claim_id" if "claim_id" in good.columns else "enrolled_from"),
-                 table, bucket_dir(store, table, bucket))
+    _write_table(
+        good.sort("patient_key", ORDER_DATE[table], "claim_id" if "claim_id" in good.columns else "enrolled_from"),
+        table,
+        bucket_dir(store, table, bucket),
+    )
     report.books[table] = books
     return good
 
@@ -304,21 +354,26 @@ def _validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketR
     if missing:
         frame = frame.with_columns([pl.lit(True).alias(m) for m in missing])
     # GX indexes by ``_row``; here rows come from many partitions, so index by the bucket row number
-    validation = validate_batch(frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row")), table, "link",
-                                f"{table}-bucket-{bucket:04d}")
+    validation = validate_batch(
+        frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row")), table, "link", f"{table}-bucket-{bucket:04d}"
+    )
     if validation.result:
         report.results.append(validation.result)
     for check, rows in validation.failed_rows.items():
         report.failed[check] = report.failed.get(check, 0) + len(rows)
     failed = {k: v for k, v in validation.failed_rows.items()}
     renamed = frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row_i"))
-    pairs = [pl.DataFrame({"_row_i": rows, "_check": [check] * len(rows)}, schema={"_row_i": pl.Int64, "_check": pl.String})
-             for check, rows in failed.items() if len(rows)]
+    pairs = [
+        pl.DataFrame({"_row_i": rows, "_check": [check] * len(rows)}, schema={"_row_i": pl.Int64, "_check": pl.String})
+        for check, rows in failed.items()
+        if len(rows)
+    ]
     if pairs:
         lists = pl.concat(pairs).group_by("_row_i").agg(pl.col("_check").sort().alias("_new"))
         renamed = renamed.join(lists, on="_row_i", how="left", maintain_order="left")
-        renamed = renamed.with_columns(pl.concat_list(pl.col(FAILED), pl.col("_new").fill_null(pl.lit([], pl.List(pl.String))))
-                                       .alias(FAILED)).drop("_new")
+        renamed = renamed.with_columns(
+            pl.concat_list(pl.col(FAILED), pl.col("_new").fill_null(pl.lit([], pl.List(pl.String)))).alias(FAILED)
+        ).drop("_new")
     return renamed.drop("_row_i", *[c for c in renamed.columns if c.startswith("_ok__")])
 
 
@@ -329,8 +384,16 @@ def _cents(frame: pl.DataFrame) -> int:
 def _empty_staged(table: str) -> pl.DataFrame:
     spec = load_contract().table(table)
     schema = {c.name: (pl.Int64 if c.type == "money" else c.polars_type) for c in spec.columns}
-    schema.update({"_row": pl.Int64, ISSUE: pl.String, AS_DELIVERED: pl.String, FAILED: pl.List(pl.String),
-                   "_partition": pl.Int32, "patient_key": pl.Int64})
+    schema.update(
+        {
+            "_row": pl.Int64,
+            ISSUE: pl.String,
+            AS_DELIVERED: pl.String,
+            FAILED: pl.List(pl.String),
+            "_partition": pl.Int32,
+            "patient_key": pl.Int64,
+        }
+    )
     return pl.DataFrame(schema=schema)
 
 
@@ -347,13 +410,23 @@ def store_schema(table: str, *, quarantine: bool = False) -> pa.Schema:
     if table in CLAIM_TABLES and not quarantine:
         fields += [pa.field(name, t) for name, t in STORE_EXTRA["claims"]]
     if quarantine:
-        fields += [pa.field("reason", pa.string()), pa.field("checks", pa.list_(pa.string())),
-                   pa.field("source_partition", pa.int32()), pa.field("source_row", pa.int64()),
-                   pa.field("as_delivered", pa.string())]
+        fields += [
+            pa.field("reason", pa.string()),
+            pa.field("checks", pa.list_(pa.string())),
+            pa.field("source_partition", pa.int32()),
+            pa.field("source_row", pa.int64()),
+            pa.field("as_delivered", pa.string()),
+        ]
     from transforms.runtime import code_version
 
-    return pa.schema(fields, metadata={"zorgpad.table": table, "zorgpad.contract_version": load_contract().version,
-                                       "zorgpad.code_version": code_version()})
+    return pa.schema(
+        fields,
+        metadata={
+            "zorgpad.table": table,
+            "zorgpad.contract_version": load_contract().version,
+            "zorgpad.code_version": code_version(),
+        },
+    )
 
 
 def quarantine_view(frame: pl.DataFrame, table: str) -> pl.DataFrame:
@@ -365,11 +438,23 @@ def quarantine_view(frame: pl.DataFrame, table: str) -> pl.DataFrame:
     spec = load_contract().table(table)
     changes = [masked_bsn(c.name) for c in spec.columns if c.type == "string" and c.name in frame.columns]
     if ISSUE in frame.columns:
-        changes += [pl.when(pl.col(ISSUE).str.contains(f"(^|;)inexact_amount:{c}(;|$)").fill_null(False))
-                    .then(None).otherwise(pl.col(c)).alias(c) for c in spec.money_columns if c in frame.columns]
+        changes += [
+            pl.when(pl.col(ISSUE).str.contains(f"(^|;)inexact_amount:{c}(;|$)").fill_null(False))
+            .then(None)
+            .otherwise(pl.col(c))
+            .alias(c)
+            for c in spec.money_columns
+            if c in frame.columns
+        ]
     frame = frame.with_columns(changes) if changes else frame
-    return frame.rename({FAILED: "checks", "_partition": "source_partition", "_row": "source_row",
-                         **({AS_DELIVERED: "as_delivered"} if AS_DELIVERED in frame.columns else {})})
+    return frame.rename(
+        {
+            FAILED: "checks",
+            "_partition": "source_partition",
+            "_row": "source_row",
+            **({AS_DELIVERED: "as_delivered"} if AS_DELIVERED in frame.columns else {}),
+        }
+    )
 
 
 def _write_table(frame: pl.DataFrame, table: str, folder: Path, *, quarantine: bool = False) -> None:

@@ -71,8 +71,16 @@ class Check:
         return f"_ok__{self.id}"
 
 
-ROW_RULE_KINDS = {"column_order", "max_span_days", "date_range", "year_not_after", "prefix_matches", "required_when",
-                  "required_when_negative", "within_delivery_years"}
+ROW_RULE_KINDS = {
+    "column_order",
+    "max_span_days",
+    "date_range",
+    "year_not_after",
+    "prefix_matches",
+    "required_when",
+    "required_when_negative",
+    "within_delivery_years",
+}
 LINK_RULE_KINDS = {"covered_by_enrolment", "not_after_death", "within_parent_dates", "no_overlap", "unique_key"}
 
 
@@ -81,58 +89,190 @@ def checks_for(table: Table) -> list[Check]:
     t = table.table
     out: list[Check] = []
     if any(col.type == "string" for col in table.columns):
-        out.append(Check(f"{t}.text.encoding", t, "derived", "row", "bad_encoding", "row",
-                         "every text column holds valid UTF-8 (the row's delivered bytes are kept, escaped)"))
+        out.append(
+            Check(
+                f"{t}.text.encoding",
+                t,
+                "derived",
+                "row",
+                "bad_encoding",
+                "row",
+                "every text column holds valid UTF-8 (the row's delivered bytes are kept, escaped)",
+            )
+        )
     for col in table.columns:
         c = col.name
         if col.key:
-            out.append(Check(f"{t}.{c}.not_null", t, "not_null", "row", "missing_key", "row",
-                             f"{c} is a key column and must be present", c))
+            out.append(
+                Check(
+                    f"{t}.{c}.not_null",
+                    t,
+                    "not_null",
+                    "row",
+                    "missing_key",
+                    "row",
+                    f"{c} is a key column and must be present",
+                    c,
+                )
+            )
         if col.type == "money" or col.type in ("int16", "int32", "float64"):
-            out.append(Check(f"{t}.{c}.exact", t, "derived", "row", "inexact_value", "row",
-                             f"{c} converts exactly to the contract type (money to whole cents)", c))
+            out.append(
+                Check(
+                    f"{t}.{c}.exact",
+                    t,
+                    "derived",
+                    "row",
+                    "inexact_value",
+                    "row",
+                    f"{c} converts exactly to the contract type (money to whole cents)",
+                    c,
+                )
+            )
         if col.length is not None:
-            out.append(Check(f"{t}.{c}.length", t, "length", "row", "bad_format", "row",
-                             f"{c} has {col.length} characters", c, col.length))
+            out.append(
+                Check(
+                    f"{t}.{c}.length",
+                    t,
+                    "length",
+                    "row",
+                    "bad_format",
+                    "row",
+                    f"{c} has {col.length} characters",
+                    c,
+                    col.length,
+                )
+            )
         if col.pattern is not None:
-            out.append(Check(f"{t}.{c}.pattern", t, "pattern", "row", "bad_format", "row",
-                             f"{c} matches {col.pattern}", c, col.pattern))
+            out.append(
+                Check(
+                    f"{t}.{c}.pattern",
+                    t,
+                    "pattern",
+                    "row",
+                    "bad_format",
+                    "row",
+                    f"{c} matches {col.pattern}",
+                    c,
+                    col.pattern,
+                )
+            )
         if col.allowed is not None:
-            out.append(Check(f"{t}.{c}.allowed", t, "in_set", "row", "invalid_value", "row",
-                             f"{c} is one of {', '.join(col.allowed)}", c, tuple(col.allowed)))
+            out.append(
+                Check(
+                    f"{t}.{c}.allowed",
+                    t,
+                    "in_set",
+                    "row",
+                    "invalid_value",
+                    "row",
+                    f"{c} is one of {', '.join(col.allowed)}",
+                    c,
+                    tuple(col.allowed),
+                )
+            )
         if col.code_list is not None:
             on = f" on {col.valid_on}" if col.valid_on else ""
-            out.append(Check(f"{t}.{c}.code_valid", t, "derived", "row", "code_not_valid_on_date", "row",
-                             f"{c} is a code of {col.code_list}{' within ' + col.scope if col.scope else ''} valid{on}", c))
+            out.append(
+                Check(
+                    f"{t}.{c}.code_valid",
+                    t,
+                    "derived",
+                    "row",
+                    "code_not_valid_on_date",
+                    "row",
+                    f"{c} is a code of {col.code_list}{' within ' + col.scope if col.scope else ''} valid{on}",
+                    c,
+                )
+            )
         if col.min is not None or col.max is not None:
             # bounds on money are plausibility (suspicious, not impossible): reported, not quarantined
             severity: Severity = "warning" if col.type == "money" else "row"
             reason = "implausible_value" if severity == "warning" else "invalid_value"
-            out.append(Check(f"{t}.{c}.range", t, "between", "row", reason, severity,
-                             f"{c} between {col.min} and {col.max}", c, (col.min, col.max)))
+            out.append(
+                Check(
+                    f"{t}.{c}.range",
+                    t,
+                    "between",
+                    "row",
+                    reason,
+                    severity,
+                    f"{c} between {col.min} and {col.max}",
+                    c,
+                    (col.min, col.max),
+                )
+            )
         if col.pseudonym:
-            out.append(Check(f"{t}.{c}.not_bsn", t, "derived", "row", "bsn_like_id", "row",
-                             f"{c} is a pseudonym, not a number passing the BSN eleven-test", c))
+            out.append(
+                Check(
+                    f"{t}.{c}.not_bsn",
+                    t,
+                    "derived",
+                    "row",
+                    "bsn_like_id",
+                    "row",
+                    f"{c} is a pseudonym, not a number passing the BSN eleven-test",
+                    c,
+                )
+            )
         if col.references is not None:
-            ref_table, _, ref_col = col.references.partition(".")
+            ref_table = col.references.partition(".")[0]
             if ref_table == "insured" and t != "insured":
                 continue  # covered by the enrolment rule (a patient without spells is outside enrolment)
             reason = "unknown_provider" if ref_table == "providers" else "unknown_reference"
-            out.append(Check(f"{t}.{c}.references", t, "derived", "link", reason, "row",
-                             f"{c} exists in {col.references}", c, col.references))
+            out.append(
+                Check(
+                    f"{t}.{c}.references",
+                    t,
+                    "derived",
+                    "link",
+                    reason,
+                    "row",
+                    f"{c} exists in {col.references}",
+                    c,
+                    col.references,
+                )
+            )
         if col.unique:
-            out.append(Check(f"{t}.{c}.unique", t, "derived", "link", "duplicate_claim_id" if c == "claim_id" else "duplicate_key",
-                             "row", f"{c} is unique in the delivery (the first valid row delivered is kept)", c))
+            out.append(
+                Check(
+                    f"{t}.{c}.unique",
+                    t,
+                    "derived",
+                    "link",
+                    "duplicate_claim_id" if c == "claim_id" else "duplicate_key",
+                    "row",
+                    f"{c} is unique in the delivery (the first valid row delivered is kept)",
+                    c,
+                )
+            )
     for rule in table.rules:
         stage: Stage = "row" if rule.kind in ROW_RULE_KINDS else "link"
         out.append(Check(rule.id, t, "derived", stage, rule.reason, "row", rule.description, None, rule.kind))
     if t == "dbc_activity":
-        out.append(Check("dbc_activity.parent_valid", t, "derived", "link", "parent_quarantined", "row",
-                         "the activity's subtraject was not quarantined"))
+        out.append(
+            Check(
+                "dbc_activity.parent_valid",
+                t,
+                "derived",
+                "link",
+                "parent_quarantined",
+                "row",
+                "the activity's subtraject was not quarantined",
+            )
+        )
     if any(c.name == "corrects_claim_id" for c in table.columns):
-        out.append(Check(f"{t}.corrects_claim_id.no_cycle", t, "derived", "link", "correction_cycle", "row",
-                         "following corrects_claim_id from line to line reaches an original claim (no cycle)",
-                         "corrects_claim_id"))
+        out.append(
+            Check(
+                f"{t}.corrects_claim_id.no_cycle",
+                t,
+                "derived",
+                "link",
+                "correction_cycle",
+                "row",
+                "following corrects_claim_id from line to line reaches an original claim (no cycle)",
+                "corrects_claim_id",
+            )
+        )
     return out
 
 
@@ -197,15 +337,27 @@ def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contra
         return values["_code"].str.contains(code_list.pattern).fill_null(True).alias(name)
     keys = ["_code", "_scope"] if (code_list.scope and col.scope) else ["_code"]
     distinct = values.unique(maintain_order=False)
-    ref = code_list.frame().rename({code_list.code: "_code", **({code_list.scope: "_scope"} if code_list.scope else {})})
-    joined = distinct.join(ref.select(*keys, "valid_from", "valid_to").with_columns(pl.lit(True).alias("_hit")),
-                           on=keys, how="left", nulls_equal=False)
+    ref = code_list.frame().rename(
+        {code_list.code: "_code", **({code_list.scope: "_scope"} if code_list.scope else {})}
+    )
+    joined = distinct.join(
+        ref.select(*keys, "valid_from", "valid_to").with_columns(pl.lit(True).alias("_hit")),
+        on=keys,
+        how="left",
+        nulls_equal=False,
+    )
     in_period = pl.col("_hit").fill_null(False)
     if col.valid_on:
-        in_period = in_period & (pl.col("_on").is_null() | (
-            (pl.col("valid_from").is_null() | (pl.col("valid_from") <= pl.col("_on")))
-            & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("_on")))))
-    verdict = joined.group_by("_code", "_scope", "_on").agg((in_period.any() | pl.col("_code").first().is_null()).alias("_ok"))
+        in_period = in_period & (
+            pl.col("_on").is_null()
+            | (
+                (pl.col("valid_from").is_null() | (pl.col("valid_from") <= pl.col("_on")))
+                & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("_on")))
+            )
+        )
+    verdict = joined.group_by("_code", "_scope", "_on").agg(
+        (in_period.any() | pl.col("_code").first().is_null()).alias("_ok")
+    )
     ok = values.join(verdict, on=["_code", "_scope", "_on"], how="left", maintain_order="left", nulls_equal=True)["_ok"]
     return ok.fill_null(True).alias(name)
 
@@ -249,8 +401,14 @@ def _row_rule(rule: Rule, data_as_of: date, years: tuple[int, int] | None) -> pl
     raise ValueError(f"rule {rule.id}: {k} is not a row rule")
 
 
-def add_row_flags(frame: pl.DataFrame, table: Table, data_as_of: date, contract: Contract | None = None, *,
-                  years: tuple[int, int] | None = None) -> pl.DataFrame:
+def add_row_flags(
+    frame: pl.DataFrame,
+    table: Table,
+    data_as_of: date,
+    contract: Contract | None = None,
+    *,
+    years: tuple[int, int] | None = None,
+) -> pl.DataFrame:
     """Add the ``_ok__`` columns of the table's row-stage derived checks. ``years``: the
     ``first_year``, ``last_year`` of ``delivery.json`` (None: not checked)."""
     contract = contract or load_contract()
@@ -263,10 +421,18 @@ def add_row_flags(frame: pl.DataFrame, table: Table, data_as_of: date, contract:
         elif check.id.endswith(".not_bsn"):
             flags.append((~_bsn_like(check.column)).alias(check.flag))
         elif check.id.endswith(".text.encoding"):
-            flags.append((pl.col("_issue").is_null() | ~pl.col("_issue").str.contains("(^|;)bad_encoding:")).alias(check.flag))
+            flags.append(
+                (pl.col("_issue").is_null() | ~pl.col("_issue").str.contains("(^|;)bad_encoding:")).alias(check.flag)
+            )
         elif check.id.endswith(".exact"):
-            flags.append((pl.col("_issue").is_null() | ~pl.col("_issue").str.contains(
-                f"(^|;)(inexact_amount|out_of_range|not_a_number):{check.column}(;|$)")).alias(check.flag))
+            flags.append(
+                (
+                    pl.col("_issue").is_null()
+                    | ~pl.col("_issue").str.contains(
+                        f"(^|;)(inexact_amount|out_of_range|not_a_number):{check.column}(;|$)"
+                    )
+                ).alias(check.flag)
+            )
         else:
             rule = next(r for r in table.rules if r.id == check.id)
             flags.append(_row_rule(rule, data_as_of, years).alias(check.flag))

@@ -27,9 +27,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.hashing import file_sha256
 from transforms.contract import Column, Contract, load_contract
 from transforms.errors import UserFacingError
+from transforms.hashing import file_sha256
 
 #: Rows per partition: a file larger than this is split along its row groups.
 PARTITION_ROWS = 1_000_000
@@ -38,8 +38,9 @@ PARTITION_ROWS = 1_000_000
 class DeliveryError(UserFacingError):
     """A critical problem with a delivery: nothing downstream is written."""
 
-    def __init__(self, message: str, *, table: str | None = None, check: str = "delivery",
-                 details: dict | None = None) -> None:
+    def __init__(
+        self, message: str, *, table: str | None = None, check: str = "delivery", details: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.table = table
         self.check = check
@@ -55,8 +56,13 @@ class DeliveryMeta:
     producer: str
 
     def as_dict(self) -> dict:
-        return {"delivery_id": self.delivery_id, "data_as_of": self.data_as_of.isoformat(),
-                "first_year": self.first_year, "last_year": self.last_year, "producer": self.producer}
+        return {
+            "delivery_id": self.delivery_id,
+            "data_as_of": self.data_as_of.isoformat(),
+            "first_year": self.first_year,
+            "last_year": self.last_year,
+            "producer": self.producer,
+        }
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,11 @@ class DeliveryPlan:
 def _read_delivery_json(root: Path) -> dict:
     path = Path(root) / "delivery.json"
     if not path.exists():
-        raise DeliveryError(f"delivery.json is missing in {root}: it must give delivery_id, data_as_of, "
-                            "first_year, last_year and producer", check="delivery_json")
+        raise DeliveryError(
+            f"delivery.json is missing in {root}: it must give delivery_id, data_as_of, "
+            "first_year, last_year and producer",
+            check="delivery_json",
+        )
     try:
         raw = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -131,17 +140,25 @@ def read_delivery_meta(root: Path, raw: dict | None = None) -> DeliveryMeta:
             producer=str(raw["producer"]),
         )
     except (TypeError, ValueError) as exc:
-        raise DeliveryError(f"delivery.json has a malformed value: {exc} (data_as_of must be YYYY-MM-DD, "
-                            "years integers)", check="delivery_json") from None
+        raise DeliveryError(
+            f"delivery.json has a malformed value: {exc} (data_as_of must be YYYY-MM-DD, years integers)",
+            check="delivery_json",
+        ) from None
     if not 1990 <= meta.first_year <= 2100 or not 1990 <= meta.last_year <= 2100:
-        raise DeliveryError(f"delivery.json: the years {meta.first_year}-{meta.last_year} are not plausible "
-                            "(claims data start in 1990)", check="delivery_json")
+        raise DeliveryError(
+            f"delivery.json: the years {meta.first_year}-{meta.last_year} are not plausible "
+            "(claims data start in 1990)",
+            check="delivery_json",
+        )
     if meta.first_year > meta.last_year:
-        raise DeliveryError(f"delivery.json: first_year {meta.first_year} is after last_year {meta.last_year}",
-                            check="delivery_json")
+        raise DeliveryError(
+            f"delivery.json: first_year {meta.first_year} is after last_year {meta.last_year}", check="delivery_json"
+        )
     if meta.data_as_of.year < meta.last_year:
-        raise DeliveryError(f"delivery.json: data_as_of {meta.data_as_of} is before the last year {meta.last_year}",
-                            check="delivery_json")
+        raise DeliveryError(
+            f"delivery.json: data_as_of {meta.data_as_of} is before the last year {meta.last_year}",
+            check="delivery_json",
+        )
     return meta
 
 
@@ -160,25 +177,41 @@ def _file_list(raw: dict, contract: Contract) -> list[ListedFile] | None:
         return None
     entries = raw["files"]
     if not isinstance(entries, list) or not entries:
-        raise DeliveryError("delivery.json: files must be a non-empty list of {\"path\": ..., \"bytes\": ..., "
-                            "\"sha256\": ...} entries", check="file_list")
+        raise DeliveryError(
+            'delivery.json: files must be a non-empty list of {"path": ..., "bytes": ..., "sha256": ...} entries',
+            check="file_list",
+        )
     listed: list[ListedFile] = []
     for i, entry in enumerate(entries):
         if isinstance(entry, str):
             entry = {"path": entry}
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or set(entry) - {"path", "bytes", "sha256"}:
-            raise DeliveryError(f"delivery.json: files[{i}] must be {{\"path\": str, \"bytes\": int, \"sha256\": str}} "
-                                f"(bytes and sha256 optional), not {json.dumps(entry)[:120]}", check="file_list")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("path"), str)
+            or set(entry) - {"path", "bytes", "sha256"}
+        ):
+            raise DeliveryError(
+                f'delivery.json: files[{i}] must be {{"path": str, "bytes": int, "sha256": str}} '
+                f"(bytes and sha256 optional), not {json.dumps(entry)[:120]}",
+                check="file_list",
+            )
         path = Path(entry["path"])
         if path.is_absolute() or ".." in path.parts or len(path.parts) < 2 or path.parts[0] not in contract.tables:
-            raise DeliveryError(f"delivery.json: files[{i}] path {entry['path']!r} must be relative to the delivery "
-                                f"and start with a table folder ({', '.join(contract.tables)})", check="file_list")
+            raise DeliveryError(
+                f"delivery.json: files[{i}] path {entry['path']!r} must be relative to the delivery "
+                f"and start with a table folder ({', '.join(contract.tables)})",
+                check="file_list",
+            )
         size = entry.get("bytes")
         digest = entry.get("sha256")
         if (size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0)) or (
-                digest is not None and not (isinstance(digest, str) and len(digest) == 64)):
-            raise DeliveryError(f"delivery.json: files[{i}] ({entry['path']}): bytes must be a whole number and "
-                                "sha256 64 hexadecimal characters", check="file_list")
+            digest is not None and not (isinstance(digest, str) and len(digest) == 64)
+        ):
+            raise DeliveryError(
+                f"delivery.json: files[{i}] ({entry['path']}): bytes must be a whole number and "
+                "sha256 64 hexadecimal characters",
+                check="file_list",
+            )
         listed.append(ListedFile(path.as_posix(), size, digest.lower() if digest else None))
     paths = [f.path for f in listed]
     repeated = sorted({p for p in paths if paths.count(p) > 1})
@@ -196,8 +229,9 @@ def _is_partition_folder(part: str) -> bool:
     return bool(sep and key and value)
 
 
-def discover_files(root: Path, contract: Contract, listed: list[ListedFile] | None
-                   ) -> tuple[dict[str, list[Path]], dict[str, str]]:
+def discover_files(
+    root: Path, contract: Contract, listed: list[ListedFile] | None
+) -> tuple[dict[str, list[Path]], dict[str, str]]:
     """The files to read per table and the files of the folder that are ignored (relative path ->
     reason); see the module docstring for the rules."""
     tables = {name: [] for name in contract.tables}
@@ -224,16 +258,21 @@ def discover_files(root: Path, contract: Contract, listed: list[ListedFile] | No
                 f"table {table}: {name} is in a sub-folder that is not a partition folder (name=value); zorgpad "
                 f"reads the parquet files directly in {table}/ and in partition folders such as {table}/year=2019/, "
                 f"so a stale copy in a sub-folder would be read as current lines: move or remove "
-                f"{'/'.join(rel.parts[:-1])}/, or list the files to read in delivery.json", table=table,
-                check="file_list")
+                f"{'/'.join(rel.parts[:-1])}/, or list the files to read in delivery.json",
+                table=table,
+                check="file_list",
+            )
         else:
             tables[table].append(path)
     if wanted is not None:
         for entry in listed:
             path = root / entry.path
             if not path.is_file():
-                raise DeliveryError(f"delivery.json lists {entry.path}, which is not in the delivery",
-                                    table=Path(entry.path).parts[0], check="file_list")
+                raise DeliveryError(
+                    f"delivery.json lists {entry.path}, which is not in the delivery",
+                    table=Path(entry.path).parts[0],
+                    check="file_list",
+                )
             tables[Path(entry.path).parts[0]].append(path)
         for files in tables.values():
             files.sort()
@@ -247,8 +286,11 @@ def accepts(column: Column, arrow_type: pa.DataType) -> bool:
         t = t.value_type
     kind = column.type
     if kind == "string":
-        return pa.types.is_string(t) or pa.types.is_large_string(t) or (
-            column.length is not None and pa.types.is_integer(t))  # codes that lost their zeros
+        return (
+            pa.types.is_string(t)
+            or pa.types.is_large_string(t)
+            or (column.length is not None and pa.types.is_integer(t))
+        )  # codes that lost their zeros
     if kind in ("int16", "int32"):
         return pa.types.is_integer(t)
     if kind == "float64":
@@ -264,18 +306,23 @@ def accepts(column: Column, arrow_type: pa.DataType) -> bool:
 
 def _expected(column: Column) -> str:
     return {"money": "decimal128(12, 2) or float64 euros", "date": "date32", "string": "string"}.get(
-        column.type, column.type)
+        column.type, column.type
+    )
 
 
-def inspect_delivery(root: Path | str, contract: Contract | None = None,
-                     partition_rows: int = PARTITION_ROWS, *, hash_files: bool = True) -> DeliveryPlan:
+def inspect_delivery(
+    root: Path | str, contract: Contract | None = None, partition_rows: int = PARTITION_ROWS, *, hash_files: bool = True
+) -> DeliveryPlan:
     """Check that the delivery can be read and plan its partitions (raises :class:`DeliveryError`).
     ``hash_files=False`` skips the SHA-256 of every file (a quick check before a run starts; the
     hashes listed in ``delivery.json`` are then checked by the run)."""
     root = Path(root)
     if not root.is_dir():
-        raise DeliveryError(f"the delivery folder {root} does not exist" if not root.exists()
-                            else f"the delivery {root} is a file, not a folder")
+        raise DeliveryError(
+            f"the delivery folder {root} does not exist"
+            if not root.exists()
+            else f"the delivery {root} is a file, not a folder"
+        )
     contract = contract or load_contract()
     raw = _read_delivery_json(root)
     meta = read_delivery_meta(root, raw)
@@ -302,33 +349,50 @@ def inspect_delivery(root: Path | str, contract: Contract | None = None,
                 rows = pf.metadata.num_rows
                 n_groups = pf.metadata.num_row_groups
             except Exception as exc:  # pyarrow raises several types for broken files
-                raise DeliveryError(f"table {name}: file {path.relative_to(root)} is not a readable parquet file "
-                                    f"(truncated or corrupt?): {exc}", table=name, check="file_readable") from None
+                raise DeliveryError(
+                    f"table {name}: file {path.relative_to(root)} is not a readable parquet file "
+                    f"(truncated or corrupt?): {exc}",
+                    table=name,
+                    check="file_readable",
+                ) from None
             for col in table.columns:
                 if col.name not in schema.names:
                     close = difflib.get_close_matches(col.name, schema.names, n=1, cutoff=0.6)
                     hint = f"; did it get renamed to {close[0]!r}?" if close else ""
                     raise DeliveryError(
                         f"table {name}: column {col.name!r} is missing in {path.relative_to(root)}{hint} "
-                        f"(columns found: {', '.join(schema.names)})", table=name, check="schema")
+                        f"(columns found: {', '.join(schema.names)})",
+                        table=name,
+                        check="schema",
+                    )
                 arrow_type = schema.field(col.name).type
                 if not accepts(col, arrow_type):
                     raise DeliveryError(
                         f"table {name}: column {col.name!r} has type {arrow_type} in {path.relative_to(root)}; "
-                        f"the contract says {_expected(col)}", table=name, check="schema")
+                        f"the contract says {_expected(col)}",
+                        table=name,
+                        check="schema",
+                    )
                 types.setdefault(col.name, str(arrow_type))
             extra |= set(schema.names) - set(table.column_names)
             rel = path.relative_to(root).as_posix()
             size = path.stat().st_size
             entry = expected.get(rel)
             if entry is not None and entry.bytes is not None and entry.bytes != size:
-                raise DeliveryError(f"table {name}: {rel} has {size:,} bytes, delivery.json says {entry.bytes:,}: "
-                                    "the file is not the one that was delivered (truncated or replaced?)",
-                                    table=name, check="file_list")
+                raise DeliveryError(
+                    f"table {name}: {rel} has {size:,} bytes, delivery.json says {entry.bytes:,}: "
+                    "the file is not the one that was delivered (truncated or replaced?)",
+                    table=name,
+                    check="file_list",
+                )
             digest = file_sha256(path) if hash_files else ""
             if entry is not None and entry.sha256 is not None and hash_files and entry.sha256 != digest:
-                raise DeliveryError(f"table {name}: the SHA-256 of {rel} is {digest}, delivery.json says {entry.sha256}: "
-                                    "the file is not the one that was delivered", table=name, check="file_list")
+                raise DeliveryError(
+                    f"table {name}: the SHA-256 of {rel} is {digest}, delivery.json says {entry.sha256}: "
+                    "the file is not the one that was delivered",
+                    table=name,
+                    check="file_list",
+                )
             found.append(InputFile(name, str(path), size, digest, rows, n_groups))
             # split large files along row groups
             group_rows = [pf.metadata.row_group(i).num_rows for i in range(n_groups)]
@@ -343,8 +407,9 @@ def inspect_delivery(root: Path | str, contract: Contract | None = None,
             if current or not group_rows:
                 parts.append(Partition(name, str(path), tuple(current), current_rows, len(parts)))
         if sum(f.rows for f in found) == 0:
-            raise DeliveryError(f"table {name} is empty: its {len(found)} file(s) hold no rows", table=name,
-                                check="table_not_empty")
+            raise DeliveryError(
+                f"table {name} is empty: its {len(found)} file(s) hold no rows", table=name, check="table_not_empty"
+            )
         files[name] = found
         partitions[name] = parts
         extra_columns[name] = sorted(extra)
@@ -357,6 +422,14 @@ def inspect_delivery(root: Path | str, contract: Contract | None = None,
                 if f.rows:  # two empty files are alike without anything being delivered twice
                     by_digest.setdefault((f.sha256, f.size), []).append(Path(f.path).relative_to(root).as_posix())
             identical += [group for group in by_digest.values() if len(group) > 1]
-    return DeliveryPlan(root=str(root), meta=meta, files=files, partitions=partitions,
-                        extra_columns=extra_columns, input_types=input_types, ignored=ignored,
-                        identical_files=identical, file_list_checked=listed is not None)
+    return DeliveryPlan(
+        root=str(root),
+        meta=meta,
+        files=files,
+        partitions=partitions,
+        extra_columns=extra_columns,
+        input_types=input_types,
+        ignored=ignored,
+        identical_files=identical,
+        file_list_checked=listed is not None,
+    )

@@ -64,7 +64,8 @@ def later_copies(ids: pl.DataFrame) -> pl.DataFrame:
     it to the ids that may repeat, and the exact comparison runs on those alone."""
     candidates = ids.filter(pl.Series(repeated_hash(ids["claim_id"])))
     ranked = candidates.sort("claim_id", "_partition", "_row").with_columns(
-        pl.int_range(pl.len()).over("claim_id").alias("_occurrence"))
+        pl.int_range(pl.len()).over("claim_id").alias("_occurrence")
+    )
     return ranked.filter(pl.col("_occurrence") > 0).drop("_occurrence").sort("_partition", "_row")
 
 
@@ -98,8 +99,12 @@ def process_id_part(part: int, staging_root: str) -> IdPartReport:
             path.parent.mkdir(parents=True, exist_ok=True)
             rows.write_parquet(path)
         if table == "dbc":  # the first line of every subtraject routes its care activities
-            dbc_first = pl.scan_parquet(files).join(later.lazy().select("_partition", "_row"), on=["_partition", "_row"],
-                                                    how="anti").select("claim_id", "patient_key", "bucket").collect()
+            dbc_first = (
+                pl.scan_parquet(files)
+                .join(later.lazy().select("_partition", "_row"), on=["_partition", "_row"], how="anti")
+                .select("claim_id", "patient_key", "bucket")
+                .collect()
+            )
 
     routed = orphans = 0
     activities = _scan(staging.activities_by_claim_dir(part))

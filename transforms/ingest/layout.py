@@ -27,8 +27,13 @@ SMALL_TABLES = ("providers", "contracts")
 CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
 #: The date a table's rows are ordered by inside a bucket (after the patient key).
 ORDER_DATE = {
-    "insured": "enrolled_from", "dbc": "start_date", "dbc_activity": "activity_date", "gp": "service_date",
-    "pharmacy": "service_date", "paramedical": "service_date", "maternity": "service_date",
+    "insured": "enrolled_from",
+    "dbc": "start_date",
+    "dbc_activity": "activity_date",
+    "gp": "service_date",
+    "pharmacy": "service_date",
+    "paramedical": "service_date",
+    "maternity": "service_date",
 }
 
 

@@ -84,27 +84,38 @@ def _net_groups(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     roots = _chain_ends(lines)
     if roots.null_count():
         cyclic = lines.filter(roots.is_null())["claim_id"]
-        raise ValueError(f"{cyclic.len()} claim lines are in or lead into a cycle of corrects_claim_id links "
-                         f"(e.g. {cyclic.head(5).to_list()}); quarantine them (in_correction_cycle) before netting")
+        raise ValueError(
+            f"{cyclic.len()} claim lines are in or lead into a cycle of corrects_claim_id links "
+            f"(e.g. {cyclic.head(5).to_list()}); quarantine them (in_correction_cycle) before netting"
+        )
     kind = (
-        pl.when(pl.col("corrects_claim_id").is_null()).then(pl.lit("original"))
-        .when(pl.col("amount") < 0).then(pl.lit("credit"))
+        pl.when(pl.col("corrects_claim_id").is_null())
+        .then(pl.lit("original"))
+        .when(pl.col("amount") < 0)
+        .then(pl.lit("credit"))
         .otherwise(pl.lit("redeclaration"))
     )
     df = lines.with_columns(roots, kind.alias("_kind"))
     # what the credits pointing directly at each line add up to (null: no credit points at it)
-    credited = (df.filter(pl.col("_kind") == "credit")
-                .group_by("corrects_claim_id").agg(pl.col("amount").sum().alias("_credited")))
+    credited = (
+        df.filter(pl.col("_kind") == "credit")
+        .group_by("corrects_claim_id")
+        .agg(pl.col("amount").sum().alias("_credited"))
+    )
     df = df.join(credited, left_on="claim_id", right_on="corrects_claim_id", how="left", maintain_order="left")
     is_link = pl.col("_kind") != "credit"
     withdrawn = is_link & pl.col("_credited").is_not_null() & (pl.col("amount") + pl.col("_credited") == 0)
     df = df.with_columns(withdrawn.alias("_withdrawn"))
     # the effective line is the first by rank, then latest declared_on, then highest claim_id
     rank = (
-        pl.when((pl.col("_kind") == "redeclaration") & ~pl.col("_withdrawn")).then(4)
-        .when((pl.col("_kind") == "original") & ~pl.col("_withdrawn")).then(3)
-        .when(pl.col("_kind") == "redeclaration").then(2)
-        .when(pl.col("_kind") == "original").then(1)
+        pl.when((pl.col("_kind") == "redeclaration") & ~pl.col("_withdrawn"))
+        .then(4)
+        .when((pl.col("_kind") == "original") & ~pl.col("_withdrawn"))
+        .then(3)
+        .when(pl.col("_kind") == "redeclaration")
+        .then(2)
+        .when(pl.col("_kind") == "original")
+        .then(1)
         .otherwise(0)
     )
     df = df.with_columns(rank.alias("_rank"))
@@ -129,14 +140,19 @@ def _net_groups(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
             (pl.col("_size") - 1).cast(pl.Int16).alias("n_corrections"),
             pl.col("_all_withdrawn").alias("fully_credited"),
         )
-        .drop(ROOT, "_kind", "_credited", "_withdrawn", "_rank", "_net", "_size", "_all_withdrawn",
-              "_last_declared")
+        .drop(ROOT, "_kind", "_credited", "_withdrawn", "_rank", "_net", "_size", "_all_withdrawn", "_last_declared")
     )
     merged = (
         df.join(group.select(ROOT, "effective_claim_id"), on=ROOT, maintain_order="left")
         .filter(pl.col("claim_id") != pl.col("effective_claim_id"))
-        .select("claim_id", pl.col(ROOT).alias("root_claim_id"), pl.col("_kind").alias("kind"), "amount", "declared_on",
-                *(["patient_key"] if "patient_key" in df.columns else []))
+        .select(
+            "claim_id",
+            pl.col(ROOT).alias("root_claim_id"),
+            pl.col("_kind").alias("kind"),
+            "amount",
+            "declared_on",
+            *(["patient_key"] if "patient_key" in df.columns else []),
+        )
     )
     return netted, merged
 

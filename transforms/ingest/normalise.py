@@ -141,7 +141,11 @@ def _string_column(col: Column, values: pa.ChunkedArray, issues: _Issues) -> tup
         short = series.str.contains(r"^\d+$") & (series.str.len_chars() < col.length)
         padded = int(short.sum() or 0)
         if padded:
-            series = pl.select(pl.when(short).then(series.str.zfill(col.length)).otherwise(series)).to_series().alias(col.name)
+            series = (
+                pl.select(pl.when(short).then(series.str.zfill(col.length)).otherwise(series))
+                .to_series()
+                .alias(col.name)
+            )
     return series, padded, blanks
 
 
@@ -155,8 +159,11 @@ def normalise(raw: pa.Table, table: Table) -> Normalised:
         values = raw.column(col.name)
         if col.type == "money":
             cents, null, problem = delivered_cents(values)
-            series.append(pl.Series(col.name, cents, dtype=pl.Int64).set(pl.Series(null), None) if null.any()
-                          else pl.Series(col.name, cents, dtype=pl.Int64))
+            series.append(
+                pl.Series(col.name, cents, dtype=pl.Int64).set(pl.Series(null), None)
+                if null.any()
+                else pl.Series(col.name, cents, dtype=pl.Int64)
+            )
             if problem.any():
                 flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
                 texts = delivered_text(flat, problem)

@@ -50,12 +50,16 @@ def id_part(claim_id: pl.Series, n_parts: int) -> np.ndarray:
     return (fnv1a64(claim_id) % np.uint64(n_parts)).astype(np.int32)
 
 
-def with_failed(frame: pl.DataFrame, failed_rows: dict[str, np.ndarray], checks: set[str],
-                column: str = FAILED) -> pl.DataFrame:
+def with_failed(
+    frame: pl.DataFrame, failed_rows: dict[str, np.ndarray], checks: set[str], column: str = FAILED
+) -> pl.DataFrame:
     """Add (or extend) the list of failing check ids per row (an empty list = passed), from the
     ``_row`` numbers GX reported per check; only checks in ``checks`` count."""
-    pairs = [pl.DataFrame({"_row": rows, "_check": [check] * len(rows)}, schema={"_row": pl.Int64, "_check": pl.String})
-             for check, rows in failed_rows.items() if check in checks and len(rows)]
+    pairs = [
+        pl.DataFrame({"_row": rows, "_check": [check] * len(rows)}, schema={"_row": pl.Int64, "_check": pl.String})
+        for check, rows in failed_rows.items()
+        if check in checks and len(rows)
+    ]
     if pairs:
         lists = pl.concat(pairs).group_by("_row").agg(pl.col("_check").sort().alias("_new"))
         frame = frame.join(lists, on="_row", how="left", maintain_order="left")
@@ -66,8 +70,14 @@ def with_failed(frame: pl.DataFrame, failed_rows: dict[str, np.ndarray], checks:
     return frame.with_columns(combined.alias(column)).drop("_new")
 
 
-def process_partition(partition: Partition, staging_root: str, n_buckets: int, data_as_of: date,
-                      n_id_parts: int | None = None, years: tuple[int, int] | None = None) -> PartitionReport:
+def process_partition(
+    partition: Partition,
+    staging_root: str,
+    n_buckets: int,
+    data_as_of: date,
+    n_id_parts: int | None = None,
+    years: tuple[int, int] | None = None,
+) -> PartitionReport:
     """Normalise, check and route one partition (pure apart from its staging writes). ``years``:
     ``first_year``, ``last_year`` of ``delivery.json``, which claims must fall in."""
     contract = load_contract()
@@ -108,10 +118,18 @@ def process_partition(partition: Partition, staging_root: str, n_buckets: int, d
         _write(frame, staging.unbucketed(table.name, partition.name))
 
     return PartitionReport(
-        table=table.name, partition=partition.name, path=partition.path, rows=normalised.frame.height, cents=cents,
-        failed={k: int(len(v)) for k, v in validation.failed_rows.items()}, examples=examples,
-        padded=normalised.padded, extra_columns=normalised.extra_columns, result=validation.result,
-        blank_to_null=normalised.blank_to_null, unrepresentable_euros=normalised.unrepresentable.get("amount", "0"),
+        table=table.name,
+        partition=partition.name,
+        path=partition.path,
+        rows=normalised.frame.height,
+        cents=cents,
+        failed={k: len(v) for k, v in validation.failed_rows.items()},
+        examples=examples,
+        padded=normalised.padded,
+        extra_columns=normalised.extra_columns,
+        result=validation.result,
+        blank_to_null=normalised.blank_to_null,
+        unrepresentable_euros=normalised.unrepresentable.get("amount", "0"),
         amounts_not_a_number=normalised.not_a_number.get("amount", 0),
     )
 

@@ -12,18 +12,25 @@ import math
 import platform
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 
 from expectations.results import ValidationMerger, load_results
-from transforms.contract import CONTRACT_VERSION, load_contract
-from transforms.ingest.bucket_stage import (BucketReport, TableBooks, _validate_link, _write_table, first_valid_kept,
-                                            process_bucket, unique_key_flags, unrepresentable_amounts)
+from transforms.contract import CONTRACT_VERSION
+from transforms.ingest.bucket_stage import (
+    BucketReport,
+    TableBooks,
+    _validate_link,
+    _write_table,
+    first_valid_kept,
+    process_bucket,
+    unique_key_flags,
+    unrepresentable_amounts,
+)
 from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_delivery
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
@@ -84,21 +91,32 @@ def check_critical(reports: list[PartitionReport], plan: DeliveryPlan, share: fl
                     f"delivery.json contradicts the data: table {table}, check {check}: {count:,} of {rows:,} rows "
                     f"({count / rows:.1%}) fall outside the years {plan.meta.first_year}-{plan.meta.last_year} it "
                     f"gives (examples: {', '.join(examples[check])}); are first_year and last_year right?",
-                    table=table, check=check, details={"failed": count, "rows": rows})
+                    table=table,
+                    check=check,
+                    details={"failed": count, "rows": rows},
+                )
             if spec.value == "date_range":
                 raise DeliveryError(
                     f"delivery.json contradicts the data: table {table}, check {check}: {count:,} of {rows:,} rows "
                     f"({count / rows:.1%}) have dates outside 1990-01-01..data_as_of {plan.meta.data_as_of} "
                     f"(examples: {', '.join(examples[check])}); is data_as_of right?",
-                    table=table, check=check, details={"failed": count, "rows": rows})
+                    table=table,
+                    check=check,
+                    details={"failed": count, "rows": rows},
+                )
             raise DeliveryError(
                 f"table {table}: check {check} failed on {count:,} of {rows:,} rows ({count / rows:.1%}), more than "
                 f"the critical share {share:.0%}; examples: {', '.join(examples[check])}",
-                table=table, check=check, details={"failed": count, "rows": rows})
+                table=table,
+                check=check,
+                details={"failed": count, "rows": rows},
+            )
     return per_table
 
 
-def _small_tables(staging: Staging, store: Path, plan: DeliveryPlan) -> tuple[list[str], dict[str, TableBooks], list[dict], dict]:
+def _small_tables(
+    staging: Staging, store: Path, plan: DeliveryPlan
+) -> tuple[list[str], dict[str, TableBooks], list[dict], dict]:
     """Providers and contracts: unique providers, contracts referring to valid providers."""
     books: dict[str, TableBooks] = {}
     report = BucketReport(bucket=-1)
@@ -108,15 +126,17 @@ def _small_tables(staging: Staging, store: Path, plan: DeliveryPlan) -> tuple[li
         frames[table] = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed").with_row_index("_i")
     # a provider delivered twice keeps its first valid row: a broken or conflicting copy must not
     # take the valid one, and with it the provider's claims and contracts, into quarantine
-    providers = first_valid_kept(frames["providers"].sort("_partition", "_row"), ["provider_agb"],
-                                 "_ok__providers.provider_agb.unique")
+    providers = first_valid_kept(
+        frames["providers"].sort("_partition", "_row"), ["provider_agb"], "_ok__providers.provider_agb.unique"
+    )
     providers = _validate_link(providers, "providers", -1, report)
     valid = providers.filter(pl.col(FAILED).list.len() == 0)["provider_agb"].to_list()
     contracts = frames["contracts"].with_columns(
-        pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references"))
+        pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references")
+    )
     contracts = _validate_link(unique_key_flags(contracts, "contracts"), "contracts", -1, report)
-    from transforms.ingest.bucket_stage import primary_reason
     from expectations.suites import suite_checks
+    from transforms.ingest.bucket_stage import primary_reason
 
     reason_of = {c.id: c.reason for t in SMALL_TABLES for c in (*suite_checks(t, "row"), *suite_checks(t, "link"))}
     for table, frame in (("providers", providers), ("contracts", contracts)):
@@ -142,9 +162,15 @@ def _orphans(staging: Staging, store: Path) -> TableBooks:
     _write_table(frame, "dbc_activity", store / "quarantine" / "dbc_activity" / "orphans", quarantine=True)
     cents = int(frame["amount"].fill_null(0).sum())
     unrepresentable, not_a_number = unrepresentable_amounts(frame)
-    return TableBooks(rows_in=frame.height, rows_quarantined=frame.height, cents_in=cents, cents_quarantined=cents,
-                      unrepresentable_in=unrepresentable, unrepresentable_quarantined=unrepresentable,
-                      amounts_not_a_number=not_a_number)
+    return TableBooks(
+        rows_in=frame.height,
+        rows_quarantined=frame.height,
+        cents_in=cents,
+        cents_quarantined=cents,
+        unrepresentable_in=unrepresentable,
+        unrepresentable_quarantined=unrepresentable,
+        amounts_not_a_number=not_a_number,
+    )
 
 
 def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
@@ -162,10 +188,16 @@ def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
         euros_stored = exact_euros(b.cents_stored)
         euros_quarantined = exact_euros(b.cents_quarantined) + b.unrepresentable_quarantined
         entry = {name: (str(value) if isinstance(value, Decimal) else value) for name, value in asdict(b).items()}
-        out[table] = {**entry, "euros_in": float(euros_in), "euros_stored": float(euros_stored),
-                      "euros_quarantined": float(euros_quarantined), "euros_in_exact": str(euros_in),
-                      "euros_stored_exact": str(euros_stored), "euros_quarantined_exact": str(euros_quarantined),
-                      "balanced": rows_ok and cents_ok and unrepresentable_ok}
+        out[table] = {
+            **entry,
+            "euros_in": float(euros_in),
+            "euros_stored": float(euros_stored),
+            "euros_quarantined": float(euros_quarantined),
+            "euros_in_exact": str(euros_in),
+            "euros_stored_exact": str(euros_stored),
+            "euros_quarantined_exact": str(euros_quarantined),
+            "balanced": rows_ok and cents_ok and unrepresentable_ok,
+        }
     return out
 
 
@@ -208,20 +240,29 @@ def check_options(n_buckets: int | None, critical_share: float) -> None:
     if n_buckets is not None and (isinstance(n_buckets, bool) or not isinstance(n_buckets, int) or n_buckets < 1):
         raise DeliveryError(f"--buckets must be a whole number of at least 1, not {n_buckets!r}", check="options")
     if not (isinstance(critical_share, (int, float)) and 0 <= critical_share <= 1):
-        raise DeliveryError(f"--critical-share must be a share between 0 and 1 (0.05 = 5%), not {critical_share!r}",
-                            check="options")
+        raise DeliveryError(
+            f"--critical-share must be a share between 0 and 1 (0.05 = 5%), not {critical_share!r}", check="options"
+        )
 
 
 def _delivery_folder(delivery: Path | str) -> Path:
     path = Path(delivery).expanduser().resolve()
     if not path.is_dir():
-        raise DeliveryError(f"the delivery folder {path} does not exist" if not path.exists()
-                            else f"the delivery {path} is a file, not a folder")
+        raise DeliveryError(
+            f"the delivery folder {path} does not exist"
+            if not path.exists()
+            else f"the delivery {path} is a file, not a folder"
+        )
     return path
 
 
-def preflight(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None,
-              critical_share: float = DEFAULT_CRITICAL_SHARE) -> DeliveryPlan:
+def preflight(
+    delivery: Path | str,
+    store: Path | str,
+    *,
+    n_buckets: int | None = None,
+    critical_share: float = DEFAULT_CRITICAL_SHARE,
+) -> DeliveryPlan:
     """What a run can check in seconds, before any heavy work starts (the command line runs it
     before it starts a Prefect API): the options, the store path (``transforms.output_folder``),
     whether another run holds the store, and the delivery without hashing its files. Raises the
@@ -233,8 +274,13 @@ def preflight(delivery: Path | str, store: Path | str, *, n_buckets: int | None 
     return inspect_delivery(folder, hash_files=False)
 
 
-def plan_run(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None,
-             critical_share: float = DEFAULT_CRITICAL_SHARE) -> RunState:
+def plan_run(
+    delivery: Path | str,
+    store: Path | str,
+    *,
+    n_buckets: int | None = None,
+    critical_share: float = DEFAULT_CRITICAL_SHARE,
+) -> RunState:
     """Step 1: check the options and the store path, take the store's lock, inspect the delivery
     (critical problems raise) and choose the buckets."""
     started = time.perf_counter()
@@ -246,8 +292,16 @@ def plan_run(delivery: Path | str, store: Path | str, *, n_buckets: int | None =
     except BaseException:
         publication.abandon()
         raise
-    state = RunState(str(delivery), publication.target, publication, n_buckets or choose_buckets(plan),
-                     choose_id_parts(plan), plan, critical_share, started)
+    state = RunState(
+        str(delivery),
+        publication.target,
+        publication,
+        n_buckets or choose_buckets(plan),
+        choose_id_parts(plan),
+        plan,
+        critical_share,
+        started,
+    )
     state.timing["inspect"] = time.perf_counter() - started
     return state
 
@@ -257,8 +311,11 @@ def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[Pa
     critical-share check on the summed failures."""
     t = time.perf_counter()
     years = (state.plan.meta.first_year, state.plan.meta.last_year)
-    jobs = [(p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of, state.id_parts, years)
-            for ps in state.plan.partitions.values() for p in ps]
+    jobs = [
+        (p, str(state.staging.root), state.buckets, state.plan.meta.data_as_of, state.id_parts, years)
+        for ps in state.plan.partitions.values()
+        for p in ps
+    ]
     merger = ValidationMerger()
     reports: list[PartitionReport] = mapper(process_partition, jobs, _fold_into(merger))
     merger.save(state.staging.validation("partitions"))
@@ -282,8 +339,12 @@ def run_buckets(state: RunState, mapper: Mapper = local_map) -> tuple[list[Bucke
     merger = ValidationMerger().absorb_all(small_results)
     reports: list[BucketReport] = mapper(
         process_bucket,
-        [(b, str(state.staging.root), state.tmp, valid_providers, state.plan.meta.data_as_of.isoformat())
-         for b in range(state.buckets)], _fold_into(merger))
+        [
+            (b, str(state.staging.root), state.tmp, valid_providers, state.plan.meta.data_as_of.isoformat())
+            for b in range(state.buckets)
+        ],
+        _fold_into(merger),
+    )
     merger.save(state.staging.validation("buckets"))
     state.timing["buckets"] = time.perf_counter() - t
     return reports, {"books": small_books, **small_link}
@@ -305,9 +366,16 @@ def _fold_into(merger: ValidationMerger) -> Callable:
     return fold
 
 
-def close_books(state: RunState, partition_reports: list[PartitionReport], row_checks: dict,
-                id_reports: list[IdPartReport], bucket_reports: list[BucketReport], small: dict,
-                *, data_docs: bool = True) -> dict:
+def close_books(
+    state: RunState,
+    partition_reports: list[PartitionReport],
+    row_checks: dict,
+    id_reports: list[IdPartReport],
+    bucket_reports: list[BucketReport],
+    small: dict,
+    *,
+    data_docs: bool = True,
+) -> dict:
     """Step 5: the books (rows and euros in = stored + quarantined + merged), the validation summary,
     Data Docs and the manifest. Raises when a link check passes the critical share or the books do
     not balance."""
@@ -324,8 +392,11 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
     for table, entry in ledger.items():
         entry["rows_in_delivery"] = plan.rows_in(table)
         entry["euros_delivered_exact"] = str(delivered.get(table, Decimal(0)))
-        entry["balanced"] = (entry["balanced"] and entry["rows_in"] == plan.rows_in(table)
-                             and Decimal(entry["euros_in_exact"]) == delivered.get(table, Decimal(0)))
+        entry["balanced"] = (
+            entry["balanced"]
+            and entry["rows_in"] == plan.rows_in(table)
+            and Decimal(entry["euros_in_exact"]) == delivered.get(table, Decimal(0))
+        )
     link_failed: dict[str, int] = dict(small["failed"])
     reasons: dict[str, dict[str, int]] = {k: dict(v) for k, v in small["reasons"].items()}
     for r in bucket_reports:
@@ -336,9 +407,12 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
                 reasons.setdefault(table, {})[reason] = reasons.setdefault(table, {}).get(reason, 0) + count
     orphans = sum(r.orphan_activities for r in id_reports)
     if orphans:
-        reasons.setdefault("dbc_activity", {})["unknown_reference"] = reasons.get("dbc_activity", {}).get(
-            "unknown_reference", 0) + orphans
-        link_failed["dbc_activity.claim_id.references"] = link_failed.get("dbc_activity.claim_id.references", 0) + orphans
+        reasons.setdefault("dbc_activity", {})["unknown_reference"] = (
+            reasons.get("dbc_activity", {}).get("unknown_reference", 0) + orphans
+        )
+        link_failed["dbc_activity.claim_id.references"] = (
+            link_failed.get("dbc_activity.claim_id.references", 0) + orphans
+        )
     _check_link_critical(link_failed, books, state.critical_share)
 
     t = time.perf_counter()
@@ -364,27 +438,34 @@ def close_books(state: RunState, partition_reports: list[PartitionReport], row_c
         "buckets": state.buckets,
         "id_parts": state.id_parts,
         "critical_share": state.critical_share,
-        "inputs": {t: [asdict(f) | {"path": str(Path(f.path).relative_to(Path(state.delivery)))} for f in files]
-                   for t, files in plan.files.items()},
+        "inputs": {
+            t: [asdict(f) | {"path": str(Path(f.path).relative_to(Path(state.delivery)))} for f in files]
+            for t, files in plan.files.items()
+        },
         "file_list_checked": plan.file_list_checked,
         "ignored_files": plan.ignored,
         "identical_files": plan.identical_files,
         "extra_columns": plan.extra_columns,
         "normalised": {t: _sum_dicts(r.padded for r in partition_reports if r.table == t) for t in plan.files},
-        "blank_to_null": {t: _sum_dicts(r.blank_to_null for r in partition_reports if r.table == t) for t in plan.files},
+        "blank_to_null": {
+            t: _sum_dicts(r.blank_to_null for r in partition_reports if r.table == t) for t in plan.files
+        },
         "books": ledger,
         "balanced": all(e["balanced"] for e in ledger.values()),
         "quarantine": reasons,
-        "validation": {"summary": "validation/summary.json",
-                       "data_docs": str(docs_index.relative_to(tmp)) if docs_index else None,
-                       "success": summary["success"]},
+        "validation": {
+            "summary": "validation/summary.json",
+            "data_docs": str(docs_index.relative_to(tmp)) if docs_index else None,
+            "success": summary["success"],
+        },
         "timing_seconds": {k: round(v, 3) for k, v in state.timing.items()},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
     }
     if not manifest["balanced"]:
         bad = {t: e for t, e in ledger.items() if not e["balanced"]}
-        raise DeliveryError(f"the books do not balance for {', '.join(bad)}: {json.dumps(bad, default=str)}",
-                            check="books", details=bad)
+        raise DeliveryError(
+            f"the books do not balance for {', '.join(bad)}: {json.dumps(bad, default=str)}", check="books", details=bad
+        )
     return manifest
 
 
@@ -401,8 +482,15 @@ def abandon(state: RunState) -> None:
     state.publication.abandon()
 
 
-def ingest(delivery: Path | str, store: Path | str, *, n_buckets: int | None = None, mapper: Mapper = local_map,
-           critical_share: float = DEFAULT_CRITICAL_SHARE, data_docs: bool = True) -> IngestResult:
+def ingest(
+    delivery: Path | str,
+    store: Path | str,
+    *,
+    n_buckets: int | None = None,
+    mapper: Mapper = local_map,
+    critical_share: float = DEFAULT_CRITICAL_SHARE,
+    data_docs: bool = True,
+) -> IngestResult:
     """Validate a delivery and write the patient-bucketed store (see ``transforms.ingest.layout``);
     the steps in order, without Prefect (tests, small runs)."""
     state = plan_run(delivery, store, n_buckets=n_buckets, critical_share=critical_share)
@@ -410,8 +498,9 @@ def ingest(delivery: Path | str, store: Path | str, *, n_buckets: int | None = N
         partition_reports, row_checks = run_partitions(state, mapper)
         id_reports = run_id_parts(state, mapper)
         bucket_reports, small = run_buckets(state, mapper)
-        manifest = close_books(state, partition_reports, row_checks, id_reports, bucket_reports, small,
-                               data_docs=data_docs)
+        manifest = close_books(
+            state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs=data_docs
+        )
         publish(state, manifest)
     except BaseException:
         abandon(state)
@@ -424,15 +513,22 @@ def _check_link_critical(failed: dict[str, int], books: dict[str, TableBooks], s
     from expectations.suites import suite_checks
 
     for check, count in sorted(failed.items()):
-        table = check.split(".")[0] if "." in check else next(
-            (t for t in books if any(c.id == check for c in suite_checks(t, "link"))), None)
+        table = (
+            check.split(".")[0]
+            if "." in check
+            else next((t for t in books if any(c.id == check for c in suite_checks(t, "link"))), None)
+        )
         if table is None or table not in books:
             continue
         rows = books[table].rows_in
         if rows and count / rows > share:
             raise DeliveryError(
                 f"table {table}: check {check} failed on {count:,} of {rows:,} rows ({count / rows:.1%}), more than "
-                f"the critical share {share:.0%}", table=table, check=check, details={"failed": count, "rows": rows})
+                f"the critical share {share:.0%}",
+                table=table,
+                check=check,
+                details={"failed": count, "rows": rows},
+            )
 
 
 def _sum_dicts(dicts) -> dict[str, int]:
@@ -443,8 +539,9 @@ def _sum_dicts(dicts) -> dict[str, int]:
     return out
 
 
-def _validation_summary(plan: DeliveryPlan, row_checks: dict, link_failed: dict[str, int],
-                        reasons: dict, ledger: dict) -> dict:
+def _validation_summary(
+    plan: DeliveryPlan, row_checks: dict, link_failed: dict[str, int], reasons: dict, ledger: dict
+) -> dict:
     from expectations.suites import suite_checks
 
     tables = {}
@@ -454,14 +551,26 @@ def _validation_summary(plan: DeliveryPlan, row_checks: dict, link_failed: dict[
         rows = row_checks[table]["rows"]
         for stage in ("row", "link"):
             for c in suite_checks(table, stage):
-                failed = (row_checks[table]["failed"].get(c.id, 0) if stage == "row" else link_failed.get(c.id, 0))
-                checks.append({"check": c.id, "stage": stage, "severity": c.severity, "reason": c.reason,
-                               "description": c.description, "failed_rows": failed,
-                               "failed_share": failed / rows if rows else 0.0,
-                               "examples": row_checks[table]["examples"].get(c.id, [])})
+                failed = row_checks[table]["failed"].get(c.id, 0) if stage == "row" else link_failed.get(c.id, 0)
+                checks.append(
+                    {
+                        "check": c.id,
+                        "stage": stage,
+                        "severity": c.severity,
+                        "reason": c.reason,
+                        "description": c.description,
+                        "failed_rows": failed,
+                        "failed_share": failed / rows if rows else 0.0,
+                        "examples": row_checks[table]["examples"].get(c.id, []),
+                    }
+                )
                 success = success and (failed == 0 or c.severity == "warning")
-        tables[table] = {"rows": rows, "quarantined": ledger[table]["rows_quarantined"],
-                         "reasons": reasons.get(table, {}), "checks": checks}
+        tables[table] = {
+            "rows": rows,
+            "quarantined": ledger[table]["rows_quarantined"],
+            "reasons": reasons.get(table, {}),
+            "checks": checks,
+        }
     return {"delivery_id": plan.meta.delivery_id, "success": success, "tables": tables}
 
 

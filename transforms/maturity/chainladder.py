@@ -32,8 +32,15 @@ MEASURES = {"lines": "cumulative_lines", "cents": "cumulative_cents"}
 DEFAULT_MATURE_AT = 0.95
 DEFAULT_MIN_SERVICE_MONTHS = 6
 
-FACTORS = {"measure": pl.String, "development_age": pl.Int32, "factor": pl.Float64, "n_service_months": pl.Int32,
-           "estimated": pl.Boolean, "cumulative_factor": pl.Float64, "completion": pl.Float64}
+FACTORS = {
+    "measure": pl.String,
+    "development_age": pl.Int32,
+    "factor": pl.Float64,
+    "n_service_months": pl.Int32,
+    "estimated": pl.Boolean,
+    "cumulative_factor": pl.Float64,
+    "completion": pl.Float64,
+}
 
 
 def development_factors(triangle: pl.DataFrame, min_service_months: int = DEFAULT_MIN_SERVICE_MONTHS) -> pl.DataFrame:
@@ -47,8 +54,11 @@ def development_factors(triangle: pl.DataFrame, min_service_months: int = DEFAUL
     tri = triangle.join(runout, on="service_month")
     # pairs (m, k) -> (m, k + 1), for the service months observed at k + 1
     now = tri.filter(pl.col("development_month") < pl.col("runout"))
-    nxt = tri.select("service_month", (pl.col("development_month") - 1).alias("development_month"),
-                     *[pl.col(c).alias(f"{c}_next") for c in MEASURES.values()])
+    nxt = tri.select(
+        "service_month",
+        (pl.col("development_month") - 1).alias("development_month"),
+        *[pl.col(c).alias(f"{c}_next") for c in MEASURES.values()],
+    )
     pairs = now.join(nxt, on=["service_month", "development_month"])
     sums = pairs.group_by("development_month").agg(
         pl.len().alias("n"),
@@ -74,36 +84,64 @@ def development_factors(triangle: pl.DataFrame, min_service_months: int = DEFAUL
         for age in range(oldest, -1, -1):
             cumulative[age] = factors[age][0] * cumulative[age + 1]
         for age, (factor, n, estimated) in enumerate(factors):
-            rows.append({"measure": measure, "development_age": age, "factor": factor, "n_service_months": n,
-                         "estimated": estimated, "cumulative_factor": cumulative[age],
-                         "completion": 1.0 / cumulative[age]})
+            rows.append(
+                {
+                    "measure": measure,
+                    "development_age": age,
+                    "factor": factor,
+                    "n_service_months": n,
+                    "estimated": estimated,
+                    "cumulative_factor": cumulative[age],
+                    "completion": 1.0 / cumulative[age],
+                }
+            )
     return pl.DataFrame(rows, schema=FACTORS)
 
 
 def completion(triangle: pl.DataFrame, factors: pl.DataFrame, mature_at: float = DEFAULT_MATURE_AT) -> pl.DataFrame:
     """One row per service month: ``runout_months``, observed ``lines`` / ``cents`` to date, their
     cumulative factors, completion and estimated ultimate, ``mature``."""
-    latest = (triangle.sort("service_month", "development_month")
-              .group_by("service_month", maintain_order=True).last()
-              .select("service_month", pl.col("development_month").alias("runout_months"),
-                      pl.col("cumulative_lines").alias("lines"), pl.col("cumulative_cents").alias("cents")))
+    latest = (
+        triangle.sort("service_month", "development_month")
+        .group_by("service_month", maintain_order=True)
+        .last()
+        .select(
+            "service_month",
+            pl.col("development_month").alias("runout_months"),
+            pl.col("cumulative_lines").alias("lines"),
+            pl.col("cumulative_cents").alias("cents"),
+        )
+    )
     out = latest
     for measure in MEASURES:
         cdf = factors.filter(pl.col("measure") == measure).select(
             pl.col("development_age").alias("runout_months"),
             pl.col("cumulative_factor").alias(f"cumulative_factor_{measure}"),
-            pl.col("completion").alias(f"completion_{measure}"))
+            pl.col("completion").alias(f"completion_{measure}"),
+        )
         out = out.join(cdf, on="runout_months", how="left").with_columns(
-            (pl.col(measure).cast(pl.Float64) * pl.col(f"cumulative_factor_{measure}")).alias(f"ultimate_{measure}"))
+            (pl.col(measure).cast(pl.Float64) * pl.col(f"cumulative_factor_{measure}")).alias(f"ultimate_{measure}")
+        )
     return out.with_columns(
         ((pl.col("completion_lines") >= mature_at) & (pl.col("completion_cents") >= mature_at)).alias("mature")
     ).sort("service_month")
 
 
-PERIODS = {"period_kind": pl.String, "period": pl.String, "n_service_months": pl.Int32,
-           "first_service_month": pl.Int32, "last_service_month": pl.Int32, "runout_months": pl.Int32,
-           "lines": pl.Int64, "cents": pl.Int64, "ultimate_lines": pl.Float64, "ultimate_cents": pl.Float64,
-           "completion_lines": pl.Float64, "completion_cents": pl.Float64, "mature": pl.Boolean}
+PERIODS = {
+    "period_kind": pl.String,
+    "period": pl.String,
+    "n_service_months": pl.Int32,
+    "first_service_month": pl.Int32,
+    "last_service_month": pl.Int32,
+    "runout_months": pl.Int32,
+    "lines": pl.Int64,
+    "cents": pl.Int64,
+    "ultimate_lines": pl.Float64,
+    "ultimate_cents": pl.Float64,
+    "completion_lines": pl.Float64,
+    "completion_cents": pl.Float64,
+    "mature": pl.Boolean,
+}
 
 
 def period_of(kind: str, month: int) -> str:
@@ -123,9 +161,14 @@ def completion_by_period(months: pl.DataFrame, mature_at: float = DEFAULT_MATURE
             groups.setdefault((kind, period_of(kind, row["service_month"])), []).append(row)
     rows = []
     for (kind, period), members in sorted(groups.items()):
-        out = {"period_kind": kind, "period": period, "n_service_months": len(members),
-               "first_service_month": members[0]["service_month"], "last_service_month": members[-1]["service_month"],
-               "runout_months": min(r["runout_months"] for r in members)}
+        out = {
+            "period_kind": kind,
+            "period": period,
+            "n_service_months": len(members),
+            "first_service_month": members[0]["service_month"],
+            "last_service_month": members[-1]["service_month"],
+            "runout_months": min(r["runout_months"] for r in members),
+        }
         for measure in MEASURES:
             observed = sum(int(r[measure]) for r in members)
             ultimate = 0.0
@@ -134,11 +177,19 @@ def completion_by_period(months: pl.DataFrame, mature_at: float = DEFAULT_MATURE
             out[measure] = observed
             out[f"ultimate_{measure}"] = ultimate
             out[f"completion_{measure}"] = observed / ultimate if ultimate > 0 else None
-        out["mature"] = all(out[f"completion_{m}"] is not None and out[f"completion_{m}"] >= mature_at
-                            for m in MEASURES)
+        out["mature"] = all(
+            out[f"completion_{m}"] is not None and out[f"completion_{m}"] >= mature_at for m in MEASURES
+        )
         rows.append(out)
     return pl.DataFrame(rows, schema=PERIODS)
 
 
-__all__ = ["DEFAULT_MATURE_AT", "DEFAULT_MIN_SERVICE_MONTHS", "MEASURES", "completion", "completion_by_period",
-           "development_factors", "period_of"]
+__all__ = [
+    "DEFAULT_MATURE_AT",
+    "DEFAULT_MIN_SERVICE_MONTHS",
+    "MEASURES",
+    "completion",
+    "completion_by_period",
+    "development_factors",
+    "period_of",
+]

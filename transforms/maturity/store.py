@@ -27,8 +27,13 @@ def read_stored(store: Path | str, table: str) -> pl.LazyFrame | None:
     if not files:
         return None
     return pl.scan_parquet(files, hive_partitioning=False).select(
-        "claim_id", pl.col(SERVICE_DATE[table]).alias("service_date"), "declared_on",
-        decimal_cents("amount").alias("cents"), "n_corrections", "fully_credited")
+        "claim_id",
+        pl.col(SERVICE_DATE[table]).alias("service_date"),
+        "declared_on",
+        decimal_cents("amount").alias("cents"),
+        "n_corrections",
+        "fully_credited",
+    )
 
 
 def read_corrections(store: Path | str, table: str) -> pl.LazyFrame | None:

@@ -37,8 +37,14 @@ from datetime import date, timedelta
 import polars as pl
 
 #: Columns of the frame :func:`original_declarations` takes (a store claim table, read).
-STORED = {"claim_id": pl.String, "service_date": pl.Date, "declared_on": pl.Date, "cents": pl.Int64,
-          "n_corrections": pl.Int16, "fully_credited": pl.Boolean}
+STORED = {
+    "claim_id": pl.String,
+    "service_date": pl.Date,
+    "declared_on": pl.Date,
+    "cents": pl.Int64,
+    "n_corrections": pl.Int16,
+    "fully_credited": pl.Boolean,
+}
 #: Columns of the store's corrections audit that are used.
 CORRECTIONS = {"root_claim_id": pl.String, "kind": pl.String, "declared_on": pl.Date}
 #: The frame the triangle is built from: one row per service, dated by its original declaration.
@@ -71,8 +77,9 @@ def last_complete_month(data_as_of: date) -> int:
     return month if (data_as_of + timedelta(days=1)).day == 1 else month - 1
 
 
-def original_declarations(stored: pl.DataFrame | pl.LazyFrame,
-                          corrections: pl.DataFrame | pl.LazyFrame | None = None) -> pl.LazyFrame:
+def original_declarations(
+    stored: pl.DataFrame | pl.LazyFrame, corrections: pl.DataFrame | pl.LazyFrame | None = None
+) -> pl.LazyFrame:
     """One row per service (fully credited lines left out): ``service_date``, ``declared_on`` of its
     original line, net ``cents``. ``stored`` has the columns of :data:`STORED`; ``corrections``
     (the merged lines of the store's corrections audit, :data:`CORRECTIONS`) may be None when the
@@ -82,9 +89,13 @@ def original_declarations(stored: pl.DataFrame | pl.LazyFrame,
     if corrections is None:
         return plain
     corrected = stored.filter(pl.col("n_corrections") > 0).select("claim_id", *LINES)
-    merged = corrections.lazy().group_by("root_claim_id").agg(
-        pl.col("declared_on").filter(pl.col("kind") == "original").min().alias("_original_declared"),
-        pl.col("declared_on").min().alias("_earliest_merged"),
+    merged = (
+        corrections.lazy()
+        .group_by("root_claim_id")
+        .agg(
+            pl.col("declared_on").filter(pl.col("kind") == "original").min().alias("_original_declared"),
+            pl.col("declared_on").min().alias("_earliest_merged"),
+        )
     )
     corrected = corrected.join(merged, left_on="claim_id", right_on="root_claim_id", how="left").select(
         "service_date",
@@ -98,9 +109,11 @@ def declaration_cells(lines: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Lines and cents per service month and declaration month (integer months), sorted."""
     return (
         lines.lazy()
-        .select(month_expr("service_date").alias("service_month"),
-                pl.max_horizontal(month_expr("declared_on"), month_expr("service_date")).alias("declaration_month"),
-                "cents")
+        .select(
+            month_expr("service_date").alias("service_month"),
+            pl.max_horizontal(month_expr("declared_on"), month_expr("service_date")).alias("declaration_month"),
+            "cents",
+        )
         .group_by("service_month", "declaration_month")
         .agg(pl.len().cast(pl.Int64).alias("lines"), pl.col("cents").sum().cast(pl.Int64).alias("cents"))
         .sort("service_month", "declaration_month")
@@ -118,26 +131,50 @@ def build_triangle(cells: pl.DataFrame, last_month: int, through_month: int | No
     Columns: ``service_month``, ``development_month``, ``declaration_month`` (integer months),
     ``lines``, ``cents``, ``cumulative_lines``, ``cumulative_cents``."""
     kept = cells.filter((pl.col("declaration_month") <= last_month) & (pl.col("service_month") <= last_month))
-    schema = {"service_month": pl.Int32, "development_month": pl.Int32, "declaration_month": pl.Int32,
-              "lines": pl.Int64, "cents": pl.Int64, "cumulative_lines": pl.Int64, "cumulative_cents": pl.Int64}
+    schema = {
+        "service_month": pl.Int32,
+        "development_month": pl.Int32,
+        "declaration_month": pl.Int32,
+        "lines": pl.Int64,
+        "cents": pl.Int64,
+        "cumulative_lines": pl.Int64,
+        "cumulative_cents": pl.Int64,
+    }
     if kept.height == 0:
         return pl.DataFrame(schema=schema)
     first = int(kept["service_month"].min())
     final = min(last_month, max(int(kept["service_month"].max()), through_month if through_month is not None else -1))
     grid = pl.DataFrame({"service_month": list(range(first, final + 1))}, schema={"service_month": pl.Int32})
-    grid = grid.with_columns(
-        pl.int_ranges(0, last_month - pl.col("service_month") + 1, dtype=pl.Int32).alias("development_month")
-    ).explode("development_month").with_columns(
-        (pl.col("service_month") + pl.col("development_month")).cast(pl.Int32).alias("declaration_month"))
+    grid = (
+        grid.with_columns(
+            pl.int_ranges(0, last_month - pl.col("service_month") + 1, dtype=pl.Int32).alias("development_month")
+        )
+        .explode("development_month")
+        .with_columns((pl.col("service_month") + pl.col("development_month")).cast(pl.Int32).alias("declaration_month"))
+    )
     out = (
         grid.join(kept, on=["service_month", "declaration_month"], how="left")
         .with_columns(pl.col("lines").fill_null(0), pl.col("cents").fill_null(0))
         .sort("service_month", "development_month")
-        .with_columns(pl.col("lines").cum_sum().over("service_month").alias("cumulative_lines"),
-                      pl.col("cents").cum_sum().over("service_month").alias("cumulative_cents"))
+        .with_columns(
+            pl.col("lines").cum_sum().over("service_month").alias("cumulative_lines"),
+            pl.col("cents").cum_sum().over("service_month").alias("cumulative_cents"),
+        )
     )
     return out.select([pl.col(c).cast(t) for c, t in schema.items()])
 
 
-__all__ = ["CELLS", "CORRECTIONS", "LINES", "STORED", "build_triangle", "declaration_cells", "last_complete_month",
-           "month_expr", "month_index", "month_start", "month_start_expr", "original_declarations"]
+__all__ = [
+    "CELLS",
+    "CORRECTIONS",
+    "LINES",
+    "STORED",
+    "build_triangle",
+    "declaration_cells",
+    "last_complete_month",
+    "month_expr",
+    "month_index",
+    "month_start",
+    "month_start_expr",
+    "original_declarations",
+]

@@ -21,17 +21,35 @@ import polars as pl
 from transforms.panels.bundle_costs import round_cents
 from transforms.panels.funnel import benchmark_cells, cells
 
-COST_BASES = {"declared": ("in_bundle_cents", "expected_declared"),
-              "standardised": ("in_bundle_standardised_cents", "expected_standardised")}
-FUNNEL_COLUMNS = ["cv_pooled", "se0", "limit95_low", "limit95_high", "limit998_low", "limit998_high", "phi", "tau2",
-                  "limit95_mult_low", "limit95_mult_high", "limit998_mult_low", "limit998_mult_high",
-                  "limit95_adj_low", "limit95_adj_high", "limit998_adj_low", "limit998_adj_high", "outlier",
-                  "oe_shrunk"]
+COST_BASES = {
+    "declared": ("in_bundle_cents", "expected_declared"),
+    "standardised": ("in_bundle_standardised_cents", "expected_standardised"),
+}
+FUNNEL_COLUMNS = [
+    "cv_pooled",
+    "se0",
+    "limit95_low",
+    "limit95_high",
+    "limit998_low",
+    "limit998_high",
+    "phi",
+    "tau2",
+    "limit95_mult_low",
+    "limit95_mult_high",
+    "limit998_mult_low",
+    "limit998_mult_high",
+    "limit95_adj_low",
+    "limit95_adj_high",
+    "limit998_adj_low",
+    "limit998_adj_high",
+    "outlier",
+    "oe_shrunk",
+]
 
 
 def expected_column(target: str) -> str:
     """Where the expected value of a case-mix target is kept on the episodes."""
-    for basis, (y, yhat) in COST_BASES.items():
+    for y, yhat in COST_BASES.values():
         if target == y:
             return yhat
     return f"expected__{target}"
@@ -49,18 +67,34 @@ def calibrated(episodes: pl.DataFrame) -> pl.DataFrame:
 def _levels(episodes: pl.DataFrame, y: str, yhat: str, kind: str) -> pl.DataFrame:
     """Provider, region and national cells of one measure, the first two with their funnel."""
     frame = episodes.with_columns(pl.col("anchor_year").cast(pl.Int32).alias("year"))
-    providers = benchmark_cells(frame, ["year", "provider_agb"], ["year"], y, yhat, kind).join(
-        frame.select("provider_agb", "region_code", "region_name").unique("provider_agb"), on="provider_agb",
-        how="left").with_columns(pl.lit("provider").alias("level"), pl.col("provider_agb").alias("unit"))
-    regions = benchmark_cells(frame, ["year", "region_code"], ["year"], y, yhat, kind).join(
-        frame.select("region_code", "region_name").unique("region_code"), on="region_code", how="left").with_columns(
-        pl.lit("region").alias("level"), pl.col("region_code").alias("unit"), pl.lit(None, pl.String).alias("provider_agb"))
+    providers = (
+        benchmark_cells(frame, ["year", "provider_agb"], ["year"], y, yhat, kind)
+        .join(
+            frame.select("provider_agb", "region_code", "region_name").unique("provider_agb"),
+            on="provider_agb",
+            how="left",
+        )
+        .with_columns(pl.lit("provider").alias("level"), pl.col("provider_agb").alias("unit"))
+    )
+    regions = (
+        benchmark_cells(frame, ["year", "region_code"], ["year"], y, yhat, kind)
+        .join(frame.select("region_code", "region_name").unique("region_code"), on="region_code", how="left")
+        .with_columns(
+            pl.lit("region").alias("level"),
+            pl.col("region_code").alias("unit"),
+            pl.lit(None, pl.String).alias("provider_agb"),
+        )
+    )
     funnel_columns = [c for c in FUNNEL_COLUMNS if c in providers.columns]
     national = cells(frame, ["year"], y, yhat, kind).with_columns(
-        pl.lit("national").alias("level"), pl.lit("NL").alias("unit"), pl.lit(None, pl.String).alias("provider_agb"),
-        pl.lit(None, pl.String).alias("region_code"), pl.lit(None, pl.String).alias("region_name"),
+        pl.lit("national").alias("level"),
+        pl.lit("NL").alias("unit"),
+        pl.lit(None, pl.String).alias("provider_agb"),
+        pl.lit(None, pl.String).alias("region_code"),
+        pl.lit(None, pl.String).alias("region_name"),
         *[pl.lit(None, pl.Float64).alias(c) for c in funnel_columns if c != "outlier"],
-        pl.lit(None, pl.String).alias("outlier"))
+        pl.lit(None, pl.String).alias("outlier"),
+    )
     columns = national.columns
     return pl.concat([providers.select(columns), regions.select(columns), national])
 
@@ -73,21 +107,25 @@ def cost_rows(episodes: pl.DataFrame, bundle_id: str) -> pl.DataFrame:
     for basis, (y, yhat) in COST_BASES.items():
         rows = _levels(episodes, y, yhat, "cost")
         expected_cents = round_cents(pl.col("expected"))
-        parts.append(rows.with_columns(
-            pl.lit(basis).alias("cost_basis"),
-            pl.col("n").alias("n_episodes"),
-            pl.col("observed").cast(pl.Int64).alias("observed_cents"),
-            expected_cents.alias("expected_cents"),
-            round_cents(pl.col("observed") / pl.col("n")).alias("mean_observed_cents"),
-            round_cents(pl.col("expected") / pl.col("n")).alias("mean_expected_cents"),
-            pl.when(expected_cents != 0).then(pl.col("observed").cast(pl.Float64) / expected_cents.cast(pl.Float64))
-            .alias("oe"),
-        ))
+        parts.append(
+            rows.with_columns(
+                pl.lit(basis).alias("cost_basis"),
+                pl.col("n").alias("n_episodes"),
+                pl.col("observed").cast(pl.Int64).alias("observed_cents"),
+                expected_cents.alias("expected_cents"),
+                round_cents(pl.col("observed") / pl.col("n")).alias("mean_observed_cents"),
+                round_cents(pl.col("expected") / pl.col("n")).alias("mean_expected_cents"),
+                pl.when(expected_cents != 0)
+                .then(pl.col("observed").cast(pl.Float64) / expected_cents.cast(pl.Float64))
+                .alias("oe"),
+            )
+        )
     return pl.concat(parts).with_columns(pl.lit(bundle_id).alias("bundle_id"))
 
 
-def outcome_rows(episodes: pl.DataFrame, bundle_id: str, outcomes: list[str],
-                 skipped: dict[str, str] | None = None) -> pl.DataFrame:
+def outcome_rows(
+    episodes: pl.DataFrame, bundle_id: str, outcomes: list[str], skipped: dict[str, str] | None = None
+) -> pl.DataFrame:
     """The ``benchmark_outcomes`` rows of a bundle's binary outcomes. An outcome that never (or
     always) occurs has no expected rate strictly between 0 and 1 and cannot be compared: it is left
     out and named in ``skipped`` with the reason."""
@@ -100,8 +138,11 @@ def outcome_rows(episodes: pl.DataFrame, bundle_id: str, outcomes: list[str],
                 skipped[outcome] = f"rate {frame[outcome].mean():.3f}: no variation to compare providers on"
             continue
         rows = _levels(frame, outcome, expected_column(outcome), "binary")
-        parts.append(rows.with_columns(pl.lit(outcome).alias("outcome"), pl.col("n").alias("n_episodes"),
-                                       pl.col("observed").cast(pl.Int64)))
+        parts.append(
+            rows.with_columns(
+                pl.lit(outcome).alias("outcome"), pl.col("n").alias("n_episodes"), pl.col("observed").cast(pl.Int64)
+            )
+        )
     if not parts:
         return pl.DataFrame()
     return pl.concat(parts).with_columns(pl.lit(bundle_id).alias("bundle_id"))

@@ -96,8 +96,9 @@ import math
 import operator
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Sequence
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -113,13 +114,29 @@ COST_TARGETS = {"declared": "in_bundle_cents", "standardised": "in_bundle_standa
 #: Episode statuses a benchmark uses by default (docs/panels-spec.md section 1).
 DEFAULT_STATUSES = ("complete", "death")
 
-CHRONIC_FLAGS = ("diabetes", "obstructive_airway", "cardiovascular", "lipid", "anticoagulants",
-                 "depression", "psychosis", "epilepsy", "thyroid", "cancer")
+CHRONIC_FLAGS = (
+    "diabetes",
+    "obstructive_airway",
+    "cardiovascular",
+    "lipid",
+    "anticoagulants",
+    "depression",
+    "psychosis",
+    "epilepsy",
+    "thyroid",
+    "cancer",
+)
 
 #: Age bands (name, lowest age, highest age inclusive); ``AGE_REFERENCE`` is left out.
-AGE_BANDS = (("age_00_29", None, 29), ("age_30_39", 30, 39), ("age_40_49", 40, 49),
-             ("age_50_59", 50, 59), ("age_60_69", 60, 69), ("age_70_79", 70, 79),
-             ("age_80_plus", 80, None))
+AGE_BANDS = (
+    ("age_00_29", None, 29),
+    ("age_30_39", 30, 39),
+    ("age_40_49", 40, 49),
+    ("age_50_59", 50, 59),
+    ("age_60_69", 60, 69),
+    ("age_70_79", 70, 79),
+    ("age_80_plus", 80, None),
+)
 AGE_REFERENCE = "age_70_79"
 
 #: Outcome kinds of a bundle definition that give a Boolean column.
@@ -141,12 +158,18 @@ COLLINEAR_TOL = 1e-9
 
 # ----------------------------------------------------------------------------------------- design
 
+
 def candidate_columns(years: Sequence[int]) -> list[str]:
     """Every column :func:`design` can produce, in order, before dropping."""
     years = _check_years(years)
-    return (["intercept"] + [name for name, _, _ in AGE_BANDS if name != AGE_REFERENCE] + ["sex_v"]
-            + list(CHRONIC_FLAGS) + ["n_chronic_conditions", "chronic_2", "chronic_3plus",
-                                     "log1p_prior_year_eur"] + [f"year_{y}" for y in years[1:]])
+    return (
+        ["intercept"]
+        + [name for name, _, _ in AGE_BANDS if name != AGE_REFERENCE]
+        + ["sex_v"]
+        + list(CHRONIC_FLAGS)
+        + ["n_chronic_conditions", "chronic_2", "chronic_3plus", "log1p_prior_year_eur"]
+        + [f"year_{y}" for y in years[1:]]
+    )
 
 
 def _binary_columns(names: Sequence[str]) -> list[bool]:
@@ -186,8 +209,11 @@ def _design_exprs(episodes: pl.DataFrame, years: list[int]) -> list[pl.Expr]:
     exprs.append((pl.col("sex") == "V").fill_null(False).cast(f64).alias("sex_v"))
     for flag in CHRONIC_FLAGS:
         exprs.append(pl.col(flag).fill_null(False).cast(f64).alias(flag))
-    count = pl.col("n_chronic_conditions").cast(pl.Int64).fill_null(
-        pl.sum_horizontal([pl.col(f).fill_null(False).cast(pl.Int64) for f in CHRONIC_FLAGS]))
+    count = (
+        pl.col("n_chronic_conditions")
+        .cast(pl.Int64)
+        .fill_null(pl.sum_horizontal([pl.col(f).fill_null(False).cast(pl.Int64) for f in CHRONIC_FLAGS]))
+    )
     exprs.append(count.cast(f64).alias("n_chronic_conditions"))
     exprs.append((count == 2).cast(f64).alias("chronic_2"))
     exprs.append((count >= 3).cast(f64).alias("chronic_3plus"))
@@ -202,16 +228,22 @@ def _design_exprs(episodes: pl.DataFrame, years: list[int]) -> list[pl.Expr]:
 def _full_design(episodes: pl.DataFrame, years: Sequence[int]) -> np.ndarray:
     """The candidate columns of ``episodes`` (nothing dropped), float64, C order."""
     years = _check_years(years)
-    unknown = episodes.select(_year_expr(episodes).alias("y")).filter(
-        ~pl.col("y").is_in(years) | pl.col("y").is_null())["y"].unique().sort().to_list()
+    unknown = (
+        episodes.select(_year_expr(episodes).alias("y"))
+        .filter(~pl.col("y").is_in(years) | pl.col("y").is_null())["y"]
+        .unique()
+        .sort()
+        .to_list()
+    )
     if unknown:
         raise ValueError(f"episodes anchored in years {unknown} are not among the model's years {years}")
     frame = episodes.select(_design_exprs(episodes, years))
     return np.ascontiguousarray(frame.to_numpy().astype(np.float64, copy=False))
 
 
-def design(episodes: pl.DataFrame, years: Sequence[int], *,
-           columns: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+def design(
+    episodes: pl.DataFrame, years: Sequence[int], *, columns: Sequence[str] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """The float64 design matrix of ``episodes`` and its column names (module docstring).
 
     Without ``columns``: the candidate columns minus those that are all zero, constant or collinear
@@ -261,8 +293,9 @@ def independent_columns(gram: np.ndarray, names: Sequence[str]) -> tuple[list[in
     return keep, dropped
 
 
-def _separated_columns(names: Sequence[str], kind: Kind, n: float, events: float, col_sums: np.ndarray,
-                       col_y_sums: np.ndarray) -> dict[str, str]:
+def _separated_columns(
+    names: Sequence[str], kind: Kind, n: float, events: float, col_sums: np.ndarray, col_y_sums: np.ndarray
+) -> dict[str, str]:
     """0/1 columns whose coefficient would be infinite (see the module docstring)."""
     out: dict[str, str] = {}
     for j, (name, binary) in enumerate(zip(names, _binary_columns(names))):
@@ -278,7 +311,7 @@ def _separated_columns(names: Sequence[str], kind: Kind, n: float, events: float
     return out
 
 
-def model_targets(bundle: "BundleDefinition | str") -> dict[str, Kind]:
+def model_targets(bundle: BundleDefinition | str) -> dict[str, Kind]:
     """The targets a bundle's case-mix models are fitted for: the two cost bases (Poisson) and every
     Boolean outcome of the bundle (logistic)."""
     if isinstance(bundle, str):
@@ -293,6 +326,7 @@ def model_targets(bundle: "BundleDefinition | str") -> dict[str, Kind]:
 
 
 # ------------------------------------------------------------------------------------- prediction
+
 
 def predict(coefficients: dict[str, float], X: np.ndarray, kind: Kind) -> np.ndarray:
     """Expected value per row of ``X``, whose columns are the coefficients' names in their order:
@@ -357,23 +391,38 @@ class FitResult:
         (the reason, null when kept)."""
         rows = [(c, v, None) for c, v in self.coefficients.items()]
         rows += [(c, None, why) for c, why in self.dropped.items()]
-        return pl.DataFrame(rows, schema={"column": pl.String, "coefficient": pl.Float64,
-                                          "dropped": pl.String}, orient="row")
+        return pl.DataFrame(
+            rows, schema={"column": pl.String, "coefficient": pl.Float64, "dropped": pl.String}, orient="row"
+        )
 
     def summary(self) -> dict:
         """The fit statistics as plain JSON values (for the panel folder)."""
-        return {"target": self.target, "kind": self.kind, "years": list(self.years), "fitted": self.fitted,
-                "reason": self.reason, "n": self.n, "n_excluded": self.n_excluded, "n_clipped": self.n_clipped,
-                "mean_observed": self.mean_observed, "deviance": self.deviance,
-                "null_deviance": self.null_deviance, "pseudo_r2": self.pseudo_r2,
-                "pseudo_r2_definition": "1 - deviance / null_deviance", "solver": self.solver,
-                "max_step": self.max_step, "seconds": round(self.seconds, 3),
-                "statuses": list(self.statuses) if self.statuses is not None else None,
-                "coefficients": self.coefficients, "dropped": self.dropped,
-                "calibration": self.calibration.to_dicts()}
+        return {
+            "target": self.target,
+            "kind": self.kind,
+            "years": list(self.years),
+            "fitted": self.fitted,
+            "reason": self.reason,
+            "n": self.n,
+            "n_excluded": self.n_excluded,
+            "n_clipped": self.n_clipped,
+            "mean_observed": self.mean_observed,
+            "deviance": self.deviance,
+            "null_deviance": self.null_deviance,
+            "pseudo_r2": self.pseudo_r2,
+            "pseudo_r2_definition": "1 - deviance / null_deviance",
+            "solver": self.solver,
+            "max_step": self.max_step,
+            "seconds": round(self.seconds, 3),
+            "statuses": list(self.statuses) if self.statuses is not None else None,
+            "coefficients": self.coefficients,
+            "dropped": self.dropped,
+            "calibration": self.calibration.to_dicts(),
+        }
 
 
 # ------------------------------------------------------------------------------------- statistics
+
 
 def deviance(y: np.ndarray, mu: np.ndarray, kind: Kind) -> float:
     """Poisson deviance ``2 sum(y log(y/mu) - (y - mu))`` (``y log y = 0`` at 0) or binomial deviance
@@ -399,15 +448,21 @@ def calibration_table(y: np.ndarray, mu: np.ndarray, groups: int = 10) -> pl.Dat
     decile = np.empty(n, dtype=np.int64)
     decile[order] = np.arange(n) * groups // max(n, 1) + 1
     frame = pl.DataFrame({"decile": decile, "y": y, "mu": mu})
-    return (frame.group_by("decile").agg(pl.len().cast(pl.Int64).alias("n"),
-                                         pl.col("y").mean().alias("mean_observed"),
-                                         pl.col("mu").mean().alias("mean_expected"))
-            .sort("decile"))
+    return (
+        frame.group_by("decile")
+        .agg(
+            pl.len().cast(pl.Int64).alias("n"),
+            pl.col("y").mean().alias("mean_observed"),
+            pl.col("mu").mean().alias("mean_expected"),
+        )
+        .sort("decile")
+    )
 
 
 def _empty_calibration() -> pl.DataFrame:
-    return pl.DataFrame(schema={"decile": pl.Int64, "n": pl.Int64, "mean_observed": pl.Float64,
-                                "mean_expected": pl.Float64})
+    return pl.DataFrame(
+        schema={"decile": pl.Int64, "n": pl.Int64, "mean_observed": pl.Float64, "mean_expected": pl.Float64}
+    )
 
 
 def _degenerate_reason(kind: Kind, n: int, p: int, total: float, min_episodes: int, min_events: int) -> str | None:
@@ -419,18 +474,32 @@ def _degenerate_reason(kind: Kind, n: int, p: int, total: float, min_episodes: i
         if total <= 0:
             return "every episode costs 0"
         return None
-    events, non_events = int(round(total)), n - int(round(total))
+    events, non_events = int(round(total)), n - int(round(total))  # noqa: RUF046 - total may be a numpy scalar
     if events == 0 or non_events == 0:
         return f"perfectly separated outcome: {events} of {n} episodes have it"
     if min(events, non_events) < min_events:
-        return (f"too few events: {events} of {n} episodes have the outcome "
-                f"(at least {min_events} with and {min_events} without needed)")
+        return (
+            f"too few events: {events} of {n} episodes have the outcome "
+            f"(at least {min_events} with and {min_events} without needed)"
+        )
     return None
 
 
-def _degenerate(target: str, kind: Kind, years: Sequence[int], reason: str, n: int, n_excluded: int,
-                n_clipped: int, y: np.ndarray | None, mean: float, dropped: dict[str, str], solver: str,
-                started: float, statuses) -> FitResult:
+def _degenerate(
+    target: str,
+    kind: Kind,
+    years: Sequence[int],
+    reason: str,
+    n: int,
+    n_excluded: int,
+    n_clipped: int,
+    y: np.ndarray | None,
+    mean: float,
+    dropped: dict[str, str],
+    solver: str,
+    started: float,
+    statuses,
+) -> FitResult:
     """A not-fitted result predicting the overall mean (rate); its deviance is the null deviance."""
     dev = None
     calibration = _empty_calibration()
@@ -438,12 +507,26 @@ def _degenerate(target: str, kind: Kind, years: Sequence[int], reason: str, n: i
         mu = np.full(y.size, mean)
         dev = deviance(y, mu, kind)
         calibration = calibration_table(y, mu)
-    return FitResult(target=target, kind=kind, years=tuple(int(v) for v in years), fitted=False, reason=reason,
-                     coefficients={}, dropped=dropped, n=n, n_excluded=n_excluded, n_clipped=n_clipped,
-                     mean_observed=float(mean), deviance=dev, null_deviance=dev,
-                     pseudo_r2=0.0 if dev is not None else None, calibration=calibration, solver=solver,
-                     seconds=time.perf_counter() - started,
-                     statuses=tuple(statuses) if statuses is not None else None)
+    return FitResult(
+        target=target,
+        kind=kind,
+        years=tuple(int(v) for v in years),
+        fitted=False,
+        reason=reason,
+        coefficients={},
+        dropped=dropped,
+        n=n,
+        n_excluded=n_excluded,
+        n_clipped=n_clipped,
+        mean_observed=float(mean),
+        deviance=dev,
+        null_deviance=dev,
+        pseudo_r2=0.0 if dev is not None else None,
+        calibration=calibration,
+        solver=solver,
+        seconds=time.perf_counter() - started,
+        statuses=tuple(statuses) if statuses is not None else None,
+    )
 
 
 def _pseudo_r2(dev: float, null_dev: float) -> float | None:
@@ -452,9 +535,19 @@ def _pseudo_r2(dev: float, null_dev: float) -> float | None:
 
 # ----------------------------------------------------------------------------------- local (numpy)
 
-def fit_local(X: np.ndarray, y: np.ndarray, kind: Kind, names: Sequence[str] | None = None, *,
-              target: str = "y", years: Sequence[int] = (), min_episodes: int = MIN_EPISODES,
-              min_events: int = MIN_EVENTS, max_iter: int = 100) -> FitResult:
+
+def fit_local(
+    X: np.ndarray,
+    y: np.ndarray,
+    kind: Kind,
+    names: Sequence[str] | None = None,
+    *,
+    target: str = "y",
+    years: Sequence[int] = (),
+    min_episodes: int = MIN_EPISODES,
+    min_events: int = MIN_EVENTS,
+    max_iter: int = 100,
+) -> FitResult:
     """The same model as :func:`fit_on_dask` on in-memory ``X`` (first column the intercept) and
     ``y``, by exact IRLS in numpy: Newton steps on standardised columns with the target scaled by
     its mean, halving a step while it does not lower the deviance, until the largest step is below
@@ -487,23 +580,51 @@ def fit_local(X: np.ndarray, y: np.ndarray, kind: Kind, names: Sequence[str] | N
     keep = [i for i in keep if names[i] not in sep]
     reason = _degenerate_reason(kind, n, len(keep), total, min_episodes, min_events)
     if reason:
-        return _degenerate(target, kind, years, reason, n, n_excluded, n_clipped, y, mean, dropped, solver,
-                           started, None)
+        return _degenerate(
+            target, kind, years, reason, n, n_excluded, n_clipped, y, mean, dropped, solver, started, None
+        )
     Xk = X[:, keep]
     kept = [names[i] for i in keep]
     beta, step = _irls(Xk, y, kind, max_iter)
     if beta is None or not np.all(np.isfinite(beta)) or step > CONVERGED_STEP:
-        return _degenerate(target, kind, years, f"did not converge (remaining step {step:.3g})", n, n_excluded,
-                           n_clipped, y, mean, dropped, solver, started, None)
+        return _degenerate(
+            target,
+            kind,
+            years,
+            f"did not converge (remaining step {step:.3g})",
+            n,
+            n_excluded,
+            n_clipped,
+            y,
+            mean,
+            dropped,
+            solver,
+            started,
+            None,
+        )
     mu = predict(dict(zip(kept, beta)), Xk, kind)
     dev = deviance(y, mu, kind)
     null_dev = deviance(y, np.full(n, mean), kind)
-    return FitResult(target=target, kind=kind, years=tuple(int(v) for v in years), fitted=True, reason=None,
-                     coefficients={k: float(b) for k, b in zip(kept, beta)}, dropped=dropped, n=n,
-                     n_excluded=n_excluded, n_clipped=n_clipped, mean_observed=mean, deviance=dev,
-                     null_deviance=null_dev, pseudo_r2=_pseudo_r2(dev, null_dev),
-                     calibration=calibration_table(y, mu), solver=solver, max_step=step,
-                     seconds=time.perf_counter() - started)
+    return FitResult(
+        target=target,
+        kind=kind,
+        years=tuple(int(v) for v in years),
+        fitted=True,
+        reason=None,
+        coefficients={k: float(b) for k, b in zip(kept, beta)},
+        dropped=dropped,
+        n=n,
+        n_excluded=n_excluded,
+        n_clipped=n_clipped,
+        mean_observed=mean,
+        deviance=dev,
+        null_deviance=null_dev,
+        pseudo_r2=_pseudo_r2(dev, null_dev),
+        calibration=calibration_table(y, mu),
+        solver=solver,
+        max_step=step,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def _irls(X: np.ndarray, y: np.ndarray, kind: Kind, max_iter: int) -> tuple[np.ndarray | None, float]:
@@ -565,8 +686,10 @@ def _irls(X: np.ndarray, y: np.ndarray, kind: Kind, max_iter: int) -> tuple[np.n
 
 # ------------------------------------------------------------------------------------------- dask
 
-def _read_partition(file: str, target: str, kind: Kind, years: list[int],
-                    statuses: tuple[str, ...] | None) -> tuple[np.ndarray, np.ndarray, dict]:
+
+def _read_partition(
+    file: str, target: str, kind: Kind, years: list[int], statuses: tuple[str, ...] | None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """On a worker: one parquet file's block of the design matrix (all candidate columns), the target
     (clipped at 0 for costs, 0/1 for binary outcomes) and counts."""
     episodes = pl.read_parquet(file, hive_partitioning=True)
@@ -665,8 +788,9 @@ def _step_size(step: np.ndarray, sd: np.ndarray) -> float:
     return value if np.isfinite(value) else math.inf
 
 
-def _verify_and_polish(client, blocks: list, beta: np.ndarray, kind: Kind, sd: np.ndarray,
-                       max_polish: int = POLISH_MAX_ITER) -> tuple[np.ndarray, float, np.ndarray, int]:
+def _verify_and_polish(
+    client, blocks: list, beta: np.ndarray, kind: Kind, sd: np.ndarray, max_polish: int = POLISH_MAX_ITER
+) -> tuple[np.ndarray, float, np.ndarray, int]:
     """Check a solver's coefficients with one exact Newton step computed on the cluster: when that
     step is below :data:`POLISH_STEP` (standardised scale) they are returned as they are;
     otherwise damped Newton steps (halved while the deviance rises) are taken from there, at most
@@ -699,14 +823,27 @@ def _wait_for_a_worker(client) -> None:
     try:
         client.wait_for_workers(1, timeout=WORKER_TIMEOUT)
     except TimeoutError as error:
-        raise RuntimeError(f"no Dask worker connected to {client.scheduler.address} for {WORKER_TIMEOUT:.0f} s: "
-                           "the case-mix model cannot be fitted") from error
+        raise RuntimeError(
+            f"no Dask worker connected to {client.scheduler.address} for {WORKER_TIMEOUT:.0f} s: "
+            "the case-mix model cannot be fitted"
+        ) from error
 
 
-def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: list[int], *,
-                statuses: Sequence[str] | None = DEFAULT_STATUSES, min_episodes: int = MIN_EPISODES,
-                min_events: int = MIN_EVENTS, tol: float = NEWTON_TOL, max_iter: int = NEWTON_MAX_ITER,
-                solver_first: Literal["newton", "lbfgs"] = "newton", client=None) -> FitResult:
+def fit_on_dask(
+    address: str,
+    files: list[str],
+    target: str,
+    kind: Kind,
+    years: list[int],
+    *,
+    statuses: Sequence[str] | None = DEFAULT_STATUSES,
+    min_episodes: int = MIN_EPISODES,
+    min_events: int = MIN_EVENTS,
+    tol: float = NEWTON_TOL,
+    max_iter: int = NEWTON_MAX_ITER,
+    solver_first: Literal["newton", "lbfgs"] = "newton",
+    client=None,
+) -> FitResult:
     """Fit the case-mix model of ``target`` on the episodes in ``files`` (parquet, one bundle) with
     dask-ml on the Dask cluster at ``address`` (module docstring: chunking, solver, verification).
 
@@ -718,6 +855,7 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
     own client would close.
     """
     import contextlib
+
     import dask
     import dask.array as da
     from distributed import Client
@@ -741,14 +879,21 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
         model_name = f"dask-ml {'PoissonRegression' if kind == 'poisson' else 'LogisticRegression'}"
         solver = f"{model_name} {solver_first}"
         if not nonempty:
-            return _degenerate(target, kind, years, "no episodes", 0, n_excluded, n_clipped, None, 0.0, {},
-                               solver, started, statuses_t)
-        X_full = da.concatenate([
-            da.from_delayed(dask.delayed(operator.getitem)(f, 0), shape=(rows, p), dtype=np.float64)
-            for f, rows in nonempty])
-        y = da.concatenate([
-            da.from_delayed(dask.delayed(operator.getitem)(f, 1), shape=(rows,), dtype=np.float64)
-            for f, rows in nonempty])
+            return _degenerate(
+                target, kind, years, "no episodes", 0, n_excluded, n_clipped, None, 0.0, {}, solver, started, statuses_t
+            )
+        X_full = da.concatenate(
+            [
+                da.from_delayed(dask.delayed(operator.getitem)(f, 0), shape=(rows, p), dtype=np.float64)
+                for f, rows in nonempty
+            ]
+        )
+        y = da.concatenate(
+            [
+                da.from_delayed(dask.delayed(operator.getitem)(f, 1), shape=(rows,), dtype=np.float64)
+                for f, rows in nonempty
+            ]
+        )
         X_full, y = client.persist([X_full, y])
         del futures, parts
         full_blocks = list(zip(X_full.to_delayed().ravel(), y.to_delayed().ravel()))
@@ -764,13 +909,27 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
             reason = _degenerate_reason(kind, n, len(keep), total, min_episodes, min_events)
         if reason is not None:
             y_local = y.compute()
-            return _degenerate(target, kind, years, reason, n, n_excluded, n_clipped, y_local, mean, dropped,
-                               solver, started, statuses_t)
+            return _degenerate(
+                target,
+                kind,
+                years,
+                reason,
+                n,
+                n_excluded,
+                n_clipped,
+                y_local,
+                mean,
+                dropped,
+                solver,
+                started,
+                statuses_t,
+            )
         kept = [names[i] for i in keep]
         # a block function, not dask's fancy indexing: every block C-contiguous, whichever worker
         # holds it (a block's memory layout changes the last bits of BLAS products, run to run)
-        X = client.persist(X_full.map_blocks(_take_columns, keep, chunks=(X_full.chunks[0], (len(keep),)),
-                                             dtype=np.float64))
+        X = client.persist(
+            X_full.map_blocks(_take_columns, keep, chunks=(X_full.chunks[0], (len(keep),)), dtype=np.float64)
+        )
         del X_full
         sd = np.sqrt(np.maximum(np.diag(gram)[keep] / n - (gram[0, keep] / n) ** 2, 0.0))
         sd[0] = 1.0  # the intercept: its step is on its own scale
@@ -792,20 +951,48 @@ def fit_on_dask(address: str, files: list[str], target: str, kind: Kind, years: 
                 break
         y_local = y.compute()
         if beta is None or step > CONVERGED_STEP:
-            return _degenerate(target, kind, years, f"did not converge (remaining step {step:.3g})", n,
-                               n_excluded, n_clipped, y_local, mean, dropped, used, started, statuses_t)
+            return _degenerate(
+                target,
+                kind,
+                years,
+                f"did not converge (remaining step {step:.3g})",
+                n,
+                n_excluded,
+                n_clipped,
+                y_local,
+                mean,
+                dropped,
+                used,
+                started,
+                statuses_t,
+            )
     if kind == "poisson":
         beta = beta.copy()
         beta[0] += math.log(scale)
         mu = mu * scale
     dev = deviance(y_local, mu, kind)
     null_dev = deviance(y_local, np.full(n, mean), kind)
-    return FitResult(target=target, kind=kind, years=tuple(years), fitted=True, reason=None,
-                     coefficients={k: float(b) for k, b in zip(kept, beta)}, dropped=dropped, n=n,
-                     n_excluded=n_excluded, n_clipped=n_clipped, mean_observed=mean, deviance=dev,
-                     null_deviance=null_dev, pseudo_r2=_pseudo_r2(dev, null_dev),
-                     calibration=calibration_table(y_local, mu), solver=used, max_step=step,
-                     seconds=time.perf_counter() - started, statuses=statuses_t)
+    return FitResult(
+        target=target,
+        kind=kind,
+        years=tuple(years),
+        fitted=True,
+        reason=None,
+        coefficients={k: float(b) for k, b in zip(kept, beta)},
+        dropped=dropped,
+        n=n,
+        n_excluded=n_excluded,
+        n_clipped=n_clipped,
+        mean_observed=mean,
+        deviance=dev,
+        null_deviance=null_dev,
+        pseudo_r2=_pseudo_r2(dev, null_dev),
+        calibration=calibration_table(y_local, mu),
+        solver=used,
+        max_step=step,
+        seconds=time.perf_counter() - started,
+        statuses=statuses_t,
+    )
 
 
 def _dask_ml_fit(X, y, kind: Kind, solver: str, tol: float, max_iter: int) -> np.ndarray | None:
@@ -819,8 +1006,7 @@ def _dask_ml_fit(X, y, kind: Kind, solver: str, tol: float, max_iter: int) -> np
         model = model_cls(solver="newton", tol=tol, max_iter=max_iter, fit_intercept=True)
     else:
         # close enough for the Newton polish that follows; more iterations buy nothing
-        model = model_cls(solver="lbfgs", penalty=None, tol=1e-6, max_iter=max_iter,
-                          fit_intercept=True)
+        model = model_cls(solver="lbfgs", penalty=None, tol=1e-6, max_iter=max_iter, fit_intercept=True)
     try:
         # dask-glm still sets a Dask configuration key Dask renamed; its warning says nothing to a user
         with np.errstate(all="ignore"), warnings.catch_warnings():

@@ -64,8 +64,18 @@ BASELINES = ("own", "regional", "national", "regional_capped_p95")
 COST_BASES = ("declared", "standardised")
 PHASES = ("prenatal", "natal", "postnatal", "maternity_care")
 #: provider types of the delivery contract (``transforms/contract/tables/providers.yml``)
-PROVIDER_TYPES = ("hospital", "zbc", "rehabilitation", "gp", "pharmacy", "physiotherapy",
-                  "occupational_therapy", "midwife", "maternity_care", "birth_care_organisation")
+PROVIDER_TYPES = (
+    "hospital",
+    "zbc",
+    "rehabilitation",
+    "gp",
+    "pharmacy",
+    "physiotherapy",
+    "occupational_therapy",
+    "midwife",
+    "maternity_care",
+    "birth_care_organisation",
+)
 AGB = re.compile(r"^\d{8}$")
 
 
@@ -136,8 +146,13 @@ class Terms(_Strict):
     distribution_key: dict[StrictStr, Fraction01] | None = None
     fixed_sum_eur_per_patient: Annotated[Decimal, BeforeValidator(_number), Field(ge=0)] | None = None
     payment_eur_per_episode: Annotated[Decimal, BeforeValidator(_number), Field(ge=0)] | None = None
-    payment_eur_per_phase: dict[Literal["prenatal", "natal", "postnatal", "maternity_care"],
-                                Annotated[Decimal, BeforeValidator(_number), Field(ge=0)]] | None = None
+    payment_eur_per_phase: (
+        dict[
+            Literal["prenatal", "natal", "postnatal", "maternity_care"],
+            Annotated[Decimal, BeforeValidator(_number), Field(ge=0)],
+        ]
+        | None
+    ) = None
     risk_adjust: StrictBool = False
 
     @field_validator("baseline_years")
@@ -160,8 +175,9 @@ class Terms(_Strict):
             raise ValueError("empty")
         bad = [k for k in value if not AGB.match(k) and k not in PROVIDER_TYPES]
         if bad:
-            raise ValueError(f"{bad[0]!r} is neither an 8-digit AGB code nor a provider type "
-                             f"({', '.join(PROVIDER_TYPES)})")
+            raise ValueError(
+                f"{bad[0]!r} is neither an 8-digit AGB code nor a provider type ({', '.join(PROVIDER_TYPES)})"
+            )
         if any(AGB.match(k) for k in value) and any(k in PROVIDER_TYPES for k in value):
             raise ValueError("mixes AGB codes and provider types; use one or the other")
         total = sum(value.values(), Decimal(0))
@@ -193,9 +209,21 @@ class Terms(_Strict):
 
 # --- which parameter goes with which model ------------------------------------------------------
 
-_SHARED = ("baseline_years", "baseline", "trend", "discount", "cost_basis", "winsorise_pct",
-           "stop_loss_eur", "shared_savings_rate", "minimum_savings_pct", "corridor", "quality_gate",
-           "distribution_key", "risk_adjust")
+_SHARED = (
+    "baseline_years",
+    "baseline",
+    "trend",
+    "discount",
+    "cost_basis",
+    "winsorise_pct",
+    "stop_loss_eur",
+    "shared_savings_rate",
+    "minimum_savings_pct",
+    "corridor",
+    "quality_gate",
+    "distribution_key",
+    "risk_adjust",
+)
 ALLOWED: dict[str, tuple[str, ...]] = {
     "shared_savings": _SHARED,
     "shared_savings_losses": (*_SHARED, "shared_losses_rate", "losses_from_contract_year"),
@@ -282,8 +310,13 @@ def _loads(parameters: str | Mapping[str, Any] | None) -> Any:
     return json.loads(parameters, parse_float=Decimal)
 
 
-def parse_terms(contract_id: str, bundle_id: str, model: str, parameters_json: str | Mapping[str, Any] | None,
-                bundle_outcomes: set[str] | frozenset[str] | Iterable[str]) -> Terms:
+def parse_terms(
+    contract_id: str,
+    bundle_id: str,
+    model: str,
+    parameters_json: str | Mapping[str, Any] | None,
+    bundle_outcomes: set[str] | frozenset[str] | Iterable[str],
+) -> Terms:
     """Validate one contract's ``parameters`` (JSON text, or an already parsed mapping) for its
     ``model``; ``bundle_outcomes`` are the outcome names of the bundle (for ``quality_gate``).
 
@@ -299,8 +332,7 @@ def parse_terms(contract_id: str, bundle_id: str, model: str, parameters_json: s
     except (json.JSONDecodeError, InvalidOperation) as exc:
         raise ContractTermsError([f"{where}: parameters are not valid JSON ({exc})"]) from None
     if not isinstance(raw, dict):
-        raise ContractTermsError([f"{where}: parameters must be a JSON object {{name: value}}, "
-                                  f"not {_show(raw)}"])
+        raise ContractTermsError([f"{where}: parameters must be a JSON object {{name: value}}, not {_show(raw)}"])
 
     allowed = ALLOWED[model]
     known: dict[str, Any] = {}
@@ -310,29 +342,37 @@ def parse_terms(contract_id: str, bundle_id: str, model: str, parameters_json: s
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(allowed)})"
             problems.append(f"{where}: unknown parameter {name!r}{hint}")
         elif name not in allowed:
-            problems.append(f"{where}: parameter {name} does not apply to model {model} "
-                            f"(its parameters: {', '.join(allowed)})")
+            problems.append(
+                f"{where}: parameter {name} does not apply to model {model} (its parameters: {', '.join(allowed)})"
+            )
         else:
             known[name] = value
     for name in REQUIRED[model]:
         if raw.get(name) is None:
-            problems.append(f"{where}: parameter {name} is missing; model {model} requires it "
-                            f"({UNITS[name]})")
+            problems.append(f"{where}: parameter {name} is missing; model {model} requires it ({UNITS[name]})")
     if model == "bundled_payment":
         given = [n for n in ("payment_eur_per_episode", "payment_eur_per_phase") if raw.get(n) is not None]
         if not given:
-            problems.append(f"{where}: parameter payment_eur_per_episode or payment_eur_per_phase is "
-                            f"missing; model bundled_payment requires one of them "
-                            f"({UNITS['payment_eur_per_episode']}; or {UNITS['payment_eur_per_phase']})")
+            problems.append(
+                f"{where}: parameter payment_eur_per_episode or payment_eur_per_phase is "
+                f"missing; model bundled_payment requires one of them "
+                f"({UNITS['payment_eur_per_episode']}; or {UNITS['payment_eur_per_phase']})"
+            )
         elif len(given) == 2:
-            problems.append(f"{where}: parameters payment_eur_per_episode and payment_eur_per_phase "
-                            f"are both given; give one of them")
+            problems.append(
+                f"{where}: parameters payment_eur_per_episode and payment_eur_per_phase "
+                f"are both given; give one of them"
+            )
     if "corridor" in raw and "minimum_savings_pct" in raw:
-        problems.append(f"{where}: parameters corridor and minimum_savings_pct are both given; the "
-                        f"ci95 corridor replaces the percentage, give one of them")
+        problems.append(
+            f"{where}: parameters corridor and minimum_savings_pct are both given; the "
+            f"ci95 corridor replaces the percentage, give one of them"
+        )
     if raw.get("baseline") == "regional_capped_p95" and "stop_loss_eur" in raw:
-        problems.append(f"{where}: parameter stop_loss_eur does not apply with baseline "
-                        f"regional_capped_p95 (the cap is the regional 95th percentile instead)")
+        problems.append(
+            f"{where}: parameter stop_loss_eur does not apply with baseline "
+            f"regional_capped_p95 (the cap is the regional 95th percentile instead)"
+        )
 
     terms: Terms | None = None
     try:
@@ -348,17 +388,19 @@ def parse_terms(contract_id: str, bundle_id: str, model: str, parameters_json: s
                 parent, _, child = name.rpartition(".")
                 close = difflib.get_close_matches(child, list(QualityGate.model_fields), n=1, cutoff=0.6)
                 hint = f"did you mean '{parent}.{close[0]}'? " if close else ""
-                problems.append(f"{where}: unknown parameter {name!r} ({hint}{parent} is "
-                                f"{UNITS.get(parent, '')})")
+                problems.append(f"{where}: unknown parameter {name!r} ({hint}{parent} is {UNITS.get(parent, '')})")
                 continue
             unit = UNITS.get(name, UNITS.get(top, ""))
-            problems.append(f"{where}: parameter {name} = {_show(error['input'])} is wrong: "
-                            f"{_reason(error)}; expected {unit}")
+            problems.append(
+                f"{where}: parameter {name} = {_show(error['input'])} is wrong: {_reason(error)}; expected {unit}"
+            )
     gate = known.get("quality_gate")
     outcome = gate.get("outcome") if isinstance(gate, dict) else None
     if isinstance(outcome, str) and outcome not in outcomes:
-        problems.append(f"{where}: parameter quality_gate.outcome {outcome!r} is not an "
-                        f"outcome of bundle {bundle_id} (outcomes: {', '.join(sorted(outcomes)) or 'none'})")
+        problems.append(
+            f"{where}: parameter quality_gate.outcome {outcome!r} is not an "
+            f"outcome of bundle {bundle_id} (outcomes: {', '.join(sorted(outcomes)) or 'none'})"
+        )
     if problems:
         raise ContractTermsError(problems)
     assert terms is not None
@@ -367,8 +409,16 @@ def parse_terms(contract_id: str, bundle_id: str, model: str, parameters_json: s
 
 # --- the whole contracts table -----------------------------------------------------------------
 
-CONTRACT_COLUMNS = ("contract_id", "bundle_id", "provider_agb", "insurer_uzovi", "start_date", "end_date",
-                    "model", "parameters")
+CONTRACT_COLUMNS = (
+    "contract_id",
+    "bundle_id",
+    "provider_agb",
+    "insurer_uzovi",
+    "start_date",
+    "end_date",
+    "model",
+    "parameters",
+)
 
 
 @dataclass(frozen=True)
@@ -417,8 +467,9 @@ def _canonical(parameters: str | None) -> str:
         return str(parameters)
 
 
-def contract_problems(contracts: pl.DataFrame, bundle_outcomes: Mapping[str, Iterable[str]],
-                      providers: pl.DataFrame | None = None) -> tuple[dict[tuple[str, str], Contract], list[str]]:
+def contract_problems(
+    contracts: pl.DataFrame, bundle_outcomes: Mapping[str, Iterable[str]], providers: pl.DataFrame | None = None
+) -> tuple[dict[tuple[str, str], Contract], list[str]]:
     """Check every contract x bundle of a ``contracts`` table; returns the valid contracts by
     ``(contract_id, bundle_id)`` and the sorted list of problems (one line each).
 
@@ -436,41 +487,52 @@ def contract_problems(contracts: pl.DataFrame, bundle_outcomes: Mapping[str, Ite
         types = dict(zip(providers["provider_agb"].to_list(), providers["provider_type"].to_list(), strict=True))
         if "region" in providers.columns:
             regions = dict(zip(providers["provider_agb"].to_list(), providers["region"].to_list(), strict=True))
-    rows = contracts.select(CONTRACT_COLUMNS).sort(["contract_id", "bundle_id", "provider_agb", "insurer_uzovi"],
-                                                   nulls_last=False)
+    rows = contracts.select(CONTRACT_COLUMNS).sort(
+        ["contract_id", "bundle_id", "provider_agb", "insurer_uzovi"], nulls_last=False
+    )
     for (contract_id, bundle_id), group in rows.group_by(["contract_id", "bundle_id"], maintain_order=True):
         where = f"contract {contract_id}"
         if bundle_id not in bundle_outcomes:
-            problems.append(f"{where}: bundle {bundle_id!r} is not a known bundle "
-                            f"({', '.join(sorted(bundle_outcomes))})")
+            problems.append(
+                f"{where}: bundle {bundle_id!r} is not a known bundle ({', '.join(sorted(bundle_outcomes))})"
+            )
             continue
         models = sorted(set(group["model"].to_list()), key=str)
         params = sorted({_canonical(p) for p in group["parameters"].to_list()})
         if len(models) > 1:
-            problems.append(f"{where}, bundle {bundle_id}: the provider rows disagree on model ({', '.join(map(str, models))})")
+            problems.append(
+                f"{where}, bundle {bundle_id}: the provider rows disagree on model ({', '.join(map(str, models))})"
+            )
             continue
         if len(params) > 1:
-            problems.append(f"{where}, bundle {bundle_id}: the provider rows disagree on parameters "
-                            f"({' vs '.join(params)})")
+            problems.append(
+                f"{where}, bundle {bundle_id}: the provider rows disagree on parameters ({' vs '.join(params)})"
+            )
             continue
         try:
-            terms = parse_terms(contract_id, bundle_id, models[0], group["parameters"][0],
-                                set(bundle_outcomes[bundle_id]))
+            terms = parse_terms(
+                contract_id, bundle_id, models[0], group["parameters"][0], set(bundle_outcomes[bundle_id])
+            )
         except ContractTermsError as exc:
             problems.extend(exc.problems)
             continue
-        contract_rows = tuple(ContractRow(r["provider_agb"], r["insurer_uzovi"], r["start_date"], r["end_date"])
-                              for r in group.iter_rows(named=True))
+        contract_rows = tuple(
+            ContractRow(r["provider_agb"], r["insurer_uzovi"], r["start_date"], r["end_date"])
+            for r in group.iter_rows(named=True)
+        )
         bad = False
         for r in contract_rows:
             if r.end_date is not None and r.end_date < r.start_date:
-                problems.append(f"{where}: provider {r.provider_agb} ends ({r.end_date}) before it starts "
-                                f"({r.start_date})")
+                problems.append(
+                    f"{where}: provider {r.provider_agb} ends ({r.end_date}) before it starts ({r.start_date})"
+                )
                 bad = True
         contract = Contract(contract_id, bundle_id, terms, contract_rows)
         if terms.baseline_years and max(terms.baseline_years) >= contract.start_year:
-            problems.append(f"{where}: parameter baseline_years {list(terms.baseline_years)} must lie before "
-                            f"the contract's first start year {contract.start_year}")
+            problems.append(
+                f"{where}: parameter baseline_years {list(terms.baseline_years)} must lie before "
+                f"the contract's first start year {contract.start_year}"
+            )
             bad = True
         if providers is not None:
             for agb in contract.providers:
@@ -485,13 +547,16 @@ def contract_problems(contracts: pl.DataFrame, bundle_outcomes: Mapping[str, Ite
             own = set(contract.providers)
             for name in sorted(key):
                 if AGB.match(name) and name not in own:
-                    problems.append(f"{where}: parameter distribution_key names provider {name}, which is "
-                                    f"not a provider of the contract for bundle {bundle_id}")
+                    problems.append(
+                        f"{where}: parameter distribution_key names provider {name}, which is "
+                        f"not a provider of the contract for bundle {bundle_id}"
+                    )
                     bad = True
-                elif name in PROVIDER_TYPES and providers is not None and \
-                        not any(types.get(a) == name for a in own):
-                    problems.append(f"{where}: parameter distribution_key names provider type {name}, but "
-                                    f"no provider of the contract for bundle {bundle_id} is a {name}")
+                elif name in PROVIDER_TYPES and providers is not None and not any(types.get(a) == name for a in own):
+                    problems.append(
+                        f"{where}: parameter distribution_key names provider type {name}, but "
+                        f"no provider of the contract for bundle {bundle_id} is a {name}"
+                    )
                     bad = True
         if not bad:
             valid[(contract_id, bundle_id)] = contract
@@ -509,20 +574,23 @@ def _overlaps(contracts: Mapping[tuple[str, str], Contract]) -> list[str]:
             by_provider.setdefault((bundle_id, row.provider_agb), []).append((contract_id, row))
     for (bundle_id, agb), entries in sorted(by_provider.items()):
         for i, (ca, a) in enumerate(entries):
-            for cb, b in entries[i + 1:]:
+            for cb, b in entries[i + 1 :]:
                 if ca == cb and a.insurer_uzovi == b.insurer_uzovi:
                     continue
                 insurers = a.insurer_uzovi is None or b.insurer_uzovi is None or a.insurer_uzovi == b.insurer_uzovi
                 far = date.max
                 periods = a.start_date <= (b.end_date or far) and b.start_date <= (a.end_date or far)
                 if insurers and periods:
-                    problems.append(f"contract {ca}: provider {agb} is also in contract {cb} for bundle "
-                                    f"{bundle_id} in an overlapping period; its episodes would be settled twice")
+                    problems.append(
+                        f"contract {ca}: provider {agb} is also in contract {cb} for bundle "
+                        f"{bundle_id} in an overlapping period; its episodes would be settled twice"
+                    )
     return problems
 
 
-def check_contracts(contracts: pl.DataFrame, bundle_outcomes: Mapping[str, Iterable[str]],
-                    providers: pl.DataFrame | None = None) -> dict[tuple[str, str], Contract]:
+def check_contracts(
+    contracts: pl.DataFrame, bundle_outcomes: Mapping[str, Iterable[str]], providers: pl.DataFrame | None = None
+) -> dict[tuple[str, str], Contract]:
     """Every contract x bundle of the table, validated; raises one :class:`ContractTermsError`
     listing all problems (one line each) when there is any."""
     valid, problems = contract_problems(contracts, bundle_outcomes, providers)

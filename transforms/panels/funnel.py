@@ -91,7 +91,8 @@ ones are published alongside. A group with a single cell has no between-cell var
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import polars as pl
 from scipy.stats import norm
@@ -136,23 +137,36 @@ def cells(episodes: pl.DataFrame, by: Sequence[str], y: str, yhat: str, kind: Ki
         values = episodes.select(obs.unique()).to_series().to_list()
         if not set(values) <= {0, 1}:
             raise ValueError(f"cells: binary outcome {y!r} has values {sorted(values)}")
-    aggs = [pl.len().cast(pl.Int64).alias("n"), obs.sum().alias("observed"), pred.sum().alias("expected"),
-            ((obs.cast(pl.Float64) - pred) ** 2).sum().sqrt().alias("_resid")]
+    aggs = [
+        pl.len().cast(pl.Int64).alias("n"),
+        obs.sum().alias("observed"),
+        pred.sum().alias("expected"),
+        ((obs.cast(pl.Float64) - pred) ** 2).sum().sqrt().alias("_resid"),
+    ]
     if kind == "cost":
         ratio = pl.when(pred > 0).then(obs.cast(pl.Float64) / pred)
-        aggs += [ratio.count().cast(pl.Int64).alias("ratio_n"), ratio.sum().alias("ratio_sum"),
-                 (ratio ** 2).sum().alias("ratio_sq_sum")]
+        aggs += [
+            ratio.count().cast(pl.Int64).alias("ratio_n"),
+            ratio.sum().alias("ratio_sum"),
+            (ratio**2).sum().alias("ratio_sq_sum"),
+        ]
     else:
         aggs += [(pred * (1 - pred)).sum().alias("binomial_var_sum")]
     out = episodes.group_by(by).agg(aggs).sort(by) if by else episodes.select(aggs)
     positive = pl.col("expected") > 0
-    out = out.with_columns(pl.when(positive).then(pl.col("observed").cast(pl.Float64) / pl.col("expected")).alias("oe"),
-                           pl.when(positive).then(pl.col("_resid") / pl.col("expected")).alias("se_oe")).drop("_resid")
-    out = out.with_columns((pl.col("oe") - Z95 * pl.col("se_oe")).alias("oe_ci95_low"),
-                           (pl.col("oe") + Z95 * pl.col("se_oe")).alias("oe_ci95_high"))
+    out = out.with_columns(
+        pl.when(positive).then(pl.col("observed").cast(pl.Float64) / pl.col("expected")).alias("oe"),
+        pl.when(positive).then(pl.col("_resid") / pl.col("expected")).alias("se_oe"),
+    ).drop("_resid")
+    out = out.with_columns(
+        (pl.col("oe") - Z95 * pl.col("se_oe")).alias("oe_ci95_low"),
+        (pl.col("oe") + Z95 * pl.col("se_oe")).alias("oe_ci95_high"),
+    )
     if kind == "binary":
-        out = out.with_columns((pl.col("observed") / pl.col("n")).alias("observed_rate"),
-                               (pl.col("expected") / pl.col("n")).alias("expected_rate"))
+        out = out.with_columns(
+            (pl.col("observed") / pl.col("n")).alias("observed_rate"),
+            (pl.col("expected") / pl.col("n")).alias("expected_rate"),
+        )
     first = [*by, "n", "observed", "expected", "oe", "se_oe", "oe_ci95_low", "oe_ci95_high"]
     return out.select(first + [c for c in out.columns if c not in first])
 
@@ -165,8 +179,9 @@ def funnel(cells: pl.DataFrame, group: Sequence[str], kind: Kind, *, winsorise: 
     if not 0 <= winsorise < 0.5:
         raise ValueError(f"winsorise must be in [0, 0.5), not {winsorise}")
     group = list(group)
-    needed = ["n", "oe", "se_oe", "expected"] + (["ratio_n", "ratio_sum", "ratio_sq_sum"] if kind == "cost"
-                                                 else ["binomial_var_sum"])
+    needed = ["n", "oe", "se_oe", "expected"] + (
+        ["ratio_n", "ratio_sum", "ratio_sq_sum"] if kind == "cost" else ["binomial_var_sum"]
+    )
     missing = [c for c in needed + group if c not in cells.columns]
     if missing:
         raise ValueError(f"funnel: cells have no column(s) {missing} (made by cells(..., kind={kind!r})?)")
@@ -180,7 +195,7 @@ def funnel(cells: pl.DataFrame, group: Sequence[str], kind: Kind, *, winsorise: 
         total_n = per_group(pl.col("ratio_n").sum()).cast(pl.Float64)
         s1 = per_group(pl.col("ratio_sum").sum())
         s2 = per_group(pl.col("ratio_sq_sum").sum())
-        var = ((s2 - s1 ** 2 / total_n) / (total_n - 1)).clip(lower_bound=0.0)
+        var = ((s2 - s1**2 / total_n) / (total_n - 1)).clip(lower_bound=0.0)
         frame = frame.with_columns(pl.when(total_n > 1).then(var.sqrt() / (s1 / total_n)).alias("cv_pooled"))
         se0 = pl.col("cv_pooled") / pl.col("n").cast(pl.Float64).sqrt()
     else:
@@ -192,43 +207,52 @@ def funnel(cells: pl.DataFrame, group: Sequence[str], kind: Kind, *, winsorise: 
     high = per_group(pl.col("z").quantile(1 - winsorise, interpolation="linear"))
     frame = frame.with_columns(pl.col("z").clip(low, high).alias("z_winsorised"))
     k = per_group(pl.col("z").count()).cast(pl.Float64)
-    frame = frame.with_columns(per_group((pl.col("z_winsorised") ** 2).mean()).alias("phi"),
-                               k.cast(pl.Int64).alias("group_cells"))
+    frame = frame.with_columns(
+        per_group((pl.col("z_winsorised") ** 2).mean()).alias("phi"), k.cast(pl.Int64).alias("group_cells")
+    )
     w = pl.when(pl.col("z").is_not_null()).then(1 / pl.col("se0") ** 2)
     sw = per_group(w.sum())
-    sw2 = per_group((w ** 2).sum())
+    sw2 = per_group((w**2).sum())
     denominator = sw - sw2 / sw
     numerator = k * pl.col("phi") - (k - 1)
     frame = frame.with_columns(
         pl.when((pl.col("phi") > 1) & (numerator >= 0) & (denominator > 0))
         .then(pl.max_horizontal(numerator / denominator, pl.lit(0.0)))
-        .otherwise(0.0).alias("tau2"),
-        (pl.col("phi") > 1).fill_null(False).alias("overdispersed"))
+        .otherwise(0.0)
+        .alias("tau2"),
+        (pl.col("phi") > 1).fill_null(False).alias("overdispersed"),
+    )
 
     phi_factor = pl.when(pl.col("overdispersed")).then(pl.col("phi").sqrt()).otherwise(1.0)
     additive = (pl.col("se0") ** 2 + pl.col("tau2")).sqrt()
     limits = []
     for label, z in (("95", Z95), ("998", Z998)):
-        limits += [(1 - z * pl.col("se0")).alias(f"limit{label}_low"),
-                   (1 + z * pl.col("se0")).alias(f"limit{label}_high"),
-                   (1 - z * pl.col("se0") * phi_factor).alias(f"limit{label}_mult_low"),
-                   (1 + z * pl.col("se0") * phi_factor).alias(f"limit{label}_mult_high"),
-                   (1 - z * additive).alias(f"limit{label}_adj_low"),
-                   (1 + z * additive).alias(f"limit{label}_adj_high")]
+        limits += [
+            (1 - z * pl.col("se0")).alias(f"limit{label}_low"),
+            (1 + z * pl.col("se0")).alias(f"limit{label}_high"),
+            (1 - z * pl.col("se0") * phi_factor).alias(f"limit{label}_mult_low"),
+            (1 + z * pl.col("se0") * phi_factor).alias(f"limit{label}_mult_high"),
+            (1 - z * additive).alias(f"limit{label}_adj_low"),
+            (1 + z * additive).alias(f"limit{label}_adj_high"),
+        ]
     frame = frame.with_columns(limits)
-    weight = (pl.when(pl.col("se_oe") == 0).then(1.0)
-              .otherwise(pl.col("tau2") / (pl.col("tau2") + pl.col("se_oe") ** 2)))
+    weight = pl.when(pl.col("se_oe") == 0).then(1.0).otherwise(pl.col("tau2") / (pl.col("tau2") + pl.col("se_oe") ** 2))
     frame = frame.with_columns(
-        pl.when(pl.col("oe") > pl.col("limit998_adj_high")).then(pl.lit("high"))
-        .when(pl.col("oe") < pl.col("limit998_adj_low")).then(pl.lit("low"))
-        .otherwise(pl.lit(None, dtype=pl.String)).alias("outlier"),
-        weight.alias("shrinkage_weight"))
+        pl.when(pl.col("oe") > pl.col("limit998_adj_high"))
+        .then(pl.lit("high"))
+        .when(pl.col("oe") < pl.col("limit998_adj_low"))
+        .then(pl.lit("low"))
+        .otherwise(pl.lit(None, dtype=pl.String))
+        .alias("outlier"),
+        weight.alias("shrinkage_weight"),
+    )
     frame = frame.with_columns((1 + (pl.col("oe") - 1) * pl.col("shrinkage_weight")).alias("oe_shrunk"))
     return frame.drop(_GROUP) if not group else frame
 
 
-def benchmark_cells(episodes: pl.DataFrame, by: Sequence[str], group: Sequence[str], y: str, yhat: str,
-                    kind: Kind) -> pl.DataFrame:
+def benchmark_cells(
+    episodes: pl.DataFrame, by: Sequence[str], group: Sequence[str], y: str, yhat: str, kind: Kind
+) -> pl.DataFrame:
     """:func:`cells` then :func:`funnel`: ``group`` must be a subset of ``by`` (the cells of one
     comparison group are compared with each other)."""
     extra = [g for g in group if g not in by]

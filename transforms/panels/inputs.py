@@ -48,8 +48,11 @@ def read_episodes(episodes: Path, bundle_id: str, columns: list[str] | None = No
 
 def read_lines(episodes: Path, bundle_id: str, year: int | None = None) -> pl.DataFrame:
     """A bundle's episode lines (of one anchor year when given)."""
-    files = [f for f in episode_files(episodes, bundle_id, "episode_lines")
-             if year is None or f.parent.name == f"anchor_year={year}"]
+    files = [
+        f
+        for f in episode_files(episodes, bundle_id, "episode_lines")
+        if year is None or f.parent.name == f"anchor_year={year}"
+    ]
     if not files:
         return pl.DataFrame()
     return pl.read_parquet(files, hive_partitioning=True)
@@ -58,7 +61,8 @@ def read_lines(episodes: Path, bundle_id: str, year: int | None = None) -> pl.Da
 def provinces() -> pl.DataFrame:
     """gemeente_code -> province code and name (CBS gemeentelijke indeling 2020)."""
     return reference.table("cbs/gemeenten_2020.parquet").select(
-        "gemeente_code", pl.col("province_code").alias("region_code"), pl.col("province_name").alias("region_name"))
+        "gemeente_code", pl.col("province_code").alias("region_code"), pl.col("province_name").alias("region_name")
+    )
 
 
 def providers_with_region(store: Path) -> pl.DataFrame:
@@ -67,8 +71,9 @@ def providers_with_region(store: Path) -> pl.DataFrame:
     files = sorted((Path(store) / "providers").rglob("*.parquet"))
     providers = pl.read_parquet(files).select("provider_agb", "provider_type", "gemeente_code")
     joined = providers.join(provinces(), on="gemeente_code", how="left")
-    return joined.with_columns(pl.col("region_code").fill_null(UNKNOWN_REGION),
-                               pl.col("region_name").fill_null("unknown")).sort("provider_agb")
+    return joined.with_columns(
+        pl.col("region_code").fill_null(UNKNOWN_REGION), pl.col("region_name").fill_null("unknown")
+    ).sort("provider_agb")
 
 
 def read_contracts(store: Path) -> pl.DataFrame:

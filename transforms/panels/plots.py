@@ -16,9 +16,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display; set before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
 Z95, Z998 = 1.959963984540054, 3.090232306167813
 
@@ -42,9 +42,15 @@ def funnel_plot(cells: pl.DataFrame, title: str, path: Path) -> Path | None:
         ax.plot(grid, 1 + half, color="grey", linestyle=style, linewidth=1, label=f"{label} limits")
         ax.plot(grid, 1 - half, color="grey", linestyle=style, linewidth=1)
         if tau2 > 0:
-            adjusted = z * np.sqrt(s ** 2 / grid + tau2)
-            ax.plot(grid, 1 + adjusted, color="tab:blue", linestyle=style, linewidth=1.4,
-                    label=f"{label} limits, overdispersion (random effects)")
+            adjusted = z * np.sqrt(s**2 / grid + tau2)
+            ax.plot(
+                grid,
+                1 + adjusted,
+                color="tab:blue",
+                linestyle=style,
+                linewidth=1.4,
+                label=f"{label} limits, overdispersion (random effects)",
+            )
             ax.plot(grid, 1 - adjusted, color="tab:blue", linestyle=style, linewidth=1.4)
     ax.axhline(1.0, color="black", linewidth=0.8)
     outlier = shown["outlier"].fill_null("").to_numpy()

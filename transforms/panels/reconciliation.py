@@ -121,22 +121,22 @@ from transforms.panels.contract_terms import (
 )
 
 __all__ = [
-    "ContractTermsError",
-    "ReconciliationError",
-    "Reconciliation",
-    "reconcile",
-    "compare",
-    "percentile",
-    "round_cents",
-    "distribute_cents",
-    "bundle_outcomes",
+    "COMPARE_SCHEMA",
     "DESCRIPTIONS",
-    "RECONCILIATION_SCHEMA",
-    "SETTLEMENT_SCHEMA",
+    "PHASES_SCHEMA",
     "PLACEBO_SCHEMA",
     "PLACEBO_SUMMARY_SCHEMA",
-    "PHASES_SCHEMA",
-    "COMPARE_SCHEMA",
+    "RECONCILIATION_SCHEMA",
+    "SETTLEMENT_SCHEMA",
+    "ContractTermsError",
+    "Reconciliation",
+    "ReconciliationError",
+    "bundle_outcomes",
+    "compare",
+    "distribute_cents",
+    "percentile",
+    "reconcile",
+    "round_cents",
 ]
 
 #: percentiles (exact: they only divide by 100) and the published square roots
@@ -151,45 +151,110 @@ UNKNOWN_REGION = "unknown"  # panels.inputs' placeholder for a provider whose pr
 LINE_COST_COLUMN = {"declared": "allocated_cents", "standardised": "allocated_standardised_cents"}
 
 RECONCILIATION_SCHEMA: dict[str, pl.DataType] = {
-    "contract_id": pl.String, "bundle_id": pl.String, "performance_year": pl.Int32,
-    "model": pl.String, "baseline": pl.String, "baseline_years": pl.List(pl.Int32), "cost_basis": pl.String,
-    "contract_year": pl.Int32, "losses_apply": pl.Boolean,
-    "n_episodes": pl.Int64, "n_censored_data": pl.Int64, "n_censored_enrolment": pl.Int64, "n_patients": pl.Int64,
-    "baseline_cents": pl.Int64, "target_cents": pl.Int64, "actual_cents": pl.Int64,
-    "gross_savings_cents": pl.Int64, "sd_cents": pl.Int64, "corridor_cents": pl.Int64, "corridor_met": pl.Boolean,
-    "quality_outcome": pl.String, "quality_events": pl.Int64, "quality_rate": pl.Float64, "quality_met": pl.Boolean,
-    "risk_ratio": pl.Float64, "payment_cents": pl.Int64, "settlement_cents": pl.Int64,
-    "provisional": pl.Boolean, "provisional_reason": pl.String, "note": pl.String, "data_as_of": pl.Date,
+    "contract_id": pl.String,
+    "bundle_id": pl.String,
+    "performance_year": pl.Int32,
+    "model": pl.String,
+    "baseline": pl.String,
+    "baseline_years": pl.List(pl.Int32),
+    "cost_basis": pl.String,
+    "contract_year": pl.Int32,
+    "losses_apply": pl.Boolean,
+    "n_episodes": pl.Int64,
+    "n_censored_data": pl.Int64,
+    "n_censored_enrolment": pl.Int64,
+    "n_patients": pl.Int64,
+    "baseline_cents": pl.Int64,
+    "target_cents": pl.Int64,
+    "actual_cents": pl.Int64,
+    "gross_savings_cents": pl.Int64,
+    "sd_cents": pl.Int64,
+    "corridor_cents": pl.Int64,
+    "corridor_met": pl.Boolean,
+    "quality_outcome": pl.String,
+    "quality_events": pl.Int64,
+    "quality_rate": pl.Float64,
+    "quality_met": pl.Boolean,
+    "risk_ratio": pl.Float64,
+    "payment_cents": pl.Int64,
+    "settlement_cents": pl.Int64,
+    "provisional": pl.Boolean,
+    "provisional_reason": pl.String,
+    "note": pl.String,
+    "data_as_of": pl.Date,
 }
 SETTLEMENT_SCHEMA: dict[str, pl.DataType] = {
-    "contract_id": pl.String, "bundle_id": pl.String, "performance_year": pl.Int32, "provider_agb": pl.String,
-    "provider_type": pl.String, "n_episodes": pl.Int64, "share": pl.Float64, "settlement_cents": pl.Int64,
+    "contract_id": pl.String,
+    "bundle_id": pl.String,
+    "performance_year": pl.Int32,
+    "provider_agb": pl.String,
+    "provider_type": pl.String,
+    "n_episodes": pl.Int64,
+    "share": pl.Float64,
+    "settlement_cents": pl.Int64,
     "data_as_of": pl.Date,
 }
 PLACEBO_SCHEMA: dict[str, pl.DataType] = {
-    "contract_id": pl.String, "bundle_id": pl.String, "baseline": pl.String, "contract_baseline": pl.Boolean,
-    "year": pl.Int32, "baseline_year": pl.Boolean, "n_episodes": pl.Int64, "baseline_cents": pl.Int64,
-    "target_cents": pl.Int64, "actual_cents": pl.Int64, "gap_cents": pl.Int64, "gross_savings_cents": pl.Int64,
-    "sd_cents": pl.Int64, "band_cents": pl.Int64, "outside_band": pl.Boolean, "provisional": pl.Boolean,
-    "provisional_reason": pl.String, "note": pl.String, "data_as_of": pl.Date,
+    "contract_id": pl.String,
+    "bundle_id": pl.String,
+    "baseline": pl.String,
+    "contract_baseline": pl.Boolean,
+    "year": pl.Int32,
+    "baseline_year": pl.Boolean,
+    "n_episodes": pl.Int64,
+    "baseline_cents": pl.Int64,
+    "target_cents": pl.Int64,
+    "actual_cents": pl.Int64,
+    "gap_cents": pl.Int64,
+    "gross_savings_cents": pl.Int64,
+    "sd_cents": pl.Int64,
+    "band_cents": pl.Int64,
+    "outside_band": pl.Boolean,
+    "provisional": pl.Boolean,
+    "provisional_reason": pl.String,
+    "note": pl.String,
+    "data_as_of": pl.Date,
 }
 PLACEBO_SUMMARY_SCHEMA: dict[str, pl.DataType] = {
-    "contract_id": pl.String, "bundle_id": pl.String, "baseline": pl.String, "contract_baseline": pl.Boolean,
-    "n_years": pl.Int64, "n_outside_band": pl.Int64, "share_outside_band": pl.Float64,
-    "mean_gap_cents": pl.Int64, "mean_abs_gap_cents": pl.Int64, "max_abs_gap_cents": pl.Int64,
-    "n_provisional_years": pl.Int64, "data_as_of": pl.Date,
+    "contract_id": pl.String,
+    "bundle_id": pl.String,
+    "baseline": pl.String,
+    "contract_baseline": pl.Boolean,
+    "n_years": pl.Int64,
+    "n_outside_band": pl.Int64,
+    "share_outside_band": pl.Float64,
+    "mean_gap_cents": pl.Int64,
+    "mean_abs_gap_cents": pl.Int64,
+    "max_abs_gap_cents": pl.Int64,
+    "n_provisional_years": pl.Int64,
+    "data_as_of": pl.Date,
 }
 PHASES_SCHEMA: dict[str, pl.DataType] = {
-    "contract_id": pl.String, "bundle_id": pl.String, "performance_year": pl.Int32, "phase": pl.String,
-    "n_episodes": pl.Int64, "payment_cents": pl.Int64, "actual_cents": pl.Int64, "result_cents": pl.Int64,
+    "contract_id": pl.String,
+    "bundle_id": pl.String,
+    "performance_year": pl.Int32,
+    "phase": pl.String,
+    "n_episodes": pl.Int64,
+    "payment_cents": pl.Int64,
+    "actual_cents": pl.Int64,
+    "result_cents": pl.Int64,
     "data_as_of": pl.Date,
 }
 COMPARE_SCHEMA: dict[str, pl.DataType] = {
-    "contract_id": pl.String, "bundle_id": pl.String, "performance_year": pl.Int32, "change": pl.String,
-    "n_episodes_earlier": pl.Int64, "n_episodes_later": pl.Int64, "n_episodes_change": pl.Int64,
-    "settlement_cents_earlier": pl.Int64, "settlement_cents_later": pl.Int64, "settlement_change_cents": pl.Int64,
-    "provisional_earlier": pl.Boolean, "provisional_later": pl.Boolean,
-    "data_as_of_earlier": pl.Date, "data_as_of_later": pl.Date,
+    "contract_id": pl.String,
+    "bundle_id": pl.String,
+    "performance_year": pl.Int32,
+    "change": pl.String,
+    "n_episodes_earlier": pl.Int64,
+    "n_episodes_later": pl.Int64,
+    "n_episodes_change": pl.Int64,
+    "settlement_cents_earlier": pl.Int64,
+    "settlement_cents_later": pl.Int64,
+    "settlement_change_cents": pl.Int64,
+    "provisional_earlier": pl.Boolean,
+    "provisional_later": pl.Boolean,
+    "data_as_of_earlier": pl.Date,
+    "data_as_of_later": pl.Date,
 }
 
 
@@ -229,24 +294,34 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "data_as_of": "the delivery's data_as_of",
     },
     "settlement": {
-        "provider_agb": "a provider of the contract", "provider_type": "its type",
-        "n_episodes": "its eligible episodes in y", "share": "its share of the settlement",
+        "provider_agb": "a provider of the contract",
+        "provider_type": "its type",
+        "n_episodes": "its eligible episodes in y",
+        "share": "its share of the settlement",
         "settlement_cents": "its cents (largest remainder: they add up to the contract's settlement)",
     },
     "placebo": {
-        "baseline": "benchmark tried", "contract_baseline": "the contract's own choice",
-        "year": "pre-contract anchor year", "baseline_year": "the year is one of the baseline years",
+        "baseline": "benchmark tried",
+        "contract_baseline": "the contract's own choice",
+        "year": "pre-contract anchor year",
+        "baseline_year": "the year is one of the baseline years",
         "gap_cents": "T - A per episode: the saving the benchmark finds where nothing changed",
-        "band_cents": "1.96 sd(c) / sqrt(n)", "outside_band": "|gap| >= band and gap != 0",
+        "band_cents": "1.96 sd(c) / sqrt(n)",
+        "outside_band": "|gap| >= band and gap != 0",
     },
     "placebo_summary": {
-        "n_years": "placebo years with a band (n >= 2)", "n_outside_band": "years flagged",
-        "share_outside_band": "n_outside_band / n_years", "mean_gap_cents": "mean signed gap per episode",
-        "mean_abs_gap_cents": "mean absolute gap per episode", "max_abs_gap_cents": "largest absolute gap",
+        "n_years": "placebo years with a band (n >= 2)",
+        "n_outside_band": "years flagged",
+        "share_outside_band": "n_outside_band / n_years",
+        "mean_gap_cents": "mean signed gap per episode",
+        "mean_abs_gap_cents": "mean absolute gap per episode",
+        "max_abs_gap_cents": "largest absolute gap",
     },
     "phases": {
-        "phase": "birth-care phase", "payment_cents": "phase payment x eligible episodes",
-        "actual_cents": "in-bundle cost of the phase", "result_cents": "payment - cost",
+        "phase": "birth-care phase",
+        "payment_cents": "phase payment x eligible episodes",
+        "actual_cents": "in-bundle cost of the phase",
+        "result_cents": "payment - cost",
     },
 }
 
@@ -392,8 +467,11 @@ class _Bundle:
             aggs = [pl.col(f"x_{basis}").sort().alias("v")]
             if has_expected:
                 aggs.append(pl.col(f"expected_{basis}").alias("e"))
-            frame = eligible.group_by(["provider", "insurer", "year"]).agg(aggs).sort(
-                ["provider", "insurer", "year"], nulls_last=False)
+            frame = (
+                eligible.group_by(["provider", "insurer", "year"])
+                .agg(aggs)
+                .sort(["provider", "insurer", "year"], nulls_last=False)
+            )
             groups: dict[GroupKey, _Group] = {}
             for row in frame.iter_rows(named=True):
                 values = row["v"]
@@ -401,14 +479,20 @@ class _Bundle:
                 if has_expected and all(e is not None for e in row["e"]):
                     expected = sum((_exact(e) for e in row["e"]), Fraction(0))
                 groups[(row["provider"], row["insurer"], row["year"])] = _Group(
-                    values, [0, *itertools.accumulate(values)],
-                    [0, *itertools.accumulate(v * v for v in values)], expected)
+                    values,
+                    [0, *itertools.accumulate(values)],
+                    [0, *itertools.accumulate(v * v for v in values)],
+                    expected,
+                )
             self._groups[basis] = groups
             years = eligible.group_by("year").agg(pl.col(f"x_{basis}").sort().alias("v"))
             for year, values in years.iter_rows():
                 self._year_values[(basis, year)] = values
-            regions = eligible.filter(pl.col("region").is_not_null()).group_by(["region", "year"]).agg(
-                pl.col(f"x_{basis}").sort().alias("v"))
+            regions = (
+                eligible.filter(pl.col("region").is_not_null())
+                .group_by(["region", "year"])
+                .agg(pl.col(f"x_{basis}").sort().alias("v"))
+            )
             for region, year, values in regions.iter_rows():
                 self._region_values[(basis, region, year)] = values
         return self._groups[basis]
@@ -425,13 +509,23 @@ class _Bundle:
             self.groups(variant.basis)
             caps = []
             if variant.winsorise_pct is not None:
-                caps.append(self._pct(("w", variant.basis, year, variant.winsorise_pct),
-                                      self._year_values.get((variant.basis, year)), variant.winsorise_pct))
+                caps.append(
+                    self._pct(
+                        ("w", variant.basis, year, variant.winsorise_pct),
+                        self._year_values.get((variant.basis, year)),
+                        variant.winsorise_pct,
+                    )
+                )
             if variant.capped_p95:
                 region = self.region.get(provider)
                 if region is not None:
-                    caps.append(self._pct(("r", variant.basis, region, year),
-                                          self._region_values.get((variant.basis, region, year)), P95))
+                    caps.append(
+                        self._pct(
+                            ("r", variant.basis, region, year),
+                            self._region_values.get((variant.basis, region, year)),
+                            P95,
+                        )
+                    )
             elif variant.stop_loss_cents is not None:
                 caps.append(variant.stop_loss_cents)
             present = [Fraction(c) for c in caps if c is not None]
@@ -446,8 +540,10 @@ def _providers(providers: pl.DataFrame) -> pl.DataFrame:
         providers = providers.rename({"region_code": "region"})
     _require(providers, ["provider_agb", "provider_type", "region"], "providers")
     return providers.select(
-        "provider_agb", "provider_type",
-        pl.when(pl.col("region") == UNKNOWN_REGION).then(None).otherwise(pl.col("region")).alias("region"))
+        "provider_agb",
+        "provider_type",
+        pl.when(pl.col("region") == UNKNOWN_REGION).then(None).otherwise(pl.col("region")).alias("region"),
+    )
 
 
 def _require(frame: pl.DataFrame, columns: Iterable[str], what: str) -> None:
@@ -456,34 +552,56 @@ def _require(frame: pl.DataFrame, columns: Iterable[str], what: str) -> None:
         raise ReconciliationError(f"{what}: missing column(s) {', '.join(missing)}")
 
 
-def _prepare(bundle_id: str, episodes: pl.DataFrame, providers: pl.DataFrame, contracts: list[Contract],
-             episode_lines: pl.DataFrame | None) -> _Bundle:
+def _prepare(
+    bundle_id: str,
+    episodes: pl.DataFrame,
+    providers: pl.DataFrame,
+    contracts: list[Contract],
+    episode_lines: pl.DataFrame | None,
+) -> _Bundle:
     if "bundle_id" in episodes.columns:
         episodes = episodes.filter(pl.col("bundle_id") == bundle_id)
     bases = sorted({c.terms.cost_basis for c in contracts})
-    need = ["episode_id", "patient_id", "anchor_provider_agb", "anchor_year", "anchor_date", "status",
-            *(COST_COLUMN[b] for b in bases)]
+    need = [
+        "episode_id",
+        "patient_id",
+        "anchor_provider_agb",
+        "anchor_year",
+        "anchor_date",
+        "status",
+        *(COST_COLUMN[b] for b in bases),
+    ]
     _require(episodes, need, f"episodes of bundle {bundle_id}")
     _require(providers, ["provider_agb", "provider_type", "region"], "providers")
     for contract in contracts:
         if contract.terms.risk_adjust:
-            _require(episodes, [EXPECTED_COLUMN[contract.terms.cost_basis]],
-                     f"episodes of bundle {bundle_id} (contract {contract.contract_id} has risk_adjust)")
+            _require(
+                episodes,
+                [EXPECTED_COLUMN[contract.terms.cost_basis]],
+                f"episodes of bundle {bundle_id} (contract {contract.contract_id} has risk_adjust)",
+            )
         gate = contract.terms.quality_gate
         if gate is not None:
-            _require(episodes, [gate.outcome], f"episodes of bundle {bundle_id} (quality gate of contract "
-                                               f"{contract.contract_id})")
+            _require(
+                episodes,
+                [gate.outcome],
+                f"episodes of bundle {bundle_id} (quality gate of contract {contract.contract_id})",
+            )
             if episodes.schema[gate.outcome] != pl.Boolean:
                 raise ReconciliationError(
                     f"contract {contract.contract_id}: parameter quality_gate.outcome {gate.outcome!r} is "
-                    f"not a yes/no outcome (column type {episodes.schema[gate.outcome]}); a rate needs a Boolean")
+                    f"not a yes/no outcome (column type {episodes.schema[gate.outcome]}); a rate needs a Boolean"
+                )
         if any(r.insurer_uzovi is not None for r in contract.rows) and "insurer_uzovi" not in episodes.columns:
-            raise ReconciliationError(f"contract {contract.contract_id} names an insurer but the episodes of "
-                                      f"bundle {bundle_id} have no insurer_uzovi column")
+            raise ReconciliationError(
+                f"contract {contract.contract_id} names an insurer but the episodes of "
+                f"bundle {bundle_id} have no insurer_uzovi column"
+            )
     unknown = sorted(set(episodes["status"].drop_nulls().unique().to_list()) - set(STATUSES))
     if unknown or episodes["status"].null_count():
-        raise ReconciliationError(f"episodes of bundle {bundle_id}: status must be one of {', '.join(STATUSES)}; "
-                                  f"found {unknown or [None]}")
+        raise ReconciliationError(
+            f"episodes of bundle {bundle_id}: status must be one of {', '.join(STATUSES)}; found {unknown or [None]}"
+        )
     for b in bases:
         if episodes[COST_COLUMN[b]].null_count():
             raise ReconciliationError(f"episodes of bundle {bundle_id}: {COST_COLUMN[b]} has nulls")
@@ -493,9 +611,13 @@ def _prepare(bundle_id: str, episodes: pl.DataFrame, providers: pl.DataFrame, co
     region = dict(zip(providers["provider_agb"].to_list(), providers["region"].to_list(), strict=True))
     ptype = dict(zip(providers["provider_agb"].to_list(), providers["provider_type"].to_list(), strict=True))
     cols = [
-        pl.col("episode_id"), pl.col("patient_id"), pl.col("anchor_provider_agb").alias("provider"),
+        pl.col("episode_id"),
+        pl.col("patient_id"),
+        pl.col("anchor_provider_agb").alias("provider"),
         (pl.col("insurer_uzovi") if "insurer_uzovi" in episodes.columns else pl.lit(None, pl.String)).alias("insurer"),
-        pl.col("anchor_year").cast(pl.Int64).alias("year"), pl.col("anchor_date").alias("date"), pl.col("status"),
+        pl.col("anchor_year").cast(pl.Int64).alias("year"),
+        pl.col("anchor_date").alias("date"),
+        pl.col("status"),
         pl.col("status").is_in(ELIGIBLE).alias("eligible"),
         pl.col("anchor_provider_agb").replace_strict(region, default=None, return_dtype=pl.String).alias("region"),
     ]
@@ -507,32 +629,50 @@ def _prepare(bundle_id: str, episodes: pl.DataFrame, providers: pl.DataFrame, co
     cols.extend(pl.col(g).fill_null(False).alias(f"outcome_{g}") for g in gates)
     frame = episodes.select(cols).sort("episode_id")
     censored = {
-        (p, i, y): n for p, i, y, n in frame.filter(pl.col("status") == "censored_data")
-        .group_by(["provider", "insurer", "year"]).len().iter_rows()
+        (p, i, y): n
+        for p, i, y, n in frame.filter(pl.col("status") == "censored_data")
+        .group_by(["provider", "insurer", "year"])
+        .len()
+        .iter_rows()
     }
     years = frame["year"]
     lines = None
     if episode_lines is not None and any(c.terms.payment_eur_per_phase is not None for c in contracts):
         lines = _phase_costs(bundle_id, episode_lines, bases)
-    return _Bundle(bundle_id, frame, region, ptype, years.min() if frame.height else None,
-                   years.max() if frame.height else None, censored, lines)
+    return _Bundle(
+        bundle_id,
+        frame,
+        region,
+        ptype,
+        years.min() if frame.height else None,
+        years.max() if frame.height else None,
+        censored,
+        lines,
+    )
 
 
 def _phase_costs(bundle_id: str, lines: pl.DataFrame, bases: list[str]) -> pl.DataFrame:
     """In-bundle cost per episode and phase (``phase_<basis>`` columns)."""
     if "bundle_id" in lines.columns:
         lines = lines.filter(pl.col("bundle_id") == bundle_id)
-    _require(lines, ["episode_id", "component", "phase", *(LINE_COST_COLUMN[b] for b in bases)],
-             f"episode_lines of bundle {bundle_id}")
+    _require(
+        lines,
+        ["episode_id", "component", "phase", *(LINE_COST_COLUMN[b] for b in bases)],
+        f"episode_lines of bundle {bundle_id}",
+    )
     inside = lines.filter(pl.col("component") == "in_bundle")
     bad = inside.filter(~pl.col("phase").is_in(PHASES) | pl.col("phase").is_null())
     if bad.height:
-        raise ReconciliationError(f"episode_lines of bundle {bundle_id}: {bad.height} in-bundle line(s) without a "
-                                  f"phase of {', '.join(PHASES)} (e.g. episode {bad['episode_id'][0]}, phase "
-                                  f"{bad['phase'][0]!r})")
-    return inside.group_by(["episode_id", "phase"]).agg(
-        pl.col(LINE_COST_COLUMN[b]).cast(pl.Int64).sum().alias(f"phase_{b}") for b in bases).sort(
-        ["episode_id", "phase"])
+        raise ReconciliationError(
+            f"episode_lines of bundle {bundle_id}: {bad.height} in-bundle line(s) without a "
+            f"phase of {', '.join(PHASES)} (e.g. episode {bad['episode_id'][0]}, phase "
+            f"{bad['phase'][0]!r})"
+        )
+    return (
+        inside.group_by(["episode_id", "phase"])
+        .agg(pl.col(LINE_COST_COLUMN[b]).cast(pl.Int64).sum().alias(f"phase_{b}") for b in bases)
+        .sort(["episode_id", "phase"])
+    )
 
 
 # --- one contract --------------------------------------------------------------------------------
@@ -545,8 +685,9 @@ def _variant(terms: Terms, baseline: str) -> _Variant:
 
 
 def _matches(contract: Contract, provider: str, insurer: str | None) -> bool:
-    return any(r.provider_agb == provider and (r.insurer_uzovi is None or r.insurer_uzovi == insurer)
-               for r in contract.rows)
+    return any(
+        r.provider_agb == provider and (r.insurer_uzovi is None or r.insurer_uzovi == insurer) for r in contract.rows
+    )
 
 
 def _population(data: _Bundle, contract: Contract, baseline: str, keys: Iterable[GroupKey]) -> list[GroupKey]:
@@ -585,15 +726,18 @@ def _baseline(data: _Bundle, contract: Contract, baseline: str, variant: _Varian
         if terms.risk_adjust:
             e = groups[k].expected
             if e is None:
-                raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
-                                          f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode "
-                                          f"(provider {k[0]}, {k[2]} has nulls)")
+                raise ReconciliationError(
+                    f"contract {contract.contract_id}: risk_adjust needs "
+                    f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode "
+                    f"(provider {k[0]}, {k[2]} has nulls)"
+                )
             expected += e
     return _Baseline(total / n, expected / n if terms.risk_adjust else None, n, bool(censored_keys))
 
 
-def _target(terms: Terms, base: _Baseline, year: int,
-            expected_mean: Fraction | None) -> tuple[Fraction, Fraction | None]:
+def _target(
+    terms: Terms, base: _Baseline, year: int, expected_mean: Fraction | None
+) -> tuple[Fraction, Fraction | None]:
     """``T_y`` and the risk ratio, exactly (a negative trend power is a fraction too)."""
     assert base.value is not None
     target = base.value * Fraction(terms.trend) ** (year - terms.reference_year) * (1 - Fraction(terms.discount))
@@ -643,14 +787,23 @@ class _Moments:
 def _actual_episodes(data: _Bundle, contract: Contract, year: int) -> pl.DataFrame:
     """The contract's episodes (every status) anchored in ``year`` inside the contract period."""
     rows = pl.DataFrame(
-        {"provider": [r.provider_agb for r in contract.rows], "row_insurer": [r.insurer_uzovi for r in contract.rows],
-         "start": [r.start_date for r in contract.rows], "end": [r.end_date for r in contract.rows]},
-        schema={"provider": pl.String, "row_insurer": pl.String, "start": pl.Date, "end": pl.Date})
+        {
+            "provider": [r.provider_agb for r in contract.rows],
+            "row_insurer": [r.insurer_uzovi for r in contract.rows],
+            "start": [r.start_date for r in contract.rows],
+            "end": [r.end_date for r in contract.rows],
+        },
+        schema={"provider": pl.String, "row_insurer": pl.String, "start": pl.Date, "end": pl.Date},
+    )
     frame = data.episodes.filter(pl.col("year") == year).join(rows, on="provider", how="inner")
-    inside = ((pl.col("row_insurer").is_null() | (pl.col("row_insurer") == pl.col("insurer")))
-              & (pl.col("start") <= pl.col("date")) & (pl.col("end").is_null() | (pl.col("date") <= pl.col("end"))))
-    return frame.filter(inside).drop(["row_insurer", "start", "end"]).unique("episode_id", keep="first").sort(
-        "episode_id")
+    inside = (
+        (pl.col("row_insurer").is_null() | (pl.col("row_insurer") == pl.col("insurer")))
+        & (pl.col("start") <= pl.col("date"))
+        & (pl.col("end").is_null() | (pl.col("date") <= pl.col("end")))
+    )
+    return (
+        frame.filter(inside).drop(["row_insurer", "start", "end"]).unique("episode_id", keep="first").sort("episode_id")
+    )
 
 
 def _costs(data: _Bundle, variant: _Variant, episodes: pl.DataFrame, year: int) -> list[Fraction]:
@@ -709,14 +862,21 @@ def _reconcile_contract(data: _Bundle, contract: Contract, data_as_of: date) -> 
         if n_censored:
             reasons.append("own")
         row: dict = {
-            "contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "performance_year": year,
-            "model": terms.model, "baseline": terms.baseline if terms.shared else None,
+            "contract_id": contract.contract_id,
+            "bundle_id": contract.bundle_id,
+            "performance_year": year,
+            "model": terms.model,
+            "baseline": terms.baseline if terms.shared else None,
             "baseline_years": list(terms.baseline_years) if terms.baseline_years else None,
-            "cost_basis": terms.cost_basis, "contract_year": k, "n_episodes": n,
+            "cost_basis": terms.cost_basis,
+            "contract_year": k,
+            "n_episodes": n,
             "n_censored_data": n_censored,
             "n_censored_enrolment": frame.filter(pl.col("status") == "censored_enrolment").height,
-            "n_patients": eligible["patient_id"].n_unique(), "actual_cents": _cents(m.mean),
-            "sd_cents": _cents(m.sd()), "data_as_of": data_as_of,
+            "n_patients": eligible["patient_id"].n_unique(),
+            "actual_cents": _cents(m.mean),
+            "sd_cents": _cents(m.sd()),
+            "data_as_of": data_as_of,
         }
         notes = []
         settlement: int | None
@@ -740,16 +900,20 @@ def _reconcile_contract(data: _Bundle, contract: Contract, data_as_of: date) -> 
                     quality_met = events <= Fraction(gate.threshold) * n
             row["quality_met"] = quality_met
             if base.value is None:
-                notes.append(f"no eligible episodes of the {terms.baseline} baseline population in baseline "
-                             f"years {', '.join(map(str, terms.baseline_years or ()))}")
+                notes.append(
+                    f"no eligible episodes of the {terms.baseline} baseline population in baseline "
+                    f"years {', '.join(map(str, terms.baseline_years or ()))}"
+                )
                 settlement = None
             else:
                 expected_mean = None
                 if terms.risk_adjust and n:
                     expected = eligible[f"expected_{terms.cost_basis}"]
                     if expected.null_count():
-                        raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
-                                                  f"{EXPECTED_COLUMN[terms.cost_basis]} on every eligible episode")
+                        raise ReconciliationError(
+                            f"contract {contract.contract_id}: risk_adjust needs "
+                            f"{EXPECTED_COLUMN[terms.cost_basis]} on every eligible episode"
+                        )
                     expected_mean = sum((_exact(e) for e in expected.to_list()), Fraction(0)) / n
                 row["baseline_cents"] = round_cents(base.value)
                 settlement = 0
@@ -806,12 +970,19 @@ def _reconcile_contract(data: _Bundle, contract: Contract, data_as_of: date) -> 
         shares = _shares(data, contract, counts)
         parts = distribute_cents(settlement, shares) if (settlement and shares) else {}
         for p in contract.providers:
-            settlements.append({
-                "contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "performance_year": year,
-                "provider_agb": p, "provider_type": data.ptype.get(p), "n_episodes": counts.get(p, 0),
-                "share": float(shares[p]) if shares else None,
-                "settlement_cents": None if settlement is None else parts.get(p, 0), "data_as_of": data_as_of,
-            })
+            settlements.append(
+                {
+                    "contract_id": contract.contract_id,
+                    "bundle_id": contract.bundle_id,
+                    "performance_year": year,
+                    "provider_agb": p,
+                    "provider_type": data.ptype.get(p),
+                    "n_episodes": counts.get(p, 0),
+                    "share": float(shares[p]) if shares else None,
+                    "settlement_cents": None if settlement is None else parts.get(p, 0),
+                    "data_as_of": data_as_of,
+                }
+            )
     return rows, settlements, phases
 
 
@@ -820,28 +991,43 @@ def _phase_rows(data: _Bundle, contract: Contract, year: int, eligible: pl.DataF
     assert terms.payment_eur_per_phase is not None
     basis = terms.cost_basis
     if data.lines is None:
-        raise ReconciliationError(f"contract {contract.contract_id}: payment_eur_per_phase needs the episode_lines "
-                                  f"of bundle {contract.bundle_id}")
+        raise ReconciliationError(
+            f"contract {contract.contract_id}: payment_eur_per_phase needs the episode_lines "
+            f"of bundle {contract.bundle_id}"
+        )
     lines = data.lines.join(eligible.select("episode_id"), on="episode_id", how="semi")
     per_episode = lines.group_by("episode_id").agg(pl.col(f"phase_{basis}").sum().alias("lines"))
-    check = eligible.select("episode_id", f"x_{basis}").join(per_episode, on="episode_id", how="left").filter(
-        pl.col("lines").fill_null(0) != pl.col(f"x_{basis}"))
+    check = (
+        eligible.select("episode_id", f"x_{basis}")
+        .join(per_episode, on="episode_id", how="left")
+        .filter(pl.col("lines").fill_null(0) != pl.col(f"x_{basis}"))
+    )
     if check.height:
         first = check.row(0, named=True)
         raise ReconciliationError(
             f"contract {contract.contract_id}: the phase costs of {check.height} episode(s) do not add up to "
             f"{COST_COLUMN[basis]} (e.g. episode {first['episode_id']}: lines {first['lines'] or 0}, episode "
-            f"{first[f'x_{basis}']}); are the episode_lines complete?")
+            f"{first[f'x_{basis}']}); are the episode_lines complete?"
+        )
     n = eligible.height
     cost = dict(lines.group_by("phase").agg(pl.col(f"phase_{basis}").sum()).iter_rows())
     out = []
     for phase in PHASES:
         payment = Fraction(terms.payment_eur_per_phase[phase]) * 100 * n
         actual = int(cost.get(phase, 0))
-        out.append({"contract_id": contract.contract_id, "bundle_id": contract.bundle_id,
-                    "performance_year": year, "phase": phase, "n_episodes": n,
-                    "payment_cents": round_cents(payment), "actual_cents": actual,
-                    "result_cents": round_cents(payment - actual), "data_as_of": data_as_of})
+        out.append(
+            {
+                "contract_id": contract.contract_id,
+                "bundle_id": contract.bundle_id,
+                "performance_year": year,
+                "phase": phase,
+                "n_episodes": n,
+                "payment_cents": round_cents(payment),
+                "actual_cents": actual,
+                "result_cents": round_cents(payment - actual),
+                "data_as_of": data_as_of,
+            }
+        )
     return out
 
 
@@ -871,16 +1057,28 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
                 s2 += b
                 if terms.risk_adjust:
                     if groups[k].expected is None:
-                        raise ReconciliationError(f"contract {contract.contract_id}: risk_adjust needs "
-                                                  f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode")
+                        raise ReconciliationError(
+                            f"contract {contract.contract_id}: risk_adjust needs "
+                            f"{EXPECTED_COLUMN[variant.basis]} on every eligible episode"
+                        )
                     expected += groups[k].expected
             m = _Moments(n, s1, s2)
-            row = {"contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "baseline": baseline,
-                   "contract_baseline": baseline == terms.baseline, "year": year,
-                   "baseline_year": year in (terms.baseline_years or ()), "n_episodes": n,
-                   "baseline_cents": _cents(base.value), "actual_cents": _cents(m.mean), "sd_cents": _cents(m.sd()),
-                   "band_cents": _cents(m.half_width()), "provisional": bool(reasons),
-                   "provisional_reason": ", ".join(reasons) or None, "data_as_of": data_as_of}
+            row = {
+                "contract_id": contract.contract_id,
+                "bundle_id": contract.bundle_id,
+                "baseline": baseline,
+                "contract_baseline": baseline == terms.baseline,
+                "year": year,
+                "baseline_year": year in (terms.baseline_years or ()),
+                "n_episodes": n,
+                "baseline_cents": _cents(base.value),
+                "actual_cents": _cents(m.mean),
+                "sd_cents": _cents(m.sd()),
+                "band_cents": _cents(m.half_width()),
+                "provisional": bool(reasons),
+                "provisional_reason": ", ".join(reasons) or None,
+                "data_as_of": data_as_of,
+            }
             if base.value is None:
                 row["note"] = f"no eligible episodes of the {baseline} baseline population in the baseline years"
             elif n == 0:
@@ -902,20 +1100,28 @@ def _placebo(data: _Bundle, contract: Contract, data_as_of: date) -> tuple[list,
                     outside.append(flag)
             rows.append(row)
         count = len(gaps)
-        summary.append({
-            "contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "baseline": baseline,
-            "contract_baseline": baseline == terms.baseline, "n_years": count, "n_outside_band": sum(outside),
-            "share_outside_band": sum(outside) / count if count else None,
-            "mean_gap_cents": round_cents(sum(gaps, Fraction(0)) / count) if count else None,
-            "mean_abs_gap_cents": round_cents(sum((abs(g) for g in gaps), Fraction(0)) / count) if count else None,
-            "max_abs_gap_cents": round_cents(max(abs(g) for g in gaps)) if count else None,
-            "n_provisional_years": provisional_years, "data_as_of": data_as_of,
-        })
+        summary.append(
+            {
+                "contract_id": contract.contract_id,
+                "bundle_id": contract.bundle_id,
+                "baseline": baseline,
+                "contract_baseline": baseline == terms.baseline,
+                "n_years": count,
+                "n_outside_band": sum(outside),
+                "share_outside_band": sum(outside) / count if count else None,
+                "mean_gap_cents": round_cents(sum(gaps, Fraction(0)) / count) if count else None,
+                "mean_abs_gap_cents": round_cents(sum((abs(g) for g in gaps), Fraction(0)) / count) if count else None,
+                "max_abs_gap_cents": round_cents(max(abs(g) for g in gaps)) if count else None,
+                "n_provisional_years": provisional_years,
+                "data_as_of": data_as_of,
+            }
+        )
     return rows, summary
 
 
-def _placebo_provisional(data: _Bundle, contract: Contract, year: int, baseline_censored: bool,
-                         uses_percentile: bool) -> list[str]:
+def _placebo_provisional(
+    data: _Bundle, contract: Contract, year: int, baseline_censored: bool, uses_percentile: bool
+) -> list[str]:
     """Why a placebo year is not final yet, as for a performance year (step 1): ``own`` when a
     ``censored_data`` episode of the contract's providers is anchored in it, ``baseline`` when the
     baseline population has one in the baseline years, ``percentile`` when a cap over all providers
@@ -937,12 +1143,20 @@ def _frame(rows: list[dict], schema: Mapping[str, pl.DataType], key: list[str]) 
     if not rows:
         return pl.DataFrame(schema=dict(schema))
     return pl.DataFrame([{c: r.get(c) for c in schema} for r in rows], schema=dict(schema)).sort(
-        key, maintain_order=True)
+        key, maintain_order=True
+    )
 
 
-def reconcile(bundle_id: str, episodes: pl.DataFrame, providers: pl.DataFrame, contracts: pl.DataFrame,
-              data_as_of: date | str, *, episode_lines: pl.DataFrame | None = None,
-              outcomes: Iterable[str] | None = None) -> Reconciliation:
+def reconcile(
+    bundle_id: str,
+    episodes: pl.DataFrame,
+    providers: pl.DataFrame,
+    contracts: pl.DataFrame,
+    data_as_of: date | str,
+    *,
+    episode_lines: pl.DataFrame | None = None,
+    outcomes: Iterable[str] | None = None,
+) -> Reconciliation:
     """Reconcile every contract of ``bundle_id`` (rows of ``contracts`` for other bundles are left
     out) on that bundle's ``episodes``; see the module docstring for the steps.
 
@@ -989,8 +1203,9 @@ _KEY = ["contract_id", "bundle_id", "performance_year"]
 def _as_of(frame: pl.DataFrame, which: str) -> date | None:
     values = frame["data_as_of"].drop_nulls().unique().to_list() if "data_as_of" in frame.columns else []
     if len(values) > 1:
-        raise ReconciliationError(f"compare: the {which} reconciliation mixes deliveries (data_as_of "
-                                  f"{', '.join(map(str, sorted(values)))})")
+        raise ReconciliationError(
+            f"compare: the {which} reconciliation mixes deliveries (data_as_of {', '.join(map(str, sorted(values)))})"
+        )
     return values[0] if values else None
 
 
@@ -1000,12 +1215,17 @@ def compare(earlier: pl.DataFrame, later: pl.DataFrame) -> pl.DataFrame:
     both ``data_as_of`` and ``change`` = ``new`` (only later), ``gone`` (only earlier), ``changed``
     (settlement or n_episodes differ) or ``unchanged``."""
     for frame, which in ((earlier, "earlier"), (later, "later")):
-        _require(frame, [*_KEY, "n_episodes", "settlement_cents", "provisional", "data_as_of"],
-                 f"compare: the {which} reconciliation")
+        _require(
+            frame,
+            [*_KEY, "n_episodes", "settlement_cents", "provisional", "data_as_of"],
+            f"compare: the {which} reconciliation",
+        )
     as_of_earlier, as_of_later = _as_of(earlier, "earlier"), _as_of(later, "later")
     if as_of_earlier and as_of_later and as_of_earlier > as_of_later:
-        raise ReconciliationError(f"compare: the earlier reconciliation (data_as_of {as_of_earlier}) is newer "
-                                  f"than the later one ({as_of_later}); are the arguments swapped?")
+        raise ReconciliationError(
+            f"compare: the earlier reconciliation (data_as_of {as_of_earlier}) is newer "
+            f"than the later one ({as_of_later}); are the arguments swapped?"
+        )
     cols = ["n_episodes", "settlement_cents", "provisional"]
     a = earlier.select(_KEY + cols).with_columns(pl.lit(True).alias("_a")).rename({c: f"{c}_earlier" for c in cols})
     b = later.select(_KEY + cols).with_columns(pl.lit(True).alias("_b")).rename({c: f"{c}_later" for c in cols})
@@ -1015,10 +1235,16 @@ def compare(earlier: pl.DataFrame, later: pl.DataFrame) -> pl.DataFrame:
         (pl.col("settlement_cents_later") - pl.col("settlement_cents_earlier")).alias("settlement_change_cents"),
         pl.lit(as_of_earlier, pl.Date).alias("data_as_of_earlier"),
         pl.lit(as_of_later, pl.Date).alias("data_as_of_later"),
-        pl.when(pl.col("_a").is_null()).then(pl.lit("new"))
-        .when(pl.col("_b").is_null()).then(pl.lit("gone"))
-        .when(pl.col("settlement_cents_later").ne_missing(pl.col("settlement_cents_earlier"))
-              | pl.col("n_episodes_later").ne_missing(pl.col("n_episodes_earlier"))).then(pl.lit("changed"))
-        .otherwise(pl.lit("unchanged")).alias("change"),
+        pl.when(pl.col("_a").is_null())
+        .then(pl.lit("new"))
+        .when(pl.col("_b").is_null())
+        .then(pl.lit("gone"))
+        .when(
+            pl.col("settlement_cents_later").ne_missing(pl.col("settlement_cents_earlier"))
+            | pl.col("n_episodes_later").ne_missing(pl.col("n_episodes_earlier"))
+        )
+        .then(pl.lit("changed"))
+        .otherwise(pl.lit("unchanged"))
+        .alias("change"),
     )
     return out.select([pl.col(c).cast(t) for c, t in COMPARE_SCHEMA.items()]).sort(_KEY)

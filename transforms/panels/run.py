@@ -16,27 +16,31 @@ Every step reads and writes parquet paths; what steps hand each other is small a
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
-from typing import Any, Callable
 
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from transforms.hashing import file_sha256
 from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.errors import UserFacingError
+from transforms.hashing import file_sha256
 from transforms.output_folder import Publication, check_target, require_episodes_of, require_output, require_unlocked
 from transforms.panels import benchmark, casemix
 from transforms.panels.bundle_costs import DEFAULT_WINSORISE_PCT, bundle_costs
 from transforms.panels.contract_terms import check_contracts
-from transforms.panels.inputs import (ELIGIBLE_STATUSES, binary_outcomes, episode_files, providers_with_region,
-                                      read_contracts, read_episodes, read_lines)
+from transforms.panels.inputs import (
+    ELIGIBLE_STATUSES,
+    binary_outcomes,
+    episode_files,
+    providers_with_region,
+    read_contracts,
+    read_episodes,
+    read_lines,
+)
 from transforms.panels.plots import funnel_plot
 from transforms.panels.reconciliation import bundle_outcomes, compare, reconcile
 from transforms.panels.suppression import DEFAULT_MIN_CELL, suppress
@@ -47,8 +51,16 @@ EXPECTED_DIR = "_expected"
 PLOTS_DIR = "funnel_plots"
 STATUSES = ("complete", "censored_enrolment", "censored_data", "death")
 #: Tables written per bundle by :func:`build_bundle`.
-BUNDLE_TABLES = ("benchmark", "benchmark_outcomes", "bundle_costs", "reconciliation", "settlement", "placebo",
-                 "placebo_summary", "reconciliation_phases")
+BUNDLE_TABLES = (
+    "benchmark",
+    "benchmark_outcomes",
+    "bundle_costs",
+    "reconciliation",
+    "settlement",
+    "placebo",
+    "placebo_summary",
+    "reconciliation_phases",
+)
 
 
 class PanelOptionsError(UserFacingError):
@@ -70,16 +82,22 @@ class PanelOptions(BaseModel):
     def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         unknown = [s for s in value if s not in STATUSES]
         if unknown or not value:
-            raise ValueError(f"unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}" if unknown
-                             else "at least one status is needed")
+            raise ValueError(
+                f"unknown status {unknown[0]!r}; statuses are {', '.join(STATUSES)}"
+                if unknown
+                else "at least one status is needed"
+            )
         return value
 
     @classmethod
-    def from_cli(cls, *, bundles: str | None, statuses: str, min_cell: int, winsorise_pct: float) -> "PanelOptions":
+    def from_cli(cls, *, bundles: str | None, statuses: str, min_cell: int, winsorise_pct: float) -> PanelOptions:
         try:
-            return cls(bundles=tuple(b.strip() for b in bundles.split(",") if b.strip()) if bundles else None,
-                       statuses=tuple(s.strip() for s in statuses.split(",") if s.strip()), min_cell=min_cell,
-                       winsorise_pct=winsorise_pct)
+            return cls(
+                bundles=tuple(b.strip() for b in bundles.split(",") if b.strip()) if bundles else None,
+                statuses=tuple(s.strip() for s in statuses.split(",") if s.strip()),
+                min_cell=min_cell,
+                winsorise_pct=winsorise_pct,
+            )
         except ValidationError as exc:
             first = exc.errors()[0]
             name = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "options"
@@ -107,8 +125,14 @@ class PanelsRun:
         return Path(self.publication.work)
 
 
-def preflight(store: Path | str, episodes: Path | str, out: Path | str, options: PanelOptions, *,
-              earlier: Path | str | None = None) -> dict:
+def preflight(
+    store: Path | str,
+    episodes: Path | str,
+    out: Path | str,
+    options: PanelOptions,
+    *,
+    earlier: Path | str | None = None,
+) -> dict:
     """What can be checked in seconds (the command line does this before it starts a Prefect API):
     the store and the episodes are complete zorgpad outputs and belong together, the output folder
     may be written and nobody writes it, the bundles exist, every contract's terms are valid.
@@ -127,22 +151,35 @@ def preflight(store: Path | str, episodes: Path | str, out: Path | str, options:
     if options.bundles is not None:
         missing = [b for b in options.bundles if b not in episodes_manifest.get("bundles", [])]
         if missing:
-            raise PanelOptionsError(f"--bundles: {', '.join(missing)} not in the episodes (built: "
-                                    f"{', '.join(episodes_manifest.get('bundles', []))})")
+            raise PanelOptionsError(
+                f"--bundles: {', '.join(missing)} not in the episodes (built: "
+                f"{', '.join(episodes_manifest.get('bundles', []))})"
+            )
         built = [b for b in options.bundles if b in built]
     store_root = Path(store).expanduser().resolve()
     contracts = read_contracts(store_root).filter(pl.col("bundle_id").is_in(built))
     check_contracts(contracts, bundle_outcomes(), _providers_for_contracts(store_root))
-    return {"store_manifest": store_manifest, "episodes_manifest": episodes_manifest, "bundles": built,
-            "data_as_of": as_of, "earlier_manifest": earlier_manifest}
+    return {
+        "store_manifest": store_manifest,
+        "episodes_manifest": episodes_manifest,
+        "bundles": built,
+        "data_as_of": as_of,
+        "earlier_manifest": earlier_manifest,
+    }
 
 
 def _providers_for_contracts(store: Path) -> pl.DataFrame:
     return providers_with_region(store).rename({"region_code": "region"})
 
 
-def plan_panels(store: Path | str, episodes: Path | str, out: Path | str, options: PanelOptions | None = None, *,
-                earlier: Path | str | None = None) -> PanelsRun:
+def plan_panels(
+    store: Path | str,
+    episodes: Path | str,
+    out: Path | str,
+    options: PanelOptions | None = None,
+    *,
+    earlier: Path | str | None = None,
+) -> PanelsRun:
     """Step 1: :func:`preflight` again, then the lock and the work folder."""
     started = time.perf_counter()
     options = options or PanelOptions()
@@ -153,23 +190,43 @@ def plan_panels(store: Path | str, episodes: Path | str, out: Path | str, option
     publication = Publication.begin(out, "panels", inputs={k: Path(v) for k, v in inputs.items()}, option="--out")
     store_marker = checked["store_manifest"].get("zorgpad", {})
     provenance = {
-        "store": {"path": inputs["store"], "run_id": store_marker.get("run_id"),
-                  "delivery_id": checked["store_manifest"].get("delivery_id"),
-                  "manifest_sha256": file_sha256(Path(inputs["store"]) / "manifest.json"),
-                  "inputs": {t: [f["sha256"] for f in files] for t, files in checked["store_manifest"].get("inputs", {}).items()}},
-        "episodes": {"path": inputs["episodes"], "run_id": checked["episodes_manifest"].get("zorgpad", {}).get("run_id"),
-                     "manifest_sha256": file_sha256(Path(inputs["episodes"]) / "manifest.json"),
-                     "runout_months": checked["episodes_manifest"].get("runout_months")},
+        "store": {
+            "path": inputs["store"],
+            "run_id": store_marker.get("run_id"),
+            "delivery_id": checked["store_manifest"].get("delivery_id"),
+            "manifest_sha256": file_sha256(Path(inputs["store"]) / "manifest.json"),
+            "inputs": {
+                t: [f["sha256"] for f in files] for t, files in checked["store_manifest"].get("inputs", {}).items()
+            },
+        },
+        "episodes": {
+            "path": inputs["episodes"],
+            "run_id": checked["episodes_manifest"].get("zorgpad", {}).get("run_id"),
+            "manifest_sha256": file_sha256(Path(inputs["episodes"]) / "manifest.json"),
+            "runout_months": checked["episodes_manifest"].get("runout_months"),
+        },
     }
     if earlier is not None:
-        provenance["earlier"] = {"path": inputs["earlier"],
-                                 "run_id": (checked["earlier_manifest"] or {}).get("zorgpad", {}).get("run_id"),
-                                 "data_as_of": (checked["earlier_manifest"] or {}).get("data_as_of")}
+        provenance["earlier"] = {
+            "path": inputs["earlier"],
+            "run_id": (checked["earlier_manifest"] or {}).get("zorgpad", {}).get("run_id"),
+            "data_as_of": (checked["earlier_manifest"] or {}).get("data_as_of"),
+        }
     years = {}
     for bundle in checked["bundles"]:
         years[bundle] = sorted({int(f.parent.name.split("=")[1]) for f in episode_files(Path(episodes), bundle)})
-    run = PanelsRun(inputs["store"], inputs["episodes"], publication, options, checked["bundles"], years,
-                    checked["data_as_of"], inputs.get("earlier"), provenance, started)
+    run = PanelsRun(
+        inputs["store"],
+        inputs["episodes"],
+        publication,
+        options,
+        checked["bundles"],
+        years,
+        checked["data_as_of"],
+        inputs.get("earlier"),
+        provenance,
+        started,
+    )
     run.timing["plan"] = time.perf_counter() - started
     return run
 
@@ -179,14 +236,26 @@ def _too_small(files: list[str], target: str, kind: str, statuses: tuple[str, ..
     """Whether the model cannot be fitted for want of episodes or events: decided on the target
     column alone, here, so a model that is the overall mean anyway costs no cluster round trips
     (and is the same whether or not a cluster is used)."""
-    y = pl.scan_parquet(files, hive_partitioning=True).filter(pl.col("status").is_in(list(statuses))).select(
-        pl.col(target).cast(pl.Float64)).drop_nulls().collect()[target]
+    y = (
+        pl.scan_parquet(files, hive_partitioning=True)
+        .filter(pl.col("status").is_in(list(statuses)))
+        .select(pl.col(target).cast(pl.Float64))
+        .drop_nulls()
+        .collect()[target]
+    )
     total = float(y.clip(lower_bound=0).sum()) if kind == "poisson" else float(y.sum())
     return casemix._degenerate_reason(kind, y.len(), 1, total, casemix.MIN_EPISODES, casemix.MIN_EVENTS) is not None
 
 
-def _fit(files: list[str], target: str, kind: str, years: list[int], statuses: tuple[str, ...],
-         address: str | None, client=None) -> casemix.FitResult:
+def _fit(
+    files: list[str],
+    target: str,
+    kind: str,
+    years: list[int],
+    statuses: tuple[str, ...],
+    address: str | None,
+    client=None,
+) -> casemix.FitResult:
     if address is not None and not _too_small(files, target, kind, statuses):
         return casemix.fit_on_dask(address, files, target, kind, years, statuses=statuses, client=client)
     frame = pl.read_parquet(files, hive_partitioning=True).filter(pl.col("status").is_in(list(statuses)))
@@ -231,25 +300,53 @@ def fit_casemix(run: PanelsRun, address: str | None = None) -> dict:
             result = results[(bundle, target, kind)]
             model = _model_name(target)
             for order, (term, value) in enumerate(result.coefficients.items()):
-                coefficients.append({"bundle_id": bundle, "model": model, "term": term, "term_order": order,
-                                     "coefficient": value})
-            fits.append({"bundle_id": bundle, "model": model, "decile": 0, "n_episodes": result.n,
-                         "fitted": result.fitted, "reason": result.reason, "deviance": result.deviance,
-                         "null_deviance": result.null_deviance, "pseudo_r2": result.pseudo_r2,
-                         "mean_observed": result.mean_observed, "mean_expected": result.mean_observed})
+                coefficients.append(
+                    {"bundle_id": bundle, "model": model, "term": term, "term_order": order, "coefficient": value}
+                )
+            fits.append(
+                {
+                    "bundle_id": bundle,
+                    "model": model,
+                    "decile": 0,
+                    "n_episodes": result.n,
+                    "fitted": result.fitted,
+                    "reason": result.reason,
+                    "deviance": result.deviance,
+                    "null_deviance": result.null_deviance,
+                    "pseudo_r2": result.pseudo_r2,
+                    "mean_observed": result.mean_observed,
+                    "mean_expected": result.mean_observed,
+                }
+            )
             for row in result.calibration.iter_rows(named=True):
-                fits.append({"bundle_id": bundle, "model": model, "decile": row["decile"], "n_episodes": row["n"],
-                             "fitted": result.fitted, "reason": None, "deviance": None, "null_deviance": None,
-                             "pseudo_r2": None, "mean_observed": row["mean_observed"],
-                             "mean_expected": row["mean_expected"]})
+                fits.append(
+                    {
+                        "bundle_id": bundle,
+                        "model": model,
+                        "decile": row["decile"],
+                        "n_episodes": row["n"],
+                        "fitted": result.fitted,
+                        "reason": None,
+                        "deviance": None,
+                        "null_deviance": None,
+                        "pseudo_r2": None,
+                        "mean_observed": row["mean_observed"],
+                        "mean_expected": row["mean_expected"],
+                    }
+                )
             expected = expected.with_columns(pl.Series(benchmark.expected_column(target), result.expected(episodes)))
-            report[f"{bundle}:{model}"] = {"fitted": result.fitted, "solver": result.solver, "n": result.n,
-                                           "reason": result.reason}
+            report[f"{bundle}:{model}"] = {
+                "fitted": result.fitted,
+                "solver": result.solver,
+                "n": result.n,
+                "reason": result.reason,
+            }
         path = run.work / EXPECTED_DIR / f"{bundle}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         expected.write_parquet(path)
-    table("casemix_coefficients").write(pl.DataFrame(coefficients, schema=table("casemix_coefficients").polars_schema()),
-                                        run.work)
+    table("casemix_coefficients").write(
+        pl.DataFrame(coefficients, schema=table("casemix_coefficients").polars_schema()), run.work
+    )
     table("casemix_fit").write(pl.DataFrame(fits, schema=table("casemix_fit").polars_schema()), run.work)
     run.timing["casemix"] = time.perf_counter() - t
     return report
@@ -257,9 +354,11 @@ def fit_casemix(run: PanelsRun, address: str | None = None) -> dict:
 
 # ------------------------------------------------------------------------------ step 3: per bundle
 def _with_region(episodes: pl.DataFrame, providers: pl.DataFrame) -> pl.DataFrame:
-    return episodes.with_columns(pl.col("anchor_provider_agb").alias("provider_agb")).join(
-        providers.select("provider_agb", "region_code", "region_name"), on="provider_agb", how="left").with_columns(
-        pl.col("region_code").fill_null("unknown"), pl.col("region_name").fill_null("unknown"))
+    return (
+        episodes.with_columns(pl.col("anchor_provider_agb").alias("provider_agb"))
+        .join(providers.select("provider_agb", "region_code", "region_name"), on="provider_agb", how="left")
+        .with_columns(pl.col("region_code").fill_null("unknown"), pl.col("region_name").fill_null("unknown"))
+    )
 
 
 def _publish(name: str, rows: pl.DataFrame, group: list[str], work: Path, min_cell: int) -> int:
@@ -267,11 +366,28 @@ def _publish(name: str, rows: pl.DataFrame, group: list[str], work: Path, min_ce
     spec = table(name)
     if rows.height == 0:
         return 0
-    values = [c for c in spec.column_names if c not in ("bundle_id", "year", "cost_basis", "level", "unit",
-                                                         "provider_agb", "region_code", "region_name", "outcome",
-                                                         "component", "phase", "suppressed", "suppression_reason",
-                                                         "n_episodes")]
-    shown = suppress(rows.sort(group + ["level", "unit"]), group, values, min_cell=min_cell)
+    values = [
+        c
+        for c in spec.column_names
+        if c
+        not in (
+            "bundle_id",
+            "year",
+            "cost_basis",
+            "level",
+            "unit",
+            "provider_agb",
+            "region_code",
+            "region_name",
+            "outcome",
+            "component",
+            "phase",
+            "suppressed",
+            "suppression_reason",
+            "n_episodes",
+        )
+    ]
+    shown = suppress(rows.sort([*group, "level", "unit"]), group, values, min_cell=min_cell)
     spec.write(shown.select(spec.column_names), work)
     return shown.height
 
@@ -289,22 +405,32 @@ def build_bundle(run: PanelsRun, bundle: str) -> dict:
     chosen = episodes.filter(pl.col("status").is_in(list(options.statuses)))
     rows: dict[str, int] = {}
 
-    rows["benchmark"] = _publish("benchmark", benchmark.cost_rows(chosen, bundle), ["year", "cost_basis"], work,
-                                 options.min_cell) if chosen.height else 0
+    rows["benchmark"] = (
+        _publish("benchmark", benchmark.cost_rows(chosen, bundle), ["year", "cost_basis"], work, options.min_cell)
+        if chosen.height
+        else 0
+    )
     outcomes = binary_outcomes(definition)
     skipped: dict[str, str] = {}
     outcome_rows = benchmark.outcome_rows(chosen, bundle, outcomes, skipped) if chosen.height else pl.DataFrame()
-    rows["benchmark_outcomes"] = _publish("benchmark_outcomes", outcome_rows, ["year", "outcome"], work,
-                                          options.min_cell) if outcome_rows.height else 0
+    rows["benchmark_outcomes"] = (
+        _publish("benchmark_outcomes", outcome_rows, ["year", "outcome"], work, options.min_cell)
+        if outcome_rows.height
+        else 0
+    )
 
     costs = []
     for year in run.years[bundle]:
         in_year = chosen.filter(pl.col("anchor_year") == year)
         if in_year.height:
-            costs.append(bundle_costs(in_year, read_lines(episodes_path, bundle, year), bundle, year,
-                                      options.winsorise_pct))
-    rows["bundle_costs"] = _publish("bundle_costs", pl.concat(costs), ["year", "cost_basis", "component", "phase"],
-                                    work, options.min_cell) if costs else 0
+            costs.append(
+                bundle_costs(in_year, read_lines(episodes_path, bundle, year), bundle, year, options.winsorise_pct)
+            )
+    rows["bundle_costs"] = (
+        _publish("bundle_costs", pl.concat(costs), ["year", "cost_basis", "component", "phase"], work, options.min_cell)
+        if costs
+        else 0
+    )
 
     plots = 0
     published = table("benchmark").read(work).filter(pl.col("bundle_id") == bundle)
@@ -316,19 +442,36 @@ def build_bundle(run: PanelsRun, bundle: str) -> dict:
     contracts = read_contracts(Path(run.store)).filter(pl.col("bundle_id") == bundle)
     if contracts.height:
         lines = read_lines(episodes_path, bundle) if bundle == "birth_care" else None
-        settled = reconcile(bundle, episodes.with_columns(
-            pl.col(benchmark.COST_BASES["declared"][1]).alias("expected_cents"),
-            pl.col(benchmark.COST_BASES["standardised"][1]).alias("expected_standardised_cents")),
-            providers.rename({"region_code": "region"}), contracts, run.data_as_of, episode_lines=lines)
-        for name, frame in (("reconciliation", settled.reconciliation), ("settlement", settled.settlement),
-                            ("placebo", settled.placebo), ("placebo_summary", settled.placebo_summary),
-                            ("reconciliation_phases", settled.phases)):
+        settled = reconcile(
+            bundle,
+            episodes.with_columns(
+                pl.col(benchmark.COST_BASES["declared"][1]).alias("expected_cents"),
+                pl.col(benchmark.COST_BASES["standardised"][1]).alias("expected_standardised_cents"),
+            ),
+            providers.rename({"region_code": "region"}),
+            contracts,
+            run.data_as_of,
+            episode_lines=lines,
+        )
+        for name, frame in (
+            ("reconciliation", settled.reconciliation),
+            ("settlement", settled.settlement),
+            ("placebo", settled.placebo),
+            ("placebo_summary", settled.placebo_summary),
+            ("reconciliation_phases", settled.phases),
+        ):
             if frame.height:
                 table(name).write(frame, work)
             rows[name] = frame.height
-    return {"bundle": bundle, "rows": rows, "plots": plots, "statuses": statuses, "outcomes_not_compared": skipped,
-            "excluded": {s: n for s, n in statuses.items() if s not in options.statuses},
-            "seconds": round(time.perf_counter() - t, 3)}
+    return {
+        "bundle": bundle,
+        "rows": rows,
+        "plots": plots,
+        "statuses": statuses,
+        "outcomes_not_compared": skipped,
+        "excluded": {s: n for s, n in statuses.items() if s not in options.statuses},
+        "seconds": round(time.perf_counter() - t, 3),
+    }
 
 
 def build_bundles(run: PanelsRun, mapper: Mapper = local_map) -> list[dict]:
@@ -357,16 +500,26 @@ def finish(run: PanelsRun, casemix_report: dict, reports: list[dict]) -> dict:
             table("reconciliation_changes").write(changes, work)
         rows["reconciliation_changes"] = changes.height
     manifest = {
-        "out": run.publication.target, "data_as_of": run.data_as_of, "inputs": run.inputs,
-        "options": run.options.model_dump(mode="json"), "bundles": run.bundles, "years": run.years,
-        "tables": {name: {"grain": spec.grain, "key": list(spec.key), "partition_by": list(spec.partition_by)}
-                   for name, spec in PANEL_TABLES.items()},
-        "rows": dict(sorted(rows.items())), "plots": sum(r["plots"] for r in reports),
+        "out": run.publication.target,
+        "data_as_of": run.data_as_of,
+        "inputs": run.inputs,
+        "options": run.options.model_dump(mode="json"),
+        "bundles": run.bundles,
+        "years": run.years,
+        "tables": {
+            name: {"grain": spec.grain, "key": list(spec.key), "partition_by": list(spec.partition_by)}
+            for name, spec in PANEL_TABLES.items()
+        },
+        "rows": dict(sorted(rows.items())),
+        "plots": sum(r["plots"] for r in reports),
         "episodes_by_status": {r["bundle"]: r["statuses"] for r in reports},
         "episodes_left_out": {r["bundle"]: r["excluded"] for r in reports},
         "casemix": casemix_report,
-        "outcomes_not_compared": {r["bundle"]: r["outcomes_not_compared"] for r in reports if r["outcomes_not_compared"]},
-        "code_version": code_version(), "contract_version": CONTRACT_VERSION,
+        "outcomes_not_compared": {
+            r["bundle"]: r["outcomes_not_compared"] for r in reports if r["outcomes_not_compared"]
+        },
+        "code_version": code_version(),
+        "contract_version": CONTRACT_VERSION,
         "timing_seconds": {k: round(v, 3) for k, v in run.timing.items()},
     }
     manifest["timing_seconds"]["total"] = round(time.perf_counter() - run.started, 3)
@@ -378,8 +531,16 @@ def abandon(run: PanelsRun) -> None:
     run.publication.abandon()
 
 
-def build_panels(store: Path | str, episodes: Path | str, out: Path | str, options: PanelOptions | None = None, *,
-                 earlier: Path | str | None = None, mapper: Mapper = local_map, address: str | None = None) -> dict:
+def build_panels(
+    store: Path | str,
+    episodes: Path | str,
+    out: Path | str,
+    options: PanelOptions | None = None,
+    *,
+    earlier: Path | str | None = None,
+    mapper: Mapper = local_map,
+    address: str | None = None,
+) -> dict:
     """All steps in order, without Prefect (tests, small runs). ``address``: a Dask scheduler for
     the case-mix fits (None: fitted in this process)."""
     run = plan_panels(store, episodes, out, options, earlier=earlier)

@@ -103,23 +103,36 @@ def suppression_flags(levels: list[str], regions: list[str | None], n: list[int]
     return reason
 
 
-def suppress(cells: pl.DataFrame, group: list[str], value_columns: list[str], *, n_column: str = "n_episodes",
-             min_cell: int = DEFAULT_MIN_CELL) -> pl.DataFrame:
+def suppress(
+    cells: pl.DataFrame,
+    group: list[str],
+    value_columns: list[str],
+    *,
+    n_column: str = "n_episodes",
+    min_cell: int = DEFAULT_MIN_CELL,
+) -> pl.DataFrame:
     """``cells`` with ``suppressed`` and ``suppression_reason`` added and ``value_columns`` (and
     ``n_column``) null where withheld. Each group (``group`` columns) holds the ``level``,
     ``region_code`` and ``n_column`` of its cells; the row order inside a group decides ties."""
     if cells.height == 0:
-        return cells.with_columns(pl.lit(None, pl.Boolean).alias("suppressed"),
-                                  pl.lit(None, pl.String).alias("suppression_reason"))
+        return cells.with_columns(
+            pl.lit(None, pl.Boolean).alias("suppressed"), pl.lit(None, pl.String).alias("suppression_reason")
+        )
     indexed = cells.with_row_index("_order")
     reasons: list[pl.DataFrame] = []
     for _, part in indexed.group_by(group, maintain_order=True):
-        flags = suppression_flags(part["level"].to_list(), part["region_code"].to_list(), part[n_column].to_list(),
-                                  min_cell)
-        reasons.append(pl.DataFrame({"_order": part["_order"], "suppression_reason": flags},
-                                    schema={"_order": pl.UInt32, "suppression_reason": pl.String}))
+        flags = suppression_flags(
+            part["level"].to_list(), part["region_code"].to_list(), part[n_column].to_list(), min_cell
+        )
+        reasons.append(
+            pl.DataFrame(
+                {"_order": part["_order"], "suppression_reason": flags},
+                schema={"_order": pl.UInt32, "suppression_reason": pl.String},
+            )
+        )
     flagged = indexed.join(pl.concat(reasons), on="_order", how="left").sort("_order").drop("_order")
     hidden = pl.col("suppression_reason").is_not_null()
     return flagged.with_columns(
         *[pl.when(hidden).then(None).otherwise(pl.col(c)).alias(c) for c in [n_column, *value_columns]],
-        hidden.alias("suppressed"))
+        hidden.alias("suppressed"),
+    )

@@ -89,20 +89,40 @@ RULE_LATEST = "latest_of_several"
 #: Outcome of a registration fee line (:func:`classify_fees`), in the order they are decided.
 FEE_OUTCOMES = ("outside_period", "credited", "not_enrolled", "attributed", "same_practice", "other_practice")
 #: Outcome of an insured-quarter (:func:`attribution_counts`).
-QUARTER_OUTCOMES = ("attributed_single", "attributed_latest_of_several", "unattributed_no_fee",
-                    "unattributed_credited_fee_only")
+QUARTER_OUTCOMES = (
+    "attributed_single",
+    "attributed_latest_of_several",
+    "unattributed_no_fee",
+    "unattributed_credited_fee_only",
+)
 
 ATTRIBUTED_SCHEMA = {
-    "patient_id": pl.String, "year": pl.Int16, "quarter": pl.Int8, "quarter_start": pl.Date,
-    "practice_agb": pl.String, "n_practices": pl.Int32, "rule": pl.String,
-    "registration_date": pl.Date, "fee_cents": pl.Int64,
+    "patient_id": pl.String,
+    "year": pl.Int16,
+    "quarter": pl.Int8,
+    "quarter_start": pl.Date,
+    "practice_agb": pl.String,
+    "n_practices": pl.Int32,
+    "rule": pl.String,
+    "registration_date": pl.Date,
+    "fee_cents": pl.Int64,
 }
 FEE_SCHEMA = {
-    "patient_id": pl.String, "practice_agb": pl.String, "service_date": pl.Date, "cents": pl.Int64,
-    "year": pl.Int16, "quarter": pl.Int8, "quarter_start": pl.Date, "outcome": pl.String,
+    "patient_id": pl.String,
+    "practice_agb": pl.String,
+    "service_date": pl.Date,
+    "cents": pl.Int64,
+    "year": pl.Int16,
+    "quarter": pl.Int8,
+    "quarter_start": pl.Date,
+    "outcome": pl.String,
 }
 COUNT_SCHEMA = {
-    "unit": pl.String, "outcome": pl.String, "year": pl.Int16, "quarter": pl.Int8, "quarter_start": pl.Date,
+    "unit": pl.String,
+    "outcome": pl.String,
+    "year": pl.Int16,
+    "quarter": pl.Int8,
+    "quarter_start": pl.Date,
     "n": pl.Int64,
 }
 INSURED_QUARTER_SCHEMA = {"patient_id": pl.String, "quarter_start": pl.Date}
@@ -113,6 +133,7 @@ _KEY = ["patient_id", "quarter_start"]
 
 
 # -- rule 1-3: which lines are registration fees, their quarter, whether they count ----------------
+
 
 def registration_fee_codes(contract: Contract | None = None) -> tuple[str, ...]:
     """The registration-fee codes: the codes of the code list the contract names for
@@ -151,6 +172,7 @@ def latest_first() -> tuple[list[str], list[bool]]:
 
 # -- inputs -----------------------------------------------------------------------------------
 
+
 def _cents(lf: pl.LazyFrame) -> pl.Expr:
     schema = lf.collect_schema()
     if "amount_cents" in schema:
@@ -180,8 +202,11 @@ def _spells(insured: Frame) -> pl.LazyFrame:
     end = pl.col("enrolled_to")
     if "death_date" in lf.collect_schema().names():
         end = pl.min_horizontal(end, pl.col("death_date"))  # ignores nulls: null only when both are
-    return lf.select(pl.col("patient_id").cast(pl.String), pl.col("enrolled_from").cast(pl.Date),
-                     end.cast(pl.Date).alias("enrolled_to"))
+    return lf.select(
+        pl.col("patient_id").cast(pl.String),
+        pl.col("enrolled_from").cast(pl.Date),
+        end.cast(pl.Date).alias("enrolled_to"),
+    )
 
 
 def _whole_quarters(period: Period) -> Period:
@@ -204,23 +229,35 @@ def _resolve_period(fees: pl.LazyFrame, period: Period | None) -> Period | None:
 
 
 def _calendar(quarter: str = "quarter_start") -> list[pl.Expr]:
-    return [pl.col(quarter).dt.year().cast(pl.Int16).alias("year"),
-            pl.col(quarter).dt.quarter().cast(pl.Int8).alias("quarter")]
+    return [
+        pl.col(quarter).dt.year().cast(pl.Int16).alias("year"),
+        pl.col(quarter).dt.quarter().cast(pl.Int8).alias("quarter"),
+    ]
 
 
 # -- rule 4: the insured-quarters -------------------------------------------------------------
+
 
 def _insured_quarters(insured: Frame, quarters: Period) -> pl.LazyFrame:
     q_first, q_last = quarters
     first_day = pl.lit(q_first)
     last_day = pl.lit(q_last).dt.offset_by("3mo").dt.offset_by("-1d")
-    spells = _spells(insured).with_columns(
-        pl.max_horizontal("enrolled_from", first_day).alias("_from"),
-        pl.min_horizontal(pl.col("enrolled_to").fill_null(last_day), last_day).alias("_to"),
-    ).filter(pl.col("_from") <= pl.col("_to"))
-    return (spells.select("patient_id", pl.date_ranges(quarter_start("_from"), quarter_start("_to"), interval="1q")
-                          .alias("quarter_start"))
-            .explode("quarter_start").unique())
+    spells = (
+        _spells(insured)
+        .with_columns(
+            pl.max_horizontal("enrolled_from", first_day).alias("_from"),
+            pl.min_horizontal(pl.col("enrolled_to").fill_null(last_day), last_day).alias("_to"),
+        )
+        .filter(pl.col("_from") <= pl.col("_to"))
+    )
+    return (
+        spells.select(
+            "patient_id",
+            pl.date_ranges(quarter_start("_from"), quarter_start("_to"), interval="1q").alias("quarter_start"),
+        )
+        .explode("quarter_start")
+        .unique()
+    )
 
 
 def insured_quarters(insured: Frame, period: Period) -> pl.DataFrame:
@@ -233,8 +270,10 @@ def insured_quarters(insured: Frame, period: Period) -> pl.DataFrame:
 
 # -- rules 5-7: classification of the fees and the choice of practice ------------------------------
 
-def _classify(gp: Frame, insured: Frame, codes: Iterable[str] | None,
-              period: Period | None) -> tuple[pl.LazyFrame, pl.LazyFrame] | None:
+
+def _classify(
+    gp: Frame, insured: Frame, codes: Iterable[str] | None, period: Period | None
+) -> tuple[pl.LazyFrame, pl.LazyFrame] | None:
     """The insured-quarters and every fee with its outcome, ``n_practices`` and (on the chosen fee)
     the rule; None when there is nothing to attribute (no fee and no period)."""
     fees = _fees(gp, codes).with_columns(quarter_start("service_date").alias("quarter_start"))
@@ -245,31 +284,40 @@ def _classify(gp: Frame, insured: Frame, codes: Iterable[str] | None,
     iq = _insured_quarters(insured, quarters)
     fees = fees.join(iq.with_columns(pl.lit(True).alias("_enrolled")), on=_KEY, how="left")
     excluded = (
-        pl.when(~pl.col("quarter_start").is_between(pl.lit(q_first), pl.lit(q_last))).then(pl.lit("outside_period"))
-        .when(~counts_as_fee()).then(pl.lit("credited"))
-        .when(pl.col("_enrolled").is_null()).then(pl.lit("not_enrolled"))
+        pl.when(~pl.col("quarter_start").is_between(pl.lit(q_first), pl.lit(q_last)))
+        .then(pl.lit("outside_period"))
+        .when(~counts_as_fee())
+        .then(pl.lit("credited"))
+        .when(pl.col("_enrolled").is_null())
+        .then(pl.lit("not_enrolled"))
     )
     fees = fees.with_columns(excluded.alias("outcome"))
     by, descending = latest_first()
-    valid = (fees.filter(pl.col("outcome").is_null())
-             .sort([*_KEY, *by], descending=[False, False, *descending])
-             .with_columns(
-                 (pl.int_range(pl.len()).over(_KEY) == 0).alias("_first"),
-                 pl.col("practice_agb").first().over(_KEY).alias("_chosen"),
-                 pl.col("practice_agb").n_unique().over(_KEY).cast(pl.Int32).alias("n_practices"),
-             )
-             .with_columns(
-                 pl.when(pl.col("_first")).then(pl.lit("attributed"))
-                 .when(pl.col("practice_agb") == pl.col("_chosen")).then(pl.lit("same_practice"))
-                 .otherwise(pl.lit("other_practice")).alias("outcome"),
-             ))
+    valid = (
+        fees.filter(pl.col("outcome").is_null())
+        .sort([*_KEY, *by], descending=[False, False, *descending])
+        .with_columns(
+            (pl.int_range(pl.len()).over(_KEY) == 0).alias("_first"),
+            pl.col("practice_agb").first().over(_KEY).alias("_chosen"),
+            pl.col("practice_agb").n_unique().over(_KEY).cast(pl.Int32).alias("n_practices"),
+        )
+        .with_columns(
+            pl.when(pl.col("_first"))
+            .then(pl.lit("attributed"))
+            .when(pl.col("practice_agb") == pl.col("_chosen"))
+            .then(pl.lit("same_practice"))
+            .otherwise(pl.lit("other_practice"))
+            .alias("outcome"),
+        )
+    )
     rest = fees.filter(pl.col("outcome").is_not_null()).with_columns(pl.lit(None, pl.Int32).alias("n_practices"))
     cols = ["patient_id", "practice_agb", "service_date", "cents", "quarter_start", "outcome", "n_practices"]
     return iq, pl.concat([valid.select(cols), rest.select(cols)])
 
 
-def classify_fees(gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None,
-                  period: Period | None = None) -> pl.DataFrame:
+def classify_fees(
+    gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None, period: Period | None = None
+) -> pl.DataFrame:
     """Every registration fee line of ``gp`` with its ``outcome`` (:data:`FEE_OUTCOMES`):
     ``outside_period``, ``credited`` (rule 3), ``not_enrolled`` (rule 4), else ``attributed`` (the one
     fee that decided the insured-quarter), ``same_practice`` (another fee of that practice) or
@@ -279,12 +327,16 @@ def classify_fees(gp: Frame, insured: Frame, *, codes: Iterable[str] | None = No
     if out is None:
         return pl.DataFrame(schema=FEE_SCHEMA)
     _, fees = out
-    return (fees.select("patient_id", "practice_agb", "service_date", "cents", *_calendar(), "quarter_start", "outcome")
-            .collect().sort(list(FEE_SCHEMA)))
+    return (
+        fees.select("patient_id", "practice_agb", "service_date", "cents", *_calendar(), "quarter_start", "outcome")
+        .collect()
+        .sort(list(FEE_SCHEMA))
+    )
 
 
-def attribute(gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None,
-              period: Period | None = None) -> pl.DataFrame:
+def attribute(
+    gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None, period: Period | None = None
+) -> pl.DataFrame:
     """One row per attributed insured-quarter (rules 1-8 of the module): ``patient_id``, ``year``,
     ``quarter`` (1-4), ``quarter_start``, ``practice_agb``, ``n_practices`` (distinct practices with a
     counting fee that quarter), ``rule`` (``single`` | ``latest_of_several``), and the deciding fee's
@@ -300,15 +352,21 @@ def attribute(gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None,
         return pl.DataFrame(schema=ATTRIBUTED_SCHEMA)
     _, fees = out
     chosen = fees.filter(pl.col("outcome") == "attributed").select(
-        "patient_id", *_calendar(), "quarter_start", "practice_agb", "n_practices",
+        "patient_id",
+        *_calendar(),
+        "quarter_start",
+        "practice_agb",
+        "n_practices",
         pl.when(pl.col("n_practices") == 1).then(pl.lit(RULE_SINGLE)).otherwise(pl.lit(RULE_LATEST)).alias("rule"),
-        pl.col("service_date").alias("registration_date"), pl.col("cents").alias("fee_cents"),
+        pl.col("service_date").alias("registration_date"),
+        pl.col("cents").alias("fee_cents"),
     )
     return chosen.collect().sort(_KEY).select([pl.col(c).cast(t) for c, t in ATTRIBUTED_SCHEMA.items()])
 
 
-def attribution_counts(gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None,
-                       period: Period | None = None) -> pl.DataFrame:
+def attribution_counts(
+    gp: Frame, insured: Frame, *, codes: Iterable[str] | None = None, period: Period | None = None
+) -> pl.DataFrame:
     """What attribution did with every insured-quarter and every fee, per quarter: ``unit``
     (``insured_quarter`` | ``fee``), ``outcome``, ``year``, ``quarter``, ``quarter_start``, ``n``.
 
@@ -323,20 +381,30 @@ def attribution_counts(gp: Frame, insured: Frame, *, codes: Iterable[str] | None
         return pl.DataFrame(schema=COUNT_SCHEMA)
     iq, fees = out
     decided = fees.filter(pl.col("outcome") == "attributed").select(*_KEY, "n_practices")
-    credited = fees.filter(pl.col("outcome") == "credited").select(_KEY).unique().with_columns(
-        pl.lit(True).alias("_credited"))
+    credited = (
+        fees.filter(pl.col("outcome") == "credited").select(_KEY).unique().with_columns(pl.lit(True).alias("_credited"))
+    )
     quarter_outcome = (
-        pl.when(pl.col("n_practices") == 1).then(pl.lit("attributed_single"))
-        .when(pl.col("n_practices") > 1).then(pl.lit("attributed_latest_of_several"))
-        .when(pl.col("_credited")).then(pl.lit("unattributed_credited_fee_only"))
+        pl.when(pl.col("n_practices") == 1)
+        .then(pl.lit("attributed_single"))
+        .when(pl.col("n_practices") > 1)
+        .then(pl.lit("attributed_latest_of_several"))
+        .when(pl.col("_credited"))
+        .then(pl.lit("unattributed_credited_fee_only"))
         .otherwise(pl.lit("unattributed_no_fee"))
     )
-    per_quarter = (iq.join(decided, on=_KEY, how="left").join(credited, on=_KEY, how="left")
-                   .select("quarter_start", quarter_outcome.alias("outcome"), pl.lit("insured_quarter").alias("unit")))
+    per_quarter = (
+        iq.join(decided, on=_KEY, how="left")
+        .join(credited, on=_KEY, how="left")
+        .select("quarter_start", quarter_outcome.alias("outcome"), pl.lit("insured_quarter").alias("unit"))
+    )
     per_fee = fees.select("quarter_start", "outcome", pl.lit("fee").alias("unit"))
-    counts = (pl.concat([per_quarter, per_fee]).group_by("unit", "outcome", "quarter_start")
-              .agg(pl.len().cast(pl.Int64).alias("n"))
-              .select("unit", "outcome", *_calendar(), "quarter_start", "n"))
+    counts = (
+        pl.concat([per_quarter, per_fee])
+        .group_by("unit", "outcome", "quarter_start")
+        .agg(pl.len().cast(pl.Int64).alias("n"))
+        .select("unit", "outcome", *_calendar(), "quarter_start", "n")
+    )
     return counts.collect().sort("unit", "quarter_start", "outcome").select(list(COUNT_SCHEMA))
 
 
@@ -364,7 +432,7 @@ class EnrolledPopulation(BaseModel):
     end_date: date | None = None
 
     @model_validator(mode="after")
-    def _one_source(self) -> "EnrolledPopulation":
+    def _one_source(self) -> EnrolledPopulation:
         if (self.practices is None) == (self.contract_id is None):
             raise ValueError(f"population {self.name!r}: give either practices or contract_id, not both or neither")
         if self.practices is not None:
@@ -374,13 +442,15 @@ class EnrolledPopulation(BaseModel):
             if doubles:
                 raise ValueError(f"population {self.name!r}: practices named twice: {', '.join(doubles)}")
         if self.end_date is not None and self.end_date < self.start_date:
-            raise ValueError(f"population {self.name!r}: end_date {self.end_date} is before "
-                             f"start_date {self.start_date}")
+            raise ValueError(
+                f"population {self.name!r}: end_date {self.end_date} is before start_date {self.start_date}"
+            )
         return self
 
 
-def population_practices(population: EnrolledPopulation, contracts: Frame | None = None,
-                         providers: Frame | None = None) -> list[str]:
+def population_practices(
+    population: EnrolledPopulation, contracts: Frame | None = None, providers: Frame | None = None
+) -> list[str]:
     """The population's practices, sorted. For a contract: its providers (``contracts`` rows of
     ``contract_id``) that are GP practices, by ``provider_type == "gp"`` in ``providers`` when given,
     else by the AGB's zorgsoort ``01``. A contract that is missing or has no GP practice is an
@@ -393,24 +463,30 @@ def population_practices(population: EnrolledPopulation, contracts: Frame | None
     rows = contracts.lazy().filter(pl.col("contract_id") == cid).select("provider_agb").unique().collect()
     if rows.height == 0:
         known = contracts.lazy().select(pl.col("contract_id").unique().sort()).collect().to_series().to_list()
-        raise UserFacingError(f"population {population.name!r}: contract {cid!r} is not in the contracts table "
-                              f"(contracts: {', '.join(known) or 'none'})")
+        raise UserFacingError(
+            f"population {population.name!r}: contract {cid!r} is not in the contracts table "
+            f"(contracts: {', '.join(known) or 'none'})"
+        )
     if providers is not None:
-        typed = rows.join(providers.lazy().select("provider_agb", "provider_type").collect(), on="provider_agb",
-                          how="left")
+        typed = rows.join(
+            providers.lazy().select("provider_agb", "provider_type").collect(), on="provider_agb", how="left"
+        )
         gp = typed.filter(pl.col("provider_type") == GP_PROVIDER_TYPE)
         found = ", ".join(sorted({str(t) for t in typed["provider_type"].to_list()}))
     else:
         gp = rows.filter(pl.col("provider_agb").str.starts_with(GP_ZORGSOORT))
         found = f"AGB zorgsoort {', '.join(sorted(set(rows['provider_agb'].str.slice(0, 2).to_list())))}"
     if gp.height == 0:
-        raise UserFacingError(f"population {population.name!r}: contract {cid!r} has no GP practice among its "
-                              f"{rows.height} providers ({found})")
+        raise UserFacingError(
+            f"population {population.name!r}: contract {cid!r} has no GP practice among its "
+            f"{rows.height} providers ({found})"
+        )
     return sorted(gp["provider_agb"].to_list())
 
 
-def population_quarters(attributed: Frame, population: EnrolledPopulation, *, contracts: Frame | None = None,
-                        providers: Frame | None = None) -> pl.DataFrame:
+def population_quarters(
+    attributed: Frame, population: EnrolledPopulation, *, contracts: Frame | None = None, providers: Frame | None = None
+) -> pl.DataFrame:
     """The population's attributed insured per quarter: the rows of ``attributed`` (as
     :func:`attribute` gives them) whose ``practice_agb`` is one of the population's practices
     (:func:`population_practices`), with ``population`` (its name), ``period`` (``pre`` |
@@ -426,15 +502,20 @@ def population_quarters(attributed: Frame, population: EnrolledPopulation, *, co
         q_end = pl.select(quarter_start(pl.lit(population.end_date))).item()
         period = period.when(pl.col("quarter_start") > pl.lit(q_end)).then(pl.lit("after"))
     period = period.otherwise(pl.lit("contract"))
-    out = attributed.lazy().filter(pl.col("practice_agb").is_in(practices)).with_columns(
-        pl.lit(population.name).alias("population"),
-        period.alias("period"),
-        (index - start_index).cast(pl.Int32).alias("relative_quarter"),
+    out = (
+        attributed.lazy()
+        .filter(pl.col("practice_agb").is_in(practices))
+        .with_columns(
+            pl.lit(population.name).alias("population"),
+            period.alias("period"),
+            (index - start_index).cast(pl.Int32).alias("relative_quarter"),
+        )
     )
     return out.collect().sort(_KEY)
 
 
 # -- reading a store --------------------------------------------------------------------------
+
 
 def scan_store(store: Path | str, codes: Iterable[str] | None = None) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """``(fees, insured)`` of a store written by ``zorgpad ingest``: the registration fee lines of
@@ -444,16 +525,26 @@ def scan_store(store: Path | str, codes: Iterable[str] | None = None) -> tuple[p
     gp_files = sorted((store / "gp").glob("bucket=*/*.parquet"))
     insured_files = sorted((store / "insured").glob("bucket=*/*.parquet"))
     if not insured_files:
-        raise UserFacingError(f"{store} has no insured table (bucket=*/*.parquet): "
-                              "is it a store written by zorgpad ingest?")
+        raise UserFacingError(
+            f"{store} has no insured table (bucket=*/*.parquet): is it a store written by zorgpad ingest?"
+        )
     cols = ["patient_id", "provider_agb", "service_date", "service_cd", "amount", "fully_credited"]
     if gp_files:
         gp = pl.scan_parquet(gp_files, hive_partitioning=False).select(cols).filter(is_registration_fee(codes))
     else:
-        gp = pl.LazyFrame(schema={"patient_id": pl.String, "provider_agb": pl.String, "service_date": pl.Date,
-                                  "service_cd": pl.String, "amount": pl.Decimal(12, 2), "fully_credited": pl.Boolean})
+        gp = pl.LazyFrame(
+            schema={
+                "patient_id": pl.String,
+                "provider_agb": pl.String,
+                "service_date": pl.Date,
+                "service_cd": pl.String,
+                "amount": pl.Decimal(12, 2),
+                "fully_credited": pl.Boolean,
+            }
+        )
     insured = pl.scan_parquet(insured_files, hive_partitioning=False).select(
-        "patient_id", "enrolled_from", "enrolled_to", "death_date")
+        "patient_id", "enrolled_from", "enrolled_to", "death_date"
+    )
     return gp, insured
 
 
@@ -466,8 +557,24 @@ def store_period(store: Path | str) -> Period:
 
 
 __all__ = [
-    "AGB", "EnrolledPopulation", "FEE_OUTCOMES", "QUARTER_OUTCOMES", "REGISTRATION_FEE_RANGE", "RULE_LATEST",
-    "RULE_SINGLE", "attribute", "attribution_counts", "classify_fees", "counts_as_fee", "insured_quarters",
-    "is_registration_fee", "latest_first", "population_practices", "population_quarters", "quarter_start",
-    "registration_fee_codes", "scan_store", "store_period",
+    "AGB",
+    "FEE_OUTCOMES",
+    "QUARTER_OUTCOMES",
+    "REGISTRATION_FEE_RANGE",
+    "RULE_LATEST",
+    "RULE_SINGLE",
+    "EnrolledPopulation",
+    "attribute",
+    "attribution_counts",
+    "classify_fees",
+    "counts_as_fee",
+    "insured_quarters",
+    "is_registration_fee",
+    "latest_first",
+    "population_practices",
+    "population_quarters",
+    "quarter_start",
+    "registration_fee_codes",
+    "scan_store",
+    "store_period",
 ]

@@ -45,8 +45,11 @@ def age_class_min(age: pl.Expr) -> pl.Expr:
 
 
 def _moments(values: pl.Expr, prefix: str) -> list[pl.Expr]:
-    return [values.len().alias(f"{prefix}_n"), values.mean().alias(f"{prefix}_mean"),
-            values.var(ddof=1).alias(f"{prefix}_var")]
+    return [
+        values.len().alias(f"{prefix}_n"),
+        values.mean().alias(f"{prefix}_mean"),
+        values.var(ddof=1).alias(f"{prefix}_var"),
+    ]
 
 
 def quarter_benchmarks(cells: pl.DataFrame, *, cap_pct: float = DEFAULT_CAP_PCT) -> pl.DataFrame:
@@ -57,22 +60,30 @@ def quarter_benchmarks(cells: pl.DataFrame, *, cap_pct: float = DEFAULT_CAP_PCT)
     ``in_population``, ``in_region`` (its practice is in the population's region), ``expected_cents``
     (its Vektis age x sex cost per insured-quarter) and ``age_min``, ``sex``."""
     keys = ["year", "quarter"]
-    cap = cells.filter(pl.col("in_region") & ~pl.col("in_population")).group_by(keys).agg(
-        pl.col("cents").quantile(cap_pct / 100, interpolation="linear").alias("cap"))
+    cap = (
+        cells.filter(pl.col("in_region") & ~pl.col("in_population"))
+        .group_by(keys)
+        .agg(pl.col("cents").quantile(cap_pct / 100, interpolation="linear").alias("cap"))
+    )
     frame = cells.join(cap, on=keys, how="left").with_columns(
-        pl.min_horizontal("cents", pl.col("cap").fill_null(float("inf"))).alias("capped"))
+        pl.min_horizontal("cents", pl.col("cap").fill_null(float("inf"))).alias("capped")
+    )
     population = frame.filter(pl.col("in_population"))
     comparison = frame.filter(~pl.col("in_population"))
     region = comparison.filter(pl.col("in_region"))
 
-    pop = population.group_by(keys).agg(*_moments(pl.col("cents"), "pop"), *_moments(pl.col("capped"), "popc"),
-                                        pl.col("expected_cents").mean().alias("pop_expected"))
+    pop = population.group_by(keys).agg(
+        *_moments(pl.col("cents"), "pop"),
+        *_moments(pl.col("capped"), "popc"),
+        pl.col("expected_cents").mean().alias("pop_expected"),
+    )
     rows = []
     national = comparison.group_by(keys).agg(*_moments(pl.col("cents"), "b"))
     rows.append(_two_means(pop, national, "national", "pop"))
     rows.append(_two_means(pop, region.group_by(keys).agg(*_moments(pl.col("cents"), "b")), "regional", "pop"))
-    rows.append(_two_means(pop, region.group_by(keys).agg(*_moments(pl.col("capped"), "b")), "regional_capped_p95",
-                           "popc"))
+    rows.append(
+        _two_means(pop, region.group_by(keys).agg(*_moments(pl.col("capped"), "b")), "regional_capped_p95", "popc")
+    )
     rows.append(_casemix(population, comparison, keys))
     rows.append(_regional_casemix(population, region, keys))
     out = pl.concat(rows, how="vertical_relaxed")
@@ -86,31 +97,56 @@ def quarter_benchmarks(cells: pl.DataFrame, *, cap_pct: float = DEFAULT_CAP_PCT)
 def _two_means(pop: pl.DataFrame, bench: pl.DataFrame, name: str, own: str) -> pl.DataFrame:
     joined = pop.join(bench, on=["year", "quarter"], how="left")
     return joined.select(
-        "year", "quarter", pl.lit(name).alias("benchmark"), pl.col("pop_n").alias("population_insured"),
-        pl.col(f"{own}_mean").alias("population_cents"), pl.col("b_n").alias("benchmark_insured"),
-        pl.col("b_mean").alias("benchmark_cents"), (pl.col(f"{own}_mean") - pl.col("b_mean")).alias("gap_cents"),
-        (pl.col(f"{own}_var") / pl.col("pop_n") + pl.col("b_var") / pl.col("b_n")).sqrt().alias("se_cents"))
+        "year",
+        "quarter",
+        pl.lit(name).alias("benchmark"),
+        pl.col("pop_n").alias("population_insured"),
+        pl.col(f"{own}_mean").alias("population_cents"),
+        pl.col("b_n").alias("benchmark_insured"),
+        pl.col("b_mean").alias("benchmark_cents"),
+        (pl.col(f"{own}_mean") - pl.col("b_mean")).alias("gap_cents"),
+        (pl.col(f"{own}_var") / pl.col("pop_n") + pl.col("b_var") / pl.col("b_n")).sqrt().alias("se_cents"),
+    )
 
 
 def _casemix(population: pl.DataFrame, comparison: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """gap = mean_P(c) - k mean_P(e) with k = sum_C c / sum_C e (the data's national O/E against
     Vektis); its variance: var_P(c - k e) / n_P + mean_P(e)^2 var(k), var(k) ~ var_C(c - k e) / (n_C mean_C(e)^2)."""
-    k = comparison.group_by(keys).agg((pl.col("cents").sum() / pl.col("expected_cents").sum()).alias("k"),
-                                      pl.len().alias("b_n"), pl.col("expected_cents").mean().alias("b_e"))
-    comp = comparison.join(k, on=keys).group_by(keys).agg(
-        (pl.col("cents") - pl.col("k") * pl.col("expected_cents")).var(ddof=1).alias("b_resid_var"))
-    pop = population.join(k, on=keys).group_by(keys).agg(
-        pl.len().alias("population_insured"), pl.col("cents").mean().alias("population_cents"),
-        (pl.col("k").first() * pl.col("expected_cents").mean()).alias("benchmark_cents"),
-        pl.col("expected_cents").mean().alias("pop_e"),
-        (pl.col("cents") - pl.col("k") * pl.col("expected_cents")).var(ddof=1).alias("pop_resid_var"))
+    k = comparison.group_by(keys).agg(
+        (pl.col("cents").sum() / pl.col("expected_cents").sum()).alias("k"),
+        pl.len().alias("b_n"),
+        pl.col("expected_cents").mean().alias("b_e"),
+    )
+    comp = (
+        comparison.join(k, on=keys)
+        .group_by(keys)
+        .agg((pl.col("cents") - pl.col("k") * pl.col("expected_cents")).var(ddof=1).alias("b_resid_var"))
+    )
+    pop = (
+        population.join(k, on=keys)
+        .group_by(keys)
+        .agg(
+            pl.len().alias("population_insured"),
+            pl.col("cents").mean().alias("population_cents"),
+            (pl.col("k").first() * pl.col("expected_cents").mean()).alias("benchmark_cents"),
+            pl.col("expected_cents").mean().alias("pop_e"),
+            (pl.col("cents") - pl.col("k") * pl.col("expected_cents")).var(ddof=1).alias("pop_resid_var"),
+        )
+    )
     joined = pop.join(k, on=keys).join(comp, on=keys)
     var_k = pl.col("b_resid_var") / (pl.col("b_n") * pl.col("b_e") ** 2)
     return joined.select(
-        *keys, pl.lit("casemix").alias("benchmark"), "population_insured", "population_cents",
-        pl.col("b_n").alias("benchmark_insured"), "benchmark_cents",
+        *keys,
+        pl.lit("casemix").alias("benchmark"),
+        "population_insured",
+        "population_cents",
+        pl.col("b_n").alias("benchmark_insured"),
+        "benchmark_cents",
         (pl.col("population_cents") - pl.col("benchmark_cents")).alias("gap_cents"),
-        (pl.col("pop_resid_var") / pl.col("population_insured") + pl.col("pop_e") ** 2 * var_k).sqrt().alias("se_cents"))
+        (pl.col("pop_resid_var") / pl.col("population_insured") + pl.col("pop_e") ** 2 * var_k)
+        .sqrt()
+        .alias("se_cents"),
+    )
 
 
 def _regional_casemix(population: pl.DataFrame, region: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -118,53 +154,86 @@ def _regional_casemix(population: pl.DataFrame, region: pl.DataFrame, keys: list
     make-up; a population cell the region lacks gets the region's overall capped mean. Its
     variance: the population's capped variance plus the region's cell-mean variances, weighted."""
     cell_keys = [*keys, "age_min", "sex"]
-    rates = region.group_by(cell_keys).agg(pl.col("capped").mean().alias("rate"), pl.len().alias("rn"),
-                                          pl.col("capped").var(ddof=1).alias("rvar"))
-    overall = region.group_by(keys).agg(pl.col("capped").mean().alias("overall"), pl.len().alias("b_n"),
-                                        pl.col("capped").var(ddof=1).alias("ovar"))
-    pop = population.join(rates, on=cell_keys, how="left").join(overall, on=keys, how="left").with_columns(
-        pl.col("rate").fill_null(pl.col("overall")),
-        pl.when(pl.col("rn").is_null() | (pl.col("rn") < 2)).then(pl.col("ovar") / pl.col("b_n"))
-        .otherwise(pl.col("rvar") / pl.col("rn")).alias("rate_var"))
+    rates = region.group_by(cell_keys).agg(
+        pl.col("capped").mean().alias("rate"), pl.len().alias("rn"), pl.col("capped").var(ddof=1).alias("rvar")
+    )
+    overall = region.group_by(keys).agg(
+        pl.col("capped").mean().alias("overall"), pl.len().alias("b_n"), pl.col("capped").var(ddof=1).alias("ovar")
+    )
+    pop = (
+        population.join(rates, on=cell_keys, how="left")
+        .join(overall, on=keys, how="left")
+        .with_columns(
+            pl.col("rate").fill_null(pl.col("overall")),
+            pl.when(pl.col("rn").is_null() | (pl.col("rn") < 2))
+            .then(pl.col("ovar") / pl.col("b_n"))
+            .otherwise(pl.col("rvar") / pl.col("rn"))
+            .alias("rate_var"),
+        )
+    )
     cell_var = pop.group_by([*keys, "age_min", "sex"]).agg(pl.len().alias("m"), pl.col("rate_var").first())
-    bench_var = cell_var.group_by(keys).agg(((pl.col("m") ** 2) * pl.col("rate_var")).sum().alias("wv"),
-                                            pl.col("m").sum().alias("mtot"))
+    bench_var = cell_var.group_by(keys).agg(
+        ((pl.col("m") ** 2) * pl.col("rate_var")).sum().alias("wv"), pl.col("m").sum().alias("mtot")
+    )
     summary = pop.group_by(keys).agg(
-        pl.len().alias("population_insured"), pl.col("capped").mean().alias("population_cents"),
-        pl.col("rate").mean().alias("benchmark_cents"), pl.col("capped").var(ddof=1).alias("pvar"),
-        pl.col("b_n").first().alias("benchmark_insured"))
+        pl.len().alias("population_insured"),
+        pl.col("capped").mean().alias("population_cents"),
+        pl.col("rate").mean().alias("benchmark_cents"),
+        pl.col("capped").var(ddof=1).alias("pvar"),
+        pl.col("b_n").first().alias("benchmark_insured"),
+    )
     joined = summary.join(bench_var, on=keys)
     return joined.select(
-        *keys, pl.lit("regional_casemix_capped").alias("benchmark"), "population_insured", "population_cents",
-        "benchmark_insured", "benchmark_cents", (pl.col("population_cents") - pl.col("benchmark_cents")).alias("gap_cents"),
-        (pl.col("pvar") / pl.col("population_insured") + pl.col("wv") / pl.col("mtot") ** 2).sqrt().alias("se_cents"))
+        *keys,
+        pl.lit("regional_casemix_capped").alias("benchmark"),
+        "population_insured",
+        "population_cents",
+        "benchmark_insured",
+        "benchmark_cents",
+        (pl.col("population_cents") - pl.col("benchmark_cents")).alias("gap_cents"),
+        (pl.col("pvar") / pl.col("population_insured") + pl.col("wv") / pl.col("mtot") ** 2).sqrt().alias("se_cents"),
+    )
 
 
-def placebo(quarters: pl.DataFrame, start_year: int, start_quarter: int = 1, *,
-            excluded_years: tuple[int, ...] = DEFAULT_EXCLUDED_YEARS) -> pl.DataFrame:
+def placebo(
+    quarters: pl.DataFrame,
+    start_year: int,
+    start_quarter: int = 1,
+    *,
+    excluded_years: tuple[int, ...] = DEFAULT_EXCLUDED_YEARS,
+) -> pl.DataFrame:
     """Per benchmark over the pre-period quarters (before the start, excluded years left out): the
     mean gap per insured per quarter, its standard error from the quarter-to-quarter spread (which
     holds both the sampling noise and a benchmark's systematic drift), its 95% band, how many
     quarters' own bands miss 0, the spurious savings (-) or losses (+) a year in euros, the mean
     yearly threshold, ``spurious`` (more quarters outside their band than chance) and ``systematic``
     (the mean gap's band misses 0)."""
-    pre = quarters.filter(pl.col("period") == "pre") if "period" in quarters.columns else quarters.filter(
-        ((pl.col("year") * 4 + pl.col("quarter")) < start_year * 4 + start_quarter)
-        & ~pl.col("year").is_in(list(excluded_years)))
+    pre = (
+        quarters.filter(pl.col("period") == "pre")
+        if "period" in quarters.columns
+        else quarters.filter(
+            ((pl.col("year") * 4 + pl.col("quarter")) < start_year * 4 + start_quarter)
+            & ~pl.col("year").is_in(list(excluded_years))
+        )
+    )
     summary = pre.group_by("benchmark").agg(
-        pl.len().alias("quarters"), pl.col("gap_cents").mean().alias("mean_gap_cents"),
+        pl.len().alias("quarters"),
+        pl.col("gap_cents").mean().alias("mean_gap_cents"),
         (pl.col("gap_cents").std(ddof=1) / pl.len().sqrt()).alias("se_mean_gap_cents"),
         ((pl.col("band_low_cents") > 0) | (pl.col("band_high_cents") < 0)).sum().alias("quarters_outside_band"),
         pl.col("population_insured").mean().alias("mean_population_insured"),
-        pl.col("threshold_euros_per_year").mean().alias("mean_threshold_euros_per_year"))
+        pl.col("threshold_euros_per_year").mean().alias("mean_threshold_euros_per_year"),
+    )
     summary = summary.with_columns(
         (pl.col("mean_gap_cents") - Z95 * pl.col("se_mean_gap_cents")).alias("band_low_cents"),
         (pl.col("mean_gap_cents") + Z95 * pl.col("se_mean_gap_cents")).alias("band_high_cents"),
-        (pl.col("mean_gap_cents") * pl.col("mean_population_insured") * 4 / 100).alias("spurious_euros_per_year"))
+        (pl.col("mean_gap_cents") * pl.col("mean_population_insured") * 4 / 100).alias("spurious_euros_per_year"),
+    )
     chance = [_more_than_chance(k, n) for k, n in summary.select("quarters_outside_band", "quarters").iter_rows()]
     return summary.with_columns(
         pl.Series("spurious", chance, dtype=pl.Boolean),
-        ((pl.col("band_low_cents") > 0) | (pl.col("band_high_cents") < 0)).alias("systematic")).sort("benchmark")
+        ((pl.col("band_low_cents") > 0) | (pl.col("band_high_cents") < 0)).alias("systematic"),
+    ).sort("benchmark")
 
 
 def _more_than_chance(outside: int, quarters: int) -> bool:
@@ -181,18 +250,27 @@ def savings(quarters: pl.DataFrame) -> pl.DataFrame:
     benchmark's mean pre-period gap (``pre_adjusted_gap_cents``: a difference in differences that
     removes what the placebo showed the benchmark gets wrong), with its band from both periods'
     quarter-to-quarter spreads."""
+
     def stats(period: str, prefix: str) -> pl.DataFrame:
-        return quarters.filter(pl.col("period") == period).group_by("benchmark").agg(
-            pl.len().alias(f"{prefix}_quarters"), pl.col("gap_cents").mean().alias(f"{prefix}_gap_cents"),
-            (pl.col("gap_cents").var(ddof=1) / pl.len()).alias(f"{prefix}_var"),
-            pl.col("population_insured").mean().alias(f"{prefix}_insured"))
+        return (
+            quarters.filter(pl.col("period") == period)
+            .group_by("benchmark")
+            .agg(
+                pl.len().alias(f"{prefix}_quarters"),
+                pl.col("gap_cents").mean().alias(f"{prefix}_gap_cents"),
+                (pl.col("gap_cents").var(ddof=1) / pl.len()).alias(f"{prefix}_var"),
+                pl.col("population_insured").mean().alias(f"{prefix}_insured"),
+            )
+        )
 
     joined = stats("contract", "contract").join(stats("pre", "pre"), on="benchmark", how="left")
     se = pl.col("contract_var").sqrt()
     se_adjusted = (pl.col("contract_var") + pl.col("pre_var")).sqrt()
     adjusted = pl.col("contract_gap_cents") - pl.col("pre_gap_cents")
     return joined.select(
-        "benchmark", pl.col("contract_quarters").alias("quarters"), pl.col("contract_gap_cents").alias("gap_cents"),
+        "benchmark",
+        pl.col("contract_quarters").alias("quarters"),
+        pl.col("contract_gap_cents").alias("gap_cents"),
         (pl.col("contract_gap_cents") - Z95 * se).alias("band_low_cents"),
         (pl.col("contract_gap_cents") + Z95 * se).alias("band_high_cents"),
         (-pl.col("contract_gap_cents") * pl.col("contract_insured") * 4 / 100).alias("savings_euros_per_year"),
@@ -202,5 +280,12 @@ def savings(quarters: pl.DataFrame) -> pl.DataFrame:
     ).sort("benchmark")
 
 
-__all__ = ["BENCHMARKS", "DEFAULT_CAP_PCT", "DEFAULT_EXCLUDED_YEARS", "age_class_min", "placebo", "quarter_benchmarks",
-           "savings"]
+__all__ = [
+    "BENCHMARKS",
+    "DEFAULT_CAP_PCT",
+    "DEFAULT_EXCLUDED_YEARS",
+    "age_class_min",
+    "placebo",
+    "quarter_benchmarks",
+    "savings",
+]

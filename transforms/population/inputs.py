@@ -35,20 +35,32 @@ def bucket_spending(store: Path | str, bucket: str) -> pl.DataFrame:
         if not files:
             continue
         day = pl.col(SERVICE_DATE[table])
-        frames.append(pl.scan_parquet(files).select(
-            "patient_id", day.dt.year().cast(pl.Int32).alias("year"), day.dt.quarter().cast(pl.Int8).alias("quarter"),
-            decimal_cents("amount").alias("cents")))
+        frames.append(
+            pl.scan_parquet(files).select(
+                "patient_id",
+                day.dt.year().cast(pl.Int32).alias("year"),
+                day.dt.quarter().cast(pl.Int8).alias("quarter"),
+                decimal_cents("amount").alias("cents"),
+            )
+        )
     if not frames:
         return pl.DataFrame(schema={"patient_id": pl.String, "year": pl.Int32, "quarter": pl.Int8, "cents": pl.Int64})
-    return (pl.concat(frames).group_by("patient_id", "year", "quarter").agg(pl.col("cents").sum())
-            .sort("patient_id", "year", "quarter").collect())
+    return (
+        pl.concat(frames)
+        .group_by("patient_id", "year", "quarter")
+        .agg(pl.col("cents").sum())
+        .sort("patient_id", "year", "quarter")
+        .collect()
+    )
 
 
 def bucket_insured(store: Path | str, bucket: str) -> pl.DataFrame:
     """The enrolment spells of one bucket (patient, insurer, from, to, birth year, sex, gemeente)."""
     files = sorted((Path(store) / "insured" / bucket).glob("*.parquet"))
-    return pl.read_parquet(files, columns=["patient_id", "insurer_uzovi", "enrolled_from", "enrolled_to", "birth_year",
-                                           "sex", "gemeente_code"])
+    return pl.read_parquet(
+        files,
+        columns=["patient_id", "insurer_uzovi", "enrolled_from", "enrolled_to", "birth_year", "sex", "gemeente_code"],
+    )
 
 
 def vektis_rates(vektis: Path | str) -> pl.DataFrame:
@@ -57,15 +69,23 @@ def vektis_rates(vektis: Path | str) -> pl.DataFrame:
     the unknown-gemeente row has no sex or age and is left out of the cells, not of nothing else)."""
     files = sorted((Path(vektis) / "vektis_long").rglob("*.parquet"))
     long = pl.scan_parquet(files, hive_partitioning=True).filter(
-        (pl.col("release") == "final") & pl.col("sex").is_not_null() & pl.col("age_min").is_not_null())
+        (pl.col("release") == "final") & pl.col("sex").is_not_null() & pl.col("age_min").is_not_null()
+    )
     cells = long.group_by(pl.col("year").cast(pl.Int32), "sex", pl.col("age_min").cast(pl.Int16)).agg(
         pl.col("value_cents").filter(pl.col("measure") == "insured_years").sum().alias("insured_year_cents"),
-        pl.col("value_cents").filter(pl.col("category").is_in(list(VEKTIS_CATEGORIES))).sum().alias("cost_cents"))
+        pl.col("value_cents").filter(pl.col("category").is_in(list(VEKTIS_CATEGORIES))).sum().alias("cost_cents"),
+    )
     # insured_years is a count in the table's cents column (x 100): cost per insured-year = cost / (iy / 100)
-    return cells.select(
-        "year", "sex", "age_min",
-        (pl.col("cost_cents") / (pl.col("insured_year_cents") / 100) / 4).alias("expected_cents")
-    ).sort("year", "sex", "age_min").collect()
+    return (
+        cells.select(
+            "year",
+            "sex",
+            "age_min",
+            (pl.col("cost_cents") / (pl.col("insured_year_cents") / 100) / 4).alias("expected_cents"),
+        )
+        .sort("year", "sex", "age_min")
+        .collect()
+    )
 
 
 __all__ = ["SPENDING_TABLES", "VEKTIS_CATEGORIES", "bucket_insured", "bucket_spending", "buckets", "vektis_rates"]

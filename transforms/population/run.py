@@ -25,8 +25,14 @@ from transforms.output_folder import Publication, check_target, require_output, 
 from transforms.output_tables import OutputTable, load_tables
 from transforms.panels.inputs import providers_with_region, read_contracts
 from transforms.population import benchmark as bench
-from transforms.population.attribution import (EnrolledPopulation, attribute, attribution_counts, population_practices,
-                                               scan_store, store_period)
+from transforms.population.attribution import (
+    EnrolledPopulation,
+    attribute,
+    attribution_counts,
+    population_practices,
+    scan_store,
+    store_period,
+)
 from transforms.population.inputs import bucket_insured, bucket_spending, buckets, vektis_rates
 from transforms.runtime import Mapper, code_version, local_map
 
@@ -55,7 +61,9 @@ def load_population(path: Path | str) -> EnrolledPopulation:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "population"
-        raise PopulationError(f"--population {path}: field `{where}`: {first['msg'].removeprefix('Value error, ')}") from None
+        raise PopulationError(
+            f"--population {path}: field `{where}`: {first['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 @dataclass
@@ -78,8 +86,15 @@ class PopulationRun:
         return Path(self.publication.work)
 
 
-def preflight(store: Path | str, vektis: Path | str, population: Path | str, out: Path | str, *,
-              cap_pct: float = bench.DEFAULT_CAP_PCT, excluded_years: tuple[int, ...] = bench.DEFAULT_EXCLUDED_YEARS) -> dict:
+def preflight(
+    store: Path | str,
+    vektis: Path | str,
+    population: Path | str,
+    out: Path | str,
+    *,
+    cap_pct: float = bench.DEFAULT_CAP_PCT,
+    excluded_years: tuple[int, ...] = bench.DEFAULT_EXCLUDED_YEARS,
+) -> dict:
     """Everything checked in seconds, before a Prefect API or Dask starts."""
     if not 50 <= cap_pct < 100:
         raise PopulationError(f"--cap-pct must be at least 50 and below 100, not {cap_pct}")
@@ -95,29 +110,53 @@ def preflight(store: Path | str, vektis: Path | str, population: Path | str, out
         raise PopulationError(f"--population {population}: practice {missing[0]} is not in the store's providers")
     first, last = store_period(store_path)
     if not first < pop.start_date <= last:
-        raise PopulationError(f"--population {population}: start_date {pop.start_date} must lie after the store's first "
-                              f"day {first} (a pre-period is needed) and by its last day {last}")
+        raise PopulationError(
+            f"--population {population}: start_date {pop.start_date} must lie after the store's first "
+            f"day {first} (a pre-period is needed) and by its last day {last}"
+        )
     regions = known.group_by("region_code").len().sort(["len", "region_code"], descending=[True, False])
-    target = check_target(out, KIND, inputs={"store": Path(store), "vektis": Path(vektis), "population": Path(population)},
-                          option="--out")
+    target = check_target(
+        out, KIND, inputs={"store": Path(store), "vektis": Path(vektis), "population": Path(population)}, option="--out"
+    )
     require_unlocked(target)
-    return {"population": pop, "practices": practices, "region": regions["region_code"][0],
-            "store_manifest": store_manifest}
+    return {
+        "population": pop,
+        "practices": practices,
+        "region": regions["region_code"][0],
+        "store_manifest": store_manifest,
+    }
 
 
-def plan(store: Path | str, vektis: Path | str, population: Path | str, out: Path | str, *,
-         cap_pct: float = bench.DEFAULT_CAP_PCT,
-         excluded_years: tuple[int, ...] = bench.DEFAULT_EXCLUDED_YEARS) -> PopulationRun:
+def plan(
+    store: Path | str,
+    vektis: Path | str,
+    population: Path | str,
+    out: Path | str,
+    *,
+    cap_pct: float = bench.DEFAULT_CAP_PCT,
+    excluded_years: tuple[int, ...] = bench.DEFAULT_EXCLUDED_YEARS,
+) -> PopulationRun:
     started = time.perf_counter()
     checked = preflight(store, vektis, population, out, cap_pct=cap_pct, excluded_years=excluded_years)
     store_path, vektis_path = Path(store).expanduser().resolve(), Path(vektis).expanduser().resolve()
     population_path = Path(population).expanduser().resolve()
-    publication = Publication.begin(out, KIND, inputs={"store": store_path, "vektis": vektis_path,
-                                                       "population": population_path}, option="--out")
+    publication = Publication.begin(
+        out, KIND, inputs={"store": store_path, "vektis": vektis_path, "population": population_path}, option="--out"
+    )
     (Path(publication.work) / PARTS).mkdir()
-    return PopulationRun(str(store_path), str(vektis_path), checked["population"], str(population_path),
-                         checked["practices"], checked["region"], cap_pct, tuple(excluded_years), publication,
-                         checked["store_manifest"], started)
+    return PopulationRun(
+        str(store_path),
+        str(vektis_path),
+        checked["population"],
+        str(population_path),
+        checked["practices"],
+        checked["region"],
+        cap_pct,
+        tuple(excluded_years),
+        publication,
+        checked["store_manifest"],
+        started,
+    )
 
 
 def bucket_step(run: PopulationRun, bucket: str) -> str:
@@ -139,19 +178,25 @@ def cells(run: PopulationRun, spending: pl.DataFrame, attributed: pl.DataFrame, 
     membership, age class and sex, and the Vektis expected cost of the quarter (a year outside the
     Vektis folder's years takes the nearest year's rates; the manifest says which years it has)."""
     providers = providers_with_region(Path(run.store)).select("provider_agb", "region_code")
-    people = pl.concat([bucket_insured(run.store, b) for b in buckets(run.store)]).group_by("patient_id").agg(
-        pl.col("birth_year").first(), pl.col("sex").first())
+    people = (
+        pl.concat([bucket_insured(run.store, b) for b in buckets(run.store)])
+        .group_by("patient_id")
+        .agg(pl.col("birth_year").first(), pl.col("sex").first())
+    )
     first_rate_year, last_rate_year = int(rates["year"].min()), int(rates["year"].max())
-    frame = (attributed.select("patient_id", pl.col("year").cast(pl.Int32), pl.col("quarter").cast(pl.Int8),
-                               "practice_agb")
-             .join(spending, on=["patient_id", "year", "quarter"], how="left")
-             .join(people, on="patient_id", how="left")
-             .join(providers, left_on="practice_agb", right_on="provider_agb", how="left")
-             .with_columns(pl.col("cents").fill_null(0).cast(pl.Float64),
-                           pl.col("practice_agb").is_in(run.practices).alias("in_population"),
-                           (pl.col("region_code") == run.region).fill_null(False).alias("in_region"),
-                           bench.age_class_min(pl.col("year") - pl.col("birth_year").cast(pl.Int32)).alias("age_min"),
-                           pl.col("year").clip(first_rate_year, last_rate_year).alias("rate_year")))
+    frame = (
+        attributed.select("patient_id", pl.col("year").cast(pl.Int32), pl.col("quarter").cast(pl.Int8), "practice_agb")
+        .join(spending, on=["patient_id", "year", "quarter"], how="left")
+        .join(people, on="patient_id", how="left")
+        .join(providers, left_on="practice_agb", right_on="provider_agb", how="left")
+        .with_columns(
+            pl.col("cents").fill_null(0).cast(pl.Float64),
+            pl.col("practice_agb").is_in(run.practices).alias("in_population"),
+            (pl.col("region_code") == run.region).fill_null(False).alias("in_region"),
+            bench.age_class_min(pl.col("year") - pl.col("birth_year").cast(pl.Int32)).alias("age_min"),
+            pl.col("year").clip(first_rate_year, last_rate_year).alias("rate_year"),
+        )
+    )
     frame = frame.join(rates.rename({"year": "rate_year"}), on=["rate_year", "sex", "age_min"], how="left")
     return frame.with_columns(pl.col("quarter").cast(pl.Int32)).sort("year", "quarter", "patient_id")
 
@@ -169,9 +214,13 @@ def benchmark_step(run: PopulationRun, spending_paths: list[str]) -> dict:
     start_index = start.year * 4 + (start.month - 1) // 3 + 1
     index = pl.col("year") * 4 + pl.col("quarter")
     quarters = quarters.with_columns(
-        pl.when(index >= start_index).then(pl.lit("contract"))
-        .when(pl.col("year").is_in(list(run.excluded_years))).then(pl.lit("excluded"))
-        .otherwise(pl.lit("pre")).alias("period"))
+        pl.when(index >= start_index)
+        .then(pl.lit("contract"))
+        .when(pl.col("year").is_in(list(run.excluded_years)))
+        .then(pl.lit("excluded"))
+        .otherwise(pl.lit("pre"))
+        .alias("period")
+    )
     placebo = bench.placebo(quarters, start.year)
     saved = bench.savings(quarters)
     TABLES["population_benchmark"].write(quarters.select(TABLES["population_benchmark"].column_names), run.work)
@@ -181,14 +230,21 @@ def benchmark_step(run: PopulationRun, spending_paths: list[str]) -> dict:
         TABLES["population_savings"].write(saved.select(TABLES["population_savings"].column_names), run.work)
     run.timing["benchmarks"] = time.perf_counter() - t0
     pop_rows = frame.filter(pl.col("in_population"))
-    return {"placebo": placebo.to_dicts(), "savings": saved.to_dicts(),
-            "rows": {"population_benchmark": quarters.height, "population_placebo": placebo.height,
-                     "attribution_counts": counts.height, "population_savings": saved.height},
-            "attributed_insured_quarters": attributed.height,
-            "population_insured_quarters": pop_rows.height,
-            "region_insured_quarters": frame.filter(pl.col("in_region") & ~pl.col("in_population")).height,
-            "spending_euros_attributed": round(float(frame["cents"].sum()) / 100, 2),
-            "no_vektis_rate": int(frame["expected_cents"].null_count())}
+    return {
+        "placebo": placebo.to_dicts(),
+        "savings": saved.to_dicts(),
+        "rows": {
+            "population_benchmark": quarters.height,
+            "population_placebo": placebo.height,
+            "attribution_counts": counts.height,
+            "population_savings": saved.height,
+        },
+        "attributed_insured_quarters": attributed.height,
+        "population_insured_quarters": pop_rows.height,
+        "region_insured_quarters": frame.filter(pl.col("in_region") & ~pl.col("in_population")).height,
+        "spending_euros_attributed": round(float(frame["cents"].sum()) / 100, 2),
+        "no_vektis_rate": int(frame["expected_cents"].null_count()),
+    }
 
 
 def finish(run: PopulationRun, report: dict) -> dict:
@@ -196,16 +252,30 @@ def finish(run: PopulationRun, report: dict) -> dict:
 
     shutil.rmtree(run.work / PARTS)
     manifest = {
-        "population": {**run.population.model_dump(mode="json"), "practices": run.practices, "region": run.region,
-                       "file": run.population_file, "sha256": file_sha256(Path(run.population_file))},
-        "store": {"path": run.store, "delivery_id": run.store_manifest.get("delivery_id"),
-                  "manifest_sha256": file_sha256(Path(run.store) / "manifest.json")},
-        "vektis": {"path": run.vektis, "manifest_sha256": file_sha256(Path(run.vektis) / "manifest.json")
-                   if (Path(run.vektis) / "manifest.json").exists() else None},
+        "population": {
+            **run.population.model_dump(mode="json"),
+            "practices": run.practices,
+            "region": run.region,
+            "file": run.population_file,
+            "sha256": file_sha256(Path(run.population_file)),
+        },
+        "store": {
+            "path": run.store,
+            "delivery_id": run.store_manifest.get("delivery_id"),
+            "manifest_sha256": file_sha256(Path(run.store) / "manifest.json"),
+        },
+        "vektis": {
+            "path": run.vektis,
+            "manifest_sha256": file_sha256(Path(run.vektis) / "manifest.json")
+            if (Path(run.vektis) / "manifest.json").exists()
+            else None,
+        },
         "options": {"cap_pct": run.cap_pct, "excluded_years": list(run.excluded_years)},
         "benchmarks": list(bench.BENCHMARKS),
-        "tables": {name: {"grain": t.grain, "key": list(t.key), "partition_by": list(t.partition_by)}
-                   for name, t in TABLES.items()},
+        "tables": {
+            name: {"grain": t.grain, "key": list(t.key), "partition_by": list(t.partition_by)}
+            for name, t in TABLES.items()
+        },
         **report,
         "code_version": code_version(),
         "timing_seconds": {k: round(v, 3) for k, v in run.timing.items()},
@@ -219,9 +289,16 @@ def abandon(run: PopulationRun) -> None:
     run.publication.abandon()
 
 
-def build_population(store: Path | str, vektis: Path | str, population: Path | str, out: Path | str, *,
-                     cap_pct: float = bench.DEFAULT_CAP_PCT,
-                     excluded_years: tuple[int, ...] = bench.DEFAULT_EXCLUDED_YEARS, mapper: Mapper = local_map) -> dict:
+def build_population(
+    store: Path | str,
+    vektis: Path | str,
+    population: Path | str,
+    out: Path | str,
+    *,
+    cap_pct: float = bench.DEFAULT_CAP_PCT,
+    excluded_years: tuple[int, ...] = bench.DEFAULT_EXCLUDED_YEARS,
+    mapper: Mapper = local_map,
+) -> dict:
     run = plan(store, vektis, population, out, cap_pct=cap_pct, excluded_years=excluded_years)
     try:
         paths = spending_step(run, mapper)
@@ -231,5 +308,16 @@ def build_population(store: Path | str, vektis: Path | str, population: Path | s
         raise
 
 
-__all__ = ["KIND", "PopulationError", "PopulationRun", "abandon", "benchmark_step", "build_population", "finish",
-           "load_population", "plan", "preflight", "spending_step"]
+__all__ = [
+    "KIND",
+    "PopulationError",
+    "PopulationRun",
+    "abandon",
+    "benchmark_step",
+    "build_population",
+    "finish",
+    "load_population",
+    "plan",
+    "preflight",
+    "spending_step",
+]

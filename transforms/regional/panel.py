@@ -74,9 +74,22 @@ MIN_PAIRS = 20
 
 UNIT = ["year", "gemeente", "gemeente_code", "gemeente_vektis"]
 CELL = [*UNIT, "sex", "age_class"]
-FUNNEL_COLUMNS = ["se0", "z", "phi", "tau2", "limit95_low", "limit95_high", "limit998_low", "limit998_high",
-                  "limit95_adj_low", "limit95_adj_high", "limit998_adj_low", "limit998_adj_high", "outlier",
-                  "oe_shrunk"]
+FUNNEL_COLUMNS = [
+    "se0",
+    "z",
+    "phi",
+    "tau2",
+    "limit95_low",
+    "limit95_high",
+    "limit998_low",
+    "limit998_high",
+    "limit95_adj_low",
+    "limit95_adj_high",
+    "limit998_adj_low",
+    "limit998_adj_high",
+    "outlier",
+    "oe_shrunk",
+]
 
 
 class RegionalInputError(UserFacingError):
@@ -96,9 +109,14 @@ class RegionalPanel:
 # ------------------------------------------------------------------------------ 1-2: cells
 def gemeente_label() -> pl.Expr:
     """The unit of the panel: CBS code, ``vektis:<NAME>`` for an unmapped name, ``unknown``."""
-    return (pl.when(pl.col("gemeente_vektis").is_null()).then(pl.lit(UNKNOWN))
-            .when(pl.col("gemeente_code").is_null()).then(pl.lit(UNMAPPED_PREFIX) + pl.col("gemeente_vektis"))
-            .otherwise(pl.col("gemeente_code")).alias("gemeente"))
+    return (
+        pl.when(pl.col("gemeente_vektis").is_null())
+        .then(pl.lit(UNKNOWN))
+        .when(pl.col("gemeente_code").is_null())
+        .then(pl.lit(UNMAPPED_PREFIX) + pl.col("gemeente_vektis"))
+        .otherwise(pl.col("gemeente_code"))
+        .alias("gemeente")
+    )
 
 
 def final_release(long: pl.DataFrame) -> tuple[pl.DataFrame, dict[str, int]]:
@@ -116,38 +134,51 @@ def cells(final: pl.DataFrame) -> pl.DataFrame:
     and ``total``): ``insured``, ``iy_hundredths`` (insured-years x 100, exact) and ``cost_cents``."""
     keys = ["year", "gemeente_vektis", "sex", "age_class"]
     grouped = final.group_by([*keys, "category"]).agg(
-        pl.col("gemeente_code").first(), pl.col("value_cents").sum().alias("cost_cents"),
+        pl.col("gemeente_code").first(),
+        pl.col("value_cents").sum().alias("cost_cents"),
         (pl.col("value_cents").filter(pl.col("measure") == "insured").sum() // 100).alias("insured"),
         pl.col("value_cents").filter(pl.col("measure") == "insured_years").sum().alias("iy_hundredths"),
-        (pl.col("measure") == "insured_years").any().alias("_has_iy"))
+        (pl.col("measure") == "insured_years").any().alias("_has_iy"),
+    )
     population = grouped.filter(pl.col("category") == POPULATION).select(*keys, "insured", "iy_hundredths", "_has_iy")
     cost = grouped.filter(pl.col("category") != POPULATION).select(*keys, "gemeente_code", "category", "cost_cents")
-    total = cost.group_by(*keys, "gemeente_code").agg(pl.col("cost_cents").sum()).with_columns(
-        pl.lit(TOTAL).alias("category"))
+    total = (
+        cost.group_by(*keys, "gemeente_code")
+        .agg(pl.col("cost_cents").sum())
+        .with_columns(pl.lit(TOTAL).alias("category"))
+    )
     cost = pl.concat([cost, total.select(cost.columns)])
     joined = cost.join(population, on=keys, how="left", nulls_equal=True, validate="m:1").with_columns(
-        gemeente_label(), pl.col("year").cast(pl.Int32))
+        gemeente_label(), pl.col("year").cast(pl.Int32)
+    )
     missing = joined.filter(~pl.col("_has_iy").fill_null(False))
     if missing.height:
         first = missing.row(0, named=True)
-        raise RegionalInputError(f"the Vektis table has costs without insured-years ({missing.height} cells, e.g. "
-                                 f"{first['year']} {first['gemeente']} {first['sex']} {first['age_class']})")
+        raise RegionalInputError(
+            f"the Vektis table has costs without insured-years ({missing.height} cells, e.g. "
+            f"{first['year']} {first['gemeente']} {first['sex']} {first['age_class']})"
+        )
     # sorted: the float sums of the later steps then add the same numbers in the same order every run
     return joined.select(*CELL, "category", "insured", "iy_hundredths", "cost_cents").sort(
-        "year", "gemeente", "category", "sex", "age_class", nulls_last=True)
+        "year", "gemeente", "category", "sex", "age_class", nulls_last=True
+    )
 
 
 # ------------------------------------------------------------------------------ 3: the standard
 def national_rates(cells: pl.DataFrame) -> pl.DataFrame:
     """National cost per insured-year per year, category, sex and age class (cents, unrounded),
     over the cells with a sex and age class."""
-    rates = cells.filter(pl.col("sex").is_not_null()).group_by("year", "category", "sex", "age_class").agg(
-        pl.col("iy_hundredths").sum(), pl.col("cost_cents").sum())
+    rates = (
+        cells.filter(pl.col("sex").is_not_null())
+        .group_by("year", "category", "sex", "age_class")
+        .agg(pl.col("iy_hundredths").sum(), pl.col("cost_cents").sum())
+    )
     return rates.with_columns(
         pl.col("age_class").replace_strict(AGE_MIN, return_dtype=pl.Int32).alias("age_min"),
         exact_hundredths("iy_hundredths").alias("insured_years"),
         pl.when(pl.col("iy_hundredths") > 0)
-        .then(pl.col("cost_cents").cast(pl.Float64) * 100 / pl.col("iy_hundredths")).alias("rate_cents"),
+        .then(pl.col("cost_cents").cast(pl.Float64) * 100 / pl.col("iy_hundredths"))
+        .alias("rate_cents"),
     ).sort("year", "category", "sex", "age_min")
 
 
@@ -173,13 +204,16 @@ def largest_remainder(frame: pl.DataFrame, value: str, total: str, by: list[str]
     one more, as many as the group lacks. Rows with a null ``value`` get null."""
     work = frame.select(*by, tie, value, total).with_row_index("_row").filter(pl.col(value).is_not_null())
     work = work.with_columns(pl.col(value).floor().alias("_floor")).with_columns(
-        (pl.col(value) - pl.col("_floor")).alias("_rest"), pl.col("_floor").cast(pl.Int64).alias("_base"))
-    work = work.with_columns((pl.col(total) - pl.col("_base").sum().over(by)).alias("_short"),
-                             pl.len().over(by).alias("_n"))
+        (pl.col(value) - pl.col("_floor")).alias("_rest"), pl.col("_floor").cast(pl.Int64).alias("_base")
+    )
+    work = work.with_columns(
+        (pl.col(total) - pl.col("_base").sum().over(by)).alias("_short"), pl.len().over(by).alias("_n")
+    )
     bad = work.filter((pl.col("_short") < 0) | (pl.col("_short") > pl.col("_n")))
     if bad.height:
-        raise ValueError(f"largest_remainder: {value} does not add up to {total} within rounding "
-                         f"(group {bad.select(by).row(0)})")
+        raise ValueError(
+            f"largest_remainder: {value} does not add up to {total} within rounding (group {bad.select(by).row(0)})"
+        )
     work = work.sort([*by, "_rest", tie], descending=[*([False] * len(by)), True, False])
     work = work.with_columns(pl.int_range(pl.len()).over(by).alias("_rank"))
     work = work.with_columns((pl.col("_base") + (pl.col("_rank") < pl.col("_short")).cast(pl.Int64)).alias("_int"))
@@ -190,33 +224,44 @@ def largest_remainder(frame: pl.DataFrame, value: str, total: str, by: list[str]
 def gemeenten(cells: pl.DataFrame, rates: pl.DataFrame) -> pl.DataFrame:
     """Per year, gemeente and category: insured, insured-years, observed and expected cost, O/E and
     ``q = sum(n m^2) / E^2`` (for :func:`person_cv` and the funnel's ``se0``)."""
-    joined = cells.join(rates.select("year", "category", "sex", "age_class", "rate_cents"),
-                        on=["year", "category", "sex", "age_class"], how="left", maintain_order="left")
+    joined = cells.join(
+        rates.select("year", "category", "sex", "age_class", "rate_cents"),
+        on=["year", "category", "sex", "age_class"],
+        how="left",
+        maintain_order="left",
+    )
     n = pl.col("iy_hundredths") / 100
     out = joined.group_by([*UNIT, "category"]).agg(
-        pl.col("insured").sum(), pl.col("iy_hundredths").sum(), pl.col("cost_cents").sum(),
+        pl.col("insured").sum(),
+        pl.col("iy_hundredths").sum(),
+        pl.col("cost_cents").sum(),
         (n * pl.col("rate_cents")).sum().alias("expected"),
         (n * pl.col("rate_cents") ** 2).sum().alias("null_variance_unit"),
         pl.col("sex").is_not_null().all().alias("standardised"),
-        pl.col("sex").is_not_null().any().alias("_some_known"))
+        pl.col("sex").is_not_null().any().alias("_some_known"),
+    )
     mixed = out.filter(pl.col("_some_known") & ~pl.col("standardised"))
     if mixed.height:
-        raise RegionalInputError(f"gemeente {mixed['gemeente'][0]} ({mixed['year'][0]}) has cells with and without "
-                                 "a sex and age class")
+        raise RegionalInputError(
+            f"gemeente {mixed['gemeente'][0]} ({mixed['year'][0]}) has cells with and without a sex and age class"
+        )
     out = out.drop("_some_known").with_columns(
         pl.when(pl.col("standardised")).then(pl.col("expected")),
-        pl.when(pl.col("standardised")).then(pl.col("null_variance_unit")))
+        pl.when(pl.col("standardised")).then(pl.col("null_variance_unit")),
+    )
     target = pl.col("cost_cents").filter(pl.col("standardised")).sum().over("year", "category")
     out = out.with_columns(target.alias("_target")).sort("year", "category", "gemeente")
-    out = out.with_columns(largest_remainder(out, "expected", "_target", ["year", "category"], "gemeente")
-                           .alias("expected_cents")).drop("_target")
+    out = out.with_columns(
+        largest_remainder(out, "expected", "_target", ["year", "category"], "gemeente").alias("expected_cents")
+    ).drop("_target")
     positive = pl.col("expected_cents") > 0
     return out.with_columns(
         exact_hundredths("iy_hundredths").alias("insured_years"),
         per_insured_year("cost_cents").alias("cost_per_insured_year_cents"),
         per_insured_year("expected_cents").alias("expected_per_insured_year_cents"),
         pl.when(positive).then(pl.col("cost_cents") / pl.col("expected_cents")).alias("oe"),
-        pl.when(positive & (pl.col("expected") > 0)).then(pl.col("null_variance_unit") / pl.col("expected") ** 2)
+        pl.when(positive & (pl.col("expected") > 0))
+        .then(pl.col("null_variance_unit") / pl.col("expected") ** 2)
         .alias("q"),
     )
 
@@ -230,15 +275,24 @@ def person_cv(panel: pl.DataFrame) -> pl.DataFrame:
     usable = usable.sort("category", "gemeente", "year").with_columns(
         pl.col("year").shift(1).over("category", "gemeente").alias("_prev_year"),
         pl.col("oe").shift(1).over("category", "gemeente").alias("_prev_oe"),
-        pl.col("q").shift(1).over("category", "gemeente").alias("_prev_q"))
+        pl.col("q").shift(1).over("category", "gemeente").alias("_prev_q"),
+    )
     pairs = usable.filter(pl.col("_prev_year") == pl.col("year") - 1).select(
-        "category", ((pl.col("oe") - pl.col("_prev_oe")) ** 2).alias("d2"), (pl.col("q") + pl.col("_prev_q")).alias("x"))
+        "category", ((pl.col("oe") - pl.col("_prev_oe")) ** 2).alias("d2"), (pl.col("q") + pl.col("_prev_q")).alias("x")
+    )
     rows = []
     present = set(panel["category"].unique().to_list())
     for category in [c for c in CATEGORY_ORDER if c in present]:
         data = pairs.filter(pl.col("category") == category)
-        row = {"category": category, "pairs": data.height, "cv_person": None, "cv_person_se": None,
-               "slope": None, "intercept": None, "reason": None}
+        row = {
+            "category": category,
+            "pairs": data.height,
+            "cv_person": None,
+            "cv_person_se": None,
+            "slope": None,
+            "intercept": None,
+            "reason": None,
+        }
         if data.height < MIN_PAIRS:
             row["reason"] = f"{data.height} pairs of consecutive years (at least {MIN_PAIRS} needed)"
         else:
@@ -252,8 +306,15 @@ def person_cv(panel: pl.DataFrame) -> pl.DataFrame:
             else:
                 row["reason"] = f"the change of O/E does not grow with 1 / size (slope {slope:.3g})"
         rows.append(row)
-    schema = {"category": pl.String, "pairs": pl.Int64, "cv_person": pl.Float64, "cv_person_se": pl.Float64,
-              "slope": pl.Float64, "intercept": pl.Float64, "reason": pl.String}
+    schema = {
+        "category": pl.String,
+        "pairs": pl.Int64,
+        "cv_person": pl.Float64,
+        "cv_person_se": pl.Float64,
+        "slope": pl.Float64,
+        "intercept": pl.Float64,
+        "reason": pl.String,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 
@@ -261,39 +322,69 @@ def person_cv(panel: pl.DataFrame) -> pl.DataFrame:
 def add_funnel(panel: pl.DataFrame, dispersion: pl.DataFrame) -> pl.DataFrame:
     """The funnel columns (``FUNNEL_COLUMNS``) per year and category, from
     ``transforms.panels.funnel.funnel``; null on rows without O/E or without ``s``."""
-    frame = panel.join(dispersion.select("category", "cv_person"), on="category", how="left",
-                       maintain_order="left").sort("year", "category", "gemeente")
-    eligible = frame.filter(pl.col("oe").is_not_null() & pl.col("cv_person").is_not_null()
-                            & (pl.col("null_variance_unit") > 0))
+    frame = panel.join(
+        dispersion.select("category", "cv_person"), on="category", how="left", maintain_order="left"
+    ).sort("year", "category", "gemeente")
+    eligible = frame.filter(
+        pl.col("oe").is_not_null() & pl.col("cv_person").is_not_null() & (pl.col("null_variance_unit") > 0)
+    )
     variance = pl.col("cv_person") ** 2 * pl.col("null_variance_unit")
     cells_in = eligible.select(
-        "year", "category", "gemeente", pl.col("insured_years").alias("n"), "oe",
-        pl.col("expected_cents").cast(pl.Float64).alias("expected"), variance.alias("binomial_var_sum"),
-        (variance.sqrt() / pl.col("expected_cents")).alias("se_oe"))
+        "year",
+        "category",
+        "gemeente",
+        pl.col("insured_years").alias("n"),
+        "oe",
+        pl.col("expected_cents").cast(pl.Float64).alias("expected"),
+        variance.alias("binomial_var_sum"),
+        (variance.sqrt() / pl.col("expected_cents")).alias("se_oe"),
+    )
     limits = funnel_rules.funnel(cells_in, ["year", "category"], "binary") if cells_in.height else None
     if limits is None:
-        return frame.with_columns([pl.lit(None, dtype=pl.String if c == "outlier" else pl.Float64).alias(c)
-                                   for c in FUNNEL_COLUMNS])
-    return frame.join(limits.select("year", "category", "gemeente", *FUNNEL_COLUMNS),
-                      on=["year", "category", "gemeente"], how="left", maintain_order="left")
+        return frame.with_columns(
+            [pl.lit(None, dtype=pl.String if c == "outlier" else pl.Float64).alias(c) for c in FUNNEL_COLUMNS]
+        )
+    return frame.join(
+        limits.select("year", "category", "gemeente", *FUNNEL_COLUMNS),
+        on=["year", "category", "gemeente"],
+        how="left",
+        maintain_order="left",
+    )
 
 
 # ------------------------------------------------------------------------------ 7: trend
 def add_trend(panel: pl.DataFrame) -> pl.DataFrame:
     """Per gemeente and category: ``trend_slope`` (change of O/E per year, least squares over its
     years with an O/E, ``scipy.stats.linregress``), ``trend_slope_se`` and ``trend_years``."""
-    series = panel.filter(pl.col("oe").is_not_null()).group_by("gemeente", "category").agg(
-        pl.col("year").sort_by("year"), pl.col("oe").sort_by("year")).sort("gemeente", "category")
+    series = (
+        panel.filter(pl.col("oe").is_not_null())
+        .group_by("gemeente", "category")
+        .agg(pl.col("year").sort_by("year"), pl.col("oe").sort_by("year"))
+        .sort("gemeente", "category")
+    )
     rows = []
     for gemeente, category, years, oe in series.iter_rows():
-        row = {"gemeente": gemeente, "category": category, "trend_years": len(years), "trend_slope": None,
-               "trend_slope_se": None}
+        row = {
+            "gemeente": gemeente,
+            "category": category,
+            "trend_years": len(years),
+            "trend_slope": None,
+            "trend_slope_se": None,
+        }
         if len(years) >= MIN_TREND_YEARS:
             fit = stats.linregress(np.asarray(years, dtype=float), np.asarray(oe, dtype=float))
             row.update(trend_slope=float(fit.slope), trend_slope_se=float(fit.stderr))
         rows.append(row)
-    trend = pl.DataFrame(rows, schema={"gemeente": pl.String, "category": pl.String, "trend_years": pl.Int32,
-                                       "trend_slope": pl.Float64, "trend_slope_se": pl.Float64})
+    trend = pl.DataFrame(
+        rows,
+        schema={
+            "gemeente": pl.String,
+            "category": pl.String,
+            "trend_years": pl.Int32,
+            "trend_slope": pl.Float64,
+            "trend_slope_se": pl.Float64,
+        },
+    )
     return panel.join(trend, on=["gemeente", "category"], how="left", maintain_order="left")
 
 
@@ -312,6 +403,20 @@ def regional_panel(long: pl.DataFrame) -> RegionalPanel:
     return RegionalPanel(regional=panel, rates=rates, dispersion=dispersion, excluded=excluded)
 
 
-__all__ = ["CATEGORY_ORDER", "RegionalInputError", "RegionalPanel", "TOTAL", "UNKNOWN", "UNMAPPED_PREFIX",
-           "add_funnel", "add_trend", "cells", "final_release", "gemeenten", "largest_remainder", "national_rates",
-           "person_cv", "regional_panel"]
+__all__ = [
+    "CATEGORY_ORDER",
+    "TOTAL",
+    "UNKNOWN",
+    "UNMAPPED_PREFIX",
+    "RegionalInputError",
+    "RegionalPanel",
+    "add_funnel",
+    "add_trend",
+    "cells",
+    "final_release",
+    "gemeenten",
+    "largest_remainder",
+    "national_rates",
+    "person_cv",
+    "regional_panel",
+]

@@ -22,12 +22,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display; set before pyplot is imported
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import polars as pl
 
-from transforms.panels.funnel import Z95, Z998  # noqa: E402
-from transforms.regional.panel import UNKNOWN  # noqa: E402
+from transforms.panels.funnel import Z95, Z998
+from transforms.regional.panel import UNKNOWN
 
 #: Gemeenten labelled on a funnel besides the outliers, and drawn in the small multiples.
 LABEL_LARGEST = 6
@@ -58,11 +58,21 @@ def _place_labels(fig, ax, labels: list[tuple[str, float, float, str]]) -> None:
     taken = []
     for text, x, y, flag in labels:
         for dx, dy in _OFFSETS:
-            leader = None if (dx, dy) == _OFFSETS[0] else {"arrowstyle": "-", "color": "0.6", "linewidth": 0.5,
-                                                           "shrinkA": 0, "shrinkB": 2}
-            note = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7,
-                               ha="left" if dx > 0 else "right", color="black" if flag else "dimgray",
-                               arrowprops=leader)
+            leader = (
+                None
+                if (dx, dy) == _OFFSETS[0]
+                else {"arrowstyle": "-", "color": "0.6", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 2}
+            )
+            note = ax.annotate(
+                text,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=7,
+                ha="left" if dx > 0 else "right",
+                color="black" if flag else "dimgray",
+                arrowprops=leader,
+            )
             box = note.get_window_extent(renderer).expanded(1.05, 1.1)
             if not any(box.overlaps(other) for other in taken) or (dx, dy) == _OFFSETS[-1]:
                 taken.append(box)
@@ -88,9 +98,15 @@ def funnel_plot(rows: pl.DataFrame, title: str, path: Path) -> Path | None:
         ax.plot(grid, 1 + z * se0, color="grey", linestyle=style, linewidth=1, label=f"{label} limits")
         ax.plot(grid, 1 - z * se0, color="grey", linestyle=style, linewidth=1)
         if tau2 > 0:
-            adjusted = z * np.sqrt(se0 ** 2 + tau2)
-            ax.plot(grid, 1 + adjusted, color="tab:blue", linestyle=style, linewidth=1.4,
-                    label=f"{label} limits, overdispersion (random effects)")
+            adjusted = z * np.sqrt(se0**2 + tau2)
+            ax.plot(
+                grid,
+                1 + adjusted,
+                color="tab:blue",
+                linestyle=style,
+                linewidth=1.4,
+                label=f"{label} limits, overdispersion (random effects)",
+            )
             ax.plot(grid, 1 - adjusted, color="tab:blue", linestyle=style, linewidth=1.4)
     ax.axhline(1.0, color="black", linewidth=0.8)
     outlier = shown["outlier"].fill_null("").to_numpy()
@@ -98,20 +114,33 @@ def funnel_plot(rows: pl.DataFrame, title: str, path: Path) -> Path | None:
     ax.scatter(n, oe, c=colours, s=18, zorder=3, edgecolors="white", linewidths=0.5)
     largest = set(shown.sort("insured_years", descending=True)["gemeente"].head(LABEL_LARGEST).to_list())
     ax.set_xscale("log")
-    labels = [(display_name(row), x, y, flag) for row, x, y, flag in zip(shown.iter_rows(named=True), n, oe, outlier)
-              if flag or row["gemeente"] in largest]
+    labels = [
+        (display_name(row), x, y, flag)
+        for row, x, y, flag in zip(shown.iter_rows(named=True), n, oe, outlier)
+        if flag or row["gemeente"] in largest
+    ]
     ax.set_xlabel("insured-years (log scale)")
     ax.set_ylabel("observed / expected (age and sex standardised)")
     ax.set_title(title, fontsize=10)
     unknown = rows.filter(pl.col("gemeente") == UNKNOWN)
-    note = (f"{shown.height} gemeenten; red / green: outside the 99.8% random-effects limits; s = {s:.2f} per "
-            f"insured-year, phi = {first['phi']:.1f}, tau = {np.sqrt(tau2):.3f}")
+    note = (
+        f"{shown.height} gemeenten; red / green: outside the 99.8% random-effects limits; s = {s:.2f} per "
+        f"insured-year, phi = {first['phi']:.1f}, tau = {np.sqrt(tau2):.3f}"
+    )
     if unknown.height:
-        note += (f"\nunknown gemeente ({unknown['insured_years'][0]:,.0f} insured-years): no sex or age class, "
-                 "so not standardised and not shown")
+        note += (
+            f"\nunknown gemeente ({unknown['insured_years'][0]:,.0f} insured-years): no sex or age class, "
+            "so not standardised and not shown"
+        )
     fig.text(0.01, 0.005, note, fontsize=6.5, color="dimgray", ha="left", va="bottom")
-    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7, frameon=False,
-               bbox_to_anchor=(0.5, 0.045))
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="lower center",
+        ncol=2,
+        fontsize=7,
+        frameon=False,
+        bbox_to_anchor=(0.5, 0.045),
+    )
     fig.tight_layout(rect=(0, 0.12, 1, 1))
     _place_labels(fig, ax, sorted(labels, key=lambda item: -abs(item[2] - 1)))  # once the axes are in place
     return _save(fig, path)
@@ -128,17 +157,25 @@ def trend_plot(rows: pl.DataFrame, title: str, path: Path, largest: int = TREND_
     units = chosen["gemeente"].head(largest).to_list()
     columns = 4
     lines = -(-len(units) // columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(11, 2.3 * lines + 0.8), dpi=110, sharex=True, sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        lines, columns, figsize=(11, 2.3 * lines + 0.8), dpi=110, sharex=True, sharey=True, squeeze=False
+    )
     years = sorted(known["year"].unique().to_list())
-    for ax in axes.flat[len(units):]:
+    for ax in axes.flat[len(units) :]:
         ax.set_visible(False)
     for ax, unit in zip(axes.flat, units):
         series = known.filter(pl.col("gemeente") == unit).sort("year")
         x, y = series["year"].to_numpy(), series["oe"].to_numpy()
         if series["limit95_adj_low"].null_count() < series.height:
-            ax.fill_between(x, series["limit95_adj_low"].to_numpy(), series["limit95_adj_high"].to_numpy(),
-                            color="tab:blue", alpha=0.12, linewidth=0, label="95% limits (random effects)")
+            ax.fill_between(
+                x,
+                series["limit95_adj_low"].to_numpy(),
+                series["limit95_adj_high"].to_numpy(),
+                color="tab:blue",
+                alpha=0.12,
+                linewidth=0,
+                label="95% limits (random effects)",
+            )
         ax.axhline(1.0, color="black", linewidth=0.7)
         ax.plot(x, y, color="tab:blue", marker="o", markersize=3, linewidth=1.2, label="O/E")
         row = series.row(-1, named=True)

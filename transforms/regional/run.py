@@ -63,13 +63,17 @@ def preflight(vektis: Path | str, out: Path | str) -> dict:
     manifest = require_output(vektis, "vektis", option="--vektis")
     folder = Path(vektis).expanduser().resolve()
     if manifest.get("validation_success") is not True:
-        raise OutputError(f"--vektis {folder}: its validation did not pass (see {folder / 'validation_summary.json'}); "
-                          "the regional panel is built only from a validated Vektis table: run `zorgpad ingest-vektis` "
-                          "again")
+        raise OutputError(
+            f"--vektis {folder}: its validation did not pass (see {folder / 'validation_summary.json'}); "
+            "the regional panel is built only from a validated Vektis table: run `zorgpad ingest-vektis` "
+            "again"
+        )
     files = _long_files(folder)
     if not files:
-        raise OutputError(f"--vektis {folder} has no harmonised table ({LONG_DIR}/year=*/*.parquet); run "
-                          "`zorgpad ingest-vektis` again")
+        raise OutputError(
+            f"--vektis {folder} has no harmonised table ({LONG_DIR}/year=*/*.parquet); run "
+            "`zorgpad ingest-vektis` again"
+        )
     target = check_target(out, KIND, inputs={"Vektis folder": folder}, option="--out")
     require_unlocked(target)
     return {"manifest": manifest, "files": files, "folder": folder}
@@ -81,12 +85,17 @@ def plan_regional(vektis: Path | str, out: Path | str) -> RegionalRun:
     checked = preflight(vektis, out)
     folder = checked["folder"]
     manifest = checked["manifest"]
-    inputs = {"vektis": {
-        "path": str(folder), "run_id": manifest.get("zorgpad", {}).get("run_id"),
-        "manifest_sha256": file_sha256(folder / "manifest.json"), "years": manifest.get("years"),
-        "releases": manifest.get("releases"), "rows": manifest.get("rows"),
-        "files": {f.relative_to(folder).as_posix(): file_sha256(f) for f in checked["files"]},
-    }}
+    inputs = {
+        "vektis": {
+            "path": str(folder),
+            "run_id": manifest.get("zorgpad", {}).get("run_id"),
+            "manifest_sha256": file_sha256(folder / "manifest.json"),
+            "years": manifest.get("years"),
+            "releases": manifest.get("releases"),
+            "rows": manifest.get("rows"),
+            "files": {f.relative_to(folder).as_posix(): file_sha256(f) for f in checked["files"]},
+        }
+    }
     publication = Publication.begin(out, KIND, inputs={"Vektis folder": folder}, option="--out")
     run = RegionalRun(str(folder), publication, inputs, started)
     run.timing["plan"] = time.perf_counter() - started
@@ -100,13 +109,18 @@ def _summary(regional: pl.DataFrame) -> dict:
     for (year,), group in sorted(rows.partition_by("year", as_dict=True).items()):
         shown = group.filter(pl.col("oe").is_not_null())
 
-        def named(flag: str) -> list[str]:
+        def named(flag: str, shown: pl.DataFrame = shown) -> list[str]:
             hit = shown.filter(pl.col("outlier") == flag).sort("oe", descending=flag == "high")
             return [f"{g} {n}" for g, n in hit.select("gemeente", "gemeente_vektis").iter_rows()]
 
-        out[str(year)] = {"gemeenten": shown.height, "oe_min": shown["oe"].min(), "oe_max": shown["oe"].max(),
-                          "tau2": shown["tau2"].drop_nulls().first() if shown.height else None,
-                          "outliers_high": named("high"), "outliers_low": named("low")}
+        out[str(year)] = {
+            "gemeenten": shown.height,
+            "oe_min": shown["oe"].min(),
+            "oe_max": shown["oe"].max(),
+            "tau2": shown["tau2"].drop_nulls().first() if shown.height else None,
+            "outliers_high": named("high"),
+            "outliers_low": named("low"),
+        }
     return out
 
 
@@ -122,10 +136,14 @@ def build_tables(run: RegionalRun) -> dict:
     years = sorted(panel.regional["year"].unique().to_list())
     present = panel.regional.group_by("year").agg(pl.col("category").unique().sort()).sort("year")
     report = {
-        "rows": rows, "years": years, "excluded_rows": panel.excluded,
+        "rows": rows,
+        "years": years,
+        "excluded_rows": panel.excluded,
         "categories": {str(y): c for y, c in present.iter_rows()},
-        "cv_person": {r["category"]: {k: v for k, v in r.items() if k != "category"}
-                      for r in panel.dispersion.iter_rows(named=True)},
+        "cv_person": {
+            r["category"]: {k: v for k, v in r.items() if k != "category"}
+            for r in panel.dispersion.iter_rows(named=True)
+        },
         "summary": _summary(panel.regional),
     }
     run.timing["tables"] = time.perf_counter() - t
@@ -147,8 +165,10 @@ def draw_plots(run: RegionalRun) -> list[str]:
     if years:
         path = run.work / PLOTS_DIR / f"trend_total_largest{TREND_LARGEST}.png"
         span = f"{years[0]}-{years[-1]}" if len(years) > 1 else f"{years[0]}"
-        title = (f"O/E of the Zvw cost per insured-year, all categories, {span}: the {TREND_LARGEST} largest gemeenten "
-                 f"(by insured-years in {years[-1]})")
+        title = (
+            f"O/E of the Zvw cost per insured-year, all categories, {span}: the {TREND_LARGEST} largest gemeenten "
+            f"(by insured-years in {years[-1]})"
+        )
         if trend_plot(regional, title, path):
             written.append(path)
     run.timing["plots"] = time.perf_counter() - t
@@ -158,12 +178,22 @@ def draw_plots(run: RegionalRun) -> list[str]:
 def finish(run: RegionalRun, report: dict, plots: list[str]) -> dict:
     """Step 4: the manifest, the swap into place; returns the manifest."""
     manifest = {
-        "out": run.publication.target, "inputs": run.inputs, "release": FINAL,
-        "excluded_rows": report["excluded_rows"], "years": report["years"], "categories": report["categories"],
-        "tables": {name: {"grain": spec.grain, "key": list(spec.key), "partition_by": list(spec.partition_by)}
-                   for name, spec in REGIONAL_TABLES.items()},
-        "rows": report["rows"], "plots": plots, "cv_person": report["cv_person"], "summary": report["summary"],
-        "code_version": code_version(), "timing_seconds": {k: round(v, 3) for k, v in run.timing.items()},
+        "out": run.publication.target,
+        "inputs": run.inputs,
+        "release": FINAL,
+        "excluded_rows": report["excluded_rows"],
+        "years": report["years"],
+        "categories": report["categories"],
+        "tables": {
+            name: {"grain": spec.grain, "key": list(spec.key), "partition_by": list(spec.partition_by)}
+            for name, spec in REGIONAL_TABLES.items()
+        },
+        "rows": report["rows"],
+        "plots": plots,
+        "cv_person": report["cv_person"],
+        "summary": report["summary"],
+        "code_version": code_version(),
+        "timing_seconds": {k: round(v, 3) for k, v in run.timing.items()},
     }
     manifest["timing_seconds"]["total"] = round(time.perf_counter() - run.started, 3)
     run.publication.commit(manifest)

@@ -37,12 +37,19 @@ def _json(path: Path) -> dict:
 def _books(store: dict) -> list[dict]:
     rows = []
     for table, entry in (store.get("books") or {}).items():
-        rows.append({"table": table, "rows_in": entry.get("rows_in", 0), "rows_stored": entry.get("rows_stored", 0),
-                     "rows_quarantined": entry.get("rows_quarantined", 0), "rows_merged": entry.get("rows_merged", 0),
-                     "euros_in": entry.get("euros_in_exact", "0.00"),
-                     "euros_stored": entry.get("euros_stored_exact", "0.00"),
-                     "euros_quarantined": entry.get("euros_quarantined_exact", "0.00"),
-                     "balanced": bool(entry.get("balanced"))})
+        rows.append(
+            {
+                "table": table,
+                "rows_in": entry.get("rows_in", 0),
+                "rows_stored": entry.get("rows_stored", 0),
+                "rows_quarantined": entry.get("rows_quarantined", 0),
+                "rows_merged": entry.get("rows_merged", 0),
+                "euros_in": entry.get("euros_in_exact", "0.00"),
+                "euros_stored": entry.get("euros_stored_exact", "0.00"),
+                "euros_quarantined": entry.get("euros_quarantined_exact", "0.00"),
+                "balanced": bool(entry.get("balanced")),
+            }
+        )
     return rows
 
 
@@ -61,8 +68,10 @@ def _episode_counts(episodes: dict) -> tuple[list[int], list[dict]]:
         by_year = counts.setdefault(entry["bundle_id"], {})
         by_year[int(entry["anchor_year"])] = by_year.get(int(entry["anchor_year"]), 0) + int(entry["episodes"])
     years = sorted({y for by_year in counts.values() for y in by_year})
-    rows = [{"bundle": b, "counts": [counts[b].get(y, 0) for y in years], "total": sum(counts[b].values())}
-            for b in sorted(counts)]
+    rows = [
+        {"bundle": b, "counts": [counts[b].get(y, 0) for y in years], "total": sum(counts[b].values())}
+        for b in sorted(counts)
+    ]
     return years, rows
 
 
@@ -71,8 +80,13 @@ def _table_rows(folder: Path, limit: int) -> tuple[list[str], list[list[str]], i
     files = sorted(folder.rglob("*.parquet")) if folder.is_dir() else []
     if not files:
         return [], [], 0
-    frame = pl.scan_parquet(folder / "**" / "*.parquet", hive_partitioning=True,
-                            hive_schema=None, extra_columns="ignore", missing_columns="insert")
+    frame = pl.scan_parquet(
+        folder / "**" / "*.parquet",
+        hive_partitioning=True,
+        hive_schema=None,
+        extra_columns="ignore",
+        missing_columns="insert",
+    )
     total = frame.select(pl.len()).collect().item()
     head = frame.head(limit).collect()
     text = [[_cell(v) for v in row] for row in head.iter_rows()]
@@ -112,11 +126,23 @@ def _did_sections(out: Path, images: Path) -> list[dict]:
             columns = summary.columns
             rows = [[_cell(v) for v in row] for row in summary.iter_rows()]
         plots = sorted((folder / "estimates").rglob("event_study.png")) if (folder / "estimates").is_dir() else []
-        sections.append({"name": folder.name, "rows": manifest.get("rows"), "columns": columns, "summary": rows,
-                         "plots": [{"src": src, "outcome": plot.parent.name}
-                                   for src, plot in zip(_copy_images(plots, images, f"did-{folder.name}"), plots)],
-                         "report_links": [f"../did/{folder.name}/estimates/{p.parent.name}/report.html"
-                                          for p in plots if (p.parent / "report.html").is_file()]})
+        sections.append(
+            {
+                "name": folder.name,
+                "rows": manifest.get("rows"),
+                "columns": columns,
+                "summary": rows,
+                "plots": [
+                    {"src": src, "outcome": plot.parent.name}
+                    for src, plot in zip(_copy_images(plots, images, f"did-{folder.name}"), plots)
+                ],
+                "report_links": [
+                    f"../did/{folder.name}/estimates/{p.parent.name}/report.html"
+                    for p in plots
+                    if (p.parent / "report.html").is_file()
+                ],
+            }
+        )
     return sections
 
 
@@ -136,27 +162,44 @@ def build_report(out: Path | str) -> Path:
             (images / "episodes-per-year.png").write_bytes(episodes_chart_png(years, episode_rows))
             chart = "images/episodes-per-year.png"
         funnels = sorted((out / "panels" / PLOTS_DIR).rglob("*.png"))[:MAX_FUNNEL_PLOTS]
-        funnel_images = [{"src": src, "caption": " ".join(p.relative_to(out / "panels" / PLOTS_DIR).with_suffix("").parts)}
-                         for src, p in zip(_copy_images(funnels, images, "funnel"), funnels)]
+        funnel_images = [
+            {"src": src, "caption": " ".join(p.relative_to(out / "panels" / PLOTS_DIR).with_suffix("").parts)}
+            for src, p in zip(_copy_images(funnels, images, "funnel"), funnels)
+        ]
         rec_columns, rec_rows, rec_total = _table_rows(out / "panels" / "reconciliation", MAX_RECONCILIATION_ROWS)
         docs = (store.get("validation") or {}).get("data_docs")
         context = {
-            "run": run, "store": store, "episodes": episodes, "panels": panels,
+            "run": run,
+            "store": store,
+            "episodes": episodes,
+            "panels": panels,
             "stages": [{"name": k, **v} for k, v in (run.get("stages") or {}).items()],
-            "books": _books(store), "books_line": books_line(store) if store else "no store",
+            "books": _books(store),
+            "books_line": books_line(store) if store else "no store",
             "validation_line": validation_line(store) if store else "no store",
-            "reasons": quarantine_reasons(store), "quarantine": _quarantine(store),
+            "reasons": quarantine_reasons(store),
+            "quarantine": _quarantine(store),
             "data_docs": f"../store/{docs}" if docs else None,
-            "years": years, "episode_rows": episode_rows, "episodes_chart": chart,
+            "years": years,
+            "episode_rows": episode_rows,
+            "episodes_chart": chart,
             "funnels": funnel_images,
             "panel_rows": sorted((panels.get("rows") or {}).items()),
-            "rec_columns": rec_columns, "rec_rows": rec_rows, "rec_total": rec_total,
+            "rec_columns": rec_columns,
+            "rec_rows": rec_rows,
+            "rec_total": rec_total,
             "did": _did_sections(out, images),
-            "timings": {name: (m.get("timing_seconds") or {}) for name, m in
-                        (("ingest", store), ("episodes", episodes), ("panels", panels)) if m},
+            "timings": {
+                name: (m.get("timing_seconds") or {})
+                for name, m in (("ingest", store), ("episodes", episodes), ("panels", panels))
+                if m
+            },
         }
-        environment = Environment(loader=FileSystemLoader(Path(__file__).parent),
-                                  autoescape=select_autoescape(["html", "j2"]), keep_trailing_newline=True)
+        environment = Environment(
+            loader=FileSystemLoader(Path(__file__).parent),
+            autoescape=select_autoescape(["html", "j2"]),
+            keep_trailing_newline=True,
+        )
         page = environment.get_template("index.html.j2").render(**context)
         (work / "index.html").write_text(page, encoding="utf-8")
         target = publication.commit({"run": str(out), "images": sorted(p.name for p in images.iterdir())})

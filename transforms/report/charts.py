@@ -6,8 +6,8 @@ import io
 
 import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - after choosing the headless backend
+matplotlib.use("Agg")  # headless backend, chosen before pyplot is imported
+import matplotlib.pyplot as plt
 
 
 def episodes_chart_png(years: list[int], rows: list[dict]) -> bytes:

@@ -55,7 +55,9 @@ CHRONIC: dict[str, ChronicCondition] = {
     "diabetes": ChronicCondition(0.20, 70, 10, ("A10BA02", "A10BA02", "A10BB12", "A10AE04"), "KZ-DM", 0.85, 20),
     "copd": ChronicCondition(0.12, 76, 8, ("R03AK06", "R03BB04"), "KZ-COPD", 0.6, 40),
     "asthma": ChronicCondition(0.05, 10, 4, ("R03AC02", "R03AK06"), "KZ-ASTMA", 0.2, 4),
-    "hypertension": ChronicCondition(0.60, 66, 9, ("C09AA05", "C07AB02", "C08CA01", "C03AA03", "C09CA01"), "KZ-CVRM", 0.3, 25),
+    "hypertension": ChronicCondition(
+        0.60, 66, 9, ("C09AA05", "C07AB02", "C08CA01", "C03AA03", "C09CA01"), "KZ-CVRM", 0.3, 25
+    ),
     "lipid": ChronicCondition(0.42, 65, 8, ("C10AA01", "C10AA05"), None, 1.0, 30),
     "anticoagulation": ChronicCondition(0.32, 79, 7, ("B01AC06", "B01AF01", "B01AF02", "B01AA07"), None, 1.0, 30),
     "depression": ChronicCondition(0.06, 25, 5, ("N06AB04", "N06AB06", "N06AX11"), None, 1.0, 15, 1.7),
@@ -67,16 +69,29 @@ CHRONIC: dict[str, ChronicCondition] = {
     "heart_failure": ChronicCondition(0.16, 86, 6, (), None, 1.0, 45),
     # expensive outpatient drugs (biologicals for IBD/psoriasis, oral oncolytics, DOACs, insulin
     # pumps...): about 1-2% of insured, a third of outpatient pharmacy spending
-    "specialty_drugs": ChronicCondition(0.035, 60, 15, ("L04AB04", "L04AB01", "L01BC06", "B01AF02", "A10AE04"), None, 1.0, 10),
+    "specialty_drugs": ChronicCondition(
+        0.035, 60, 15, ("L04AB04", "L04AB01", "L01BC06", "B01AF02", "A10AE04"), None, 1.0, 10
+    ),
 }
 #: dispensings per year and DDD per dispensing: maintenance drugs quarterly (90 DDD), specialty
 #: drugs monthly (28 DDD)
 DISPENSING_SCHEDULE = {"specialty_drugs": (12, 28.0)}
 #: Acute dispensings: (ATC, DDD per dispensing, relative frequency)
 ACUTE = (
-    ("J01CA04", 10.0, 6), ("J01CR02", 10.0, 3), ("J01FA10", 3.0, 2), ("M01AE01", 30.0, 5), ("M01AB05", 30.0, 2),
-    ("N02BE01", 30.0, 4), ("N02AJ13", 20.0, 1), ("D07AC01", 30.0, 3), ("S01AD01", 10.0, 1), ("H02AB06", 10.0, 2),
-    ("B03AA07", 30.0, 1), ("N05BA01", 15.0, 1), ("N05CF01", 15.0, 2), ("A02BC01", 30.0, 2),
+    ("J01CA04", 10.0, 6),
+    ("J01CR02", 10.0, 3),
+    ("J01FA10", 3.0, 2),
+    ("M01AE01", 30.0, 5),
+    ("M01AB05", 30.0, 2),
+    ("N02BE01", 30.0, 4),
+    ("N02AJ13", 20.0, 1),
+    ("D07AC01", 30.0, 3),
+    ("S01AD01", 10.0, 1),
+    ("H02AB06", 10.0, 2),
+    ("B03AA07", 30.0, 1),
+    ("N05BA01", 15.0, 1),
+    ("N05CF01", 15.0, 2),
+    ("A02BC01", 30.0, 2),
 )
 REGISTRATION_CODES = (("11000", 0, 64), ("11100", 65, 74), ("11101", 75, 200))
 #: The ra_drugs bundle's pharmacy drugs (transforms/bundles/ra_drugs.yml), and the specialty drug a
@@ -100,8 +115,10 @@ def draw_chronic(ctx: PathContext, rng: np.random.Generator) -> dict[str, np.nda
 
 def pad_chronic(chronic: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
     """Newborns added by the birth path have no chronic condition."""
-    return {k: np.vstack([v, np.zeros((size - v.shape[0], v.shape[1]), dtype=bool)]) if v.shape[0] < size else v
-            for k, v in chronic.items()}
+    return {
+        k: np.vstack([v, np.zeros((size - v.shape[0], v.shape[1]), dtype=bool)]) if v.shape[0] < size else v
+        for k, v in chronic.items()
+    }
 
 
 def exposure_years(ctx: PathContext) -> np.ndarray:
@@ -122,7 +139,6 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
     pop = ctx.pop
     n = pop.size
     years = np.array(list(ctx.years))
-    first = ctx.config.first_year
     chronic = ctx.chronic
     frailty = rng.gamma(0.9, 1 / 0.9, n)
     light = 0.5 + 0.5 * frailty  # first-line use varies less than hospital use
@@ -152,8 +168,15 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
                 c = p[in_chain[p]]
                 for q in range(4):
                     d = y0 + 91 * q + 45 + np.zeros(c.size, dtype=np.int64)
-                    ctx.claims.first_line("gp", c, pop.usual["gp"][c], d, gp_tariff_cents(cond.chain_care, d),
-                                          origin="chronic", service_cd=cond.chain_care)
+                    ctx.claims.first_line(
+                        "gp",
+                        c,
+                        pop.usual["gp"][c],
+                        d,
+                        gp_tariff_cents(cond.chain_care, d),
+                        origin="chronic",
+                        service_cd=cond.chain_care,
+                    )
 
     # -- GP registration fees every quarter ------------------------------------------------------
     for year in years:
@@ -163,10 +186,13 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
             p = np.flatnonzero((age >= lo) & (age <= hi))
             for q in range(4):
                 # the first day of the quarter (in a leap year 1 April is day 91, not 90)
-                quarter_start = (np.datetime64(f"{year}-{3 * q + 1:02d}-01") - np.datetime64("1970-01-01")).astype(np.int64)
+                quarter_start = (np.datetime64(f"{year}-{3 * q + 1:02d}-01") - np.datetime64("1970-01-01")).astype(
+                    np.int64
+                )
                 d = int(quarter_start) + np.zeros(p.size, dtype=np.int64)
-                ctx.claims.first_line("gp", p, pop.usual["gp"][p], d, gp_tariff_cents(code, d), origin="chronic",
-                                      service_cd=code)
+                ctx.claims.first_line(
+                    "gp", p, pop.usual["gp"][p], d, gp_tariff_cents(code, d), origin="chronic", service_cd=code
+                )
 
     # -- calibrated fill-up per table ------------------------------------------------------------
     exposure = exposure_years(ctx)
@@ -191,8 +217,11 @@ def generate(ctx: PathContext, calibration: Calibration) -> None:
 
     # GP contacts: consults, visits, M&I procedures, POH-GGZ modules
     elderly = (years[None, :] - pop.birth_year[:, None]) >= 75
-    unit = np.where(elderly, [expected_contact_cents(int(y), True) for y in years],
-                    [expected_contact_cents(int(y), False) for y in years])
+    unit = np.where(
+        elderly,
+        [expected_contact_cents(int(y), True) for y in years],
+        [expected_contact_cents(int(y), False) for y in years],
+    )
     rate = rate_per_insured_year("gp", unit)
     patient, days = _poisson_days(rng, rate * light[:, None], years)
     ctx.gp_consults(patient, days, origin="background", age=(days // 365 + 1970) - pop.birth_year[patient])
@@ -227,8 +256,9 @@ def _poisson_days(rng: np.random.Generator, rate: np.ndarray, years: np.ndarray)
     return patient, days
 
 
-def _background_dbc(ctx: PathContext, rate_fn, frailty: np.ndarray, cell: np.ndarray, age_class: np.ndarray,
-                    years: np.ndarray) -> None:
+def _background_dbc(
+    ctx: PathContext, rate_fn, frailty: np.ndarray, cell: np.ndarray, age_class: np.ndarray, years: np.ndarray
+) -> None:
     rng = ctx.rng
     pop = ctx.pop
     products = ctx.catalogue.background
@@ -257,5 +287,12 @@ def _background_dbc(ctx: PathContext, rate_fn, frailty: np.ndarray, cell: np.nda
         p = patient[sel]
         provider = ctx.hospital_for(p, zbc_share=0.0 if product.clinical else 0.08)
         care_days = 1 + rng.poisson(2.0, sel.size) if product.care_day_activity is not None else 0
-        ctx.subtraject(product.key, p, provider, days[sel], care_days=care_days,
-                       extra_visits=rng.integers(0, 3, sel.size), origin="background")
+        ctx.subtraject(
+            product.key,
+            p,
+            provider,
+            days[sel],
+            care_days=care_days,
+            extra_visits=rng.integers(0, 3, sel.size),
+            origin="background",
+        )

@@ -21,7 +21,13 @@ AGE_CLASSES = [f"{a}-{a + 4}" for a in AGE_CLASS_MIN[:-1]] + ["90+"]
 SEXES = ("M", "V")
 #: Cost categories the generator calibrates, each mapped to the delivery table that carries it.
 CATEGORIES = ("msz", "pharmacy", "gp", "paramedical", "maternity")
-CATEGORY_TABLE = {"msz": "dbc", "pharmacy": "pharmacy", "gp": "gp", "paramedical": "paramedical", "maternity": "maternity"}
+CATEGORY_TABLE = {
+    "msz": "dbc",
+    "pharmacy": "pharmacy",
+    "gp": "gp",
+    "paramedical": "paramedical",
+    "maternity": "maternity",
+}
 VEKTIS_YEARS = range(2011, 2024)
 #: The CBS division the bundled gemeente codes follow.
 GEOGRAPHY_YEAR = 2020

@@ -82,10 +82,12 @@ class Catalogue(BaseModel):
 
     def background_weights(self, age: int, sex: int) -> np.ndarray:
         """Relative frequency of each background product for a patient of ``age`` and ``sex`` (0 = M)."""
-        w = np.array([
-            p.weight if (p.age_min <= age <= p.age_max and p.sex in ("any", "MV"[sex])) else 0.0
-            for p in self.background
-        ])
+        w = np.array(
+            [
+                p.weight if (p.age_min <= age <= p.age_max and p.sex in ("any", "MV"[sex])) else 0.0
+                for p in self.background
+            ]
+        )
         return w
 
 
@@ -97,7 +99,9 @@ def load_catalogue(path: Path = CATALOGUE) -> Catalogue:
     if isinstance(background_raw, dict):
         background_raw = [{"key": k, **v} for k, v in background_raw.items()]
     background = tuple(
-        Product.model_validate({"key": spec.get("key", f"background_{i}"), **{k: v for k, v in spec.items() if k != "key"}})
+        Product.model_validate(
+            {"key": spec.get("key", f"background_{i}"), **{k: v for k, v in spec.items() if k != "key"}}
+        )
         for i, spec in enumerate(background_raw)
     )
     return Catalogue(products=products, background=background)

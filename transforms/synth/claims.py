@@ -88,10 +88,12 @@ def population_shift(config, calibration, registry: ProviderRegistry) -> Populat
     from transforms.synth.background import REGISTRATION_CODES  # background imports the care paths
     from transforms.synth.calendar import year_start
 
-    return PopulationShift(practices=population_practices(effect, calibration, registry),
-                           start_day=int(year_start(effect.start_year)),
-                           basis_points=int(round(effect.spending_pct * 100)),
-                           exempt_service_cd=tuple(code for code, _, _ in REGISTRATION_CODES))
+    return PopulationShift(
+        practices=population_practices(effect, calibration, registry),
+        start_day=int(year_start(effect.start_year)),
+        basis_points=round(effect.spending_pct * 100),
+        exempt_service_cd=tuple(code for code, _, _ in REGISTRATION_CODES),
+    )
 
 
 @dataclass
@@ -105,10 +107,24 @@ class _Chunk:
 #: ``sigma``; rounded to whole days, capped at ``cap_days``, plus ``offset_days``. ``truth.json``
 #: ``declaration_lag`` is computed from these numbers (``transforms.synth.lag_truth``).
 DECLARATION_LAG = {
-    "hospital": {"median_days": 45.0, "sigma": 0.6, "slow_share": 0.15, "slow_median_days": 160.0,
-                 "slow_sigma": 0.7, "cap_days": 730, "offset_days": 7},
-    "first_line": {"median_days": 21.0, "sigma": 0.6, "slow_share": 0.06, "slow_median_days": 160.0,
-                   "slow_sigma": 0.7, "cap_days": 730, "offset_days": 1},
+    "hospital": {
+        "median_days": 45.0,
+        "sigma": 0.6,
+        "slow_share": 0.15,
+        "slow_median_days": 160.0,
+        "slow_sigma": 0.7,
+        "cap_days": 730,
+        "offset_days": 7,
+    },
+    "first_line": {
+        "median_days": 21.0,
+        "sigma": 0.6,
+        "slow_share": 0.06,
+        "slow_median_days": 160.0,
+        "slow_sigma": 0.7,
+        "cap_days": 730,
+        "offset_days": 1,
+    },
 }
 
 
@@ -120,8 +136,11 @@ def declaration_lag(rng: np.random.Generator, n: int, hospital: bool) -> np.ndar
     """
     p = DECLARATION_LAG["hospital" if hospital else "first_line"]
     slow = rng.random(n) < p["slow_share"]
-    lag = np.where(slow, rng.lognormal(np.log(p["slow_median_days"]), p["slow_sigma"], n),
-                   rng.lognormal(np.log(p["median_days"]), p["sigma"], n))
+    lag = np.where(
+        slow,
+        rng.lognormal(np.log(p["slow_median_days"]), p["slow_sigma"], n),
+        rng.lognormal(np.log(p["median_days"]), p["sigma"], n),
+    )
     return np.minimum(np.round(lag), p["cap_days"]).astype(np.int64) + p["offset_days"]
 
 
@@ -174,26 +193,36 @@ class ClaimBuffer:
         self._n_dbc += n
         if amount_cents is None:
             amount_cents = self.dbc_price_cents(product, provider, end)
-        self._dbc.append(_Chunk({
-            "row": rows,
-            "patient": patient,
-            "provider": np.broadcast_to(np.asarray(provider, dtype=np.int64), (n,)).copy(),
-            "start": np.asarray(start, dtype=np.int64),
-            "end": np.maximum(np.asarray(end, dtype=np.int64), start),
-            "amount": np.asarray(amount_cents, dtype=np.int64),
-            "background": np.full(n, origin == "background"),
-        }, {"product": product}))
+        self._dbc.append(
+            _Chunk(
+                {
+                    "row": rows,
+                    "patient": patient,
+                    "provider": np.broadcast_to(np.asarray(provider, dtype=np.int64), (n,)).copy(),
+                    "start": np.asarray(start, dtype=np.int64),
+                    "end": np.maximum(np.asarray(end, dtype=np.int64), start),
+                    "amount": np.asarray(amount_cents, dtype=np.int64),
+                    "background": np.full(n, origin == "background"),
+                },
+                {"product": product},
+            )
+        )
         for act in activities:
             qty = np.broadcast_to(np.asarray(act.quantity, dtype=np.int64), (n,))
             keep = qty > 0
-            amount = (np.broadcast_to(act.amount_cents, (n,)) if act.amount_cents is not None else None)
-            self._activities.append(_Chunk({
-                "row": rows[keep],
-                "day": np.broadcast_to(np.asarray(act.day, dtype=np.int64), (n,))[keep],
-                "quantity": qty[keep],
-                "amount": amount[keep] if amount is not None else np.full(int(keep.sum()), -1, dtype=np.int64),
-                "has_amount": np.full(int(keep.sum()), amount is not None),
-            }, {"code": act.code}))
+            amount = np.broadcast_to(act.amount_cents, (n,)) if act.amount_cents is not None else None
+            self._activities.append(
+                _Chunk(
+                    {
+                        "row": rows[keep],
+                        "day": np.broadcast_to(np.asarray(act.day, dtype=np.int64), (n,))[keep],
+                        "quantity": qty[keep],
+                        "amount": amount[keep] if amount is not None else np.full(int(keep.sum()), -1, dtype=np.int64),
+                        "has_amount": np.full(int(keep.sum()), amount is not None),
+                    },
+                    {"code": act.code},
+                )
+            )
         return rows
 
     def first_line(
@@ -215,18 +244,25 @@ class ClaimBuffer:
             return np.zeros(0, dtype=np.int64)
         rows = np.arange(self._n_first_line[table], self._n_first_line[table] + n)
         self._n_first_line[table] += n
-        self._first_line[table].append(_Chunk({
-            "row": rows,
-            "patient": patient,
-            "provider": np.broadcast_to(np.asarray(provider, dtype=np.int64), (n,)).copy(),
-            "day": np.asarray(days, dtype=np.int64),
-            "amount": np.broadcast_to(np.asarray(amount_cents, dtype=np.int64), (n,)).copy(),
-            "background": np.full(n, origin == "background"),
-        }, extra))
+        self._first_line[table].append(
+            _Chunk(
+                {
+                    "row": rows,
+                    "patient": patient,
+                    "provider": np.broadcast_to(np.asarray(provider, dtype=np.int64), (n,)).copy(),
+                    "day": np.asarray(days, dtype=np.int64),
+                    "amount": np.broadcast_to(np.asarray(amount_cents, dtype=np.int64), (n,)).copy(),
+                    "background": np.full(n, origin == "background"),
+                },
+                extra,
+            )
+        )
         return rows
 
     # -- measuring (for calibration) --------------------------------------------------------------
-    def cost_by_patient_year(self, table: str, first_year: int, last_year: int, *, background: bool | None = None) -> np.ndarray:
+    def cost_by_patient_year(
+        self, table: str, first_year: int, last_year: int, *, background: bool | None = None
+    ) -> np.ndarray:
         """Euros (cents) per (patient, year) of the lines added so far that will be delivered
         (insured and alive on the date), optionally only background or only path lines."""
         n_years = last_year - first_year + 1
@@ -246,8 +282,17 @@ class ClaimBuffer:
         return out
 
     # -- finalising --------------------------------------------------------------------------------
-    def finalise(self, *, block: int, first_day: int, last_day: int, as_of: int, withhold_late: bool,
-                 patient_ids: pl.Series, population: PopulationShift | None = None) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, "ClaimIds"]]:
+    def finalise(
+        self,
+        *,
+        block: int,
+        first_day: int,
+        last_day: int,
+        as_of: int,
+        withhold_late: bool,
+        patient_ids: pl.Series,
+        population: PopulationShift | None = None,
+    ) -> tuple[dict[str, pl.DataFrame | None], dict[str, dict[str, int]], dict[str, ClaimIds]]:
         """Build the block's claim tables.
 
         Returns ``(tables, withheld, claim_ids)``: the tables as polars frames (days as int, money as
@@ -265,8 +310,11 @@ class ClaimBuffer:
         # ---- dbc ----
         cols = _concat_columns(self._dbc, ("row", "patient", "provider", "start", "end", "amount"))
         products = [c.extra["product"] for c in self._dbc]
-        product_idx = np.concatenate([np.full(c.columns["row"].size, i) for i, c in enumerate(self._dbc)]) \
-            if self._dbc else np.zeros(0, dtype=np.int64)
+        product_idx = (
+            np.concatenate([np.full(c.columns["row"].size, i) for i, c in enumerate(self._dbc)])
+            if self._dbc
+            else np.zeros(0, dtype=np.int64)
+        )
         end = np.minimum(cols["end"], self.pop.death_day[cols["patient"]])  # a subtraject closes at death
         spell = self.pop.spell_at(cols["patient"], cols["start"])
         reasons = _classify(
@@ -294,31 +342,43 @@ class ClaimBuffer:
         pidx = product_idx[keep]
 
         def product_attr(name: str, dtype=pl.String) -> pl.Series:
-            return pl.Series(name, [getattr(p, name if name != "clinical" else "clinical") for p in products], dtype=dtype).gather(pidx)
+            return pl.Series(
+                name, [getattr(p, name if name != "clinical" else "clinical") for p in products], dtype=dtype
+            ).gather(pidx)
 
-        tables["dbc"] = pl.DataFrame([
-            ids.kept.alias("claim_id"),
-            patient_ids.gather(cols["patient"][keep]).alias("patient_id"),
-            agb.gather(cols["provider"][keep]).alias("provider_agb"),
-            insurers.gather(self.pop.spell_insurer[spell[keep]]),
-            product_attr("specialism").alias("specialism_cd"),
-            product_attr("diagnosis").alias("diagnosis_cd"),
-            product_attr("product").alias("product_cd"),
-            product_attr("care_type").alias("care_type_cd"),
-            pl.Series("start_date", cols["start"][keep], dtype=pl.Int64),
-            pl.Series("end_date", end[keep], dtype=pl.Int64),
-            product_attr("clinical", pl.Boolean).alias("clinical"),
-            pl.Series("amount_cents", cols["amount"][keep], dtype=pl.Int64),
-            pl.Series("declared_on", declared[keep], dtype=pl.Int64),
-        ])
+        tables["dbc"] = pl.DataFrame(
+            [
+                ids.kept.alias("claim_id"),
+                patient_ids.gather(cols["patient"][keep]).alias("patient_id"),
+                agb.gather(cols["provider"][keep]).alias("provider_agb"),
+                insurers.gather(self.pop.spell_insurer[spell[keep]]),
+                product_attr("specialism").alias("specialism_cd"),
+                product_attr("diagnosis").alias("diagnosis_cd"),
+                product_attr("product").alias("product_cd"),
+                product_attr("care_type").alias("care_type_cd"),
+                pl.Series("start_date", cols["start"][keep], dtype=pl.Int64),
+                pl.Series("end_date", end[keep], dtype=pl.Int64),
+                product_attr("clinical", pl.Boolean).alias("clinical"),
+                pl.Series("amount_cents", cols["amount"][keep], dtype=pl.Int64),
+                pl.Series("declared_on", declared[keep], dtype=pl.Int64),
+            ]
+        )
 
         # ---- dbc_activity ----
         acols = _concat_columns(self._activities, ("row", "day", "quantity", "amount"))
-        has_amount = np.concatenate([c.columns["has_amount"] for c in self._activities]) if self._activities \
+        has_amount = (
+            np.concatenate([c.columns["has_amount"] for c in self._activities])
+            if self._activities
             else np.zeros(0, dtype=bool)
+        )
         code_vocab = sorted({c.extra["code"] for c in self._activities})
-        code_idx = np.concatenate([np.full(c.columns["row"].size, code_vocab.index(c.extra["code"]))
-                                   for c in self._activities]) if self._activities else np.zeros(0, dtype=np.int64)
+        code_idx = (
+            np.concatenate(
+                [np.full(c.columns["row"].size, code_vocab.index(c.extra["code"])) for c in self._activities]
+            )
+            if self._activities
+            else np.zeros(0, dtype=np.int64)
+        )
         end_by_row = np.full(self._n_dbc, -1, dtype=np.int64)
         end_by_row[cols["row"]] = end
         start_by_row = np.full(self._n_dbc, -1, dtype=np.int64)
@@ -329,16 +389,20 @@ class ClaimBuffer:
         if population is not None:
             hit = dbc_shifted[acols["row"]] & has_amount
             acols["amount"] = np.where(hit, population.scale(acols["amount"]), acols["amount"])
-        tables["dbc_activity"] = pl.DataFrame([
-            ids.of_rows(acols["row"][akeep]).alias("claim_id"),
-            pl.Series("activity_cd", code_vocab, dtype=pl.String).gather(code_idx[akeep]),
-            pl.Series("activity_date", acols["day"][akeep], dtype=pl.Int64),
-            pl.Series("quantity", acols["quantity"][akeep], dtype=pl.Int32),
-            pl.Series("amount_cents", np.where(has_amount[akeep], acols["amount"][akeep], 0), dtype=pl.Int64),
-            pl.Series("amount_is_null", ~has_amount[akeep]),
-        ])
-        withheld["dbc_activity"] = {"parent_not_delivered": int((~parent_kept).sum()),
-                                    "after_subtraject_end": int((parent_kept & ~inside).sum())}
+        tables["dbc_activity"] = pl.DataFrame(
+            [
+                ids.of_rows(acols["row"][akeep]).alias("claim_id"),
+                pl.Series("activity_cd", code_vocab, dtype=pl.String).gather(code_idx[akeep]),
+                pl.Series("activity_date", acols["day"][akeep], dtype=pl.Int64),
+                pl.Series("quantity", acols["quantity"][akeep], dtype=pl.Int32),
+                pl.Series("amount_cents", np.where(has_amount[akeep], acols["amount"][akeep], 0), dtype=pl.Int64),
+                pl.Series("amount_is_null", ~has_amount[akeep]),
+            ]
+        )
+        withheld["dbc_activity"] = {
+            "parent_not_delivered": int((~parent_kept).sum()),
+            "after_subtraject_end": int((parent_kept & ~inside).sum()),
+        }
 
         # ---- first-line tables ----
         for table in FIRST_LINE_TABLES:
@@ -346,8 +410,9 @@ class ClaimBuffer:
             if not chunks:
                 tables[table] = None
                 withheld[table] = {}
-                claim_ids[table] = ClaimIds.assign(CLAIM_PREFIX[table], block, np.zeros(0, np.int64),
-                                                   np.zeros(0, bool), 0)
+                claim_ids[table] = ClaimIds.assign(
+                    CLAIM_PREFIX[table], block, np.zeros(0, np.int64), np.zeros(0, bool), 0
+                )
                 continue
             fcols = _concat_columns(chunks, ("row", "patient", "provider", "day", "amount"))
             spell = self.pop.spell_at(fcols["patient"], fcols["day"])
@@ -411,7 +476,7 @@ def _group_sum(key: np.ndarray, values: np.ndarray):
     """``((key // 10, key % 10), count, sum)`` per distinct key."""
     keys, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
     sums = np.bincount(inverse, weights=values.astype(np.float64), minlength=keys.size)
-    return [((int(k) // 10, int(k) % 10), int(c), int(round(s))) for k, c, s in zip(keys, counts, sums)]
+    return [((int(k) // 10, int(k) % 10), int(c), int(round(s))) for k, c, s in zip(keys, counts, sums)]  # noqa: RUF046 - round() of a numpy 1.x scalar is a float
 
 
 def _service_cd_in(chunks: list[_Chunk], codes: tuple[str, ...]) -> np.ndarray:
@@ -434,8 +499,12 @@ def _per_day(days: np.ndarray, cents: np.ndarray, keep: np.ndarray, first_day: i
     """Lines (row 0) and cents (row 1) of the kept lines per day ``first_day`` .. ``as_of``."""
     offset = np.asarray(days, dtype=np.int64)[keep] - first_day
     n = as_of - first_day + 1
-    return np.stack([np.bincount(offset, minlength=n).astype(np.float64),
-                     np.bincount(offset, weights=np.asarray(cents, dtype=np.float64)[keep], minlength=n)])
+    return np.stack(
+        [
+            np.bincount(offset, minlength=n).astype(np.float64),
+            np.bincount(offset, weights=np.asarray(cents, dtype=np.float64)[keep], minlength=n),
+        ]
+    )
 
 
 @dataclass
@@ -447,13 +516,17 @@ class ClaimIds:
     kept: pl.Series
 
     @classmethod
-    def assign(cls, prefix: str, block: int, rows: np.ndarray, keep: np.ndarray, n_rows: int) -> "ClaimIds":
+    def assign(cls, prefix: str, block: int, rows: np.ndarray, keep: np.ndarray, n_rows: int) -> ClaimIds:
         kept_rows = rows[keep]
         position = np.full(n_rows, -1, dtype=np.int64)
         position[kept_rows] = np.arange(kept_rows.size)
-        ids = pl.select(
-            pl.concat_str([pl.lit(f"{prefix}{block:05d}-"), pl.Series(kept_rows).cast(pl.String).str.zfill(9)])
-        ).to_series().alias("claim_id")
+        ids = (
+            pl.select(
+                pl.concat_str([pl.lit(f"{prefix}{block:05d}-"), pl.Series(kept_rows).cast(pl.String).str.zfill(9)])
+            )
+            .to_series()
+            .alias("claim_id")
+        )
         return cls(position=position, kept=ids)
 
     def of_rows(self, rows: np.ndarray) -> pl.Series:
@@ -505,14 +578,23 @@ def _concat_extra(name: str, chunks: list[_Chunk]) -> pl.Series:
         elif np.ndim(v) == 0:
             parts.append(pl.Series(name, [v.item() if hasattr(v, "item") else v], dtype=dtype).new_from_index(0, n))
         elif dtype == pl.String:
-            parts.append(pl.Series(name, np.asarray(v).astype(str) if np.asarray(v).dtype.kind == "U" else list(v), dtype=pl.String))
+            parts.append(
+                pl.Series(
+                    name, np.asarray(v).astype(str) if np.asarray(v).dtype.kind == "U" else list(v), dtype=pl.String
+                )
+            )
         else:
             parts.append(pl.Series(name, np.asarray(v)).cast(dtype))
     return pl.concat(parts).alias(name)
 
 
-_REASONS = ("", "outside_delivery_years", "not_insured_or_deceased", "not_closed_by_data_as_of",
-            "declared_after_data_as_of")
+_REASONS = (
+    "",
+    "outside_delivery_years",
+    "not_insured_or_deceased",
+    "not_closed_by_data_as_of",
+    "declared_after_data_as_of",
+)
 
 
 def _classify(*conditions: tuple[str, np.ndarray]) -> np.ndarray:
@@ -528,4 +610,15 @@ def _count_reasons(reasons: np.ndarray) -> dict[str, int]:
     return {_REASONS[i]: int(c) for i, c in enumerate(counts) if c and i}
 
 
-__all__ = ["ActivityLines", "ClaimBuffer", "ClaimIds", "PopulationShift", "population_shift", "FIRST_LINE_TABLES", "OPEN", "DECLARATION_LAG", "codes_series", "declaration_lag"]
+__all__ = [
+    "DECLARATION_LAG",
+    "FIRST_LINE_TABLES",
+    "OPEN",
+    "ActivityLines",
+    "ClaimBuffer",
+    "ClaimIds",
+    "PopulationShift",
+    "codes_series",
+    "declaration_lag",
+    "population_shift",
+]

@@ -41,10 +41,16 @@ class FaultRates(_Frozen):
     late_declarations: bool = Field(True, description="withhold lines declared after data_as_of (run-out)")
 
     @classmethod
-    def none(cls) -> "FaultRates":
+    def none(cls) -> FaultRates:
         return cls(
-            credit=0, redeclare_share=0, duplicate=0, invalid_code=0, outside_enrolment=0,
-            unknown_provider=0, bsn_in_id=0, late_declarations=False,
+            credit=0,
+            redeclare_share=0,
+            duplicate=0,
+            invalid_code=0,
+            outside_enrolment=0,
+            unknown_provider=0,
+            bsn_in_id=0,
+            late_declarations=False,
         )
 
     def error_rates(self) -> dict[str, float]:
@@ -101,7 +107,9 @@ class ProviderEffects(_Frozen):
     bundle: str = "hip_oa"
     utilisation_factor: float = Field(1.2, ge=1.0, le=3.0)
     price_factor: float = Field(1.2, ge=0.5, le=3.0)
-    patient_share: float = Field(0.18, ge=0.0, le=0.3, description="of the bundle's patients, drawn by each planted provider")
+    patient_share: float = Field(
+        0.18, ge=0.0, le=0.3, description="of the bundle's patients, drawn by each planted provider"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -122,7 +130,9 @@ class RegionalEffects(_Frozen):
     5% at the regional P95 matter); 0 turns it off.
     """
 
-    province: str = Field("PV28", pattern=r"^PV(2\d|3[01])$", description="CBS province code PV20-PV31 (PV28 = Zuid-Holland)")
+    province: str = Field(
+        "PV28", pattern=r"^PV(2\d|3[01])$", description="CBS province code PV20-PV31 (PV28 = Zuid-Holland)"
+    )
     factors: dict[str, float] = Field(default_factory=lambda: {"cataract": 1.2, "acute_stroke": 1.2})
     stroke_tail_share: float = Field(0.04, ge=0.0, le=0.3)
 
@@ -130,7 +140,9 @@ class RegionalEffects(_Frozen):
     def _check(self) -> Self:
         unknown = set(self.factors) - set(UTILISATION_BUNDLES)
         if unknown:
-            raise ValueError(f"regional factors for {sorted(unknown)}: only {', '.join(UTILISATION_BUNDLES)} can have one")
+            raise ValueError(
+                f"regional factors for {sorted(unknown)}: only {', '.join(UTILISATION_BUNDLES)} can have one"
+            )
         bad = {b: f for b, f in self.factors.items() if not 1.0 <= f <= 3.0}
         if bad:
             raise ValueError(f"regional factors must lie in [1, 3]: {bad}")
@@ -150,10 +162,19 @@ class PopulationEffect(_Frozen):
     ``population_effect`` records the practices and the planted savings per quarter.
     """
 
-    province: str = Field("PV31", pattern=r"^PV(2\d|3[01])$", description="CBS province code PV20-PV31 (PV31 = Limburg)")
-    practices: int = Field(2, ge=1, le=50, description="number of GP practices: the largest of the province by patients (all if it has fewer)")
+    province: str = Field(
+        "PV31", pattern=r"^PV(2\d|3[01])$", description="CBS province code PV20-PV31 (PV31 = Limburg)"
+    )
+    practices: int = Field(
+        2,
+        ge=1,
+        le=50,
+        description="number of GP practices: the largest of the province by patients (all if it has fewer)",
+    )
     start_year: int = Field(2019, ge=2015, le=2030, description="the effect applies from 1 January of this year")
-    spending_pct: float = Field(0.0, ge=-90.0, le=100.0, description="change of the practices' patients' spending, in percent (0 = off)")
+    spending_pct: float = Field(
+        0.0, ge=-90.0, le=100.0, description="change of the practices' patients' spending, in percent (0 = off)"
+    )
 
     @property
     def active(self) -> bool:
@@ -175,12 +196,17 @@ class SynthConfig(_Frozen):
     regional: RegionalEffects = RegionalEffects()
     population: PopulationEffect = PopulationEffect()
     specialist_scale: float = Field(
-        1.0, gt=0.0, le=10.0,
+        1.0,
+        gt=0.0,
+        le=10.0,
         description="multiplies the number of hospitals, ZBCs and rehabilitation centres (70, 40, 16): a delivery of a "
-                    "few hundred thousand insured is then like a region, with realistic volumes per provider "
-                    "(rounded; at least one per province and enough in the costlier province for its contracts and "
-                    "two untreated peers; the contract waves shrink with them, see providers._plan_contracts)")
-    block_size: int = Field(5_000, ge=100, description="patients generated (and written) per block; about 0.9 GB per worker")
+        "few hundred thousand insured is then like a region, with realistic volumes per provider "
+        "(rounded; at least one per province and enough in the costlier province for its contracts and "
+        "two untreated peers; the contract waves shrink with them, see providers._plan_contracts)",
+    )
+    block_size: int = Field(
+        5_000, ge=100, description="patients generated (and written) per block; about 0.9 GB per worker"
+    )
     delivery_id: str | None = None
 
     @model_validator(mode="after")
@@ -216,12 +242,16 @@ class SynthConfig(_Frozen):
         rates = self.fault_rates
         return not rates.late_declarations and rates.credit == 0 and not any(rates.error_rates().values())
 
-    def without_panel_effects(self) -> "SynthConfig":
+    def without_panel_effects(self) -> SynthConfig:
         """The same config with the planted benchmark and regional effects turned off."""
-        return self.model_copy(update={
-            "providers": self.providers.model_copy(update={"utilisation_factor": 1.0, "price_factor": 1.0, "patient_share": 0.0}),
-            "regional": self.regional.model_copy(update={"factors": {}, "stroke_tail_share": 0.0}),
-        })
+        return self.model_copy(
+            update={
+                "providers": self.providers.model_copy(
+                    update={"utilisation_factor": 1.0, "price_factor": 1.0, "patient_share": 0.0}
+                ),
+                "regional": self.regional.model_copy(update={"factors": {}, "stroke_tail_share": 0.0}),
+            }
+        )
 
     def effect(self, bundle: str) -> BundleEffect:
         return self.effects.get(bundle, BundleEffect())

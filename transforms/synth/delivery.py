@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Callable
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -74,8 +74,9 @@ def _run_block(args: tuple) -> BlockResult:
 _WORKER_STATE: dict[str, tuple] = {}  # config json -> (calibration, registry), per process
 
 
-def generate_delivery(config: SynthConfig, out: Path, *, workers: int = 1,
-                      progress: Callable[[int, int], None] | None = None) -> dict:
+def generate_delivery(
+    config: SynthConfig, out: Path, *, workers: int = 1, progress: Callable[[int, int], None] | None = None
+) -> dict:
     """Generate the delivery into ``out`` and its truth into ``out.truth``; each must be new,
     empty or written by an earlier ``generate_delivery`` (anything else is refused, see
     ``transforms.output_folder``), and is replaced only when the new one is complete.
@@ -98,14 +99,16 @@ def generate_delivery(config: SynthConfig, out: Path, *, workers: int = 1,
         raise
     summary["seconds"] = round(time.perf_counter() - started, 2)
     (truth_publication.work_path / "truth.json").write_text(
-        json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+        json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n"
+    )
     delivery_publication.commit()
     truth_publication.commit()
     return summary
 
 
-def _generate(config: SynthConfig, out: Path, truth: Path, workers: int,
-              progress: Callable[[int, int], None] | None) -> dict:
+def _generate(
+    config: SynthConfig, out: Path, truth: Path, workers: int, progress: Callable[[int, int], None] | None
+) -> dict:
     calibration, registry = _prepare(config)
     _WORKER_STATE[config.model_dump_json()] = (calibration, registry)
     contract = load_contract()
@@ -139,15 +142,22 @@ def _generate(config: SynthConfig, out: Path, truth: Path, workers: int,
     if config.exact_truth:
         prices = reference_prices([r.prices for r in results if r.prices is not None])
         prices.write_parquet(truth / "reference_prices.parquet", compression="zstd")
-        finish_truth(truth, [r.block for r in results], prices, registry.frame().select(
-            pl.col("provider_agb").alias("anchor_provider_agb"), pl.col("provider_type").alias("anchor_provider_type"),
-            pl.Series("anchor_province", registry.province.tolist(), dtype=pl.String)))
+        finish_truth(
+            truth,
+            [r.block for r in results],
+            prices,
+            registry.frame().select(
+                pl.col("provider_agb").alias("anchor_provider_agb"),
+                pl.col("provider_type").alias("anchor_provider_type"),
+                pl.Series("anchor_province", registry.province.tolist(), dtype=pl.String),
+            ),
+        )
         summary["settlements"] = write_settlements(config, registry, truth)
     else:
         summary["settlements"] = {
             "computed": False,
             "reason": "faults, corrections or withheld late declarations change which lines the store holds; the "
-                      "truth episodes and settlements are computed for clean deliveries only (--clean)",
+            "truth episodes and settlements are computed for clean deliveries only (--clean)",
         }
     summary["panel_effects"] = panel_effects_summary(config, registry, truth if config.exact_truth else None)
     if config.population.active:
@@ -165,8 +175,9 @@ def _default_options(config: SynthConfig) -> set[str]:
     return left_out
 
 
-def _population_effect_truth(config: SynthConfig, calibration, registry: ProviderRegistry,
-                             results: list[BlockResult]) -> dict:
+def _population_effect_truth(
+    config: SynthConfig, calibration, registry: ProviderRegistry, results: list[BlockResult]
+) -> dict:
     """The planted population effect: its practices and the cents it took off the delivered lines
     (original minus changed amount) per year and quarter of service -- the gap between the
     counterfactual (the spending without the effect) and the delivered spending."""
@@ -183,10 +194,10 @@ def _population_effect_truth(config: SynthConfig, calibration, registry: Provide
         "start_year": effect.start_year,
         "spending_pct": effect.spending_pct,
         "applies_to": "every amount of dbc, gp (not the registration fees), pharmacy and paramedical and maternity "
-                      "lines of patients whose usual GP is one of the practices, with a service date (dbc: end_date) "
-                      "on or after 1 January start_year, times 1 + spending_pct/100 rounded half away from zero to "
-                      "the cent (dbc_activity amounts of such subtrajecten alike); savings are over the delivered "
-                      "lines before faults and corrections",
+        "lines of patients whose usual GP is one of the practices, with a service date (dbc: end_date) "
+        "on or after 1 January start_year, times 1 + spending_pct/100 rounded half away from zero to "
+        "the cent (dbc_activity amounts of such subtrajecten alike); savings are over the delivered "
+        "lines before faults and corrections",
         "planted_savings_cents": [
             {"year": y, "quarter": q, "lines": lines, "cents": cents}
             for (y, q), (lines, cents) in sorted(savings.items())
@@ -221,12 +232,18 @@ def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: lis
     rows["providers"] = int(registry.agb.size)
     rows["contracts"] = registry.contracts.height
     faults = pl.read_parquet(truth / "faults")
-    fault_counts = {f"{t}/{f}": c for t, f, c in faults.group_by("table", "fault").len().sort("table", "fault").iter_rows()}
+    fault_counts = {
+        f"{t}/{f}": c for t, f, c in faults.group_by("table", "fault").len().sort("table", "fault").iter_rows()
+    }
     planted = pl.read_parquet(truth / "planted_triggers")
     by_bundle_year = (
         planted.filter(pl.col("role") == "trigger")
         .group_by("bundle_id", pl.col("anchor_date").dt.year().alias("year"))
-        .agg(pl.len().alias("planted"), pl.col("delivered").sum().alias("delivered"), pl.col("treated").sum().alias("treated"))
+        .agg(
+            pl.len().alias("planted"),
+            pl.col("delivered").sum().alias("delivered"),
+            pl.col("treated").sum().alias("treated"),
+        )
         .sort("bundle_id", "year")
     )
     return {
@@ -244,11 +261,12 @@ def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: lis
             bundle: {
                 "price_eur_per_episode": effect.price_eur,
                 "price_eur_per_patient_quarter": round(effect.price_eur / (485 / (365.25 / 4)), 2)
-                if bundle in ("hip_oa", "knee_oa") else None,
+                if bundle in ("hip_oa", "knee_oa")
+                else None,
                 "volume_pct": effect.volume_pct,
                 "applies_to": "declared amount of the trigger subtraject (the operation) of episodes anchored at a "
-                              "treated provider on or after its contract start; volume: trigger rate at treated "
-                              "providers after the start",
+                "treated provider on or after its contract start; volume: trigger rate at treated "
+                "providers after the start",
             }
             for bundle, effect in config.effects.items()
         },
@@ -258,6 +276,7 @@ def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: lis
         "planted_triggers": by_bundle_year.to_dicts(),
         # from the generator's lag parameters and service days, not from the declarations it drew: what a
         # claims-maturity estimate should find
-        "declaration_lag": declaration_lag_truth(config.first_year, config.as_of, _service_days(results),
-                                                 withheld=config.fault_rates.late_declarations),
+        "declaration_lag": declaration_lag_truth(
+            config.first_year, config.as_of, _service_days(results), withheld=config.fault_rates.late_declarations
+        ),
     }

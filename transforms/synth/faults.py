@@ -64,8 +64,15 @@ def _pseudonym(text: str) -> str:
     return "ZP" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def inject(tables: dict[str, pl.DataFrame | None], rates: FaultRates, rng: np.random.Generator, *,
-           first_year: int, as_of_day: int, known_agb: set[str]) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame, pl.DataFrame]:
+def inject(
+    tables: dict[str, pl.DataFrame | None],
+    rates: FaultRates,
+    rng: np.random.Generator,
+    *,
+    first_year: int,
+    as_of_day: int,
+    known_agb: set[str],
+) -> tuple[dict[str, pl.DataFrame | None], pl.DataFrame, pl.DataFrame]:
     """Inject corrections and faults into the claim tables. Returns (tables, faults, corrections)."""
     faults: list[pl.DataFrame] = []
     corrections: list[pl.DataFrame] = []
@@ -87,16 +94,31 @@ def inject(tables: dict[str, pl.DataFrame | None], rates: FaultRates, rng: np.ra
             taken += count
         claim = df["claim_id"]
 
-        def record(idx: np.ndarray, fault: str, column: str, old: pl.Series, new: list | pl.Series,
-                   tbl: str = table, ids: pl.Series | None = None) -> None:
-            faults.append(pl.DataFrame({
-                "table": [tbl] * idx.size,
-                "claim_id": (ids if ids is not None else claim.gather(idx)).cast(pl.String),
-                "fault": [fault] * idx.size,
-                "column": [column] * idx.size,
-                "old_value": old.cast(pl.String),
-                "new_value": pl.Series(new, dtype=pl.String) if not isinstance(new, pl.Series) else new.cast(pl.String),
-            }, schema={c: pl.String for c in FAULT_COLUMNS}))
+        def record(
+            idx: np.ndarray,
+            fault: str,
+            column: str,
+            old: pl.Series,
+            new: list | pl.Series,
+            tbl: str = table,
+            ids: pl.Series | None = None,
+            claim: pl.Series = claim,
+        ) -> None:
+            faults.append(
+                pl.DataFrame(
+                    {
+                        "table": [tbl] * idx.size,
+                        "claim_id": (ids if ids is not None else claim.gather(idx)).cast(pl.String),
+                        "fault": [fault] * idx.size,
+                        "column": [column] * idx.size,
+                        "old_value": old.cast(pl.String),
+                        "new_value": pl.Series(new, dtype=pl.String)
+                        if not isinstance(new, pl.Series)
+                        else new.cast(pl.String),
+                    },
+                    schema={c: pl.String for c in FAULT_COLUMNS},
+                )
+            )
 
         def replace(frame: pl.DataFrame, column: str, idx: np.ndarray, new: list) -> pl.DataFrame:
             values = frame[column].clone()
@@ -148,8 +170,14 @@ def inject(tables: dict[str, pl.DataFrame | None], rates: FaultRates, rng: np.ra
     return tables, fault_frame, correction_frame
 
 
-CORRECTION_SCHEMA = {"table": pl.String, "original_claim_id": pl.String, "credit_claim_id": pl.String,
-                     "redeclaration_claim_id": pl.String, "original_cents": pl.Int64, "net_cents": pl.Int64}
+CORRECTION_SCHEMA = {
+    "table": pl.String,
+    "original_claim_id": pl.String,
+    "credit_claim_id": pl.String,
+    "redeclaration_claim_id": pl.String,
+    "original_cents": pl.Int64,
+    "net_cents": pl.Int64,
+}
 
 
 def _invalid_codes(table, df, idx, rng, first_day, record, replace, activity):
@@ -162,15 +190,22 @@ def _invalid_codes(table, df, idx, rng, first_day, record, replace, activity):
         first_activity = (
             activity.with_row_index("position")
             .filter(pl.col("claim_id").is_in(claims.implode()))
-            .group_by("claim_id").agg(pl.col("position").min())
+            .group_by("claim_id")
+            .agg(pl.col("position").min())
         )
         position_of = dict(first_activity.iter_rows())
         on_activity = (rng.random(idx.size) < 0.5) & np.array([c in position_of for c in claims.to_list()], dtype=bool)
         if on_activity.any():
             positions = np.array([position_of[c] for c in claims.filter(pl.Series(on_activity)).to_list()])
             new = [ended_activities[i] for i in rng.integers(0, len(ended_activities), positions.size)]
-            record(idx[on_activity], "invalid_code", "activity_cd", activity["activity_cd"].gather(positions), new,
-                   tbl="dbc_activity")
+            record(
+                idx[on_activity],
+                "invalid_code",
+                "activity_cd",
+                activity["activity_cd"].gather(positions),
+                new,
+                tbl="dbc_activity",
+            )
             activity = replace(activity, "activity_cd", positions, new)
         prod = idx[~on_activity]
         if prod.size:
@@ -193,8 +228,15 @@ def _invalid_codes(table, df, idx, rng, first_day, record, replace, activity):
 _GP_REFORM_DAY = to_day(__import__("datetime").date(2022, 1, 1))
 
 
-def _corrections(df: pl.DataFrame, idx: np.ndarray, rates: FaultRates, rng: np.random.Generator, table: str,
-                 as_of_day: int, activity: pl.DataFrame):
+def _corrections(
+    df: pl.DataFrame,
+    idx: np.ndarray,
+    rates: FaultRates,
+    rng: np.random.Generator,
+    table: str,
+    as_of_day: int,
+    activity: pl.DataFrame,
+):
     """Credit lines and re-declarations for the lines ``idx``; those processed after data_as_of are
     withheld like any late declaration."""
     originals = df[idx]
@@ -226,15 +268,19 @@ def _corrections(df: pl.DataFrame, idx: np.ndarray, rates: FaultRates, rng: np.r
     ).filter(pl.Series(redecl_ok))
     activity_copies = None
     if table == "dbc" and redeclarations.height:
-        activity_copies = activity.filter(pl.col("claim_id").is_in(redeclarations["corrects_claim_id"].implode())).with_columns(
-            (pl.col("claim_id") + "-R").alias("claim_id"))
+        activity_copies = activity.filter(
+            pl.col("claim_id").is_in(redeclarations["corrects_claim_id"].implode())
+        ).with_columns((pl.col("claim_id") + "-R").alias("claim_id"))
     original_ids = originals["claim_id"]
-    corr = pl.DataFrame({
-        "table": [table] * n,
-        "original_claim_id": original_ids,
-        "credit_claim_id": pl.select(pl.when(pl.Series(credit_ok)).then(original_ids + "-C")).to_series(),
-        "redeclaration_claim_id": pl.select(pl.when(pl.Series(redecl_ok)).then(original_ids + "-R")).to_series(),
-        "original_cents": amount,
-        "net_cents": np.where(redecl_ok, new_amount, np.where(credit_ok, 0, amount)),
-    }, schema=CORRECTION_SCHEMA)
+    corr = pl.DataFrame(
+        {
+            "table": [table] * n,
+            "original_claim_id": original_ids,
+            "credit_claim_id": pl.select(pl.when(pl.Series(credit_ok)).then(original_ids + "-C")).to_series(),
+            "redeclaration_claim_id": pl.select(pl.when(pl.Series(redecl_ok)).then(original_ids + "-R")).to_series(),
+            "original_cents": amount,
+            "net_cents": np.where(redecl_ok, new_amount, np.where(credit_ok, 0, amount)),
+        },
+        schema=CORRECTION_SCHEMA,
+    )
     return [credits, redeclarations], activity_copies, corr

@@ -44,8 +44,9 @@ def lag_days_cdf(params: dict) -> np.ndarray:
     for d in range(offset, cap + offset):
         # round(X) <= d - offset  <=>  X < d - offset + 0.5 (ties have probability 0)
         x = d - offset + 0.5
-        cdf[d] = (params["slow_share"] * _lognormal_cdf(x, params["slow_median_days"], params["slow_sigma"])
-                  + (1.0 - params["slow_share"]) * _lognormal_cdf(x, params["median_days"], params["sigma"]))
+        cdf[d] = params["slow_share"] * _lognormal_cdf(x, params["slow_median_days"], params["slow_sigma"]) + (
+            1.0 - params["slow_share"]
+        ) * _lognormal_cdf(x, params["median_days"], params["sigma"])
     cdf[cap + offset] = 1.0  # the cap
     return cdf
 
@@ -69,8 +70,7 @@ def development_month_cdf(params: dict, first_day: int, weights: np.ndarray) -> 
         k += 1
 
 
-def declaration_lag_truth(first_year: int, as_of: date, service_days: dict[str, np.ndarray], *,
-                          withheld: bool) -> dict:
+def declaration_lag_truth(first_year: int, as_of: date, service_days: dict[str, np.ndarray], *, withheld: bool) -> dict:
     """The ``declaration_lag`` entry of ``truth.json``: per claim table the parameters and the
     probability of being declared within k development months, for a line (``within_months[k]``)
     and for a cent (``within_months_cents[k]``). ``service_days[table]``: the deliverable lines (row
@@ -91,14 +91,14 @@ def declaration_lag_truth(first_year: int, as_of: date, service_days: dict[str, 
         out[table] = {
             "lag_from": column,
             "lag_days": "min(round(X), cap_days) + offset_days; X ~ lognormal(median_days, sigma), or with "
-                        "probability slow_share lognormal(slow_median_days, slow_sigma)",
+            "probability slow_share lognormal(slow_median_days, slow_sigma)",
             "parameters": dict(params),
             "within_months": development_month_cdf(params, first_day, per_day[0] if lines else uniform),
             "within_months_cents": development_month_cdf(params, first_day, per_day[1] if cents > 0 else uniform),
             "within_months_means": "P(calendar month of declared_on - calendar month of the service date <= k), "
-                                   "k = 0, 1, ... (1 from the last entry on), over the service days of the lines "
-                                   "the generator made deliverable, each line once (within_months) or weighted by "
-                                   "its cents (within_months_cents); uniform over the days when there are none",
+            "k = 0, 1, ... (1 from the last entry on), over the service days of the lines "
+            "the generator made deliverable, each line once (within_months) or weighted by "
+            "its cents (within_months_cents); uniform over the days when there are none",
             "lines": lines,
             "cents": cents,
             "late_lines": "withheld" if withheld else "dated data_as_of",

@@ -13,8 +13,13 @@ import polars as pl
 from transforms.synth.calibration import AGE_CLASSES, CATEGORIES, CATEGORY_TABLE
 from transforms.vektis import calibration_cells
 
-SERVICE_DATE = {"dbc": "start_date", "gp": "service_date", "pharmacy": "service_date",
-                "paramedical": "service_date", "maternity": "service_date"}
+SERVICE_DATE = {
+    "dbc": "start_date",
+    "gp": "service_date",
+    "pharmacy": "service_date",
+    "paramedical": "service_date",
+    "maternity": "service_date",
+}
 
 
 def _age_class(age: pl.Expr) -> pl.Expr:
@@ -40,7 +45,11 @@ def insured_years(delivery: Path) -> pl.DataFrame:
             (
                 pl.min_horizontal(pl.col("until"), pl.date(pl.col("year"), 12, 31))
                 - pl.max_horizontal(pl.col("enrolled_from"), pl.date(pl.col("year"), 1, 1))
-            ).dt.total_days().add(1).clip(lower_bound=0).alias("days")
+            )
+            .dt.total_days()
+            .add(1)
+            .clip(lower_bound=0)
+            .alias("days")
         )
         .filter(pl.col("days") > 0)
         .with_columns(_age_class(pl.col("year") - pl.col("birth_year")).alias("age_class"))
@@ -54,7 +63,8 @@ def cost_by_cell(delivery: Path) -> pl.DataFrame:
     """Declared euros per (year, sex, age_class, category), all lines (credits included)."""
     persons = (
         pl.scan_parquet(Path(delivery) / "insured" / "**" / "*.parquet")
-        .group_by("patient_id").agg(pl.col("birth_year").first(), pl.col("sex").first())
+        .group_by("patient_id")
+        .agg(pl.col("birth_year").first(), pl.col("sex").first())
     )
     frames = []
     for category in CATEGORIES:
@@ -82,11 +92,15 @@ def compare_with_vektis(delivery: Path) -> pl.DataFrame:
     for year in generated["year"].unique().to_list():
         cells = calibration_cells(min(max(year, 2011), 2023)).filter(pl.col("sex").is_not_null())
         for category in CATEGORIES:
-            targets.append(cells.select(
-                pl.lit(year).cast(generated["year"].dtype).alias("year"), "sex", "age_class",
-                pl.lit(category).alias("category"),
-                pl.col(f"per_capita_{category}").alias("vektis_per_capita"),
-            ))
+            targets.append(
+                cells.select(
+                    pl.lit(year).cast(generated["year"].dtype).alias("year"),
+                    "sex",
+                    "age_class",
+                    pl.lit(category).alias("category"),
+                    pl.col(f"per_capita_{category}").alias("vektis_per_capita"),
+                )
+            )
     target = pl.concat(targets)
     return (
         generated.join(target, on=["year", "sex", "age_class", "category"], how="inner")
@@ -104,8 +118,12 @@ def age_sex_mix(delivery: Path) -> pl.DataFrame:
     targets = []
     for year in generated["year"].unique().to_list():
         cells = calibration_cells(min(max(year, 2011), 2023)).filter(pl.col("sex").is_not_null())
-        targets.append(cells.select(
-            pl.lit(year).cast(generated["year"].dtype).alias("year"), "sex", "age_class",
-            (pl.col("insured_years") / pl.col("insured_years").sum()).alias("vektis_share"),
-        ))
+        targets.append(
+            cells.select(
+                pl.lit(year).cast(generated["year"].dtype).alias("year"),
+                "sex",
+                "age_class",
+                (pl.col("insured_years") / pl.col("insured_years").sum()).alias("vektis_share"),
+            )
+        )
     return generated.join(pl.concat(targets), on=["year", "sex", "age_class"]).sort("year", "sex", "age_class")

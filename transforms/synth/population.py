@@ -26,12 +26,32 @@ RETURN_SHARE = 0.5
 INFANT_MORTALITY = 0.0035
 
 #: Provider kinds every patient has a "usual" provider of, chosen nearby.
-USUAL_PROVIDER_KINDS = ("gp", "pharmacy", "physiotherapy", "occupational_therapy", "midwife", "maternity_care", "hospital", "zbc", "rehabilitation")
+USUAL_PROVIDER_KINDS = (
+    "gp",
+    "pharmacy",
+    "physiotherapy",
+    "occupational_therapy",
+    "midwife",
+    "maternity_care",
+    "hospital",
+    "zbc",
+    "rehabilitation",
+)
 
 #: First digit of the postcode per province (PV code), used to give a gemeente a plausible postcode3.
 PROVINCE_POSTCODE_DIGIT = {
-    "PV20": "9", "PV21": "8", "PV22": "9", "PV23": "7", "PV24": "8", "PV25": "6",
-    "PV26": "3", "PV27": "1", "PV28": "2", "PV29": "4", "PV30": "5", "PV31": "6",
+    "PV20": "9",
+    "PV21": "8",
+    "PV22": "9",
+    "PV23": "7",
+    "PV24": "8",
+    "PV25": "6",
+    "PV26": "3",
+    "PV27": "1",
+    "PV28": "2",
+    "PV29": "4",
+    "PV30": "5",
+    "PV31": "6",
 }
 
 
@@ -114,14 +134,20 @@ class Population:
         for name in ("spell_patient", "spell_start", "spell_end", "spell_insurer"):
             setattr(self, name, getattr(self, name)[keep])
 
-    def add_newborns(self, mother: np.ndarray, birth_day: np.ndarray, rng: np.random.Generator,
-                     registry: ProviderRegistry, horizon_end: int) -> np.ndarray:
+    def add_newborns(
+        self,
+        mother: np.ndarray,
+        birth_day: np.ndarray,
+        rng: np.random.Generator,
+        registry: ProviderRegistry,
+        horizon_end: int,
+    ) -> np.ndarray:
         """Append newborns of ``mother`` born on ``birth_day``; they are insured from birth with the
         mother's insurer. Returns their local patient numbers."""
         n = mother.size
         first = self.size
         new = np.arange(first, first + n)
-        birth_year = (birth_day.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970)
+        birth_year = birth_day.astype("datetime64[D]").astype("datetime64[Y]").astype(np.int64) + 1970
         self.birth_year = np.concatenate([self.birth_year, birth_year])
         self.sex = np.concatenate([self.sex, rng.integers(0, 2, n)])
         for name in ("gemeente", "province", "postcode3"):
@@ -142,8 +168,15 @@ class Population:
         return new
 
 
-def draw_population(block: int, n: int, first_year: int, last_year: int, calibration: Calibration,
-                    registry: ProviderRegistry, rng: np.random.Generator) -> Population:
+def draw_population(
+    block: int,
+    n: int,
+    first_year: int,
+    last_year: int,
+    calibration: Calibration,
+    registry: ProviderRegistry,
+    rng: np.random.Generator,
+) -> Population:
     """Draw ``n`` patients and simulate their enrolment from 1 January ``first_year`` to the end of
     ``last_year``."""
     cell = rng.choice(calibration.age_sex_share.size, size=n, p=calibration.age_sex_share.ravel())
@@ -158,8 +191,9 @@ def draw_population(block: int, n: int, first_year: int, last_year: int, calibra
         for a in range(19):
             members = np.flatnonzero((sex == s) & (age_class == a))
             if members.size:
-                gemeente[members] = rng.choice(calibration.gemeente_codes.__len__(), size=members.size,
-                                               p=calibration.gemeente_share[s, a])
+                gemeente[members] = rng.choice(
+                    calibration.gemeente_codes.__len__(), size=members.size, p=calibration.gemeente_share[s, a]
+                )
     provinces = np.array(calibration.province_of_gemeente, dtype=object)
     province = provinces[gemeente]
     postcode3 = postcode3_of(calibration.gemeente_codes, calibration.province_of_gemeente)[gemeente]
@@ -221,8 +255,9 @@ def draw_population(block: int, n: int, first_year: int, last_year: int, calibra
     return pop
 
 
-def _close(p: list, s: list, e: list, i: list, mask: np.ndarray, start: np.ndarray, end: np.ndarray,
-           insurer: np.ndarray) -> None:
+def _close(
+    p: list, s: list, e: list, i: list, mask: np.ndarray, start: np.ndarray, end: np.ndarray, insurer: np.ndarray
+) -> None:
     idx = np.flatnonzero(mask)
     p.append(idx)
     s.append(start[idx].copy())

@@ -67,14 +67,27 @@ class ContractWave:
 #: Staggered adoption per bundle. The first wave is the start year in ``docs/bundles.md``; hip/knee get
 #: later joiners so that staggered-adoption estimators have more than one cohort to work with.
 CONTRACT_PLAN: dict[str, dict] = {
-    "hip_oa": {"kinds": ("hospital", "zbc"), "waves": (ContractWave(2018, 14), ContractWave(2019, 4), ContractWave(2020, 2)), "model": "shared_savings_losses", "group": "joint"},
+    "hip_oa": {
+        "kinds": ("hospital", "zbc"),
+        "waves": (ContractWave(2018, 14), ContractWave(2019, 4), ContractWave(2020, 2)),
+        "model": "shared_savings_losses",
+        "group": "joint",
+    },
     "knee_oa": {"kinds": ("hospital", "zbc"), "waves": (), "model": "shared_savings_losses", "group": "joint"},
     "cataract": {"kinds": ("hospital", "zbc"), "waves": (ContractWave(2018, 8),), "model": "shared_savings_losses"},
-    "breast_cancer_surgery": {"kinds": ("hospital",), "waves": (ContractWave(2019, 9),), "model": "shared_savings_losses"},
+    "breast_cancer_surgery": {
+        "kinds": ("hospital",),
+        "waves": (ContractWave(2019, 9),),
+        "model": "shared_savings_losses",
+    },
     "ra_drugs": {"kinds": ("hospital",), "waves": (ContractWave(2019, 7),), "model": "shared_savings"},
     "heart_failure": {"kinds": ("hospital",), "waves": (ContractWave(2021, 1),), "model": "fixed_sum"},
     "acute_stroke": {"kinds": ("hospital",), "waves": (ContractWave(2019, 1),), "model": "shared_savings_losses"},
-    "birth_care": {"kinds": ("birth_care_organisation",), "waves": (ContractWave(2017, 4),), "model": "bundled_payment"},
+    "birth_care": {
+        "kinds": ("birth_care_organisation",),
+        "waves": (ContractWave(2017, 4),),
+        "model": "bundled_payment",
+    },
     "hand_wrist": {"kinds": ("zbc",), "waves": (ContractWave(2024, 1),), "model": "bundled_payment"},
 }
 
@@ -97,20 +110,53 @@ CONTRACT_PLAN: dict[str, dict] = {
 #: - birth_care: ``payment_eur_per_phase`` (model bundled_payment); hand_wrist:
 #:   ``payment_eur_per_episode`` (model bundled_payment). These two names are the project's choice.
 CONTRACT_PARAMETERS: dict[str, dict] = {
-    "hip_oa": {"baseline_years": [2015, 2016, 2017], "baseline": "own", "trend": 1.02, "discount": 0.02,
-               "shared_savings_rate": 0.5, "shared_losses_rate": 0.5, "stop_loss_eur": 25000, "winsorise_pct": 99},
-    "knee_oa": {"baseline_years": [2015, 2016, 2017], "baseline": "own", "trend": 1.02, "discount": 0.02,
-                "shared_savings_rate": 0.5, "shared_losses_rate": 0.5, "stop_loss_eur": 25000, "winsorise_pct": 99,
-                "risk_adjust": True},
-    "cataract": {"baseline_years": [2016, 2017], "baseline": "regional", "trend": 1.02, "cost_basis": "standardised",
-                 "corridor": "ci95", "shared_savings_rate": 0.5, "shared_losses_rate": 0.5},
-    "breast_cancer_surgery": {"baseline_years": [2017, 2018], "baseline": "national", "shared_savings_rate": 0.5,
-                              "shared_losses_rate": 0.5, "minimum_savings_pct": 2.0,
-                              "quality_gate": {"outcome": "reoperation_90d", "threshold": 0.15}},
+    "hip_oa": {
+        "baseline_years": [2015, 2016, 2017],
+        "baseline": "own",
+        "trend": 1.02,
+        "discount": 0.02,
+        "shared_savings_rate": 0.5,
+        "shared_losses_rate": 0.5,
+        "stop_loss_eur": 25000,
+        "winsorise_pct": 99,
+    },
+    "knee_oa": {
+        "baseline_years": [2015, 2016, 2017],
+        "baseline": "own",
+        "trend": 1.02,
+        "discount": 0.02,
+        "shared_savings_rate": 0.5,
+        "shared_losses_rate": 0.5,
+        "stop_loss_eur": 25000,
+        "winsorise_pct": 99,
+        "risk_adjust": True,
+    },
+    "cataract": {
+        "baseline_years": [2016, 2017],
+        "baseline": "regional",
+        "trend": 1.02,
+        "cost_basis": "standardised",
+        "corridor": "ci95",
+        "shared_savings_rate": 0.5,
+        "shared_losses_rate": 0.5,
+    },
+    "breast_cancer_surgery": {
+        "baseline_years": [2017, 2018],
+        "baseline": "national",
+        "shared_savings_rate": 0.5,
+        "shared_losses_rate": 0.5,
+        "minimum_savings_pct": 2.0,
+        "quality_gate": {"outcome": "reoperation_90d", "threshold": 0.15},
+    },
     "ra_drugs": {"baseline_years": [2017, 2018], "baseline": "own", "shared_savings_rate": 0.5},
     "heart_failure": {"fixed_sum_eur_per_patient": 2000},
-    "acute_stroke": {"baseline_years": [2017, 2018], "baseline": "regional_capped_p95", "shared_savings_rate": 0.5,
-                     "shared_losses_rate": 0.5, "losses_from_contract_year": 2},
+    "acute_stroke": {
+        "baseline_years": [2017, 2018],
+        "baseline": "regional_capped_p95",
+        "shared_savings_rate": 0.5,
+        "shared_losses_rate": 0.5,
+        "losses_from_contract_year": 2,
+    },
     "birth_care": {"payment_eur_per_phase": {"prenatal": 700, "natal": 650, "postnatal": 350, "maternity_care": 2300}},
     "hand_wrist": {"payment_eur_per_episode": 1500},
 }
@@ -123,8 +169,13 @@ REGIONAL_BASELINE_BUNDLES = ("cataract", "acute_stroke")
 #: provider of ``SynthConfig.providers``).
 BUNDLE_PRODUCTS = {
     "hip_oa": ("hip_oa_outpatient", "hip_oa_prosthesis", "hip_oa_followup", "hip_complication", "hip_oa_clinical_stay"),
-    "knee_oa": ("knee_oa_outpatient", "knee_oa_prosthesis", "knee_oa_followup", "knee_complication",
-                "knee_oa_clinical_stay"),
+    "knee_oa": (
+        "knee_oa_outpatient",
+        "knee_oa_prosthesis",
+        "knee_oa_followup",
+        "knee_complication",
+        "knee_oa_clinical_stay",
+    ),
 }
 #: Negotiated price levels of hospitals, ZBCs and rehabilitation centres: ``level * exp(e)`` with
 #: ``e ~ N(0, PRICE_SPREAD)`` truncated at +-2 standard deviations, so no provider is more than about
@@ -183,12 +234,14 @@ class ProviderRegistry:
             }
         )
 
-    def nearby(self, kind: str, patient_gemeente: np.ndarray, patient_province: np.ndarray, u: np.ndarray) -> np.ndarray:
+    def nearby(
+        self, kind: str, patient_gemeente: np.ndarray, patient_province: np.ndarray, u: np.ndarray
+    ) -> np.ndarray:
         """Pick, for each patient, a provider of ``kind`` in the same gemeente if there is one, else in
         the same province (``u`` in [0, 1) makes the pick; deterministic given ``u``)."""
         candidates = self.of_kind(kind)
         chosen = np.full(patient_gemeente.shape, -1, dtype=np.int64)
-        for level, patient_key, provider_key in (
+        for _level, patient_key, provider_key in (
             ("gemeente", patient_gemeente, self.gemeente[candidates]),
             ("province", patient_province, self.province[candidates]),
         ):
@@ -217,7 +270,7 @@ def _count(kind: str, config: SynthConfig, n_provinces: int) -> int:
     province stays where it is, see :func:`_at_least_in_province`)."""
     _, fixed, per = PROVIDER_KINDS[kind]
     if fixed is None:
-        n = int(round(config.patients / per))
+        n = round(config.patients / per)
     elif kind in SPECIALIST_KINDS and config.specialist_scale != 1.0:
         n = int(np.floor(fixed * config.specialist_scale + 0.5))
     else:
@@ -257,16 +310,28 @@ def build_registry(config: SynthConfig, calibration: Calibration) -> ProviderReg
     kind_a = np.array(kinds, dtype=object)
     gem_a = np.array(gemeenten, dtype=np.int64)
     registry_wo_contracts = dict(
-        agb=agb_a, kind=kind_a, gemeente=gem_a, province=provinces[gem_a],
-        price_factor=np.array(factors), gemeente_codes=calibration.gemeente_codes,
+        agb=agb_a,
+        kind=kind_a,
+        gemeente=gem_a,
+        province=provinces[gem_a],
+        price_factor=np.array(factors),
+        gemeente_codes=calibration.gemeente_codes,
     )
     planted, product_price, referral = _plant_benchmark_providers(config, rng, registry_wo_contracts)
     contract_start, contracts = _plan_contracts(config, rng, registry_wo_contracts, exclude=set(planted.values()))
-    return ProviderRegistry(contract_start=contract_start, contracts=contracts, product_price=product_price,
-                            planted=planted, referral=referral, **registry_wo_contracts)
+    return ProviderRegistry(
+        contract_start=contract_start,
+        contracts=contracts,
+        product_price=product_price,
+        planted=planted,
+        referral=referral,
+        **registry_wo_contracts,
+    )
 
 
-def _at_least_in_province(placed: list[int], k: int, province: str, provinces: np.ndarray, gem_pop: np.ndarray) -> list[int]:
+def _at_least_in_province(
+    placed: list[int], k: int, province: str, provinces: np.ndarray, gem_pop: np.ndarray
+) -> list[int]:
     """Move providers placed at random (not the first one per province) into ``province`` until it
     has ``k`` (into its most populous gemeenten), when there are enough providers."""
     in_province = [i for i, g in enumerate(placed) if provinces[g] == province]
@@ -282,8 +347,9 @@ def _at_least_in_province(placed: list[int], k: int, province: str, provinces: n
     return out
 
 
-def _plant_benchmark_providers(config: SynthConfig, rng: np.random.Generator, reg: dict
-                               ) -> tuple[dict[str, int], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def _plant_benchmark_providers(
+    config: SynthConfig, rng: np.random.Generator, reg: dict
+) -> tuple[dict[str, int], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Choose the two planted benchmark hospitals of ``config.providers`` (outside the regional
     province, in different gemeenten) and set their price levels: the utilisation provider at the
     national level (1.0) for everything, the price provider at 1.0 for everything except the
@@ -303,8 +369,10 @@ def _plant_benchmark_providers(config: SynthConfig, rng: np.random.Generator, re
     multiplier = np.ones(n)
     multiplier[planted["price"]] = effects.price_factor
     product_price = {key: multiplier for key in BUNDLE_PRODUCTS[effects.bundle]}
-    shares = {"utilisation": effects.patient_share if effects.utilisation_factor != 1.0 else 0.0,
-              "price": effects.patient_share if effects.price_factor != 1.0 else 0.0}
+    shares = {
+        "utilisation": effects.patient_share if effects.utilisation_factor != 1.0 else 0.0,
+        "price": effects.patient_share if effects.price_factor != 1.0 else 0.0,
+    }
     providers = np.array([planted["utilisation"], planted["price"]], dtype=np.int64)
     cumulative = np.cumsum([shares["utilisation"], shares["price"]])
     return planted, product_price, (providers, cumulative)
@@ -319,8 +387,10 @@ def _parameters(bundle: str, group: list[int], reg: dict) -> dict:
     params = dict(CONTRACT_PARAMETERS[bundle])
     if bundle == "acute_stroke":
         kinds = [str(reg["kind"][m]) for m in group]
-        shares = [(Decimal(str(STROKE_DISTRIBUTION.get(kind, 0.0))) / kinds.count(kind)).quantize(Decimal("0.000001"))
-                  for kind in kinds]
+        shares = [
+            (Decimal(str(STROKE_DISTRIBUTION.get(kind, 0.0))) / kinds.count(kind)).quantize(Decimal("0.000001"))
+            for kind in kinds
+        ]
         shares[-1] += Decimal(1) - sum(shares)
         params["distribution_key"] = {str(reg["agb"][m]): float(share) for m, share in zip(group, shares)}
     return params
@@ -370,8 +440,9 @@ def _wave_counts(waves: tuple[ContractWave, ...], ratio: float, capacity: int) -
     return counts
 
 
-def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, exclude: set[int] = frozenset()
-                    ) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
+def _plan_contracts(
+    config: SynthConfig, rng: np.random.Generator, reg: dict, exclude: set[int] = frozenset()
+) -> tuple[dict[str, np.ndarray], pl.DataFrame]:
     """Choose the treated providers per bundle and write the ``contracts`` table.
 
     Only contracts that start on or before ``data_as_of`` are known to the delivery. The planted
@@ -412,7 +483,9 @@ def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, ex
             take = min(total, max(local.size - REGIONAL_PEERS, 0))
             chosen_local = rng.choice(local, size=take, replace=False)
             others = np.setdiff1d(pool, local)
-            chosen = np.concatenate([chosen_local, rng.choice(others, size=min(total - take, others.size), replace=False)])
+            chosen = np.concatenate(
+                [chosen_local, rng.choice(others, size=min(total - take, others.size), replace=False)]
+            )
         else:
             chosen = rng.choice(pool, size=min(total, pool.size), replace=False)
         offset = 0
@@ -446,8 +519,14 @@ def _plan_contracts(config: SynthConfig, rng: np.random.Generator, reg: dict, ex
     contracts = pl.DataFrame(
         rows,
         schema={
-            "contract_id": pl.String, "bundle_id": pl.String, "provider_agb": pl.String, "insurer_uzovi": pl.String,
-            "start_date": pl.Date, "end_date": pl.Date, "model": pl.String, "parameters": pl.String,
+            "contract_id": pl.String,
+            "bundle_id": pl.String,
+            "provider_agb": pl.String,
+            "insurer_uzovi": pl.String,
+            "start_date": pl.Date,
+            "end_date": pl.Date,
+            "model": pl.String,
+            "parameters": pl.String,
         },
     )
     return start, contracts

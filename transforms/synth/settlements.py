@@ -68,11 +68,23 @@ Z95 = Fraction(196, 100)
 #: Every parameter name a contract may carry (docs/panels-spec.md section 3, plus the project's two
 #: bundled-payment names) and the kind of value it takes.
 PARAMETERS: dict[str, str] = {
-    "baseline_years": "years", "baseline": "baseline", "trend": "positive", "discount": "fraction",
-    "cost_basis": "basis", "winsorise_pct": "percent", "stop_loss_eur": "positive",
-    "shared_savings_rate": "fraction", "shared_losses_rate": "fraction", "losses_from_contract_year": "year_index",
-    "minimum_savings_pct": "percent", "corridor": "corridor", "quality_gate": "gate", "distribution_key": "key",
-    "fixed_sum_eur_per_patient": "positive", "risk_adjust": "bool", "payment_eur_per_episode": "positive",
+    "baseline_years": "years",
+    "baseline": "baseline",
+    "trend": "positive",
+    "discount": "fraction",
+    "cost_basis": "basis",
+    "winsorise_pct": "percent",
+    "stop_loss_eur": "positive",
+    "shared_savings_rate": "fraction",
+    "shared_losses_rate": "fraction",
+    "losses_from_contract_year": "year_index",
+    "minimum_savings_pct": "percent",
+    "corridor": "corridor",
+    "quality_gate": "gate",
+    "distribution_key": "key",
+    "fixed_sum_eur_per_patient": "positive",
+    "risk_adjust": "bool",
+    "payment_eur_per_episode": "positive",
     "payment_eur_per_phase": "phases",
 }
 SHARED_MODELS = ("shared_savings", "shared_savings_losses")
@@ -163,12 +175,18 @@ def check_parameters(contract: Contract) -> None:
             "percent": isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100,
             "year_index": isinstance(value, int) and not isinstance(value, bool) and value >= 1,
             "corridor": value == "ci95",
-            "gate": isinstance(value, dict) and set(value) == {"outcome", "threshold"}
-                    and isinstance(value["threshold"], (int, float)) and 0 <= value["threshold"] <= 1,
-            "key": isinstance(value, dict) and value and all(isinstance(s, (int, float)) and s >= 0 for s in value.values()),
+            "gate": isinstance(value, dict)
+            and set(value) == {"outcome", "threshold"}
+            and isinstance(value["threshold"], (int, float))
+            and 0 <= value["threshold"] <= 1,
+            "key": isinstance(value, dict)
+            and value
+            and all(isinstance(s, (int, float)) and s >= 0 for s in value.values()),
             "bool": isinstance(value, bool),
-            "phases": isinstance(value, dict) and set(value) <= set(PHASES) and value
-                      and all(isinstance(s, (int, float)) and s >= 0 for s in value.values()),
+            "phases": isinstance(value, dict)
+            and set(value) <= set(PHASES)
+            and value
+            and all(isinstance(s, (int, float)) and s >= 0 for s in value.values()),
         }[kind]
         if not ok:
             raise ContractParameterError(f"{where} has a wrong value or unit: {value!r}")
@@ -182,35 +200,54 @@ def contracts_from_rows(rows: list[dict]) -> list[Contract]:
     out = []
     for (cid, bundle), members in sorted(groups.items()):
         ends = [m["end_date"] for m in members]
-        out.append(Contract(
-            contract_id=cid, bundle_id=bundle, model=members[0]["model"],
-            providers=tuple(sorted({m["provider_agb"] for m in members})),
-            start_date=min(m["start_date"] for m in members),
-            end_date=None if any(e is None for e in ends) else max(ends),
-            parameters=json.loads(members[0]["parameters"]),
-            insurers=tuple(sorted({m["insurer_uzovi"] for m in members if m.get("insurer_uzovi")})),
-            periods=tuple(sorted(((m["provider_agb"], m["start_date"], m["end_date"]) for m in members),
-                                 key=lambda r: (r[0], r[1], r[2] or date.max))),
-        ))
+        out.append(
+            Contract(
+                contract_id=cid,
+                bundle_id=bundle,
+                model=members[0]["model"],
+                providers=tuple(sorted({m["provider_agb"] for m in members})),
+                start_date=min(m["start_date"] for m in members),
+                end_date=None if any(e is None for e in ends) else max(ends),
+                parameters=json.loads(members[0]["parameters"]),
+                insurers=tuple(sorted({m["insurer_uzovi"] for m in members if m.get("insurer_uzovi")})),
+                periods=tuple(
+                    sorted(
+                        ((m["provider_agb"], m["start_date"], m["end_date"]) for m in members),
+                        key=lambda r: (r[0], r[1], r[2] or date.max),
+                    )
+                ),
+            )
+        )
     return out
 
 
 def not_computable(contract: Contract) -> str | None:
     """Why the generator cannot give this contract's settlement exactly (None: it can)."""
     if contract.parameters.get("risk_adjust"):
-        return ("risk_adjust scales the target by the case-mix model's expected cost, which only the panels "
-                "fit (Poisson pseudo-likelihood); the generator does not know it exactly")
+        return (
+            "risk_adjust scales the target by the case-mix model's expected cost, which only the panels "
+            "fit (Poisson pseudo-likelihood); the generator does not know it exactly"
+        )
     if contract.insurers:
-        return (f"the contract is with insurer(s) {', '.join(contract.insurers)} only; the truth episodes do not "
-                f"carry the patient's insurer")
+        return (
+            f"the contract is with insurer(s) {', '.join(contract.insurers)} only; the truth episodes do not "
+            f"carry the patient's insurer"
+        )
     return None
 
 
 class Reconciliation:
     """All settlement and placebo rows of a delivery's contracts."""
 
-    def __init__(self, episodes: list[TruthEpisode], province_of: dict[str, str], type_of: dict[str, str],
-                 data_as_of: date, first_year: int, last_year: int) -> None:
+    def __init__(
+        self,
+        episodes: list[TruthEpisode],
+        province_of: dict[str, str],
+        type_of: dict[str, str],
+        data_as_of: date,
+        first_year: int,
+        last_year: int,
+    ) -> None:
         self.by_bundle: dict[str, list[TruthEpisode]] = defaultdict(list)
         self.by_year: dict[tuple[str, int], list[TruthEpisode]] = defaultdict(list)
         for e in episodes:
@@ -249,15 +286,21 @@ class Reconciliation:
             if caps_r:
                 x = min(x, caps_r[(e.province, e.year)])
             return x
+
         return c, eligible
 
     def _in_contract(self, contract: Contract, e: TruthEpisode) -> bool:
         """Anchored at a provider of the contract inside the period of one of its rows."""
         if not contract.periods:
-            return (e.provider in contract.providers and e.anchor_date >= contract.start_date
-                    and (contract.end_date is None or e.anchor_date <= contract.end_date))
-        return any(agb == e.provider and start <= e.anchor_date and (end is None or e.anchor_date <= end)
-                   for agb, start, end in contract.periods)
+            return (
+                e.provider in contract.providers
+                and e.anchor_date >= contract.start_date
+                and (contract.end_date is None or e.anchor_date <= contract.end_date)
+            )
+        return any(
+            agb == e.provider and start <= e.anchor_date and (end is None or e.anchor_date <= end)
+            for agb, start, end in contract.periods
+        )
 
     def rows(self, contract: Contract) -> tuple[list[dict], list[dict]]:
         """(settlement and placebo rows, provider shares) of one contract and bundle."""
@@ -285,14 +328,22 @@ class Reconciliation:
         return range(contract.start_date.year, last + 1)
 
     def _base_row(self, contract: Contract, kind: str, year: int, phase: str | None, basis: str) -> dict:
-        return {"contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "model": contract.model,
-                "kind": kind, "performance_year": year,
-                "contract_year": year - contract.start_date.year + 1 if kind == "settlement" else None,
-                "phase": phase, "cost_basis": basis, "baseline": contract.parameters.get("baseline"),
-                "data_as_of": self.data_as_of}
+        return {
+            "contract_id": contract.contract_id,
+            "bundle_id": contract.bundle_id,
+            "model": contract.model,
+            "kind": kind,
+            "performance_year": year,
+            "contract_year": year - contract.start_date.year + 1 if kind == "settlement" else None,
+            "phase": phase,
+            "cost_basis": basis,
+            "baseline": contract.parameters.get("baseline"),
+            "data_as_of": self.data_as_of,
+        }
 
-    def _payment(self, contract: Contract, basis: str, phase: str | None, payment: Fraction,
-                 per_patient: bool = False) -> tuple[list[dict], list[dict]]:
+    def _payment(
+        self, contract: Contract, basis: str, phase: str | None, payment: Fraction, per_patient: bool = False
+    ) -> tuple[list[dict], list[dict]]:
         """Rows of a payment model (``payment`` per episode, or per distinct patient), and the
         providers' shares of the whole (``phase`` None)."""
         c, _ = self._cost_function(contract, basis, phase)
@@ -303,26 +354,47 @@ class Reconciliation:
             if not eligible:
                 continue
             n = len(eligible)
-            units = len({("patient", e.patient_id) if e.patient_id is not None else ("episode", e.episode_id)
-                         for e in eligible}) if per_patient else n
+            units = (
+                len(
+                    {
+                        ("patient", e.patient_id) if e.patient_id is not None else ("episode", e.episode_id)
+                        for e in eligible
+                    }
+                )
+                if per_patient
+                else n
+            )
             target = payment * units / n  # the payment per episode
             actual = sum((c(e) for e in eligible), Fraction(0)) / n
             gross = (target - actual) * n
-            rows.append({**self._base_row(contract, "settlement", y, phase, basis),
-                         **self._money(n, mine, None, target, actual, gross, gross),
-                         "corridor_met": None, "quality_met": None, "quality_rate": None, "outside_band": None})
+            rows.append(
+                {
+                    **self._base_row(contract, "settlement", y, phase, basis),
+                    **self._money(n, mine, None, target, actual, gross, gross),
+                    "corridor_met": None,
+                    "quality_met": None,
+                    "quality_rate": None,
+                    "outside_band": None,
+                }
+            )
             if phase is None:
                 shares += self._shares(contract, y, eligible, half_away(gross))
         return rows, shares
 
-    def _money(self, n: int, mine: list[TruthEpisode], baseline, target, actual, gross, settlement,
-               immature: bool = False) -> dict:
+    def _money(
+        self, n: int, mine: list[TruthEpisode], baseline, target, actual, gross, settlement, immature: bool = False
+    ) -> dict:
         """The counts and the money columns; ``immature``: a censored_data episode outside ``mine``
         (baseline population, percentile) would still change the row."""
         censored = sum(e.status == "censored_data" for e in mine)
         out = {"n_episodes": n, "n_censored_data": censored, "provisional": censored > 0 or immature}
-        for name, value in (("baseline", baseline), ("target", target), ("actual", actual),
-                            ("gross_savings", gross), ("settlement", settlement)):
+        for name, value in (
+            ("baseline", baseline),
+            ("target", target),
+            ("actual", actual),
+            ("gross_savings", gross),
+            ("settlement", settlement),
+        ):
             out[f"{name}_cents"] = None if value is None else half_away(value)
             out[f"{name}_exact"] = exact(value)
         return out
@@ -354,8 +426,10 @@ class Reconciliation:
         uses_percentile = p.get("winsorise_pct") is not None or kind == "regional_capped_p95"
         censored_years = {e.year for e in censored}
         if not base:
-            raise ValueError(f"contract {contract.contract_id} ({contract.bundle_id}): no eligible episodes in the "
-                             f"baseline years {years}")
+            raise ValueError(
+                f"contract {contract.contract_id} ({contract.bundle_id}): no eligible episodes in the "
+                f"baseline years {years}"
+            )
         baseline = sum((c(e) * trend ** (latest - e.year) for e in base), Fraction(0)) / len(base)
         ssr = number(p["shared_savings_rate"])
         slr = number(p.get("shared_losses_rate", 0))
@@ -403,12 +477,16 @@ class Reconciliation:
                     settlement = Fraction(0)
                 if kind_of_row == "settlement":
                     immature = censored_base or (uses_percentile and bool(censored_years & {y, *years}))
-                row = {**self._base_row(contract, kind_of_row, y, None, basis),
-                       **self._money(n, mine, baseline, target, actual, gross, settlement, immature),
-                       "corridor_met": corridor_met, "quality_met": quality_met if gate is not None else None,
-                       "quality_rate": exact(rate),
-                       "outside_band": (None if inside_ci is None else (not inside_ci and diff != 0))
-                       if kind_of_row == "placebo" else None}
+                row = {
+                    **self._base_row(contract, kind_of_row, y, None, basis),
+                    **self._money(n, mine, baseline, target, actual, gross, settlement, immature),
+                    "corridor_met": corridor_met,
+                    "quality_met": quality_met if gate is not None else None,
+                    "quality_rate": exact(rate),
+                    "outside_band": (None if inside_ci is None else (not inside_ci and diff != 0))
+                    if kind_of_row == "placebo"
+                    else None,
+                }
                 rows.append(row)
                 if kind_of_row == "settlement":
                     shares += self._shares(contract, y, chosen, half_away(settlement))
@@ -440,6 +518,14 @@ class Reconciliation:
         for agb in sorted(share, key=lambda a: (-(magnitude * share[a] - floors[a]), a))[:left]:
             floors[agb] += 1
         sign = -1 if settlement_cents < 0 else 1
-        return [{"contract_id": contract.contract_id, "bundle_id": contract.bundle_id, "performance_year": year,
-                 "provider_agb": agb, "share": exact(s), "share_cents": sign * floors[agb]}
-                for agb, s in sorted(share.items())]
+        return [
+            {
+                "contract_id": contract.contract_id,
+                "bundle_id": contract.bundle_id,
+                "performance_year": year,
+                "provider_agb": agb,
+                "share": exact(s),
+                "share_cents": sign * floors[agb],
+            }
+            for agb, s in sorted(share.items())
+        ]

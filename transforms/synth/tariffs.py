@@ -26,7 +26,9 @@ MI_EUR = (2017, 38.0)  # M&I procedures, typical
 @lru_cache(maxsize=1)
 def _tariff_table() -> dict[str, list[tuple[int, float]]]:
     table: dict[str, list[tuple[int, float]]] = {}
-    for code, year, eur in reference.table("gp/gp_tariffs.parquet").select("service_cd", "year", "max_tariff_eur").iter_rows():
+    for code, year, eur in (
+        reference.table("gp/gp_tariffs.parquet").select("service_cd", "year", "max_tariff_eur").iter_rows()
+    ):
         if eur is not None:
             table.setdefault(code, []).append((int(year), float(eur)))
     for code, (year, eur) in {**FALLBACK_TARIFF, **CHAIN_CARE_EUR}.items():
@@ -86,7 +88,11 @@ def contact_codes(days: np.ndarray, u: np.ndarray, age: np.ndarray | None = None
     years = year_of(days)
     after = years >= CONSULT_CODE_SWITCH_YEAR
     idx = np.zeros(days.size, dtype=np.int64)
-    groups = ((a, e) for a in (False, True) for e in (False, True)) if age is not None else ((a, None) for a in (False, True))
+    groups = (
+        ((a, e) for a in (False, True) for e in (False, True))
+        if age is not None
+        else ((a, None) for a in (False, True))
+    )
     for era, elderly in groups:
         sel = after == era
         if elderly is not None:
@@ -112,16 +118,64 @@ def expected_contact_cents(year: int, elderly: bool) -> float:
 #: Pharmacy: euros per defined daily dose (typical Dutch prices) and the dispensing fee.
 DISPENSING_FEE_EUR = 7.5
 ATC_EUR_PER_DDD = {
-    "A10BA02": 0.05, "A10BB12": 0.06, "A10AE04": 1.6, "A02BC01": 0.03, "A02BC02": 0.04,
-    "R03AC02": 0.15, "R03AK06": 1.1, "R03BB04": 1.4, "C01DA02": 0.4, "C03CA01": 0.04, "C03AA03": 0.03,
-    "C07AB02": 0.05, "C07AB07": 0.04, "C08CA01": 0.03, "C09AA02": 0.03, "C09AA05": 0.04, "C09CA01": 0.05,
-    "C10AA01": 0.03, "C10AA05": 0.05, "B01AC06": 0.03, "B01AA07": 0.08, "B01AF01": 2.4, "B01AF02": 2.4,
-    "N06AB04": 0.05, "N06AB06": 0.06, "N06AX11": 0.08, "N05AH04": 0.3, "N05AX08": 0.25, "N03AX14": 0.4,
-    "N03AF01": 0.15, "H03AA01": 0.05, "L01XC02": 250.0, "L01BC06": 9.0, "L02BA01": 0.2, "L02BG03": 0.25,
-    "L02BG04": 0.25, "L04AB01": 32.0, "L04AB04": 30.0, "L04AB05": 31.0, "L04AB06": 33.0, "L04AA29": 30.0,
-    "L04AX03": 0.6, "M01AE01": 0.06, "M01AB05": 0.08, "N02BE01": 0.1, "N02AJ13": 0.3, "J01CA04": 0.3,
-    "J01CR02": 0.6, "J01FA10": 1.0, "D07AC01": 0.5, "S01AD01": 1.0, "S01BC03": 0.8, "S01CA01": 0.9,
-    "G03AA07": 0.1, "B03AA07": 0.05, "N05BA01": 0.05, "N05CF01": 0.06, "H02AB06": 0.1,
+    "A10BA02": 0.05,
+    "A10BB12": 0.06,
+    "A10AE04": 1.6,
+    "A02BC01": 0.03,
+    "A02BC02": 0.04,
+    "R03AC02": 0.15,
+    "R03AK06": 1.1,
+    "R03BB04": 1.4,
+    "C01DA02": 0.4,
+    "C03CA01": 0.04,
+    "C03AA03": 0.03,
+    "C07AB02": 0.05,
+    "C07AB07": 0.04,
+    "C08CA01": 0.03,
+    "C09AA02": 0.03,
+    "C09AA05": 0.04,
+    "C09CA01": 0.05,
+    "C10AA01": 0.03,
+    "C10AA05": 0.05,
+    "B01AC06": 0.03,
+    "B01AA07": 0.08,
+    "B01AF01": 2.4,
+    "B01AF02": 2.4,
+    "N06AB04": 0.05,
+    "N06AB06": 0.06,
+    "N06AX11": 0.08,
+    "N05AH04": 0.3,
+    "N05AX08": 0.25,
+    "N03AX14": 0.4,
+    "N03AF01": 0.15,
+    "H03AA01": 0.05,
+    "L01XC02": 250.0,
+    "L01BC06": 9.0,
+    "L02BA01": 0.2,
+    "L02BG03": 0.25,
+    "L02BG04": 0.25,
+    "L04AB01": 32.0,
+    "L04AB04": 30.0,
+    "L04AB05": 31.0,
+    "L04AB06": 33.0,
+    "L04AA29": 30.0,
+    "L04AX03": 0.6,
+    "M01AE01": 0.06,
+    "M01AB05": 0.08,
+    "N02BE01": 0.1,
+    "N02AJ13": 0.3,
+    "J01CA04": 0.3,
+    "J01CR02": 0.6,
+    "J01FA10": 1.0,
+    "D07AC01": 0.5,
+    "S01AD01": 1.0,
+    "S01BC03": 0.8,
+    "S01CA01": 0.9,
+    "G03AA07": 0.1,
+    "B03AA07": 0.05,
+    "N05BA01": 0.05,
+    "N05CF01": 0.06,
+    "H02AB06": 0.1,
 }
 
 
@@ -134,7 +188,10 @@ def pharmacy_cents(atc: np.ndarray, ddd: np.ndarray) -> np.ndarray:
 PHYSIO_SESSION_EUR = 31.0
 OCCUPATIONAL_SESSION_EUR = 18.0  # per quarter-hour unit, two units typical
 MATERNITY_EUR = {  # midwife and maternity-care fees (typical, 2017; a full midwife trajectory is ~1,100)
-    "prenatal": 520.0, "birth_home": 560.0, "birth_outpatient_hospital": 560.0, "postnatal": 330.0,
+    "prenatal": 520.0,
+    "birth_home": 560.0,
+    "birth_outpatient_hospital": 560.0,
+    "postnatal": 330.0,
     "maternity_care_hours": 58.0,  # per hour, incl. the intake and partus assistance surcharges
 }
 

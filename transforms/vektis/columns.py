@@ -88,9 +88,7 @@ MEASURE_COLUMNS: tuple[VektisColumn, ...] = (
     _col("KOSTEN_FARMACIE", "cost_pharmacy", "pharmacy", "pharmacy"),
     _col("KOSTEN_HUISARTS_INSCHRIJFTARIEF", "cost_gp_registration", "gp", "GP registration fee"),
     _col("KOSTEN_HUISARTS_CONSULT", "cost_gp_consult", "gp", "GP consults"),
-    _col(
-        "KOSTEN_HUISARTS_MDZ", "cost_gp_mdz", "gp", "GP multidisciplinary (chain) care, from 2015"
-    ),
+    _col("KOSTEN_HUISARTS_MDZ", "cost_gp_mdz", "gp", "GP multidisciplinary (chain) care, from 2015"),
     _col("KOSTEN_HUISARTS_OVERIG", "cost_gp_other", "gp", "other GP care"),
     _col("KOSTEN_TWEEDELIJNS_GGZ", "cost_ggz_second_line", "ggz", "second-line GGZ, 2011-2013"),
     _col(
@@ -218,9 +216,7 @@ def _check_mapping() -> None:
         raise ValueError("two Vektis columns map to the same measure")
     for short, full in TRUNCATED_NAMES.items():
         if full not in MEASURES_BY_SOURCE or not full.startswith(short) or len(short) != 32:
-            raise ValueError(
-                f"truncated Vektis name {short} is not a 32-character prefix of {full}"
-            )
+            raise ValueError(f"truncated Vektis name {short} is not a 32-character prefix of {full}")
 
 
 _check_mapping()
@@ -259,11 +255,7 @@ def check_header(columns: list[str], *, file_label: str) -> list[tuple[str, Vekt
     Reports *all* unknown columns at once, the key columns must all be present, and no two
     columns may map to the same measure (that would double count money).
     """
-    unknown = [
-        c
-        for c in columns
-        if not is_key_column(c) and canonical_source_name(c) not in MEASURES_BY_SOURCE
-    ]
+    unknown = [c for c in columns if not is_key_column(c) and canonical_source_name(c) not in MEASURES_BY_SOURCE]
     if unknown:
         raise UnknownVektisColumnError(
             f"unknown column(s) {unknown} in {file_label}: add them to "
@@ -273,9 +265,7 @@ def check_header(columns: list[str], *, file_label: str) -> list[tuple[str, Vekt
     missing_keys = [k for k in KEY_COLUMNS if k not in {canonical_source_name(c) for c in columns}]
     if missing_keys:
         raise ValueError(f"{file_label} lacks the key column(s) {missing_keys}")
-    mapped = [
-        (c, measure_for_column(c, file_label=file_label)) for c in columns if not is_key_column(c)
-    ]
+    mapped = [(c, measure_for_column(c, file_label=file_label)) for c in columns if not is_key_column(c)]
     measures = [spec.measure for _, spec in mapped]
     duplicated = sorted({m for m in measures if measures.count(m) > 1})
     if duplicated:

@@ -100,25 +100,19 @@ def vektis_mapping_markdown(mapping: pl.DataFrame | None = None) -> str:
         rows = measures_seen.filter(pl.col("measure") == spec.measure)
         spellings = []
         for spelling in rows["source_column"].unique(maintain_order=True).to_list():
-            pairs = (
-                rows.filter(pl.col("source_column") == spelling).select("year", "release").rows()
-            )
+            pairs = rows.filter(pl.col("source_column") == spelling).select("year", "release").rows()
             spellings.append(f"`{spelling}`: {_years_text(pairs)}")
         seen = "; ".join(spellings) if spellings else "(not in any bundled file)"
         lines.append(f"| `{spec.measure}` | `{spec.category}` | {spec.description} | {seen} |")
     keys = []
     for spelling in key_rows["source_column"].unique(maintain_order=True).to_list():
-        pairs = (
-            key_rows.filter(pl.col("source_column") == spelling).select("year", "release").rows()
-        )
+        pairs = key_rows.filter(pl.col("source_column") == spelling).select("year", "release").rows()
         keys.append(f"`{spelling}` ({_years_text(pairs)})")
     lines += ["", "Key columns (not measures): " + ", ".join(keys) + "."]
     lines += [
         "",
         "Truncated names (2023) are mapped explicitly, never by prefix guessing: "
-        + ", ".join(
-            f"`{short.lower()}` = `{full.lower()}`" for short, full in TRUNCATED_NAMES.items()
-        )
+        + ", ".join(f"`{short.lower()}` = `{full.lower()}`" for short, full in TRUNCATED_NAMES.items())
         + ".",
         "",
         "Presence of each measure per file (x = present):",
@@ -140,24 +134,18 @@ def national_totals_markdown(totals: pl.DataFrame) -> str:
     exact total Zvw cost in euros."""
     cost_categories = [c for c in CATEGORIES if c != POPULATION]
     by_category = (
-        totals.group_by("year", "release", "category")
-        .agg(pl.col("total_cents").sum())
-        .sort("year", "release")
+        totals.group_by("year", "release", "category").agg(pl.col("total_cents").sum()).sort("year", "release")
     )
     lines = [
-        "| year | insured | insured-years | "
-        + " | ".join(cost_categories)
-        + " | total cost (EUR, exact) |",
+        "| year | insured | insured-years | " + " | ".join(cost_categories) + " | total cost (EUR, exact) |",
         "|---|" + "---:|" * (3 + len(cost_categories)),
     ]
-    for year, release in (
-        by_category.select("year", "release").unique().sort("year", "release").rows()
-    ):
+    for year, release in by_category.select("year", "release").unique().sort("year", "release").rows():
         cells = {
             row["category"]: row["total_cents"]
-            for row in by_category.filter(
-                (pl.col("year") == year) & (pl.col("release") == release)
-            ).iter_rows(named=True)
+            for row in by_category.filter((pl.col("year") == year) & (pl.col("release") == release)).iter_rows(
+                named=True
+            )
         }
         persons = totals.filter((pl.col("year") == year) & (pl.col("release") == release))
         insured = persons.filter(pl.col("measure") == "insured")["total_cents"].item() // 100
@@ -180,9 +168,7 @@ def unmapped_markdown(unmapped: pl.DataFrame) -> str:
         .sort("year", "release")
     )
     for year, release, n, insured, names in grouped.iter_rows():
-        lines.append(
-            f"| {_release_label(year, release)} | {n} | {insured:,} | {', '.join(names)} |"
-        )
+        lines.append(f"| {_release_label(year, release)} | {n} | {insured:,} | {', '.join(names)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,9 +176,7 @@ def vektis_docs_markdown(long: pl.DataFrame | None = None) -> str:
     """The complete ``docs/vektis.md``: what the table is, how to run it, mapping, totals."""
     long = harmonise_vektis() if long is None else long
     releases = available_releases()
-    schema_rows = "\n".join(
-        f"| `{name}` | {dtype} | {_COLUMN_DOCS[name]} |" for name, dtype in LONG_SCHEMA.items()
-    )
+    schema_rows = "\n".join(f"| `{name}` | {dtype} | {_COLUMN_DOCS[name]} |" for name, dtype in LONG_SCHEMA.items())
     categories = "\n".join(f"| `{c}` | {CATEGORY_DESCRIPTIONS[c]} |" for c in CATEGORIES)
     return f"""# Vektis open data, harmonised (`zorgpad ingest-vektis`)
 

@@ -67,9 +67,7 @@ def map_gemeente_names(names: pl.Series | list[str]) -> pl.DataFrame:
     # Only codes that exist in the CBS 2020 division count; the name table is checked, not trusted.
     exact = {
         name: code
-        for name, code in zip(
-            vektis_names["vektis_name"], vektis_names["gemeente_code"], strict=True
-        )
+        for name, code in zip(vektis_names["vektis_name"], vektis_names["gemeente_code"], strict=True)
         if code in cbs_codes
     }
     normalised = _normalised_lookup()

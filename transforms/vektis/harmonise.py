@@ -99,9 +99,7 @@ def available_releases() -> list[VektisRelease]:
     return sorted(found, key=lambda r: (r.year, RELEASES.index(r.release)))
 
 
-def select_releases(
-    years: Iterable[int] | None = None, include_first_release: bool = True
-) -> list[VektisRelease]:
+def select_releases(years: Iterable[int] | None = None, include_first_release: bool = True) -> list[VektisRelease]:
     """The bundled files for ``years`` (all when None); an unavailable year is an error."""
     releases = available_releases()
     if years is not None:
@@ -109,9 +107,7 @@ def select_releases(
         missing = sorted(set(wanted) - {r.year for r in releases})
         if missing:
             available = sorted({r.year for r in releases})
-            raise ValueError(
-                f"no Vektis file for year(s) {missing}; available: {available[0]}-{available[-1]}"
-            )
+            raise ValueError(f"no Vektis file for year(s) {missing}; available: {available[0]}-{available[-1]}")
         releases = [r for r in releases if r.year in wanted]
     if not include_first_release:
         releases = [r for r in releases if r.release == FINAL]
@@ -144,9 +140,7 @@ def cents_to_euros(cents: pl.Expr) -> pl.Expr:
     (``83036658 / 100`` -> ``830366.5800000001``). Only used on small aggregated tables.
     """
     return cents.map_batches(
-        lambda s: pl.Series(
-            s.name, [None if c is None else c / 100 for c in s.to_list()], dtype=pl.Float64
-        ),
+        lambda s: pl.Series(s.name, [None if c is None else c / 100 for c in s.to_list()], dtype=pl.Float64),
         return_dtype=pl.Float64,
     )
 
@@ -170,9 +164,7 @@ def canonical_age_class(label: str) -> str:
     return canonical
 
 
-def harmonise_file(
-    raw: pl.DataFrame, year: int, release: str, *, file_label: str | None = None
-) -> pl.DataFrame:
+def harmonise_file(raw: pl.DataFrame, year: int, release: str, *, file_label: str | None = None) -> pl.DataFrame:
     """One raw Vektis file (text cells, original header) -> the long table for that file.
 
     Raises on an unknown column, an unknown sex or age label, a partly empty key and any value
@@ -185,9 +177,7 @@ def harmonise_file(
     sex, age, gemeente = keys[SEX_COLUMN], keys[AGE_CLASS_COLUMN], keys[GEMEENTE_COLUMN]
 
     # The unknown-gemeente row has all three keys empty; any other pattern of empties is unexpected.
-    n_empty = raw.select(
-        pl.sum_horizontal(pl.col(sex, age, gemeente).is_null().cast(pl.Int8))
-    ).to_series()
+    n_empty = raw.select(pl.sum_horizontal(pl.col(sex, age, gemeente).is_null().cast(pl.Int8))).to_series()
     if n_empty.is_in([1, 2]).any():
         raise ValueError(f"{label}: rows with only some of sex/age class/gemeente empty")
     bad_sex = sorted(set(raw[sex].drop_nulls().unique()) - set(SEXES))
@@ -199,15 +189,9 @@ def harmonise_file(
     cells = raw.select(
         pl.col(gemeente).alias("gemeente_vektis"),
         pl.col(sex).alias("sex"),
-        pl.col(age)
-        .replace_strict(age_map, default=None, return_dtype=pl.String)
-        .alias("age_class"),
+        pl.col(age).replace_strict(age_map, default=None, return_dtype=pl.String).alias("age_class"),
         *measure_columns,
-    ).with_columns(
-        pl.col("age_class")
-        .replace_strict(AGE_MIN, default=None, return_dtype=pl.Int16)
-        .alias("age_min")
-    )
+    ).with_columns(pl.col("age_class").replace_strict(AGE_MIN, default=None, return_dtype=pl.Int16).alias("age_min"))
     column_specs = pl.DataFrame(
         {
             "source_column": measure_columns,
@@ -236,9 +220,7 @@ def harmonise_file(
         # Deterministic order: measure as mapped, then unknown gemeente first, gemeente, sex, age.
         .sort("_rank", maintain_order=True)
     )
-    unparsed = long.filter(
-        pl.col("text").is_not_null() & (pl.col("value_cents").is_null() | pl.col("value").is_null())
-    )
+    unparsed = long.filter(pl.col("text").is_not_null() & (pl.col("value_cents").is_null() | pl.col("value").is_null()))
     if unparsed.height:
         examples = unparsed.group_by("source_column").agg(pl.col("text").head(3)).rows()
         raise ValueError(
@@ -246,15 +228,11 @@ def harmonise_file(
             f"decimals (column, examples): {examples}"
         )
     if long.height != raw.height * len(measure_columns):
-        raise AssertionError(
-            f"{label}: {long.height} long rows for {raw.height} x {len(measure_columns)} cells"
-        )
+        raise AssertionError(f"{label}: {long.height} long rows for {raw.height} x {len(measure_columns)} cells")
     return long.select([pl.col(name).cast(dtype) for name, dtype in LONG_SCHEMA.items()])
 
 
-def harmonise_vektis(
-    years: Iterable[int] | None = None, include_first_release: bool = True
-) -> pl.DataFrame:
+def harmonise_vektis(years: Iterable[int] | None = None, include_first_release: bool = True) -> pl.DataFrame:
     """The long table for the requested years (all bundled years when None).
 
     One row per (release, year, gemeente cell, sex, age class, measure), columns as in
@@ -278,9 +256,7 @@ def national_totals(df: pl.DataFrame) -> pl.DataFrame:
         df.group_by("year", "release", "measure", "category")
         .agg(pl.col("value_cents").sum().alias("total_cents"))
         .with_columns(cents_to_euros(pl.col("total_cents")).alias("total"))
-        .with_columns(
-            pl.col("measure").replace_strict(MEASURE_RANK, return_dtype=pl.Int16).alias("_rank")
-        )
+        .with_columns(pl.col("measure").replace_strict(MEASURE_RANK, return_dtype=pl.Int16).alias("_rank"))
         .sort("year", "release", "_rank")
         .select("year", "release", "measure", "category", "total", "total_cents")
     )
@@ -323,10 +299,7 @@ def calibration_cells(year: int) -> pl.DataFrame:
     present = set(long["category"].unique())
     cents = long.group_by("sex", "age_class", "age_min").agg(
         pl.col("value_cents").filter(pl.col("measure") == "insured").sum().alias("insured"),
-        pl.col("value_cents")
-        .filter(pl.col("measure") == "insured_years")
-        .sum()
-        .alias("insured_years"),
+        pl.col("value_cents").filter(pl.col("measure") == "insured_years").sum().alias("insured_years"),
         *[
             (
                 pl.col("value_cents").filter(pl.col("category") == cat).sum()
@@ -353,9 +326,7 @@ def calibration_cells(year: int) -> pl.DataFrame:
         .with_columns(pl.lit(year, dtype=pl.Int16).alias("year"))
         .sort(pl.col("sex"), pl.col("age_min"), nulls_last=True)
     )
-    return cells.select(
-        "year", "sex", "age_class", "age_min", pl.exclude("year", "sex", "age_class", "age_min")
-    )
+    return cells.select("year", "sex", "age_class", "age_min", pl.exclude("year", "sex", "age_class", "age_min"))
 
 
 def gemeente_population(year: int) -> pl.DataFrame:

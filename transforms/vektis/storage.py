@@ -31,9 +31,7 @@ def write_long_partitioned(long: pl.DataFrame, root: Path | str) -> Path:
     for (year,), part in long.partition_by("year", as_dict=True, maintain_order=True).items():
         folder = root / f"year={year}"
         folder.mkdir()
-        part.drop("year").write_parquet(
-            folder / PARTITION_FILE, compression="zstd", statistics=True
-        )
+        part.drop("year").write_parquet(folder / PARTITION_FILE, compression="zstd", statistics=True)
     return root
 
 

@@ -41,24 +41,49 @@ def generate(ctx: PathContext) -> None:
     conception = birth - rng.integers(259, 294, n)
     maternity("prenatal", mother, midwife, conception + rng.integers(60, 100, n))
     referred = np.flatnonzero((setting >= 2) | (rng.random(n) < 0.1))
-    ctx.subtraject("pregnancy_gyn", mother[referred], hospital[referred], birth[referred] - rng.integers(90, 200, referred.size),
-                   extra_visits=rng.integers(0, 3, referred.size))
+    ctx.subtraject(
+        "pregnancy_gyn",
+        mother[referred],
+        hospital[referred],
+        birth[referred] - rng.integers(90, 200, referred.size),
+        extra_visits=rng.integers(0, 3, referred.size),
+    )
 
     # the birth: the trigger line is the midwife's birth service or the gynaecologist's partus DBC
     for code, service in ((0, "birth_home"), (1, "birth_outpatient_hospital")):
         idx = np.flatnonzero(setting == code)
         rows = maternity(service, mother[idx], midwife[idx], birth[idx])
         treated = ctx.treated(BUNDLE, midwife[idx], birth[idx])
-        ctx.plant(PlantedTrigger(BUNDLE, mother[idx], birth[idx], midwife[idx], "maternity", rows, treated,
-                                 np.zeros(idx.size, dtype=np.int64)))
+        ctx.plant(
+            PlantedTrigger(
+                BUNDLE,
+                mother[idx],
+                birth[idx],
+                midwife[idx],
+                "maternity",
+                rows,
+                treated,
+                np.zeros(idx.size, dtype=np.int64),
+            )
+        )
     for code, key in ((2, "partus_gyn"), (3, "caesarean_gyn")):
         idx = np.flatnonzero(setting == code)
         start = birth[idx] - rng.integers(0, 2, idx.size)
-        rows = ctx.subtraject(key, mother[idx], hospital[idx], start, care_days=rng.integers(1, 3 + 2 * (code == 3), idx.size),
-                              main_activity_day=birth[idx], days=rng.integers(7, 42, idx.size))
+        rows = ctx.subtraject(
+            key,
+            mother[idx],
+            hospital[idx],
+            start,
+            care_days=rng.integers(1, 3 + 2 * (code == 3), idx.size),
+            main_activity_day=birth[idx],
+            days=rng.integers(7, 42, idx.size),
+        )
         treated = ctx.treated(BUNDLE, hospital[idx], birth[idx])
-        ctx.plant(PlantedTrigger(BUNDLE, mother[idx], birth[idx], hospital[idx], "dbc", rows, treated,
-                                 np.zeros(idx.size, dtype=np.int64)))
+        ctx.plant(
+            PlantedTrigger(
+                BUNDLE, mother[idx], birth[idx], hospital[idx], "dbc", rows, treated, np.zeros(idx.size, dtype=np.int64)
+            )
+        )
 
     maternity("postnatal", mother, midwife, birth + rng.integers(1, 10, n))
     hours = rng.integers(24, 50, n)
@@ -67,5 +92,12 @@ def generate(ctx: PathContext) -> None:
     # the newborn joins the population; some need neonatal care
     baby = ctx.pop.add_newborns(mother, birth, rng, ctx.registry, ctx.last_day)
     sick = np.flatnonzero(rng.random(n) < NEONATAL_SHARE)
-    ctx.subtraject("neonatal", baby[sick], hospital[sick], birth[sick], care_days=rng.integers(1, 8, sick.size),
-                   main_activity_day=birth[sick], days=rng.integers(3, 30, sick.size))
+    ctx.subtraject(
+        "neonatal",
+        baby[sick],
+        hospital[sick],
+        birth[sick],
+        care_days=rng.integers(1, 8, sick.size),
+        main_activity_day=birth[sick],
+        days=rng.integers(3, 30, sick.size),
+    )

@@ -19,14 +19,16 @@ BUNDLE = "cataract"
 
 def generate(ctx: PathContext) -> None:
     patient, op_day, provider = ctx.draw_treated_events(
-        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES), zbc_share=0.3)
+        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES), zbc_share=0.3
+    )
     n = patient.size
     rng = ctx.rng
 
     referral_day = op_day - rng.integers(45, 130, n)
     ctx.gp_consults(patient, referral_day, referral_specialism="0301")
-    ctx.subtraject("cataract_outpatient", patient, provider, referral_day + rng.integers(7, 30, n),
-                   days=rng.integers(5, 20, n))
+    ctx.subtraject(
+        "cataract_outpatient", patient, provider, referral_day + rng.integers(7, 30, n), days=rng.integers(5, 20, n)
+    )
 
     def operate(p: np.ndarray, prov: np.ndarray, day: np.ndarray, role: str) -> None:
         treated = ctx.treated(BUNDLE, prov, day)
@@ -37,8 +39,15 @@ def generate(ctx: PathContext) -> None:
             open_day = day[sel] - rng.integers(0, 10, int(sel.sum()))
             end_day = day[sel] + rng.integers(20, 60, int(sel.sum()))
             base = ctx.claims.dbc_price_cents(product, prov[sel], end_day)
-            rows = ctx.subtraject(key, p[sel], prov[sel], open_day, days=end_day - open_day,
-                                  main_activity_day=day[sel], amount_cents=np.maximum(base + effect[sel], 100))
+            rows = ctx.subtraject(
+                key,
+                p[sel],
+                prov[sel],
+                open_day,
+                days=end_day - open_day,
+                main_activity_day=day[sel],
+                amount_cents=np.maximum(base + effect[sel], 100),
+            )
             ctx.plant(PlantedTrigger(BUNDLE, p[sel], day[sel], prov[sel], "dbc", rows, treated[sel], effect[sel], role))
         ctx.dispense(p, day, "S01CA01", 10.0)
 
@@ -51,4 +60,6 @@ def generate(ctx: PathContext) -> None:
     operate(patient[s], provider[s], op_day[s] + rng.integers(14, 150, s.size), "second_eye")
     nastaar = np.flatnonzero(rng.random(n) < NASTAAR_SHARE)
     laser_day = op_day[nastaar] + rng.integers(150, 720, nastaar.size)
-    ctx.subtraject("nastaar_laser", patient[nastaar], provider[nastaar], laser_day, days=rng.integers(1, 30, nastaar.size))
+    ctx.subtraject(
+        "nastaar_laser", patient[nastaar], provider[nastaar], laser_day, days=rng.integers(1, 30, nastaar.size)
+    )

@@ -8,8 +8,8 @@ trigger with ``ctx.plant``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -20,14 +20,13 @@ from transforms.synth.config import SynthConfig
 from transforms.synth.population import Population
 from transforms.synth.providers import ProviderRegistry
 from transforms.synth.tariffs import (
+    GP_CONTACT_CODES,
     OCCUPATIONAL_SESSION_EUR,
     PHYSIO_SESSION_EUR,
-    GP_CONTACT_CODES,
     contact_codes,
     index_cents,
     pharmacy_cents,
 )
-
 
 #: Planted extra in-bundle care (``SynthConfig.providers`` utilisation provider and
 #: ``SynthConfig.regional`` factors), per bundle: the catalogue product of the extra subtrajecten,
@@ -92,8 +91,9 @@ class PathContext:
         self.planted.append(trigger)
 
     # -- events ------------------------------------------------------------------------------------
-    def draw_events(self, probability: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
-                    eligible: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def draw_events(
+        self, probability: Callable[[np.ndarray, np.ndarray, int], np.ndarray], eligible: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One Bernoulli draw per patient and year with ``probability(age, sex, year)``; the event
         day is uniform in the year and must fall while the patient is insured and alive.
         Returns (patient, day) arrays."""
@@ -114,8 +114,9 @@ class PathContext:
     def treated(self, bundle: str, provider: np.ndarray, day: np.ndarray) -> np.ndarray:
         return self.registry.contract_start[bundle][provider] <= day
 
-    def apply_volume_effect(self, bundle: str, patient: np.ndarray, day: np.ndarray, provider: np.ndarray
-                            ) -> np.ndarray:
+    def apply_volume_effect(
+        self, bundle: str, patient: np.ndarray, day: np.ndarray, provider: np.ndarray
+    ) -> np.ndarray:
         """Thin candidate events drawn at the raised rate (1 + v): keep all at treated providers after
         the start, and 1 / (1 + v) of the others. Returns the mask of kept events."""
         v = self.config.effect(bundle).volume_pct / 100.0
@@ -124,9 +125,14 @@ class PathContext:
         treated = self.treated(bundle, provider, day)
         return treated | (self.rng.random(patient.size) < 1.0 / (1.0 + v))
 
-    def draw_treated_events(self, bundle: str, probability: Callable[[np.ndarray, np.ndarray, int], np.ndarray], *,
-                            zbc_share: float = 0.0, elsewhere_share: float = 0.08
-                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def draw_treated_events(
+        self,
+        bundle: str,
+        probability: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+        *,
+        zbc_share: float = 0.0,
+        elsewhere_share: float = 0.08,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Trigger events of a bundle with their provider, the planted volume effect applied:
         candidates at the raised rate, a hospital per event, then thinning outside treatment."""
         boost = self.volume_boost(bundle)
@@ -138,8 +144,9 @@ class PathContext:
     def volume_boost(self, bundle: str) -> float:
         return 1.0 + max(self.config.effect(bundle).volume_pct, 0.0) / 100.0
 
-    def hospital_for(self, patient: np.ndarray, zbc_share: float = 0.0, elsewhere_share: float = 0.08,
-                     bundle: str | None = None) -> np.ndarray:
+    def hospital_for(
+        self, patient: np.ndarray, zbc_share: float = 0.0, elsewhere_share: float = 0.08, bundle: str | None = None
+    ) -> np.ndarray:
         """The hospital a patient goes to: mostly the usual one, sometimes a ZBC (elective care) or
         another hospital anywhere (patients travel for reputation or waiting times). For the bundle
         of the planted benchmark providers, each of them draws ``patient_share`` of the patients
@@ -182,8 +189,18 @@ class PathContext:
         extra = whole + (self.rng.random(m.size) < (m - whole))
         return np.where(m > 0, extra, 0).astype(np.int64)
 
-    def extra_care(self, bundle: str, patient: np.ndarray, provider: np.ndarray, first_start: np.ndarray,
-                   count: np.ndarray, *, spacing: int, days: int, care_days: np.ndarray | int = 0) -> None:
+    def extra_care(
+        self,
+        bundle: str,
+        patient: np.ndarray,
+        provider: np.ndarray,
+        first_start: np.ndarray,
+        count: np.ndarray,
+        *,
+        spacing: int,
+        days: int,
+        care_days: np.ndarray | int = 0,
+    ) -> None:
         """Declare ``count`` extra subtrajecten of the bundle's ``EXTRA_CARE`` product per event: the
         first from ``first_start``, then every ``spacing`` days, each ``days`` long."""
         key = EXTRA_CARE[bundle][0]
@@ -191,14 +208,31 @@ class PathContext:
             sel = np.flatnonzero(count > k)
             start = first_start[sel] + k * spacing
             cd = care_days[sel] if isinstance(care_days, np.ndarray) else care_days
-            self.subtraject(key, patient[sel], provider[sel], start, days=np.full(sel.size, days), care_days=cd,
-                            main_activity_day=start)
+            self.subtraject(
+                key,
+                patient[sel],
+                provider[sel],
+                start,
+                days=np.full(sel.size, days),
+                care_days=cd,
+                main_activity_day=start,
+            )
 
     # -- lines ---------------------------------------------------------------------------------------
-    def subtraject(self, key: str, patient: np.ndarray, provider: np.ndarray, start: np.ndarray, *,
-                   days: np.ndarray | int | None = None, care_days: np.ndarray | int = 0,
-                   main_activity_day: np.ndarray | None = None, extra_visits: np.ndarray | int = 0,
-                   amount_cents: np.ndarray | None = None, origin: str = "path") -> np.ndarray:
+    def subtraject(
+        self,
+        key: str,
+        patient: np.ndarray,
+        provider: np.ndarray,
+        start: np.ndarray,
+        *,
+        days: np.ndarray | int | None = None,
+        care_days: np.ndarray | int = 0,
+        main_activity_day: np.ndarray | None = None,
+        extra_visits: np.ndarray | int = 0,
+        amount_cents: np.ndarray | None = None,
+        origin: str = "path",
+    ) -> np.ndarray:
         """Declare one subtraject of catalogue product ``key`` per patient.
 
         Activities: the product's listed activities on ``main_activity_day`` (default the start),
@@ -209,13 +243,15 @@ class PathContext:
         n = patient.size
         if days is None:
             days = np.maximum(1, np.round(product.days * self.rng.uniform(0.6, 1.0, n))).astype(np.int64)
-        end = start + np.minimum(np.asarray(days, dtype=np.int64), max_days(start, product) )
+        end = start + np.minimum(np.asarray(days, dtype=np.int64), max_days(start, product))
         main_day = start if main_activity_day is None else main_activity_day
         main_day = np.clip(main_day, start, end)
         acts: list[ActivityLines] = []
         for act in product.activities:
             if act.quantity == 0:
-                acts.append(ActivityLines(act.code, main_day, np.broadcast_to(np.asarray(care_days, dtype=np.int64), (n,))))
+                acts.append(
+                    ActivityLines(act.code, main_day, np.broadcast_to(np.asarray(care_days, dtype=np.int64), (n,)))
+                )
             else:
                 amount = index_cents(act.addon_price_eur, main_day) * act.quantity if act.addon_price_eur else None
                 acts.append(ActivityLines(act.code, main_day, np.full(n, act.quantity), amount))
@@ -230,11 +266,19 @@ class PathContext:
             amount_cents = self.claims.dbc_price_cents(product, provider, end) + sum(
                 index_cents(a.addon_price_eur, main_day) * a.quantity for a in product.activities if a.addon_price_eur
             )
-        return self.claims.dbc(product, patient, provider, start, end, origin=origin, amount_cents=amount_cents,
-                               activities=acts)
+        return self.claims.dbc(
+            product, patient, provider, start, end, origin=origin, amount_cents=amount_cents, activities=acts
+        )
 
-    def gp_consults(self, patient: np.ndarray, days: np.ndarray, *, referral_specialism: str | None = None,
-                    origin: str = "path", age: np.ndarray | None = None) -> np.ndarray:
+    def gp_consults(
+        self,
+        patient: np.ndarray,
+        days: np.ndarray,
+        *,
+        referral_specialism: str | None = None,
+        origin: str = "path",
+        age: np.ndarray | None = None,
+    ) -> np.ndarray:
         """GP contacts: a plain consult (with the consult code of its year), optionally a referral;
         with ``age``, the full contact mix (visits, M&I, POH-GGZ) for background care."""
         idx, cents = contact_codes(days, self.rng.random(np.size(days)), age)
@@ -243,8 +287,16 @@ class PathContext:
             extra["referral_specialism_cd"] = referral_specialism
         return self.claims.first_line("gp", patient, self.pop.usual["gp"][patient], days, cents, origin=origin, **extra)
 
-    def physio_series(self, patient: np.ndarray, start: np.ndarray, sessions: np.ndarray, *,
-                      interval_days: int = 7, discipline: str = "physiotherapy", origin: str = "path") -> None:
+    def physio_series(
+        self,
+        patient: np.ndarray,
+        start: np.ndarray,
+        sessions: np.ndarray,
+        *,
+        interval_days: int = 7,
+        discipline: str = "physiotherapy",
+        origin: str = "path",
+    ) -> None:
         """A series of weekly paramedical sessions (intake first)."""
         kind = "physiotherapy" if discipline == "physiotherapy" else "occupational_therapy"
         intake_cd, session_cd = ("1870", "1000") if discipline == "physiotherapy" else ("4001", "4000")
@@ -254,19 +306,42 @@ class PathContext:
             has = sessions > k
             p = patient[has]
             d = start[has] + k * interval_days + self.rng.integers(0, 3, p.size)
-            self.claims.first_line("paramedical", p, provider[has], d, index_cents(price, d), origin=origin,
-                                   discipline=discipline, service_cd=intake_cd if k == 0 else session_cd)
+            self.claims.first_line(
+                "paramedical",
+                p,
+                provider[has],
+                d,
+                index_cents(price, d),
+                origin=origin,
+                discipline=discipline,
+                service_cd=intake_cd if k == 0 else session_cd,
+            )
 
-    def dispense(self, patient: np.ndarray, days: np.ndarray, atc: np.ndarray | str, ddd: np.ndarray | float,
-                 *, origin: str = "path") -> np.ndarray:
+    def dispense(
+        self,
+        patient: np.ndarray,
+        days: np.ndarray,
+        atc: np.ndarray | str,
+        ddd: np.ndarray | float,
+        *,
+        origin: str = "path",
+    ) -> np.ndarray:
         """Pharmacy dispensings at the patient's usual pharmacy."""
         n = patient.size
         atc_a = np.broadcast_to(np.asarray(atc, dtype=object), (n,)).copy()
         ddd_a = np.broadcast_to(np.asarray(ddd, dtype=np.float64), (n,)).copy()
         prescriber = self.registry.agb[self.pop.usual["gp"][patient]]
-        return self.claims.first_line("pharmacy", patient, self.pop.usual["pharmacy"][patient], days,
-                                      pharmacy_cents(atc_a, ddd_a), origin=origin, atc_cd=atc_a, ddd=ddd_a,
-                                      prescriber_agb=prescriber)
+        return self.claims.first_line(
+            "pharmacy",
+            patient,
+            self.pop.usual["pharmacy"][patient],
+            days,
+            pharmacy_cents(atc_a, ddd_a),
+            origin=origin,
+            atc_cd=atc_a,
+            ddd=ddd_a,
+            prescriber_agb=prescriber,
+        )
 
 
 def max_days(start: np.ndarray, product: Product) -> np.ndarray:

@@ -37,8 +37,14 @@ def generate(ctx: PathContext, bundle: str) -> None:
     ctx.gp_consults(patient, referral_day, referral_specialism="0305")
     ctx.dispense(patient, referral_day - rng.integers(0, 60, n), rng.choice(["M01AE01", "N02BE01"], n), 60.0)
     outpatient_start = referral_day + rng.integers(7, 35, n)
-    ctx.subtraject(f"{part}_oa_outpatient", patient, provider, outpatient_start,
-                   days=np.minimum(op_day - outpatient_start - 1, 110), extra_visits=rng.integers(0, 3, n))
+    ctx.subtraject(
+        f"{part}_oa_outpatient",
+        patient,
+        provider,
+        outpatient_start,
+        days=np.minimum(op_day - outpatient_start - 1, 110),
+        extra_visits=rng.integers(0, 3, n),
+    )
 
     # the operation: pre-operative screening opens the subtraject; the prosthesis is the trigger
     treated = ctx.treated(bundle, provider, op_day)
@@ -52,13 +58,29 @@ def generate(ctx: PathContext, bundle: str) -> None:
         los = los + 2 * (provider == ctx.registry.planted["utilisation"])
     end_day = op_day + rng.integers(40, 100, n)
     base = ctx.claims.dbc_price_cents(product, provider, end_day)
-    rows = ctx.subtraject(f"{part}_oa_prosthesis", patient, provider, open_day, days=end_day - open_day,
-                          care_days=los, main_activity_day=op_day, extra_visits=1,
-                          amount_cents=np.maximum(base + effect_cents, 100))
+    rows = ctx.subtraject(
+        f"{part}_oa_prosthesis",
+        patient,
+        provider,
+        open_day,
+        days=end_day - open_day,
+        care_days=los,
+        main_activity_day=op_day,
+        extra_visits=1,
+        amount_cents=np.maximum(base + effect_cents, 100),
+    )
     ctx.plant(PlantedTrigger(bundle, patient, op_day, provider, "dbc", rows, treated, effect_cents))
     # planted utilisation: extra clinical stays from the day after the operation's subtraject closes
-    ctx.extra_care(bundle, patient, provider, end_day + 1, ctx.extra_care_count(bundle, factor), spacing=30, days=20,
-                   care_days=rng.integers(3, 8, n))
+    ctx.extra_care(
+        bundle,
+        patient,
+        provider,
+        end_day + 1,
+        ctx.extra_care_count(bundle, factor),
+        spacing=30,
+        days=20,
+        care_days=rng.integers(3, 8, n),
+    )
 
     # after: follow-up visit, physiotherapy, sometimes a complication with revision
     ctx.subtraject(f"{part}_oa_followup", patient, provider, end_day + rng.integers(1, 60, n), extra_visits=0)
@@ -67,5 +89,11 @@ def generate(ctx: PathContext, bundle: str) -> None:
     c = np.flatnonzero(complication)
     if c.size:
         c_day = op_day[c] + rng.integers(20, 360, c.size)
-        ctx.subtraject(f"{part}_complication", patient[c], provider[c], c_day, care_days=rng.integers(3, 11, c.size),
-                       main_activity_day=c_day + rng.integers(0, 5, c.size))
+        ctx.subtraject(
+            f"{part}_complication",
+            patient[c],
+            provider[c],
+            c_day,
+            care_days=rng.integers(3, 11, c.size),
+            main_activity_day=c_day + rng.integers(0, 5, c.size),
+        )

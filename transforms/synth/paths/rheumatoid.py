@@ -54,15 +54,27 @@ def generate(ctx: PathContext) -> None:
                 if not sel.any():
                     continue
                 key = f"ra_outpatient_{name}" if name in IV_DRUGS else "ra_outpatient"
-                rows = ctx.subtraject(key, users[sel], hospital[users[sel]], start[sel], days=np.full(int(sel.sum()), 112))
+                rows = ctx.subtraject(
+                    key, users[sel], hospital[users[sel]], start[sel], days=np.full(int(sel.sum()), 112)
+                )
                 if part == 0:
                     first_rows[sel] = rows
                     first_day[sel] = start[sel]
                 elif name in IV_DRUGS:  # every add-on subtraject is a trigger line of the year's episode
                     p = users[sel]
-                    ctx.plant(PlantedTrigger(BUNDLE, p, start[sel], hospital[p], "dbc", rows,
-                                             ctx.treated(BUNDLE, hospital[p], start[sel]),
-                                             np.zeros(p.size, dtype=np.int64), "infusion"))
+                    ctx.plant(
+                        PlantedTrigger(
+                            BUNDLE,
+                            p,
+                            start[sel],
+                            hospital[p],
+                            "dbc",
+                            rows,
+                            ctx.treated(BUNDLE, hospital[p], start[sel]),
+                            np.zeros(p.size, dtype=np.int64),
+                            "infusion",
+                        )
+                    )
         oral = np.isin(user_drug, PHARMACY_DRUGS)
         for m in range(12):
             p = users[oral]
@@ -70,8 +82,29 @@ def generate(ctx: PathContext) -> None:
             rows = ctx.dispense(p, d, user_drug[oral], 28.0)
             # so is every dispensing of an oral or subcutaneous drug (anchored at the pharmacy)
             pharmacy = ctx.pop.usual["pharmacy"][p]
-            ctx.plant(PlantedTrigger(BUNDLE, p, d, pharmacy, "pharmacy", rows, ctx.treated(BUNDLE, pharmacy, d),
-                                     np.zeros(p.size, dtype=np.int64), "dispensing"))
+            ctx.plant(
+                PlantedTrigger(
+                    BUNDLE,
+                    p,
+                    d,
+                    pharmacy,
+                    "pharmacy",
+                    rows,
+                    ctx.treated(BUNDLE, pharmacy, d),
+                    np.zeros(p.size, dtype=np.int64),
+                    "dispensing",
+                )
+            )
         treated = ctx.treated(BUNDLE, hospital[users], first_day)
-        ctx.plant(PlantedTrigger(BUNDLE, users, first_day, hospital[users], "dbc", first_rows, treated,
-                                 np.zeros(users.size, dtype=np.int64)))
+        ctx.plant(
+            PlantedTrigger(
+                BUNDLE,
+                users,
+                first_day,
+                hospital[users],
+                "dbc",
+                first_rows,
+                treated,
+                np.zeros(users.size, dtype=np.int64),
+            )
+        )

@@ -21,7 +21,8 @@ RECURRENCE = 0.06
 def generate(ctx: PathContext) -> None:
     rng = ctx.rng
     patient, day, provider = ctx.draw_treated_events(
-        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES), elsewhere_share=0.02)
+        BUNDLE, lambda age, sex, year: age_band_rate(age, RATES), elsewhere_share=0.02
+    )
     n = patient.size
     age = ctx.pop.age_in(patient, day // 365 + 1970)
 
@@ -40,7 +41,11 @@ def generate(ctx: PathContext) -> None:
     rehab_outpatient = (u >= 0.12) & (u < 0.27)
     geriatric = (u >= 0.27) & (u < 0.42) & (age >= 75)
     rehab_provider = ctx.pop.usual["rehabilitation"][patient]
-    for key, sel in (("rehab_clinical", rehab_clinical), ("rehab_outpatient", rehab_outpatient), ("geriatric_rehab", geriatric)):
+    for key, sel in (
+        ("rehab_clinical", rehab_clinical),
+        ("rehab_outpatient", rehab_outpatient),
+        ("geriatric_rehab", geriatric),
+    ):
         idx = np.flatnonzero(sel)
         start = discharge[idx] + rng.integers(1, 10, idx.size)
         care = rng.integers(14, 60, idx.size) if key != "rehab_outpatient" else 0
@@ -55,10 +60,19 @@ def generate(ctx: PathContext) -> None:
     for k in range(3):
         t = tail[stays > k]
         start = discharge[t] + 100 + 85 * k
-        ctx.subtraject("rehab_clinical", patient[t], rehab_provider[t], start, days=np.full(t.size, 80),
-                       care_days=rng.integers(14, 60, t.size), main_activity_day=start)
+        ctx.subtraject(
+            "rehab_clinical",
+            patient[t],
+            rehab_provider[t],
+            start,
+            days=np.full(t.size, 80),
+            care_days=rng.integers(14, 60, t.size),
+            main_activity_day=start,
+        )
     physio = np.flatnonzero(rng.random(n) < 0.4)
-    ctx.physio_series(patient[physio], discharge[physio] + rng.integers(14, 60, physio.size), rng.integers(8, 21, physio.size))
+    ctx.physio_series(
+        patient[physio], discharge[physio] + rng.integers(14, 60, physio.size), rng.integers(8, 21, physio.size)
+    )
     for q in range(4):
         d = discharge + 91 * q + rng.integers(0, 10, n)
         ctx.dispense(patient, d, "B01AC06", 90.0)
