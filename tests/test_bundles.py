@@ -70,3 +70,61 @@ def test_unknown_bundle_names_are_rejected():
 
 def test_episode_docs_are_up_to_date():
     assert docs.DOCS_PATH.read_text() == docs.render(), "run python -m transforms.episodes.docs"
+
+
+@pytest.mark.parametrize(
+    "outcome,message",
+    [
+        ({"kind": "any_lines"}, "unknown kind 'any_lines'"),
+        ({"rules": []}, "needs rules"),
+        ({"value": 2}, "does not use value"),
+    ],
+)
+def test_an_outcome_with_the_wrong_fields_for_its_kind_is_refused(tmp_path, outcome, message):
+    with pytest.raises(BundleDefinitionError, match=message):
+        parse_bundle(_broken(tmp_path, lambda r: r["outcomes"][0].update(outcome)))
+
+
+def test_every_declared_outcome_kind_has_its_function_and_no_function_is_undeclared():
+    from transforms.bundles import outcome_kinds
+    from transforms.episodes.outcomes import OUTCOME_FUNCTIONS
+
+    assert set(OUTCOME_FUNCTIONS) == set(outcome_kinds())
+
+
+def test_a_new_outcome_kind_is_one_yaml_entry_and_one_registered_function(tmp_path, monkeypatch):
+    """The worked example of docs/extending.md: nothing but the entry and the function."""
+    from types import SimpleNamespace
+
+    import polars as pl
+
+    import transforms.bundles as bundles
+    from transforms.bundles import Outcome
+    from transforms.episodes import outcomes
+
+    kinds = tmp_path / "outcome_kinds.yml"
+    kinds.write_text(
+        bundles.OUTCOME_KINDS_FILE.read_text()
+        + "count_claims:\n  type: count\n  description: number of distinct claims among the episode's lines\n"
+        "  requires: []\n  allows: [component]\n"
+    )
+    monkeypatch.setattr(bundles, "OUTCOME_KINDS_FILE", kinds)
+    monkeypatch.setitem(
+        outcomes.OUTCOME_FUNCTIONS,
+        "count_claims",
+        lambda outcome, inputs: (
+            inputs.lines(outcome).group_by("episode_id").agg(pl.col("claim_id").n_unique().alias(outcome.name))
+        ),
+    )
+    outcome = Outcome(name="in_bundle_claims", kind="count_claims", description="claims", component="in_bundle")
+    episodes = pl.DataFrame({"episode_id": ["e1", "e2", "e3"]})
+    allocated = pl.DataFrame(
+        {
+            "episode_id": ["e1", "e1", "e1", "e2"],
+            "claim_id": ["a", "a", "b", "c"],
+            "component": ["in_bundle", "in_bundle", "in_bundle", "gp"],
+        }
+    )
+    out = outcomes.compute_outcomes(SimpleNamespace(outcomes=(outcome,)), episodes, allocated, pl.DataFrame())
+    assert out["in_bundle_claims"].to_list() == [2, 0, 0]
+    assert out["in_bundle_claims"].dtype == pl.Int32

@@ -64,3 +64,80 @@ def test_store_docs_are_up_to_date():
     from transforms.ingest import docs
 
     assert docs.DOCS_PATH.read_text() == docs.render(), "docs/store.md is stale: run python -m transforms.ingest.docs"
+
+
+def test_every_row_rule_kind_has_its_function_and_no_function_is_undeclared():
+    from transforms.contract import rule_kinds_of_stage
+    from transforms.ingest.checks import ROW_RULES
+
+    assert set(ROW_RULES) == set(rule_kinds_of_stage("row"))
+
+
+@pytest.mark.parametrize(
+    "rule,message",
+    [
+        ({"id": "x", "kind": "date_ranges", "reason": "r", "description": "d"}, "unknown kind 'date_ranges'"),
+        ({"id": "x", "kind": "column_order", "left": "a", "reason": "r", "description": "d"}, "needs right"),
+    ],
+)
+def test_a_rule_with_an_unknown_kind_or_missing_fields_is_refused(rule, message):
+    from pydantic import ValidationError
+
+    from transforms.contract import Rule
+
+    with pytest.raises(ValidationError, match=message):
+        Rule.model_validate(rule)
+
+
+def test_a_new_row_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_path, monkeypatch):
+    """The worked example of docs/extending.md: the kind is declared, its function registered, a
+    table uses it, and ingest's row flags and the data dictionary pick it up with nothing else changed."""
+    from datetime import date
+
+    import polars as pl
+
+    import transforms.contract as contract
+    from transforms.contract import Column, Rule, Table
+    from transforms.contract.dictionary import rule_text
+    from transforms.ingest import checks
+
+    kinds = tmp_path / "rule_kinds.yml"
+    kinds.write_text(
+        contract.RULE_KINDS_FILE.read_text()
+        + 'not_before:\n  stage: row\n  requires: [left, right]\n  text: "{left} not before {right}"\n'
+    )
+    monkeypatch.setattr(contract, "RULE_KINDS_FILE", kinds)
+    monkeypatch.setitem(
+        checks.ROW_RULES, "not_before", lambda rule, context: (pl.col(rule.left) >= pl.col(rule.right)).fill_null(True)
+    )
+    rule = Rule(
+        id="t_declared_after_service",
+        kind="not_before",
+        left="declared_on",
+        right="service_date",
+        reason="date_out_of_range",
+        description="declared on or after the service date",
+    )
+    table = Table(
+        table="t",
+        grain="one row per line",
+        role="reference",
+        primary_key=("service_date",),
+        columns=(
+            Column(name="service_date", type="date", description="service", key=True),
+            Column(name="declared_on", type="date", description="declared"),
+        ),
+        rules=(rule,),
+    )
+    frame = pl.DataFrame(
+        {
+            "service_date": [date(2020, 1, 5), date(2020, 1, 5), date(2020, 1, 5)],
+            "declared_on": [date(2020, 1, 5), date(2020, 1, 4), None],
+            "_issue": [None, None, None],
+        },
+        schema_overrides={"_issue": pl.String},
+    )
+    flagged = checks.add_row_flags(frame, table, date(2021, 1, 1))
+    assert flagged["_ok__t_declared_after_service"].to_list() == [True, False, True]
+    assert [c.stage for c in checks.checks_for(table) if c.id == rule.id] == ["row"]
+    assert rule_text(rule) == "`declared_on` not before `service_date`"

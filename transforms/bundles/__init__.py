@@ -33,7 +33,8 @@ from transforms.contract import load_contract
 from transforms.errors import UserFacingError
 
 BUNDLE_DIR = Path(__file__).resolve().parent
-TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+#: The tables a line rule may select from: the contract's claim tables.
+TABLES = load_contract().claim_tables
 COMPONENTS = ("in_bundle", "msz_other", "gp", "pharmacy", "paramedical", "maternity")
 TABLE_COMPONENT = {
     "dbc": "msz_other",
@@ -47,6 +48,38 @@ PHASES = ("prenatal", "natal", "postnatal", "maternity_care")
 CODE_SPAN = (date(2012, 1, 1), date(2030, 12, 31))
 
 
+class CarePathCodes(BaseModel):
+    """Codes with a meaning for every episode (``schema/care_path.yml``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    care_day_activities: tuple[str, ...]
+    gp_contact_services: tuple[str, ...]
+    maternity_care_hours_service: str
+
+
+def _codes(code_list) -> set[str]:
+    return set(code_list.frame()[code_list.code].to_list())
+
+
+@lru_cache(maxsize=1)
+def care_path_codes() -> CarePathCodes:
+    """The care-path codes, each checked to be a code of its contract code list or value set."""
+    codes = CarePathCodes.model_validate(yaml.safe_load((BUNDLE_DIR / "schema" / "care_path.yml").read_text()))
+    contract = load_contract()
+    known = {
+        "care_day_activities": _codes(contract.code_lists["nza_activity"]),
+        "gp_contact_services": _codes(contract.code_lists["gp_service"]),
+    }
+    for field, valid in known.items():
+        unknown = sorted(set(getattr(codes, field)) - valid)
+        if unknown:
+            raise ValueError(f"schema/care_path.yml {field}: unknown codes {unknown}")
+    if codes.maternity_care_hours_service not in (contract.table("maternity").column("service_cd").allowed or ()):
+        raise ValueError("schema/care_path.yml maternity_care_hours_service: not a maternity service_cd")
+    return codes
+
+
 class BundleDefinitionError(UserFacingError, ValueError):
     """A bundle definition that cannot be used, with the file and the problem."""
 
@@ -58,13 +91,20 @@ class _Frozen(BaseModel):
 class LineRule(_Frozen):
     """Selects claim lines: every given criterion must hold; each list lists alternatives."""
 
-    table: Literal["dbc", "gp", "pharmacy", "paramedical", "maternity"]
+    table: str
     specialism: tuple[str, ...] | None = None
     diagnosis: tuple[str, ...] | None = None
     activity: tuple[str, ...] | None = None
     atc: tuple[str, ...] | None = Field(None, description="ATC prefixes, e.g. L04AB or L04AB01")
     service: tuple[str, ...] | None = None
     discipline: tuple[str, ...] | None = None
+
+    @field_validator("table")
+    @classmethod
+    def _a_claim_table(cls, value: str) -> str:
+        if value not in TABLES:
+            raise ValueError(f"table {value!r} is not a claim table of the contract ({', '.join(TABLES)})")
+        return value
 
     @model_validator(mode="after")
     def _fits_table(self) -> Self:
@@ -98,27 +138,64 @@ class Window(_Frozen):
         return self
 
 
-OutcomeKind = Literal[
-    "any_line",  # True when a matching line (or activity) falls after the anchor, within ``within_days``
-    "count_lines",  # number of matching lines after the anchor within ``within_days``
-    "count_activities",  # summed quantity of matching activities on the episode's lines in the window
-    "care_days_of_trigger",  # summed quantity of care-day activities of the anchor's subtraject
-    "n_triggers_at_least",  # True when the episode has at least ``value`` triggers
-    "allocated_amount",  # allocated euros (cents) of matching lines
-    "distinct_drugs",  # number of distinct expensive drugs (activity codes or ATC) in the window
-    "death_within",  # the patient died within ``within_days`` after the anchor
-]
+#: Fields of an outcome that a kind may need or read (``schema/outcome_kinds.yml``).
+OUTCOME_FIELDS = ("rules", "activity", "within_days", "value", "component")
+
+
+class OutcomeKind(_Frozen):
+    """One kind of outcome: the column it gives and the fields of an outcome it needs and reads."""
+
+    type: Literal["boolean", "count", "cents"]
+    description: str
+    requires: tuple[Literal[OUTCOME_FIELDS], ...] = ()
+    allows: tuple[Literal[OUTCOME_FIELDS], ...] = ()
+
+
+#: The declared outcome kinds (one entry per kind; its function is registered in
+#: ``transforms.episodes.outcomes``).
+OUTCOME_KINDS_FILE = BUNDLE_DIR / "schema" / "outcome_kinds.yml"
+
+
+def outcome_kinds() -> dict[str, OutcomeKind]:
+    """The outcome kinds of :data:`OUTCOME_KINDS_FILE`, by name: what a definition may declare."""
+    return _outcome_kinds(OUTCOME_KINDS_FILE)
+
+
+@lru_cache(maxsize=4)
+def _outcome_kinds(path: Path) -> dict[str, OutcomeKind]:
+    raw = yaml.safe_load(Path(path).read_text())
+    return {name: OutcomeKind.model_validate(spec) for name, spec in raw.items()}
+
+
+def outcome_kinds_of_type(kind_type: str) -> tuple[str, ...]:
+    """The names of the outcome kinds whose column is of ``kind_type`` (e.g. ``boolean``)."""
+    return tuple(name for name, kind in outcome_kinds().items() if kind.type == kind_type)
 
 
 class Outcome(_Frozen):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    kind: OutcomeKind
+    kind: str
     description: str
     rules: tuple[LineRule, ...] = ()
     activity: tuple[str, ...] = ()
     within_days: int | None = Field(None, gt=0)
     value: int | None = None
     component: Literal["in_bundle", "any"] = "any"
+
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Self:
+        kinds = outcome_kinds()
+        if self.kind not in kinds:
+            raise ValueError(f"outcome {self.name}: unknown kind {self.kind!r}; known: {', '.join(kinds)}")
+        kind = kinds[self.kind]
+        given = {f for f in OUTCOME_FIELDS if f in self.model_fields_set}
+        missing = [f for f in kind.requires if f not in given or getattr(self, f) in ((), None)]
+        if missing:
+            raise ValueError(f"outcome {self.name}: a {self.kind} outcome needs {', '.join(missing)}")
+        unread = sorted(given - set(kind.requires) - set(kind.allows))
+        if unread:
+            raise ValueError(f"outcome {self.name}: a {self.kind} outcome does not use {', '.join(unread)}")
+        return self
 
 
 class Exclusions(_Frozen):

@@ -68,22 +68,6 @@ POLARS_TYPES: dict[str, pl.DataType] = {
     "money": pl.Decimal(12, 2),
 }
 
-RuleKind = Literal[
-    "column_order",  # left <= right (nulls pass)
-    "max_span_days",  # end - start <= max_days
-    "date_range",  # 1990-01-01 <= column <= data_as_of
-    "year_not_after",  # year_column <= year(date_column)
-    "no_overlap",  # spells within group do not overlap
-    "covered_by_enrolment",  # the patient has an insured spell covering date_column
-    "not_after_death",  # date_column <= death_date + grace_days
-    "within_parent_dates",  # parent_start <= date_column <= parent_end of the referenced row
-    "prefix_matches",  # column starts with one of prefixes[by]
-    "required_when",  # column non-null when another column has one of the given values
-    "required_when_negative",  # column non-null when the amount column is negative (a credit names its original)
-    "within_delivery_years",  # year of each column within delivery.json's first_year..last_year
-    "unique_key",  # no two rows share the columns (the first delivered row is kept)
-]
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -129,11 +113,40 @@ class Column(_Frozen):
         return not self.key
 
 
+class RuleKind(_Frozen):
+    """One kind of rule (``schema/rule_kinds.yml``): decided per row or across rows (``link``), the
+    fields of a rule it reads, and how the data dictionary states it."""
+
+    stage: Literal["row", "link"]
+    requires: tuple[str, ...]
+    text: str
+
+
+#: The declared rule kinds; a row kind's function is registered in ``transforms.ingest.checks``.
+RULE_KINDS_FILE = CONTRACT_DIR / "schema" / "rule_kinds.yml"
+
+
+def rule_kinds() -> dict[str, RuleKind]:
+    """The rule kinds of :data:`RULE_KINDS_FILE`, by name: what a contract table may declare."""
+    return _rule_kinds(RULE_KINDS_FILE)
+
+
+@lru_cache(maxsize=4)
+def _rule_kinds(path: Path) -> dict[str, RuleKind]:
+    raw = yaml.safe_load(Path(path).read_text())
+    return {name: RuleKind.model_validate(spec) for name, spec in raw.items()}
+
+
+def rule_kinds_of_stage(stage: str) -> frozenset[str]:
+    """The names of the rule kinds decided at ``stage`` (``row`` or ``link``)."""
+    return frozenset(name for name, kind in rule_kinds().items() if kind.stage == stage)
+
+
 class Rule(_Frozen):
     """A row rule a valid delivery keeps; a row breaking it is quarantined with ``reason``."""
 
     id: str
-    kind: RuleKind
+    kind: str
     reason: str
     description: str
     left: str | None = None
@@ -155,19 +168,60 @@ class Rule(_Frozen):
     when: dict[str, tuple[str, ...]] | None = None
     amount: str | None = None
 
+    @model_validator(mode="after")
+    def _fields_of_its_kind(self) -> Rule:
+        kinds = rule_kinds()
+        if self.kind not in kinds:
+            raise ValueError(f"rule {self.id}: unknown kind {self.kind!r}; known: {', '.join(kinds)}")
+        missing = [f for f in kinds[self.kind].requires if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"rule {self.id}: a {self.kind} rule needs {', '.join(missing)}")
+        return self
+
+
+class Period(_Frozen):
+    """The dates a claim line covers: ``start`` and ``end`` (the same column for a one-day service)."""
+
+    start: str
+    end: str
+
+
+#: What a table is to the pipeline. ``person``: enrolment spells, bucketed by patient; ``claim``:
+#: money lines of a patient, bucketed and the input of episodes, spending and maturity;
+#: ``claim_detail``: lines inside a claim (DBC activities), bucketed with their claim;
+#: ``reference``: small tables read whole (providers, contracts).
+TableRole = Literal["person", "claim", "claim_detail", "reference"]
+
 
 class Table(_Frozen):
-    """One delivery table: its grain, columns and rules."""
+    """One delivery table: its grain, role, dates, columns and rules."""
 
     table: str
     grain: str
+    role: TableRole
     primary_key: tuple[str, ...]
     columns: tuple[Column, ...]
     rules: tuple[Rule, ...] = ()
+    #: the dates of a claim line (claims only)
+    period: Period | None = None
+    #: the date a bucketed table's rows are ordered by after the patient (a claim's: its period start)
+    order_by: str | None = None
+
+    @property
+    def order_date(self) -> str | None:
+        """The date the rows are ordered by inside a patient bucket (None: not bucketed)."""
+        return self.period.start if self.period is not None else self.order_by
 
     @model_validator(mode="after")
     def _consistent(self) -> Table:
         names = [c.name for c in self.columns]
+        if (self.role == "claim") != (self.period is not None):
+            raise ValueError(f"table {self.table}: a claim table, and only a claim table, has a period")
+        if self.role in ("person", "claim_detail") and self.order_by is None:
+            raise ValueError(f"table {self.table}: a bucketed {self.role} table needs order_by")
+        for ref in (*((self.period.start, self.period.end) if self.period else ()), self.order_by):
+            if ref is not None and ref not in names:
+                raise ValueError(f"table {self.table}: refers to unknown column {ref!r}")
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"table {self.table}: duplicate columns {sorted(dupes)}")
@@ -293,6 +347,20 @@ class Contract(_Frozen):
                     if ref_table not in self.tables or ref_col not in self.tables[ref_table].column_names:
                         raise ValueError(f"{table.table}.{col.name}: unknown reference {col.references!r}")
         return self
+
+    def tables_of_role(self, *roles: str) -> tuple[str, ...]:
+        """The names of the tables with one of ``roles``, in :data:`TABLE_ORDER`."""
+        return tuple(name for name, table in self.tables.items() if table.role in roles)
+
+    @property
+    def claim_tables(self) -> tuple[str, ...]:
+        """The tables of money lines of patients (dbc, gp, pharmacy, ...)."""
+        return self.tables_of_role("claim")
+
+    @property
+    def bucketed_tables(self) -> tuple[str, ...]:
+        """The tables stored in patient buckets: persons, claims and their detail lines."""
+        return self.tables_of_role("person", "claim", "claim_detail")
 
     def table(self, name: str) -> Table:
         try:

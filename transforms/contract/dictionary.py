@@ -8,31 +8,41 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transforms.contract import CONTRACT_DIR, Contract, Rule, load_contract
+from transforms.contract import CONTRACT_DIR, Contract, Rule, load_contract, rule_kinds
 
 DOCS_PATH = CONTRACT_DIR.parents[1] / "docs" / "contract.md"
 
-RULE_TEXT = {
-    "column_order": lambda r: f"`{r.left}` <= `{r.right}`",
-    "max_span_days": lambda r: f"`{r.end}` - `{r.start}` <= {r.max_days} days",
-    "date_range": lambda r: f"{', '.join(f'`{c}`' for c in r.columns)} between 1990-01-01 and `data_as_of`",
-    "year_not_after": lambda r: f"`{r.year_column}` <= year of `{r.date_column}`",
-    "no_overlap": lambda r: f"spells of one `{', '.join(r.group)}` do not overlap",
-    "covered_by_enrolment": lambda r: f"an `insured` spell of the patient covers `{r.date_column}`",
-    "not_after_death": lambda r: f"`{r.date_column}` <= death date + {r.grace_days} days",
-    "within_parent_dates": lambda r: (
-        f"`{r.date_column}` within `{r.parent}.{r.parent_start}`..`{r.parent}.{r.parent_end}`"
-    ),
-    "prefix_matches": lambda r: f"`{r.column}` starts with the AGB zorgsoort of `{r.by}`",
-    "required_when": lambda r: (
-        f"`{r.column}` present when {', '.join(f'`{k}` in {list(v)}' for k, v in (r.when or {}).items())}"
-    ),
-    "required_when_negative": lambda r: f"`{r.column}` present when `{r.amount}` < 0",
-    "within_delivery_years": lambda r: (
-        f"year of {', '.join(f'`{c}`' for c in r.columns)} within `first_year`..`last_year` of `delivery.json`"
-    ),
-    "unique_key": lambda r: f"no two rows share ({', '.join(f'`{c}`' for c in r.columns)})",
-}
+
+def _field_text(value: object) -> str:
+    """A rule field as the dictionary writes it: names in backticks, lists joined, mappings as
+    ``column`` in [values], numbers as they are."""
+    if isinstance(value, dict):
+        return ", ".join(f"`{k}` in {list(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(f"`{v}`" for v in value)
+    if isinstance(value, str):
+        return f"`{value}`"
+    return str(value)
+
+
+def rule_text(rule: Rule) -> str:
+    """What the rule requires, in words: its kind's ``text`` with the rule's fields filled in."""
+    template = rule_kinds()[rule.kind].text
+    return template.format_map({name: _field_text(getattr(rule, name)) for name in Rule.model_fields})
+
+
+def _role_text(table) -> str:
+    """The table's role for the pipeline, with the dates that place its rows."""
+    if table.role == "claim":
+        period = (
+            f"`{table.period.start}`"
+            if table.period.start == table.period.end
+            else (f"`{table.period.start}`..`{table.period.end}`")
+        )
+        return f"claim lines (period {period}), bucketed by patient"
+    if table.role in ("person", "claim_detail"):
+        return f"{'enrolment spells' if table.role == 'person' else 'detail lines of claims'}, bucketed by patient, ordered by `{table.order_by}`"
+    return "reference table, read whole"
 
 
 def _column_notes(col) -> str:
@@ -63,7 +73,7 @@ def _column_notes(col) -> str:
 
 
 def _rule_line(rule: Rule) -> str:
-    return f"| `{rule.id}` | {RULE_TEXT[rule.kind](rule)} | `{rule.reason}` | {rule.description} |"
+    return f"| `{rule.id}` | {rule_text(rule)} | `{rule.reason}` | {rule.description} |"
 
 
 def render(contract: Contract | None = None) -> str:
@@ -85,7 +95,8 @@ def render(contract: Contract | None = None) -> str:
         lines += [
             f"### `{table.table}`",
             "",
-            f"Grain: {table.grain}. Primary key: {', '.join(f'`{k}`' for k in table.primary_key)}.",
+            f"Grain: {table.grain}. Primary key: {', '.join(f'`{k}`' for k in table.primary_key)}. "
+            f"Role: {_role_text(table)}.",
             "",
             "| column | type | key | description | checks |",
             "|---|---|---|---|---|",

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from transforms.bundles import TABLE_COMPONENT, BundleDefinition
+from transforms.bundles import TABLE_COMPONENT, BundleDefinition, care_path_codes
 from transforms.episodes.formation import rule_expr
 from transforms.episodes.rules import days_in_window, line_days, overlaps_window, prorate, standardised_cents
 
@@ -67,7 +67,7 @@ def phase_of_line() -> pl.Expr:
     return (
         pl.when(pl.col("claim_id") == pl.col("anchor_claim_id"))
         .then(pl.lit("natal"))
-        .when(pl.col("service_cd") == "maternity_care_hours")
+        .when(pl.col("service_cd") == care_path_codes().maternity_care_hours_service)
         .then(pl.lit("maternity_care"))
         .when(ref < pl.col("anchor_date"))
         .then(pl.lit("prenatal"))

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import polars as pl
 
-CARE_DAY_ACTIVITIES = ("190218", "194804")
-GP_CONTACT_CODES = ("12000", "12001", "12002", "12003", "12004", "12010", "12011")
+from transforms.bundles import care_path_codes
+
+#: Care activities counting care days, GP services that are a contact (``bundles/schema/care_path.yml``).
+CARE_DAY_ACTIVITIES = care_path_codes().care_day_activities
+GP_CONTACT_CODES = care_path_codes().gp_contact_services
 
 
 def care_path(episodes: pl.DataFrame, allocated: pl.DataFrame, activities: pl.DataFrame) -> pl.DataFrame:

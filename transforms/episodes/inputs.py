@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 
+from transforms.contract import load_contract
 from transforms.ingest.keys import patient_key
 from transforms.money import decimal_cents
 
@@ -36,7 +37,8 @@ LINE_COLUMNS = {
     "discipline": pl.String,
     "referral_specialism_cd": pl.String,
 }
-CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+#: The claim tables episodes are built from (``role: claim`` in the contract).
+CLAIM_TABLES = load_contract().claim_tables
 
 
 @dataclass

@@ -11,11 +11,13 @@ Conventions (docs/episode-rules.md, outcome flags):
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import polars as pl
 
-from transforms.bundles import BundleDefinition, LineRule, Outcome
+from transforms.bundles import BundleDefinition, LineRule, Outcome, outcome_kinds
 from transforms.episodes.rules import line_matches
 
 
@@ -64,94 +66,160 @@ def _matching_dates(rules: tuple[LineRule, ...], lines: pl.DataFrame, activities
     return pl.concat(parts) if parts else pl.DataFrame()
 
 
+@dataclass(frozen=True)
+class OutcomeInputs:
+    """What an outcome is computed from: the episodes, their allocated lines, the activities of
+    those lines."""
+
+    episodes: pl.DataFrame
+    allocated: pl.DataFrame
+    activities: pl.DataFrame
+
+    def lines(self, outcome: Outcome) -> pl.DataFrame:
+        """The allocated lines the outcome looks at (only the in-bundle ones for ``component: in_bundle``)."""
+        return _scoped(outcome, self.allocated)
+
+
+#: An outcome kind's computation: either a column expression over the episodes, or a frame of
+#: (``episode_id``, value) for the episodes where something was found.
+OutcomeFunction = Callable[[Outcome, OutcomeInputs], "pl.Expr | pl.DataFrame"]
+
+#: The function of every outcome kind, by the kind's name in ``transforms/bundles/schema/outcome_kinds.yml``.
+OUTCOME_FUNCTIONS: dict[str, OutcomeFunction] = {}
+
+#: Column type and "nothing found" value per type of outcome kind.
+_COLUMN = {"boolean": (pl.Boolean, False), "count": (pl.Int32, 0), "cents": (pl.Int64, 0)}
+
+
+def outcome_kind(name: str) -> Callable[[OutcomeFunction], OutcomeFunction]:
+    """Register the function that computes the outcome kind ``name``."""
+
+    def register(function: OutcomeFunction) -> OutcomeFunction:
+        if name in OUTCOME_FUNCTIONS:
+            raise ValueError(f"outcome kind {name!r} is registered twice")
+        OUTCOME_FUNCTIONS[name] = function
+        return function
+
+    return register
+
+
+def any_rule(rules: tuple[LineRule, ...]) -> pl.Expr:
+    """True for a line matching any of ``rules`` (False when there are none)."""
+    return pl.any_horizontal(pl.lit(False), *(line_matches(rule, pl.lit(True)) for rule in rules))
+
+
+def _in_window(date_col: str) -> pl.Expr:
+    return (pl.col(date_col) >= pl.col("window_start")) & (pl.col(date_col) <= pl.col("window_end"))
+
+
+def _matching_after_anchor(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    hits = _matching_dates(outcome.rules, inputs.lines(outcome), inputs.activities)
+    return hits.filter(_after_anchor("_date", outcome.within_days)) if hits.height else hits
+
+
+@outcome_kind("any_line")
+def _any_line(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    hits = _matching_after_anchor(outcome, inputs)
+    if not hits.height:
+        return pl.DataFrame(schema={"episode_id": pl.String, outcome.name: pl.Boolean})
+    return hits.select("episode_id").unique().with_columns(pl.lit(True).alias(outcome.name))
+
+
+@outcome_kind("count_lines")
+def _count_lines(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    hits = _matching_after_anchor(outcome, inputs)
+    if not hits.height:
+        return pl.DataFrame(schema={"episode_id": pl.String, outcome.name: pl.Int32})
+    return hits.group_by("episode_id").agg(pl.col("claim_id").n_unique().cast(pl.Int32).alias(outcome.name))
+
+
+@outcome_kind("count_activities")
+def _count_activities(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    lines = inputs.lines(outcome)
+    if outcome.rules:
+        lines = lines.filter(any_rule(outcome.rules))
+    acts = inputs.activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
+    joined = lines.select("episode_id", "claim_id", "window_start", "window_end").join(acts, on="claim_id")
+    return (
+        joined.filter(_in_window("activity_date"))
+        .group_by("episode_id")
+        .agg(pl.col("quantity").sum().cast(pl.Int32).alias(outcome.name))
+    )
+
+
+@outcome_kind("care_days_of_trigger")
+def _care_days_of_trigger(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    acts = inputs.activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
+    return (
+        inputs.episodes.select("episode_id", "anchor_claim_id")
+        .join(acts, left_on="anchor_claim_id", right_on="claim_id")
+        .group_by("episode_id")
+        .agg(pl.col("quantity").sum().cast(pl.Int32).alias(outcome.name))
+    )
+
+
+@outcome_kind("n_triggers_at_least")
+def _n_triggers_at_least(outcome: Outcome, inputs: OutcomeInputs) -> pl.Expr:
+    return pl.col("n_triggers") >= outcome.value
+
+
+@outcome_kind("allocated_amount")
+def _allocated_amount(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    return (
+        inputs.lines(outcome)
+        .filter(any_rule(outcome.rules))
+        .group_by("episode_id")
+        .agg(pl.col("allocated_cents").sum().alias(outcome.name))
+    )
+
+
+@outcome_kind("distinct_drugs")
+def _distinct_drugs(outcome: Outcome, inputs: OutcomeInputs) -> pl.DataFrame:
+    lines = inputs.lines(outcome)
+    acts = inputs.activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
+    drug_acts = (
+        lines.select("episode_id", "claim_id", "window_start", "window_end")
+        .join(acts, on="claim_id")
+        .filter(_in_window("activity_date"))
+        .select("episode_id", pl.col("activity_cd").alias("_drug"))
+    )
+    drug_lines = lines.filter(any_rule(outcome.rules)).select("episode_id", pl.col("atc_cd").alias("_drug"))
+    return (
+        pl.concat([drug_acts, drug_lines])
+        .group_by("episode_id")
+        .agg(pl.col("_drug").n_unique().cast(pl.Int32).alias(outcome.name))
+    )
+
+
+@outcome_kind("death_within")
+def _death_within(outcome: Outcome, inputs: OutcomeInputs) -> pl.Expr:
+    return (
+        pl.col("death_date").is_not_null()
+        & (pl.col("death_date") >= pl.col("anchor_date"))
+        & (pl.col("death_date") <= pl.col("anchor_date") + timedelta(days=outcome.within_days or 365))
+    ).fill_null(False)
+
+
 def compute_outcomes(
     bundle: BundleDefinition, episodes: pl.DataFrame, allocated: pl.DataFrame, activities: pl.DataFrame
 ) -> pl.DataFrame:
-    """Add one column per outcome of the bundle."""
+    """Add one column per outcome of the bundle, computed by its kind's registered function; an
+    episode where nothing was found gets the kind's "nothing" value (False / 0), never null."""
+    inputs = OutcomeInputs(episodes, allocated, activities)
+    kinds = outcome_kinds()
     out = episodes
     for outcome in bundle.outcomes:
-        name, kind = outcome.name, outcome.kind
-        scoped = _scoped(outcome, allocated)
-        if kind in ("any_line", "count_lines"):
-            hits = _matching_dates(outcome.rules, scoped, activities)
-            hits = hits.filter(_after_anchor("_date", outcome.within_days)) if hits.height else hits
-            if kind == "any_line":
-                value = (
-                    hits.select("episode_id").unique().with_columns(pl.lit(True).alias(name)) if hits.height else None
-                )
-                out = _attach(out, value, name, False, pl.Boolean)
-            else:
-                value = (
-                    hits.group_by("episode_id").agg(pl.col("claim_id").n_unique().cast(pl.Int32).alias(name))
-                    if hits.height
-                    else None
-                )
-                out = _attach(out, value, name, 0, pl.Int32)
-        elif kind == "count_activities":
-            lines = scoped
-            if outcome.rules:
-                cond = pl.lit(False)
-                for rule in outcome.rules:
-                    cond = cond | line_matches(rule, pl.lit(True))
-                lines = lines.filter(cond)
-            acts = activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
-            joined = lines.select("episode_id", "claim_id", "window_start", "window_end").join(acts, on="claim_id")
-            joined = joined.filter(
-                (pl.col("activity_date") >= pl.col("window_start")) & (pl.col("activity_date") <= pl.col("window_end"))
-            )
-            value = joined.group_by("episode_id").agg(pl.col("quantity").sum().cast(pl.Int32).alias(name))
-            out = _attach(out, value, name, 0, pl.Int32)
-        elif kind == "care_days_of_trigger":
-            acts = activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
-            value = (
-                episodes.select("episode_id", "anchor_claim_id")
-                .join(acts, left_on="anchor_claim_id", right_on="claim_id")
-                .group_by("episode_id")
-                .agg(pl.col("quantity").sum().cast(pl.Int32).alias(name))
-            )
-            out = _attach(out, value, name, 0, pl.Int32)
-        elif kind == "n_triggers_at_least":
-            out = out.with_columns((pl.col("n_triggers") >= outcome.value).alias(name))
-        elif kind == "allocated_amount":
-            cond = pl.lit(False)
-            for rule in outcome.rules:
-                cond = cond | line_matches(rule, pl.lit(True))
-            value = scoped.filter(cond).group_by("episode_id").agg(pl.col("allocated_cents").sum().alias(name))
-            out = _attach(out, value, name, 0, pl.Int64)
-        elif kind == "distinct_drugs":
-            in_window = scoped
-            acts = activities.filter(pl.col("activity_cd").is_in(list(outcome.activity)))
-            drug_acts = (
-                in_window.select("episode_id", "claim_id", "window_start", "window_end")
-                .join(acts, on="claim_id")
-                .filter(
-                    (pl.col("activity_date") >= pl.col("window_start"))
-                    & (pl.col("activity_date") <= pl.col("window_end"))
-                )
-                .select("episode_id", pl.col("activity_cd").alias("_drug"))
-            )
-            cond = pl.lit(False)
-            for rule in outcome.rules:
-                cond = cond | line_matches(rule, pl.lit(True))
-            drug_lines = in_window.filter(cond).select("episode_id", pl.col("atc_cd").alias("_drug"))
-            value = (
-                pl.concat([drug_acts, drug_lines])
-                .group_by("episode_id")
-                .agg(pl.col("_drug").n_unique().cast(pl.Int32).alias(name))
-            )
-            out = _attach(out, value, name, 0, pl.Int32)
-        elif kind == "death_within":
-            died = (
-                pl.col("death_date").is_not_null()
-                & (pl.col("death_date") >= pl.col("anchor_date"))
-                & (pl.col("death_date") <= pl.col("anchor_date") + timedelta(days=outcome.within_days or 365))
-            )
-            out = out.with_columns(died.fill_null(False).alias(name))
+        dtype, default = _COLUMN[kinds[outcome.kind].type]
+        value = OUTCOME_FUNCTIONS[outcome.kind](outcome, inputs)
+        if isinstance(value, pl.Expr):
+            out = out.with_columns(value.cast(dtype).alias(outcome.name))
+        else:
+            out = _attach(out, value, outcome.name, default, dtype)
     return out
 
 
-def _attach(out: pl.DataFrame, value: pl.DataFrame | None, name: str, default, dtype) -> pl.DataFrame:
-    if value is None or value.height == 0:
+def _attach(out: pl.DataFrame, value: pl.DataFrame, name: str, default, dtype) -> pl.DataFrame:
+    if value.height == 0:
         return out.with_columns(pl.lit(default, dtype).alias(name))
     return out.join(value, on="episode_id", how="left", maintain_order="left").with_columns(
         pl.col(name).fill_null(default).cast(dtype)

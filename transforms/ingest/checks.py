@@ -14,13 +14,14 @@ the whole delivery (claim-id uniqueness, run on an aggregate of ids).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Literal
 
 import polars as pl
 
-from transforms.contract import Contract, Rule, Table, load_contract
+from transforms.contract import Contract, Rule, Table, load_contract, rule_kinds
 
 Stage = Literal["row", "link"]
 Severity = Literal["row", "warning"]
@@ -64,24 +65,13 @@ class Check:
     description: str
     column: str | None = None
     value: object = None  # length, pattern, value set, (min, max)
+    #: how a ``derived`` row check's verdict is computed: a key of :data:`DERIVED_ROW_CHECKS`
+    derivation: str | None = None
 
     @property
     def flag(self) -> str:
         """The derived pass/fail column of a ``derived`` check."""
         return f"_ok__{self.id}"
-
-
-ROW_RULE_KINDS = {
-    "column_order",
-    "max_span_days",
-    "date_range",
-    "year_not_after",
-    "prefix_matches",
-    "required_when",
-    "required_when_negative",
-    "within_delivery_years",
-}
-LINK_RULE_KINDS = {"covered_by_enrolment", "not_after_death", "within_parent_dates", "no_overlap", "unique_key"}
 
 
 def checks_for(table: Table) -> list[Check]:
@@ -98,6 +88,7 @@ def checks_for(table: Table) -> list[Check]:
                 "bad_encoding",
                 "row",
                 "every text column holds valid UTF-8 (the row's delivered bytes are kept, escaped)",
+                derivation="encoding",
             )
         )
     for col in table.columns:
@@ -126,6 +117,7 @@ def checks_for(table: Table) -> list[Check]:
                     "row",
                     f"{c} converts exactly to the contract type (money to whole cents)",
                     c,
+                    derivation="exact",
                 )
             )
         if col.length is not None:
@@ -182,6 +174,7 @@ def checks_for(table: Table) -> list[Check]:
                     "row",
                     f"{c} is a code of {col.code_list}{' within ' + col.scope if col.scope else ''} valid{on}",
                     c,
+                    derivation="code_valid",
                 )
             )
         if col.min is not None or col.max is not None:
@@ -212,6 +205,7 @@ def checks_for(table: Table) -> list[Check]:
                     "row",
                     f"{c} is a pseudonym, not a number passing the BSN eleven-test",
                     c,
+                    derivation="not_bsn",
                 )
             )
         if col.references is not None:
@@ -246,8 +240,12 @@ def checks_for(table: Table) -> list[Check]:
                 )
             )
     for rule in table.rules:
-        stage: Stage = "row" if rule.kind in ROW_RULE_KINDS else "link"
-        out.append(Check(rule.id, t, "derived", stage, rule.reason, "row", rule.description, None, rule.kind))
+        stage: Stage = rule_kinds()[rule.kind].stage
+        out.append(
+            Check(
+                rule.id, t, "derived", stage, rule.reason, "row", rule.description, None, rule.kind, derivation="rule"
+            )
+        )
     if t == "dbc_activity":
         out.append(
             Check(
@@ -362,43 +360,116 @@ def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contra
     return ok.fill_null(True).alias(name)
 
 
-def _row_rule(rule: Rule, data_as_of: date, years: tuple[int, int] | None) -> pl.Expr:
-    k = rule.kind
-    if k == "column_order":
-        return (pl.col(rule.left) <= pl.col(rule.right)).fill_null(True)
-    if k == "max_span_days":
-        return ((pl.col(rule.end) - pl.col(rule.start)).dt.total_days() <= rule.max_days).fill_null(True)
-    if k == "date_range":
-        ok = pl.lit(True)
-        for c in rule.columns:
-            ok = ok & ((pl.col(c) >= EARLIEST) & (pl.col(c) <= data_as_of)).fill_null(True)
-        return ok
-    if k == "year_not_after":
-        return (pl.col(rule.year_column) <= pl.col(rule.date_column).dt.year()).fill_null(True)
-    if k == "prefix_matches":
-        ok = pl.lit(False)
-        for kind, prefixes in (rule.prefixes or {}).items():
-            match = pl.lit(False)
-            for p in prefixes:
-                match = match | pl.col(rule.column).str.starts_with(p)
-            ok = ok | ((pl.col(rule.by) == kind) & match)
-        known = pl.col(rule.by).is_in(list((rule.prefixes or {}).keys()))
-        return (ok | ~known).fill_null(True)
-    if k == "required_when":
-        cond = pl.lit(False)
-        for column, values in (rule.when or {}).items():
-            cond = cond | pl.col(column).is_in(list(values))
-        return (~cond | pl.col(rule.column).is_not_null()).fill_null(True)
-    if k == "required_when_negative":
-        return ((pl.col(rule.amount) >= 0) | pl.col(rule.column).is_not_null()).fill_null(True)
-    if k == "within_delivery_years":
-        if years is None:
-            return pl.lit(True)
-        ok = pl.lit(True)
-        for c in rule.columns:
-            ok = ok & pl.col(c).dt.year().is_between(years[0], years[1]).fill_null(True)
-        return ok
-    raise ValueError(f"rule {rule.id}: {k} is not a row rule")
+#: A row rule kind's verdict: True for the rows that keep the rule (nulls pass).
+RowRule = Callable[[Rule, "RowContext"], pl.Expr]
+
+#: The function of every row rule kind, by its name in ``transforms/contract/schema/rule_kinds.yml``.
+ROW_RULES: dict[str, RowRule] = {}
+
+
+@dataclass(frozen=True)
+class RowContext:
+    """What a row check may need besides the rows: the delivery's ``data_as_of`` and years (None:
+    not given), the table and the contract (code lists)."""
+
+    data_as_of: date
+    years: tuple[int, int] | None
+    table: Table
+    contract: Contract
+
+
+def row_rule(kind: str) -> Callable[[RowRule], RowRule]:
+    """Register the function that decides rules of ``kind`` on each row."""
+
+    def register(function: RowRule) -> RowRule:
+        if kind in ROW_RULES:
+            raise ValueError(f"row rule kind {kind!r} is registered twice")
+        ROW_RULES[kind] = function
+        return function
+
+    return register
+
+
+def _any_of(conditions: list[pl.Expr]) -> pl.Expr:
+    return pl.any_horizontal(pl.lit(False), *conditions)
+
+
+def _all_of(conditions: list[pl.Expr]) -> pl.Expr:
+    return pl.all_horizontal(pl.lit(True), *conditions)
+
+
+@row_rule("column_order")
+def _column_order(rule: Rule, context: RowContext) -> pl.Expr:
+    return (pl.col(rule.left) <= pl.col(rule.right)).fill_null(True)
+
+
+@row_rule("max_span_days")
+def _max_span_days(rule: Rule, context: RowContext) -> pl.Expr:
+    return ((pl.col(rule.end) - pl.col(rule.start)).dt.total_days() <= rule.max_days).fill_null(True)
+
+
+@row_rule("date_range")
+def _date_range(rule: Rule, context: RowContext) -> pl.Expr:
+    return _all_of(
+        [((pl.col(c) >= EARLIEST) & (pl.col(c) <= context.data_as_of)).fill_null(True) for c in rule.columns]
+    )
+
+
+@row_rule("year_not_after")
+def _year_not_after(rule: Rule, context: RowContext) -> pl.Expr:
+    return (pl.col(rule.year_column) <= pl.col(rule.date_column).dt.year()).fill_null(True)
+
+
+@row_rule("prefix_matches")
+def _prefix_matches(rule: Rule, context: RowContext) -> pl.Expr:
+    prefixes = rule.prefixes or {}
+    ok = _any_of(
+        [
+            (pl.col(rule.by) == kind) & _any_of([pl.col(rule.column).str.starts_with(p) for p in starts])
+            for kind, starts in prefixes.items()
+        ]
+    )
+    known = pl.col(rule.by).is_in(list(prefixes.keys()))
+    return (ok | ~known).fill_null(True)
+
+
+@row_rule("required_when")
+def _required_when(rule: Rule, context: RowContext) -> pl.Expr:
+    when = _any_of([pl.col(column).is_in(list(values)) for column, values in (rule.when or {}).items()])
+    return (~when | pl.col(rule.column).is_not_null()).fill_null(True)
+
+
+@row_rule("required_when_negative")
+def _required_when_negative(rule: Rule, context: RowContext) -> pl.Expr:
+    return ((pl.col(rule.amount) >= 0) | pl.col(rule.column).is_not_null()).fill_null(True)
+
+
+@row_rule("within_delivery_years")
+def _within_delivery_years(rule: Rule, context: RowContext) -> pl.Expr:
+    if context.years is None:
+        return pl.lit(True)
+    first, last = context.years
+    return _all_of([pl.col(c).dt.year().is_between(first, last).fill_null(True) for c in rule.columns])
+
+
+#: A derived row check's verdict on ``frame`` (an expression, or a series for checks that join).
+DerivedRowCheck = Callable[[pl.DataFrame, Check, RowContext], "pl.Expr | pl.Series"]
+
+#: How each derivation of :attr:`Check.derivation` is decided.
+DERIVED_ROW_CHECKS: dict[str, DerivedRowCheck] = {
+    "rule": lambda frame, check, context: ROW_RULES[check.value](
+        next(r for r in context.table.rules if r.id == check.id), context
+    ),
+    "code_valid": lambda frame, check, context: _code_valid(frame, context.table, check.column, context.contract),
+    "not_bsn": lambda frame, check, context: ~_bsn_like(check.column),
+    "encoding": lambda frame, check, context: (
+        pl.col("_issue").is_null() | ~pl.col("_issue").str.contains("(^|;)bad_encoding:")
+    ),
+    "exact": lambda frame, check, context: (
+        pl.col("_issue").is_null()
+        | ~pl.col("_issue").str.contains(f"(^|;)(inexact_amount|out_of_range|not_a_number):{check.column}(;|$)")
+    ),
+}
 
 
 def add_row_flags(
@@ -411,29 +482,10 @@ def add_row_flags(
 ) -> pl.DataFrame:
     """Add the ``_ok__`` columns of the table's row-stage derived checks. ``years``: the
     ``first_year``, ``last_year`` of ``delivery.json`` (None: not checked)."""
-    contract = contract or load_contract()
-    flags: list[pl.Series | pl.Expr] = []
-    for check in checks_for(table):
-        if check.stage != "row" or check.kind != "derived":
-            continue
-        if check.id.endswith(".code_valid"):
-            flags.append(_code_valid(frame, table, check.column, contract))
-        elif check.id.endswith(".not_bsn"):
-            flags.append((~_bsn_like(check.column)).alias(check.flag))
-        elif check.id.endswith(".text.encoding"):
-            flags.append(
-                (pl.col("_issue").is_null() | ~pl.col("_issue").str.contains("(^|;)bad_encoding:")).alias(check.flag)
-            )
-        elif check.id.endswith(".exact"):
-            flags.append(
-                (
-                    pl.col("_issue").is_null()
-                    | ~pl.col("_issue").str.contains(
-                        f"(^|;)(inexact_amount|out_of_range|not_a_number):{check.column}(;|$)"
-                    )
-                ).alias(check.flag)
-            )
-        else:
-            rule = next(r for r in table.rules if r.id == check.id)
-            flags.append(_row_rule(rule, data_as_of, years).alias(check.flag))
+    context = RowContext(data_as_of, years, table, contract or load_contract())
+    flags = [
+        DERIVED_ROW_CHECKS[check.derivation](frame, check, context).alias(check.flag)
+        for check in checks_for(table)
+        if check.stage == "row" and check.kind == "derived"
+    ]
     return frame.with_columns(flags) if flags else frame

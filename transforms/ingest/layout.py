@@ -22,19 +22,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-BUCKETED_TABLES = ("insured", "dbc", "dbc_activity", "gp", "pharmacy", "paramedical", "maternity")
-SMALL_TABLES = ("providers", "contracts")
-CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
-#: The date a table's rows are ordered by inside a bucket (after the patient key).
-ORDER_DATE = {
-    "insured": "enrolled_from",
-    "dbc": "start_date",
-    "dbc_activity": "activity_date",
-    "gp": "service_date",
-    "pharmacy": "service_date",
-    "paramedical": "service_date",
-    "maternity": "service_date",
-}
+from transforms.contract import load_contract
+
+#: The tables stored in patient buckets, those read whole, and the claim tables (``role`` in the
+#: contract's table files).
+BUCKETED_TABLES = load_contract().bucketed_tables
+SMALL_TABLES = load_contract().tables_of_role("reference")
+CLAIM_TABLES = load_contract().claim_tables
+#: The date a table's rows are ordered by inside a bucket, after the patient key (the contract's
+#: ``order_by``, or a claim's period start).
+ORDER_DATE = {name: load_contract().table(name).order_date for name in BUCKETED_TABLES}
 
 
 def bucket_dir(root: Path, table: str, bucket: int) -> Path:

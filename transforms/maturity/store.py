@@ -8,13 +8,15 @@ from pathlib import Path
 
 import polars as pl
 
+from transforms.contract import load_contract
 from transforms.ingest.layout import CLAIM_TABLES
 from transforms.maturity.triangle import original_declarations
 from transforms.money import decimal_cents
 
-#: The service date of each claim table: DBC subtrajecten are declared after they close (the
-#: contract checks ``end_date <= declared_on``), so their service month is the month of ``end_date``.
-SERVICE_DATE = {"dbc": "end_date", **{t: "service_date" for t in CLAIM_TABLES if t != "dbc"}}
+#: The service date of each claim table: the end of its period. DBC subtrajecten are declared after
+#: they close (the contract checks ``end_date <= declared_on``), so their service month is the month
+#: of ``end_date``; a first-line service's period is its one day.
+SERVICE_DATE = {t: load_contract().table(t).period.end for t in CLAIM_TABLES}
 
 
 def _files(store: Path, folder: str, table: str) -> list[Path]:

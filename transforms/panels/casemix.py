@@ -139,8 +139,6 @@ AGE_BANDS = (
 )
 AGE_REFERENCE = "age_70_79"
 
-#: Outcome kinds of a bundle definition that give a Boolean column.
-BINARY_OUTCOME_KINDS = ("any_line", "n_triggers_at_least", "death_within")
 
 MIN_EPISODES = 30
 MIN_EVENTS = 10
@@ -314,13 +312,13 @@ def _separated_columns(
 def model_targets(bundle: BundleDefinition | str) -> dict[str, Kind]:
     """The targets a bundle's case-mix models are fitted for: the two cost bases (Poisson) and every
     Boolean outcome of the bundle (logistic)."""
-    if isinstance(bundle, str):
-        from transforms.bundles import load_bundles
+    from transforms.bundles import load_bundles, outcome_kinds_of_type
 
+    if isinstance(bundle, str):
         bundle = load_bundles()[bundle]
     targets: dict[str, Kind] = {column: "poisson" for column in COST_TARGETS.values()}
     for outcome in bundle.outcomes:
-        if outcome.kind in BINARY_OUTCOME_KINDS:
+        if outcome.kind in outcome_kinds_of_type("boolean"):
             targets[outcome.name] = "logistic"
     return targets
 

@@ -15,17 +15,15 @@ from pathlib import Path
 import polars as pl
 
 import reference
-from transforms.bundles import BundleDefinition
+from transforms.bundles import BundleDefinition, outcome_kinds_of_type
 
 ELIGIBLE_STATUSES = ("complete", "death")
-#: Outcome kinds whose column is True / False.
-BINARY_OUTCOME_KINDS = ("any_line", "n_triggers_at_least", "death_within")
 UNKNOWN_REGION = "unknown"
 
 
 def binary_outcomes(bundle: BundleDefinition) -> list[str]:
     """The bundle's outcomes that are True / False per episode (rates are benchmarked for these)."""
-    return [o.name for o in bundle.outcomes if o.kind in BINARY_OUTCOME_KINDS]
+    return [o.name for o in bundle.outcomes if o.kind in outcome_kinds_of_type("boolean")]
 
 
 def episode_files(episodes: Path, bundle_id: str, table: str = "episodes") -> list[Path]:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import polars as pl
 
+from transforms.contract import load_contract
 from transforms.maturity.store import SERVICE_DATE
 from transforms.money import decimal_cents
 
 #: The claim tables whose amounts are Zvw spending (dbc_activity only breaks dbc down).
-SPENDING_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+SPENDING_TABLES = load_contract().claim_tables
 #: The Vektis categories the claim tables cover (the rest -- GGZ, aids, dental, ... -- has no table).
 VEKTIS_CATEGORIES = ("msz", "pharmacy", "gp", "paramedical", "maternity")
 

@@ -30,7 +30,8 @@ from transforms.synth.population import OPEN, draw_population
 from transforms.synth.providers import INSURERS, ProviderRegistry
 
 PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=True, write_statistics=True)
-BLOCK_TABLES = ("insured", "dbc", "dbc_activity", "gp", "pharmacy", "paramedical", "maternity")
+#: The patient-level tables a block writes (the contract's bucketed tables).
+BLOCK_TABLES = load_contract().bucketed_tables
 
 
 @dataclass
@@ -93,7 +94,7 @@ def generate_block(
         patient_ids=patient_ids,
         population=population_shift(config, calibration, registry),
     )
-    for name in ("dbc", "gp", "pharmacy", "paramedical", "maternity"):
+    for name in load_contract().claim_tables:
         if tables[name] is not None:
             tables[name] = tables[name].with_columns(pl.lit(None, pl.String).alias("corrects_claim_id"))
     tables, fault_frame, corrections = faults.inject(

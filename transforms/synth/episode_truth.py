@@ -30,11 +30,12 @@ from pathlib import Path
 import polars as pl
 
 from transforms.bundles import BundleDefinition, LineRule, load_bundles
+from transforms.contract import load_contract
 from transforms.synth.calendar import EPOCH
 
 RUNOUT_MONTHS = 12
 BOOLEAN_OUTCOMES = ("any_line", "n_triggers_at_least", "death_within")
-LINE_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
+LINE_TABLES = load_contract().claim_tables
 _TEXT_COLUMNS = ("provider_agb", "specialism_cd", "diagnosis_cd", "product_cd", "atc_cd", "service_cd", "discipline")
 
 
