@@ -172,6 +172,12 @@ def _latest(results: list[dict]) -> dict[tuple[int, int], dict]:
     return out
 
 
+def _stage_order(name: str) -> tuple[int, str]:
+    """Stages in the order a run takes them: ingest, episodes, panels, the DiD specs, the report."""
+    order = {"ingest": 0, "episodes": 1, "panels": 2, "report": 9}
+    return (order.get(name, 3 if name.startswith("did:") else 8), name)
+
+
 def _gb(mb: float) -> str:
     return f"{mb / 1024:.1f}"
 
@@ -224,7 +230,7 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
         "|---:|---:|---|---:|---:|---:|---:|",
     ]
     for (patients, workers), r in sorted(latest.items()):
-        for name, s in r["stages"].items():
+        for name, s in sorted(r["stages"].items(), key=lambda item: _stage_order(item[0])):
             lines.append(
                 f"| {patients:,} | {workers} | {name} | {s['seconds']:,.1f} | {s['seconds'] / r['wall_s']:.0%} | "
                 f"{s['rows_per_s_per_core'] or 0:,.0f} | {_gb(s['peak_tree_rss_mb'])} |"
@@ -249,7 +255,7 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
                 f"At {patients:,} patients: {one['wall_s']:,.0f} s with one worker, {two['wall_s']:,.0f} s with two: "
                 f"a speed-up of **{speedup:.2f}**.",
             ]
-            for name in one["stages"]:
+            for name in sorted(one["stages"], key=_stage_order):
                 if name in two["stages"] and two["stages"][name]["seconds"]:
                     lines.append(f"- {name}: {one['stages'][name]['seconds'] / two['stages'][name]['seconds']:.2f}")
             scaling = two.get("machine_scaling") or scaling
