@@ -21,7 +21,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dask_cluster import dask_cluster
+from flows.dask_cluster import dask_cluster, scheduler_address
 from flows.episodes_flow import episodes_flow
 from flows.ingest_flow import ingest_flow
 from flows.panel_build_flow import panel_build_flow
@@ -75,6 +75,8 @@ def run_flow(
     """Ingest ``delivery``, build episodes, panels and every DiD spec in ``specs`` into ``out``,
     skipping every stage whose output is already there for the same inputs; returns the run manifest."""
     logger = get_run_logger()
+    if scheduler:  # refused before the run folder is made, so a wrong address leaves nothing behind
+        scheduler = scheduler_address(scheduler)
     target = check_target(
         out,
         "run",

@@ -336,3 +336,21 @@ def test_a_changed_spec_rebuilds_only_its_panel(first_run, tmp_path):
         "did:hip_knee": "built",
         "report": "built",
     }
+
+
+def test_a_scheduler_that_is_not_an_address_leaves_no_run_folder(tmp_path):
+    delivery = tmp_path / "delivery"
+    delivery.mkdir()
+    done = zorgpad(
+        tmp_path,
+        "run",
+        "--delivery",
+        str(delivery),
+        "--out",
+        str(tmp_path / "run"),
+        "--scheduler",
+        "{{ $ZORGPAD_DASK_SCHEDULER }}",
+    )
+    assert done.returncode == 2
+    assert "error: --scheduler" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()
