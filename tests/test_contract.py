@@ -73,6 +73,13 @@ def test_every_row_rule_kind_has_its_function_and_no_function_is_undeclared():
     assert set(ROW_RULES) == set(rule_kinds_of_stage("row"))
 
 
+def test_every_link_rule_kind_has_its_function_and_no_function_is_undeclared():
+    from transforms.contract import rule_kinds_of_stage
+    from transforms.ingest.links import LINK_RULES
+
+    assert set(LINK_RULES) == set(rule_kinds_of_stage("link"))
+
+
 @pytest.mark.parametrize(
     "rule,message",
     [
@@ -141,3 +148,59 @@ def test_a_new_row_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_p
     assert flagged["_ok__t_declared_after_service"].to_list() == [True, False, True]
     assert [c.stage for c in checks.checks_for(table) if c.id == rule.id] == ["row"]
     assert rule_text(rule) == "`declared_on` not before `service_date`"
+
+
+def test_a_new_link_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_path, monkeypatch):
+    """The link-kind example of docs/extending.md: declared, registered, used by a table, and the
+    bucket stage's flags pick it up with nothing else changed."""
+    from datetime import date
+
+    import polars as pl
+
+    import transforms.contract as contract
+    from transforms.contract import Column, Rule, Table
+    from transforms.ingest import checks, links
+
+    kinds = tmp_path / "rule_kinds.yml"
+    kinds.write_text(
+        contract.RULE_KINDS_FILE.read_text()
+        + 'not_before_enrolment:\n  stage: link\n  requires: [date_column]\n  text: "{date_column} not before the first spell"\n'
+    )
+    monkeypatch.setattr(contract, "RULE_KINDS_FILE", kinds)
+
+    def not_before_enrolment(rule: Rule, context: links.LinkContext) -> pl.Series:
+        first = context.valid_spells.group_by("patient_key", "patient_id").agg(pl.col("enrolled_from").min())
+        joined = context.frame.join(first, on=["patient_key", "patient_id"], how="left", maintain_order="left")
+        return joined.select((pl.col(rule.date_column) >= pl.col("enrolled_from")).fill_null(True)).to_series()
+
+    monkeypatch.setitem(links.LINK_RULES, "not_before_enrolment", not_before_enrolment)
+    rule = Rule(
+        id="t_not_before_enrolment",
+        kind="not_before_enrolment",
+        date_column="service_date",
+        reason="outside_enrolment",
+        description="no service before the first spell",
+    )
+    table = Table(
+        table="t",
+        grain="one row per line",
+        role="reference",
+        primary_key=("service_date",),
+        columns=(
+            Column(name="patient_id", type="string", description="patient", key=True),
+            Column(name="service_date", type="date", description="service", key=True),
+        ),
+        rules=(rule,),
+    )
+    frame = pl.DataFrame(
+        {
+            "_i": [0, 1, 2],
+            "patient_key": [1, 1, 2],
+            "patient_id": ["P1", "P1", "P2"],
+            "service_date": [date(2020, 1, 5), date(2019, 12, 31), date(2020, 1, 1)],
+        }
+    )
+    spells = pl.DataFrame({"patient_key": [1], "patient_id": ["P1"], "enrolled_from": [date(2020, 1, 1)]})
+    flagged = links.add_link_flags(links.LinkContext(table, frame, spells))
+    assert flagged["_ok__t_not_before_enrolment"].to_list() == [True, False, True]
+    assert [c.stage for c in checks.checks_for(table) if c.id == rule.id] == ["link"]

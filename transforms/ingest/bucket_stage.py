@@ -8,7 +8,6 @@ care activity's subtraject and the originals of corrections are all local: no fu
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,18 +20,12 @@ from expectations.suites import suite_checks
 from transforms.contract import load_contract
 from transforms.ingest.checks import REASON_PRECEDENCE, masked_bsn
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, ORDER_DATE, Staging, bucket_dir
+from transforms.ingest.links import LinkContext, add_link_flags, parent_rows
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
 from transforms.ingest.partition_stage import FAILED
 from transforms.money import cents_to_decimal
 
-CLAIM_DATE = {
-    "dbc": "start_date",
-    "gp": "service_date",
-    "pharmacy": "service_date",
-    "paramedical": "service_date",
-    "maternity": "service_date",
-}
 STORE_EXTRA = {
     "claims": [("n_corrections", pa.int16()), ("fully_credited", pa.bool_()), ("effective_claim_id", pa.string())],
 }
@@ -86,18 +79,6 @@ def _flag_duplicates(frame: pl.DataFrame, duplicates: pl.DataFrame | None, check
     return frame.with_columns(ok.alias(f"_ok__{check}"))
 
 
-def first_valid_kept(frame: pl.DataFrame, key: list[str], flag: str) -> pl.DataFrame:
-    """Flag every row of a repeated ``key`` except one: the first delivered (lowest partition and
-    row) among the rows that failed no check so far, so a broken copy never pushes out a valid
-    one. Nulls compare equal (a contract for all insurers has a null insurer)."""
-    order = frame.select(pl.col(FAILED).list.len().gt(0).alias("_bad"), "_partition", "_row", "_i", *key)
-    ranked = order.sort("_bad", "_partition", "_row").with_columns(
-        (pl.int_range(pl.len()).over(key) == 0).alias("_first")
-    )
-    ok = ranked.select("_i", pl.col("_first").alias(flag))
-    return frame.join(ok, on="_i", how="left", maintain_order="left")
-
-
 def orphaned_corrections(frame: pl.DataFrame) -> pl.Series:
     """True for a valid correcting line whose chain of ``corrects_claim_id`` links passes through a
     line that has no valid copy (quarantined): the correction follows it into quarantine, however
@@ -135,53 +116,6 @@ def orphaned_corrections(frame: pl.DataFrame) -> pl.Series:
     return flags.to_series().alias("orphaned")
 
 
-def _spell_checks(insured: pl.DataFrame) -> pl.DataFrame:
-    """No two spells of a patient overlap: a spell starting on or before the end of an earlier one
-    (null end = still running) is flagged."""
-    s = insured.sort("patient_key", "patient_id", "enrolled_from", "_partition", "_row")
-    earlier_end = (
-        pl.col("enrolled_to").fill_null(pl.date(9999, 12, 31)).cum_max().shift(1).over("patient_key", "patient_id")
-    )
-    overlap = (pl.col("enrolled_from") <= earlier_end).fill_null(False)
-    return s.with_columns((~overlap).alias("_ok__insured_spells_do_not_overlap"))
-
-
-def _coverage(claims: pl.DataFrame, spells: pl.DataFrame, date_col: str, rule_id: str) -> pl.Series:
-    """For each claim: does a valid spell of the patient cover the date? Valid spells do not overlap,
-    so the latest spell starting on or before the date is the only candidate (an as-of join)."""
-    left = claims.select("_i", "patient_key", "patient_id", pl.col(date_col).alias("_d")).sort("_d")
-    right = spells.select(
-        "patient_key",
-        "patient_id",
-        pl.col("enrolled_from").alias("_d"),
-        pl.col("enrolled_to").alias("_to"),
-        pl.lit(True).alias("_hit"),
-    ).sort("_d")
-    joined = left.join_asof(
-        right, on="_d", by=["patient_key", "patient_id"], strategy="backward", check_sortedness=False
-    )
-    ok = joined.select(
-        "_i",
-        (
-            pl.col("_d").is_null()
-            | (pl.col("_hit").fill_null(False) & (pl.col("_to").is_null() | (pl.col("_to") >= pl.col("_d"))))
-        ).alias("ok"),
-    )
-    return (
-        claims.select("_i")
-        .join(ok, on="_i", how="left", maintain_order="left")["ok"]
-        .fill_null(False)
-        .alias(f"_ok__{rule_id}")
-    )
-
-
-def _table_rule(table: str, kind: str) -> str | None:
-    for rule in load_contract().table(table).rules:
-        if rule.kind == kind:
-            return rule.id
-    return None
-
-
 def primary_reason(failed: pl.Expr, reason_of: dict[str, str]) -> pl.Expr:
     """The reason code of the highest-precedence failing check."""
     rank = {r: i for i, r in enumerate(REASON_PRECEDENCE)}
@@ -213,32 +147,24 @@ def process_bucket(
     reason_of = {c.id: c.reason for t in BUCKETED_TABLES for c in (*suite_checks(t, "row"), *suite_checks(t, "link"))}
     reason_of["parent_quarantined"] = "parent_quarantined"
 
-    # ---- insured: spells must not overlap; valid spells drive coverage and death ----
-    insured = _validate_link(_spell_checks(_read_staged(staging, "insured", bucket)), "insured", bucket, report)
+    # ---- insured: its link rules (spells do not overlap); valid spells drive coverage and death ----
+    # spells in patient and date order, the order they are validated and quarantined in
+    insured = _read_staged(staging, "insured", bucket).sort(
+        "patient_key", *contract.table("insured").primary_key, "_partition", "_row"
+    )
+    insured = validate_link(add_link_flags(LinkContext(contract.table("insured"), insured)), "insured", bucket, report)
     valid_spells = insured.filter(pl.col(FAILED).list.len() == 0)
-    deaths = valid_spells.group_by("patient_key", "patient_id").agg(pl.col("death_date").max())
     _finish_table(insured, "insured", bucket, store, report, reason_of)
     del insured
 
-    # ---- claims: uniqueness, enrolment, death, provider, corrections' originals ----
+    # ---- claims: uniqueness, provider, corrections' originals and their link rules (enrolment, death) ----
+    parents: dict[str, pl.DataFrame] = {}
     dbc_facts = None
     for table in CLAIM_TABLES:
         frame = _read_staged(staging, table, bucket)
-        date_col = CLAIM_DATE[table]
         dups = _read_dir(staging.duplicates_dir(table, bucket))
         frame = _flag_duplicates(frame, dups, f"{table}.claim_id.unique")
-        cover_id = _table_rule(table, "covered_by_enrolment")
-        frame = frame.with_columns(_coverage(frame, valid_spells, date_col, cover_id))
-        death_id = _table_rule(table, "not_after_death")
-        grace = next(r.grace_days for r in contract.table(table).rules if r.id == death_id)
-        frame = frame.join(
-            deaths.rename({"death_date": "_death"}), on=["patient_key", "patient_id"], how="left", maintain_order="left"
-        )
-        frame = frame.with_columns(
-            (pl.col("_death").is_null() | (pl.col(date_col) <= pl.col("_death") + timedelta(days=grace)))
-            .fill_null(True)
-            .alias(f"_ok__{death_id}")
-        ).drop("_death")
+        frame = add_link_flags(LinkContext(contract.table(table), frame, valid_spells, parents))
         frame = frame.with_columns(
             pl.col("provider_agb").is_in(valid_providers).alias(f"_ok__{table}.provider_agb.references"),
             (
@@ -246,7 +172,7 @@ def process_bucket(
             ).alias(f"_ok__{table}.corrects_claim_id.references"),
             (~in_correction_cycle(frame)).alias(f"_ok__{table}.corrects_claim_id.no_cycle"),
         )
-        frame = _validate_link(frame, table, bucket, report)
+        frame = validate_link(frame, table, bucket, report)
         # corrections whose original was quarantined follow it, through any chain of corrections
         frame = frame.with_columns(
             pl.when(orphaned_corrections(frame))
@@ -254,41 +180,26 @@ def process_bucket(
             .otherwise(pl.col(FAILED))
             .alias(FAILED)
         )
+        parent = parent_rows(frame, table, contract)
+        if parent is not None:
+            parents[table] = parent
         if table == "dbc":
-            dbc_facts = {
-                "parents": frame.unique("claim_id", keep="first").select(
-                    "claim_id", pl.col("start_date").alias("_s"), pl.col("end_date").alias("_e")
-                ),
-                "valid": frame.filter(pl.col(FAILED).list.len() == 0)["claim_id"],
-            }
+            dbc_facts = {"valid": frame.filter(pl.col(FAILED).list.len() == 0)["claim_id"]}
         netted = _finish_table(frame, table, bucket, store, report, reason_of)
         if table == "dbc":
             dbc_facts["netted"] = netted.select("claim_id", "effective_claim_id")
         del frame, netted
 
-    # ---- care activities: their subtraject must be valid and span the activity date ----
+    # ---- care activities: their subtraject must be valid; their link rules (subtraject dates, unique) ----
     activity = _read_staged(staging, "dbc_activity", bucket)
-    activity = activity.join(dbc_facts["parents"], on="claim_id", how="left", maintain_order="left")
-    within = next(r.id for r in contract.table("dbc_activity").rules if r.kind == "within_parent_dates")
     activity = activity.with_columns(
-        ((pl.col("activity_date") >= pl.col("_s")) & (pl.col("activity_date") <= pl.col("_e")))
-        .fill_null(False)
-        .alias(f"_ok__{within}"),
         pl.col("claim_id").is_in(dbc_facts["valid"].implode()).alias("_ok__dbc_activity.parent_valid"),
         pl.lit(True).alias("_ok__dbc_activity.claim_id.references"),
-    ).drop("_s", "_e")
-    activity = unique_key_flags(activity, "dbc_activity")
-    activity = _validate_link(activity, "dbc_activity", bucket, report)
+    )
+    activity = add_link_flags(LinkContext(contract.table("dbc_activity"), activity, valid_spells, parents))
+    activity = validate_link(activity, "dbc_activity", bucket, report)
     _finish_table(activity, "dbc_activity", bucket, store, report, reason_of, netted_dbc=dbc_facts["netted"])
     return report
-
-
-def unique_key_flags(frame: pl.DataFrame, table: str) -> pl.DataFrame:
-    """The ``_ok__`` flags of the table's ``unique_key`` rules (see :func:`first_valid_kept`)."""
-    for rule in load_contract().table(table).rules:
-        if rule.kind == "unique_key":
-            frame = first_valid_kept(frame, list(rule.columns), f"_ok__{rule.id}")
-    return frame
 
 
 def unrepresentable_amounts(frame: pl.DataFrame) -> tuple[Decimal, int]:
@@ -326,7 +237,7 @@ def _finish_table(
     if bad.height:
         bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
         report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
-        _write_table(bad, table, bucket_dir(store / "quarantine", table, bucket), quarantine=True)
+        write_table(bad, table, bucket_dir(store / "quarantine", table, bucket), quarantine=True)
     merged = None
     if table in CLAIM_TABLES:
         good, merged = net_corrections(good)
@@ -339,7 +250,7 @@ def _finish_table(
         _write_merged(merged, table, bucket_dir(store / "corrections", table, bucket))
     books.rows_stored = good.height
     books.cents_stored = _cents(good)
-    _write_table(
+    write_table(
         good.sort("patient_key", ORDER_DATE[table], "claim_id" if "claim_id" in good.columns else "enrolled_from"),
         table,
         bucket_dir(store, table, bucket),
@@ -348,7 +259,11 @@ def _finish_table(
     return good
 
 
-def _validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketReport) -> pl.DataFrame:
+def validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketReport) -> pl.DataFrame:
+    """Validate the table's link-stage checks on ``frame`` (their ``_ok__`` flags computed; a
+    derived flag not computed passes) with Great Expectations, count the failures in ``report`` and
+    append each failing row's check ids to its failed list; the flags are dropped. Shared by the
+    bucket stage and the small tables of ``transforms.ingest.run`` (``bucket`` -1)."""
     checks = suite_checks(table, "link")
     missing = [c.flag for c in checks if c.kind == "derived" and c.flag not in frame.columns]
     if missing:
@@ -457,7 +372,10 @@ def quarantine_view(frame: pl.DataFrame, table: str) -> pl.DataFrame:
     )
 
 
-def _write_table(frame: pl.DataFrame, table: str, folder: Path, *, quarantine: bool = False) -> None:
+def write_table(frame: pl.DataFrame, table: str, folder: Path, *, quarantine: bool = False) -> None:
+    """Write ``frame`` as the store (or quarantine) file of ``table`` in ``folder``, with the
+    contract's Arrow schema (:func:`store_schema`; money as decimals). Shared by the bucket stage and
+    the small tables and orphans of ``transforms.ingest.run``."""
     schema = store_schema(table, quarantine=quarantine)
     if quarantine:
         frame = quarantine_view(frame, table)

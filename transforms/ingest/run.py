@@ -20,20 +20,19 @@ from pathlib import Path
 import polars as pl
 
 from expectations.results import ValidationMerger, load_results
-from transforms.contract import CONTRACT_VERSION
+from transforms.contract import CONTRACT_VERSION, load_contract
 from transforms.ingest.bucket_stage import (
     BucketReport,
     TableBooks,
-    _validate_link,
-    _write_table,
-    first_valid_kept,
     process_bucket,
-    unique_key_flags,
     unrepresentable_amounts,
+    validate_link,
+    write_table,
 )
 from transforms.ingest.delivery import DeliveryError, DeliveryPlan, inspect_delivery
 from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
+from transforms.ingest.links import LinkContext, add_link_flags, first_valid_kept
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
 from transforms.money import exact_euros
 from transforms.output_folder import Publication, check_target, require_unlocked
@@ -129,12 +128,14 @@ def _small_tables(
     providers = first_valid_kept(
         frames["providers"].sort("_partition", "_row"), ["provider_agb"], "_ok__providers.provider_agb.unique"
     )
-    providers = _validate_link(providers, "providers", -1, report)
+    providers = validate_link(providers, "providers", -1, report)
     valid = providers.filter(pl.col(FAILED).list.len() == 0)["provider_agb"].to_list()
     contracts = frames["contracts"].with_columns(
         pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references")
     )
-    contracts = _validate_link(unique_key_flags(contracts, "contracts"), "contracts", -1, report)
+    contracts = validate_link(
+        add_link_flags(LinkContext(load_contract().table("contracts"), contracts)), "contracts", -1, report
+    )
     from expectations.suites import suite_checks
     from transforms.ingest.bucket_stage import primary_reason
 
@@ -146,8 +147,8 @@ def _small_tables(
         if bad.height:
             bad = bad.with_columns(primary_reason(pl.col(FAILED), reason_of).alias("reason"))
             report.reasons[table] = dict(bad.group_by("reason").len().iter_rows())
-            _write_table(bad, table, store / "quarantine" / table, quarantine=True)
-        _write_table(good, table, store / table)
+            write_table(bad, table, store / "quarantine" / table, quarantine=True)
+        write_table(good, table, store / table)
         books[table] = TableBooks(rows_in=frame.height, rows_stored=good.height, rows_quarantined=bad.height)
     return valid, books, report.results, {"failed": report.failed, "reasons": report.reasons}
 
@@ -159,7 +160,7 @@ def _orphans(staging: Staging, store: Path) -> TableBooks:
         return books
     frame = pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed")
     frame = frame.with_columns(pl.lit("unknown_reference").alias("reason"), pl.lit(None, pl.Int64).alias("patient_key"))
-    _write_table(frame, "dbc_activity", store / "quarantine" / "dbc_activity" / "orphans", quarantine=True)
+    write_table(frame, "dbc_activity", store / "quarantine" / "dbc_activity" / "orphans", quarantine=True)
     cents = int(frame["amount"].fill_null(0).sum())
     unrepresentable, not_a_number = unrepresentable_amounts(frame)
     return TableBooks(
