@@ -79,6 +79,21 @@ def _forget_stored_results() -> None:
         metrics.clear()
 
 
+def retained_by_gx() -> dict[str, int]:
+    """What GX holds on to in this process: results in the results store, cached batches and batch
+    data, cached metrics. All 0 after :func:`validate_batch` (see :func:`_forget_stored_results`):
+    a long-lived worker's memory depends on it, and a test checks it."""
+    context = _context()
+    engine = _CONTEXT["source"].get_execution_engine()
+    metrics = getattr(engine, "_metric_cache", None)
+    return {
+        "stored_results": len(context.validation_results_store.list_keys()),
+        "batch_data": len(engine.batch_manager.batch_data_cache),
+        "batches": len(engine.batch_manager.batch_cache),
+        "metrics": len(metrics) if metrics else 0,
+    }
+
+
 @dataclass
 class BatchValidation:
     """Rows that failed, per check id, and the slim GX result (a JSON-able dict)."""

@@ -62,6 +62,13 @@ def dask_cluster(scheduler: str | None = None, workers: int | None = None, memor
 _OWN_CLUSTERS: dict[str, tuple[LocalCluster, int]] = {}
 
 
+def own_cluster(address: str) -> LocalCluster | None:
+    """The local cluster this process started at scheduler ``address``, or None (a cluster started
+    elsewhere). Public so a test can reach its nannies (see :func:`revive_workers`)."""
+    owned = _OWN_CLUSTERS.get(address)
+    return owned[0] if owned is not None else None
+
+
 def revive_workers(address: str) -> bool:
     """Start new workers in place of those a local cluster started here has lost for good, and say
     whether any were asked for.

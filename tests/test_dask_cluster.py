@@ -133,7 +133,7 @@ def test_workers_whose_nannies_gave_up_are_replaced_and_start_single_threaded():
     import flows.dask_cluster as module
 
     with dask_cluster(workers=2) as address:
-        cluster, _ = module._OWN_CLUSTERS[address]
+        cluster = module.own_cluster(address)
         for nanny in list(cluster.workers.values()):
             cluster.sync(nanny.close)
         with Client(address, set_as_default=False) as client:

@@ -206,7 +206,7 @@ def test_later_copies_from_files_equal_later_copies_of_all_ids(tmp_path):
 )
 def test_netting_fast_path_equals_netting_every_line_as_a_group(rows):
     """Uncorrected claims skip the sort; the result equals running the group logic on every line."""
-    from transforms.ingest.netting import _net_groups
+    from transforms.ingest.netting import net_groups
 
     claim_ids, corrects, amounts, declared = [], [], [], []
     for i, (root, kind, amount, day) in enumerate(rows):
@@ -232,7 +232,7 @@ def test_netting_fast_path_equals_netting_every_line_as_a_group(rows):
     )
     lines = lines.unique("claim_id", keep="first", maintain_order=True)  # claim ids are unique by then
     fast, fast_merged = net_corrections(lines)
-    slow, slow_merged = _net_groups(lines)
+    slow, slow_merged = net_groups(lines)
     assert fast.sort("claim_id").equals(slow.sort("claim_id"))
     assert fast_merged.sort("claim_id").equals(slow_merged.sort("claim_id"))
     assert fast["amount"].sum() == lines["amount"].sum()

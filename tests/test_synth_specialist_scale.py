@@ -18,20 +18,20 @@ from transforms.synth.providers import (
     REGIONAL_BASELINE_BUNDLES,
     REGIONAL_PEERS,
     ContractWave,
-    _wave_counts,
     build_registry,
+    wave_counts,
 )
 
 
 def test_wave_counts_by_hand():
     waves = (ContractWave(2018, 14), ContractWave(2019, 4), ContractWave(2020, 2))
-    assert _wave_counts(waves, 1.0, 100) == [14, 4, 2]
-    assert _wave_counts(waves, 2.0, 100) == [14, 4, 2], "more providers keep the plan"
-    assert _wave_counts(waves, 26 / 110, 22) == [3, 1, 1]  # 3.3, 0.9, 0.5 rounded half up, at least 1
-    assert _wave_counts(waves, 26 / 110, 4) == [2, 1, 1], "the largest wave gives up one first"
-    assert _wave_counts(waves, 26 / 110, 2) == [1, 1, 0], "then the latest waves are left out"
-    assert _wave_counts(waves, 26 / 110, 0) == [0, 0, 0]
-    assert _wave_counts((ContractWave(2018, 8),), 26 / 110, 2) == [2]
+    assert wave_counts(waves, 1.0, 100) == [14, 4, 2]
+    assert wave_counts(waves, 2.0, 100) == [14, 4, 2], "more providers keep the plan"
+    assert wave_counts(waves, 26 / 110, 22) == [3, 1, 1]  # 3.3, 0.9, 0.5 rounded half up, at least 1
+    assert wave_counts(waves, 26 / 110, 4) == [2, 1, 1], "the largest wave gives up one first"
+    assert wave_counts(waves, 26 / 110, 2) == [1, 1, 0], "then the latest waves are left out"
+    assert wave_counts(waves, 26 / 110, 0) == [0, 0, 0]
+    assert wave_counts((ContractWave(2018, 8),), 26 / 110, 2) == [2]
 
 
 @pytest.mark.parametrize("scale", [0.1, 0.2, 0.5, 2.0])

@@ -42,7 +42,7 @@ import polars as pl
 
 from transforms.did_panel.periods import AFTER_LAST, BEFORE_FIRST, IN_PANEL, NEVER, NEVER_TREATED
 from transforms.did_panel.spec import PanelSpec
-from transforms.did_panel.units import ATTRITION_SCHEMA, _pre_treatment, within_spec
+from transforms.did_panel.units import ATTRITION_SCHEMA, pre_treatment, within_spec
 from transforms.vektis.columns import CATEGORIES, CATEGORY_DESCRIPTIONS, POPULATION
 
 UNIT = "gemeente_year"
@@ -256,7 +256,7 @@ def _gemeente_years(cells: pl.DataFrame, spec: PanelSpec) -> pl.DataFrame:
     treated = grouped.filter(pl.col("cohort") != NEVER_TREATED)["cohort"]
     first_cohort = int(treated.min()) if treated.len() else None
     pre = (
-        grouped.filter(_pre_treatment(grouped, spec, first_cohort))
+        grouped.filter(pre_treatment(grouped, spec, first_cohort))
         .group_by("gemeente_code")
         .agg([pl.col(c).mean() for c in COVARIATES])
     )

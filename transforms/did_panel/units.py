@@ -210,9 +210,10 @@ def episode_quarters(kept: pl.DataFrame, lines: pl.DataFrame, spec: PanelSpec, p
     return quarters.sort("episode_id", "period")
 
 
-def _pre_treatment(frame: pl.DataFrame, spec: PanelSpec, first_cohort: int | None) -> pl.Expr:
+def pre_treatment(frame: pl.DataFrame, spec: PanelSpec, first_cohort: int | None) -> pl.Expr:
     """Rows before treatment: before ``cohort - anticipation`` for treated units; for never-treated
-    units, before the first cohort of the panel (all rows when nobody is treated)."""
+    units, before the first cohort of the panel (all rows when nobody is treated). Public because
+    the gemeente panel (``transforms.did_panel.gemeente``) fixes its covariates on the same rows."""
     lead = spec.treatment.anticipation
     never_cut = first_cohort - lead if first_cohort is not None else None
     treated = (pl.col("cohort") != NEVER_TREATED) & (pl.col("period") < pl.col("cohort") - lead)
@@ -241,7 +242,7 @@ def provider_periods(kept: pl.DataFrame, spec: PanelSpec, periods: pl.DataFrame)
     first_cohort = int(treated_cohorts.min()) if treated_cohorts.len() else None
     if spec.covariates:
         pre = (
-            kept.filter(_pre_treatment(kept, spec, first_cohort))
+            kept.filter(pre_treatment(kept, spec, first_cohort))
             .group_by("bundle_id", "provider_agb")
             .agg([pl.col(c).mean().alias(c) for c in spec.covariates])
         )

@@ -53,10 +53,12 @@ def _files(root: Path, table: str, bucket: int | None) -> list[Path]:
     return sorted(folder.rglob("*.parquet")) if folder.exists() else []
 
 
-def _read(
+def read_store_table(
     root: Path, table: str, bucket: int | None, columns: list[str], patient_keys: pl.Series | None = None
 ) -> pl.DataFrame | None:
-    """Read a table of one bucket (only ``columns``; only ``patient_keys`` when given)."""
+    """Read a table of one bucket (only ``columns``; only ``patient_keys`` when given). A store
+    without ``patient_key`` (a delivery read as input) gets it from ``patient_id``. Public because
+    the reference prices (``transforms.episodes.prices``) read the store the same way."""
     files = _files(root, table, bucket)
     if not files:
         return None
@@ -78,7 +80,7 @@ def _read(
 
 
 def read_insured(root: Path | str, bucket: int | None) -> pl.DataFrame:
-    insured = _read(
+    insured = read_store_table(
         Path(root),
         "insured",
         bucket,
@@ -122,7 +124,7 @@ def read_lines(
             cols += ["start_date", "end_date", "specialism_cd", "diagnosis_cd", "product_cd"]
         else:
             cols += ["service_date", "atc_cd", "service_cd", "discipline", "referral_specialism_cd"]
-        frame = _read(Path(root), table, bucket, cols, patient_keys)
+        frame = read_store_table(Path(root), table, bucket, cols, patient_keys)
         if frame is None:
             continue
         start, end = ("start_date", "end_date") if table == "dbc" else ("service_date", "service_date")
@@ -145,7 +147,7 @@ def read_activities(
     root: Path | str, bucket: int | None, dbc_lines: pl.DataFrame, patient_keys: pl.Series | None = None
 ) -> pl.DataFrame:
     """Care activities of the (not fully credited) DBC lines given."""
-    activities = _read(
+    activities = read_store_table(
         Path(root),
         "dbc_activity",
         bucket,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from transforms.episodes.inputs import _read
+from transforms.episodes.inputs import read_store_table
 from transforms.episodes.rules import round_half_away
 from transforms.money import decimal_cents
 
@@ -23,7 +23,9 @@ def partial_prices(root: str, buckets: list[int | None]) -> pl.DataFrame:
     from pathlib import Path
 
     frames = [
-        f for b in buckets if (f := _read(Path(root), "dbc", b, ["product_cd", "end_date", "amount"])) is not None
+        f
+        for b in buckets
+        if (f := read_store_table(Path(root), "dbc", b, ["product_cd", "end_date", "amount"])) is not None
     ]
     if not frames:
         return pl.DataFrame(

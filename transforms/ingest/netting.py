@@ -69,7 +69,7 @@ def net_corrections(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """
     corrected = lines["corrects_claim_id"].drop_nulls().unique()
     in_group = pl.col("corrects_claim_id").is_not_null() | pl.col("claim_id").is_in(corrected.implode())
-    netted, merged = _net_groups(lines.filter(in_group))
+    netted, merged = net_groups(lines.filter(in_group))
     alone = lines.filter(~in_group).with_columns(
         pl.col("claim_id").alias("effective_claim_id"),
         pl.lit(0, pl.Int16).alias("n_corrections"),
@@ -78,9 +78,10 @@ def net_corrections(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return pl.concat([alone.select(netted.columns), netted]), merged
 
 
-def _net_groups(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+def net_groups(lines: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     """:func:`net_corrections` without its fast path: an uncorrected original, run through the group
-    logic, is a group of one that is stored as it came, which is what the fast path does."""
+    logic, is a group of one that is stored as it came, which is what the fast path does. Public as
+    the reference the fast path is tested against."""
     roots = _chain_ends(lines)
     if roots.null_count():
         cyclic = lines.filter(roots.is_null())["claim_id"]

@@ -463,7 +463,11 @@ def _empty_calibration() -> pl.DataFrame:
     )
 
 
-def _degenerate_reason(kind: Kind, n: int, p: int, total: float, min_episodes: int, min_events: int) -> str | None:
+def degenerate_reason(kind: Kind, n: int, p: int, total: float, min_episodes: int, min_events: int) -> str | None:
+    """Why a case-mix model of ``kind`` cannot be fitted on ``n`` episodes with ``p`` columns and
+    outcome total ``total`` (too few episodes or events, every episode costs 0, a perfectly
+    separated outcome), or None when it can. Public because the panel run
+    (``transforms.panels.run``) skips the fit of a degenerate target by the same test."""
     if n < min_episodes:
         return f"too few episodes: {n} < {min_episodes}"
     if n <= p:
@@ -569,14 +573,14 @@ def fit_local(
     total = float(y.sum())
     mean = total / n if n else 0.0
     solver = "numpy exact IRLS"
-    reason = _degenerate_reason(kind, n, 1, total, min_episodes, min_events)
+    reason = degenerate_reason(kind, n, 1, total, min_episodes, min_events)
     if reason:
         return _degenerate(target, kind, years, reason, n, n_excluded, n_clipped, y, mean, {}, solver, started, None)
     keep, dropped = independent_columns(X.T @ X, names)
     sep = _separated_columns([names[i] for i in keep], kind, n, total, X[:, keep].sum(axis=0), X[:, keep].T @ y)
     dropped.update(sep)
     keep = [i for i in keep if names[i] not in sep]
-    reason = _degenerate_reason(kind, n, len(keep), total, min_episodes, min_events)
+    reason = degenerate_reason(kind, n, len(keep), total, min_episodes, min_events)
     if reason:
         return _degenerate(
             target, kind, years, reason, n, n_excluded, n_clipped, y, mean, dropped, solver, started, None
@@ -897,14 +901,14 @@ def fit_on_dask(
         full_blocks = list(zip(X_full.to_delayed().ravel(), y.to_delayed().ravel()))
         gram, col_y, total = _blockwise_sum(client, _block_gram, full_blocks)
         mean = total / n
-        reason = _degenerate_reason(kind, n, 1, total, min_episodes, min_events)
+        reason = degenerate_reason(kind, n, 1, total, min_episodes, min_events)
         keep, dropped = independent_columns(gram, names)
         if reason is None:
             kept = [names[i] for i in keep]
             sep = _separated_columns(kept, kind, n, total, gram[0, keep], col_y[keep])
             dropped.update(sep)
             keep = [i for i in keep if names[i] not in sep]
-            reason = _degenerate_reason(kind, n, len(keep), total, min_episodes, min_events)
+            reason = degenerate_reason(kind, n, len(keep), total, min_episodes, min_events)
         if reason is not None:
             y_local = y.compute()
             return _degenerate(

@@ -244,7 +244,7 @@ def _too_small(files: list[str], target: str, kind: str, statuses: tuple[str, ..
         .collect()[target]
     )
     total = float(y.clip(lower_bound=0).sum()) if kind == "poisson" else float(y.sum())
-    return casemix._degenerate_reason(kind, y.len(), 1, total, casemix.MIN_EPISODES, casemix.MIN_EVENTS) is not None
+    return casemix.degenerate_reason(kind, y.len(), 1, total, casemix.MIN_EPISODES, casemix.MIN_EVENTS) is not None
 
 
 def _fit(

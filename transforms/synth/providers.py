@@ -13,7 +13,7 @@ those counts (rounded), so that a delivery of a few hundred thousand insured is 
 realistic volumes per provider. Whatever the scale there is at least one of each per province, and
 the costlier province (``SynthConfig.regional.province``, where the regional-baseline contracts are
 signed) gets at least ``1 + REGIONAL_PEERS`` hospitals and ``STROKE_REHAB_CENTRES`` rehabilitation
-centres. With fewer providers the contract waves shrink with them (:func:`_wave_counts`).
+centres. With fewer providers the contract waves shrink with them (:func:`wave_counts`).
 """
 
 from __future__ import annotations
@@ -418,7 +418,7 @@ def _contract_groups(bundle: str, members: np.ndarray, reg: dict) -> list[list[i
     return [[int(m) for m in members]]
 
 
-def _wave_counts(waves: tuple[ContractWave, ...], ratio: float, capacity: int) -> list[int]:
+def wave_counts(waves: tuple[ContractWave, ...], ratio: float, capacity: int) -> list[int]:
     """How many providers sign in each wave of a bundle's plan when there are ``ratio`` times the
     default number of providers of its kinds and at most ``capacity`` may sign.
 
@@ -426,7 +426,7 @@ def _wave_counts(waves: tuple[ContractWave, ...], ratio: float, capacity: int) -
     half up) but keeps at least one provider; then, while the waves need more than ``capacity``, the
     largest wave (the earliest of equal ones) gives up one provider, down to one each, and after that
     the latest waves are dropped (count 0). With the default counts or more the plan is kept as it is
-    (within the capacity)."""
+    (within the capacity). Public so its rounding and dropping can be tested by hand."""
     counts = [w.count for w in waves]
     if ratio < 1.0:
         counts = [max(1, int(np.floor(c * ratio + 0.5))) for c in counts]
@@ -456,7 +456,7 @@ def _plan_contracts(
     and 12 ZBCs of 110: hip 14/4/2 becomes 3/1/1, cataract 8 becomes 2), each wave keeping at least
     one provider, and so that ``REGIONAL_PEERS`` providers of the pool (for the regional-baseline
     bundles: of the province) stay untreated; when even one provider per wave would leave fewer peers,
-    the latest waves are left out (:func:`_wave_counts`). The planted benchmark providers are never
+    the latest waves are left out (:func:`wave_counts`). The planted benchmark providers are never
     counted as peers of the hip/knee contract.
     """
     n = reg["agb"].size
@@ -477,7 +477,7 @@ def _plan_contracts(
             capacity = local.size - REGIONAL_PEERS if local.size > REGIONAL_PEERS else pool.size - REGIONAL_PEERS
         else:
             capacity = pool.size - REGIONAL_PEERS
-        counts = _wave_counts(plan["waves"], ratio, capacity)
+        counts = wave_counts(plan["waves"], ratio, capacity)
         total = sum(counts)
         if bundle in REGIONAL_BASELINE_BUNDLES:
             take = min(total, max(local.size - REGIONAL_PEERS, 0))
