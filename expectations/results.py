@@ -12,6 +12,7 @@ which fails when any batch failed. Memory is then bounded by the number of suite
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,9 +27,9 @@ def _percent(part: int, whole: int) -> float:
 
 
 def _fold_value_counts(into: list[dict], more: list[dict]) -> list[dict]:
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     for entry in (*into, *more):
-        counts[entry["value"]] = counts.get(entry["value"], 0) + int(entry["count"])
+        counts[entry["value"]] += int(entry["count"])
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLES]
     return [{"value": value, "count": count} for value, count in ranked]
 

@@ -13,6 +13,7 @@ import os
 import re
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -257,14 +258,14 @@ def oversubscribed_hosts(address: str) -> list[str]:
         hosts = {
             worker: info.get("host", worker) for worker, info in client.scheduler_info().get("workers", {}).items()
         }
-    threads: dict[str, int] = {}
+    threads: Counter[str] = Counter()
     cores: dict[str, int] = {}
-    processes: dict[str, int] = {}
+    processes: Counter[str] = Counter()
     for worker, (host_cores, polars_threads) in budgets.items():
         host = hosts.get(worker, worker)
-        threads[host] = threads.get(host, 0) + polars_threads
+        threads[host] += polars_threads
         cores[host] = host_cores
-        processes[host] = processes.get(host, 0) + 1
+        processes[host] += 1
     return [
         f"{host}: {processes[host]} worker processes run {threads[host]} polars threads on {cores[host]} cores; "
         f"start the workers with POLARS_MAX_THREADS=1 (deploy/dask/start-worker.sh does)"

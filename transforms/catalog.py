@@ -36,6 +36,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
@@ -177,15 +178,14 @@ def _is_partition(path: Path) -> bool:
 
 def _partition_files(folder: Path, depth: int = 0) -> dict[int, int]:
     """How many parquet files lie at each partition depth below ``folder`` (only through ``k=v`` folders)."""
-    depths: dict[int, int] = {}
+    depths: Counter[int] = Counter()
     for entry in sorted(folder.iterdir()):
         if _skipped(entry):
             continue
         if entry.is_file() and entry.suffix == ".parquet":
-            depths[depth] = depths.get(depth, 0) + 1
+            depths[depth] += 1
         elif _is_partition(entry):
-            for d, n in _partition_files(entry, depth + 1).items():
-                depths[d] = depths.get(d, 0) + n
+            depths.update(_partition_files(entry, depth + 1))
     return depths
 
 
@@ -232,9 +232,7 @@ def output_folders(out: Path) -> list[tuple[str, Path]]:
 
 def find_tables(out: Path) -> list[Table]:
     folders = output_folders(out)
-    counts: dict[str, int] = {}
-    for kind, _ in folders:
-        counts[kind] = counts.get(kind, 0) + 1
+    counts = Counter(kind for kind, _ in folders)
     tables: list[Table] = []
     seen: set[str] = set()
     for kind, folder in folders:

@@ -9,6 +9,7 @@ national reference prices, computed beforehand."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -84,9 +85,9 @@ LINE_COLUMNS = [
 @dataclass
 class BucketEpisodes:
     bucket: int | None
-    episodes: dict[str, int] = field(default_factory=dict)  # bundle -> episodes
-    lines: dict[str, int] = field(default_factory=dict)
-    allocated_cents: dict[str, int] = field(default_factory=dict)
+    episodes: Counter[str] = field(default_factory=Counter)  # bundle -> episodes
+    lines: Counter[str] = field(default_factory=Counter)
+    allocated_cents: Counter[str] = field(default_factory=Counter)
 
 
 def contracts_frame(store: Path) -> pl.DataFrame:
@@ -256,11 +257,9 @@ def build_buckets(
         for bundle_id, (episodes, lines) in bucket_episodes(
             store, bucket, bundles, prices, contracts, completeness
         ).items():
-            report.episodes[bundle_id] = report.episodes.get(bundle_id, 0) + episodes.height
-            report.lines[bundle_id] = report.lines.get(bundle_id, 0) + lines.height
-            report.allocated_cents[bundle_id] = report.allocated_cents.get(bundle_id, 0) + (
-                int(lines["allocated_cents"].sum()) if lines.height else 0
-            )
+            report.episodes[bundle_id] += episodes.height
+            report.lines[bundle_id] += lines.height
+            report.allocated_cents[bundle_id] += int(lines["allocated_cents"].sum()) if lines.height else 0
             if episodes.height:
                 outputs[bundle_id][0].append(episodes)
                 outputs[bundle_id][1].append(lines)

@@ -7,6 +7,7 @@ care activity's subtraject and the originals of corrections are all local: no fu
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -59,7 +60,7 @@ class TableBooks:
 class BucketReport:
     bucket: int
     books: dict[str, TableBooks] = field(default_factory=dict)
-    failed: dict[str, int] = field(default_factory=dict)
+    failed: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     results: list[dict] = field(default_factory=list)
 
@@ -275,7 +276,7 @@ def validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketRe
     if validation.result:
         report.results.append(validation.result)
     for check, rows in validation.failed_rows.items():
-        report.failed[check] = report.failed.get(check, 0) + len(rows)
+        report.failed[check] += len(rows)
     failed = {k: v for k, v in validation.failed_rows.items()}
     renamed = frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row_i"))
     pairs = [

@@ -12,6 +12,7 @@ import math
 import platform
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -73,11 +74,11 @@ def check_critical(reports: list[PartitionReport], plan: DeliveryPlan, share: fl
     per_table: dict[str, dict] = {}
     for table in plan.files:
         rows = sum(r.rows for r in reports if r.table == table)
-        failed: dict[str, int] = {}
+        failed: Counter[str] = Counter()
         examples: dict[str, list[str]] = {}
         for r in (r for r in reports if r.table == table):
-            for check, count in r.failed.items():
-                failed[check] = failed.get(check, 0) + count
+            failed.update(r.failed)
+            for check in r.failed:
                 examples.setdefault(check, r.examples.get(check, []))
         per_table[table] = {"rows": rows, "failed": failed, "examples": examples}
         by_id = {c.id: c for c in suite_checks(table, "row")}
@@ -398,22 +399,16 @@ def close_books(
             and entry["rows_in"] == plan.rows_in(table)
             and Decimal(entry["euros_in_exact"]) == delivered.get(table, Decimal(0))
         )
-    link_failed: dict[str, int] = dict(small["failed"])
-    reasons: dict[str, dict[str, int]] = {k: dict(v) for k, v in small["reasons"].items()}
+    link_failed: Counter[str] = Counter(small["failed"])
+    reasons: dict[str, Counter[str]] = {k: Counter(v) for k, v in small["reasons"].items()}
     for r in bucket_reports:
-        for check, count in r.failed.items():
-            link_failed[check] = link_failed.get(check, 0) + count
+        link_failed.update(r.failed)
         for table, counts in r.reasons.items():
-            for reason, count in counts.items():
-                reasons.setdefault(table, {})[reason] = reasons.setdefault(table, {}).get(reason, 0) + count
+            reasons.setdefault(table, Counter()).update(counts)
     orphans = sum(r.orphan_activities for r in id_reports)
     if orphans:
-        reasons.setdefault("dbc_activity", {})["unknown_reference"] = (
-            reasons.get("dbc_activity", {}).get("unknown_reference", 0) + orphans
-        )
-        link_failed["dbc_activity.claim_id.references"] = (
-            link_failed.get("dbc_activity.claim_id.references", 0) + orphans
-        )
+        reasons.setdefault("dbc_activity", Counter())["unknown_reference"] += orphans
+        link_failed["dbc_activity.claim_id.references"] += orphans
     _check_link_critical(link_failed, books, state.critical_share)
 
     t = time.perf_counter()
@@ -532,11 +527,10 @@ def _check_link_critical(failed: dict[str, int], books: dict[str, TableBooks], s
             )
 
 
-def _sum_dicts(dicts) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _sum_dicts(dicts) -> Counter[str]:
+    out: Counter[str] = Counter()
     for d in dicts:
-        for k, v in d.items():
-            out[k] = out.get(k, 0) + v
+        out.update(d)
     return out
 
 

@@ -5,13 +5,15 @@ balanced books are not a contradiction, and the lines say so."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 
 def quarantine_reasons(manifest: dict) -> dict[str, int]:
     """Quarantined rows per reason over every table, largest first."""
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     for reasons in (manifest.get("quarantine") or {}).values():
         for reason, rows in reasons.items():
-            totals[reason] = totals.get(reason, 0) + int(rows)
+            totals[reason] += int(rows)
     return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -486,10 +487,9 @@ def finish(run: PanelsRun, casemix_report: dict, reports: list[dict]) -> dict:
     """Step 4: the initial-vs-final comparison, the manifest, the swap into place."""
     work = run.work
     shutil.rmtree(work / EXPECTED_DIR, ignore_errors=True)
-    rows: dict[str, int] = {}
+    rows: Counter[str] = Counter()
     for report in reports:
-        for name, n in report["rows"].items():
-            rows[name] = rows.get(name, 0) + n
+        rows.update(report["rows"])
     for name in ("casemix_coefficients", "casemix_fit"):
         rows[name] = table(name).read(work).height
     if run.earlier is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import polars as pl
@@ -63,10 +64,9 @@ def _quarantine(store: dict) -> list[dict]:
 
 def _episode_counts(episodes: dict) -> tuple[list[int], list[dict]]:
     """Episodes per bundle (rows) and anchor year (columns), every status counted."""
-    counts: dict[str, dict[int, int]] = {}
+    counts: dict[str, Counter[int]] = {}
     for entry in episodes.get("by_year_status") or []:
-        by_year = counts.setdefault(entry["bundle_id"], {})
-        by_year[int(entry["anchor_year"])] = by_year.get(int(entry["anchor_year"]), 0) + int(entry["episodes"])
+        counts.setdefault(entry["bundle_id"], Counter())[int(entry["anchor_year"])] += int(entry["episodes"])
     years = sorted({y for by_year in counts.values() for y in by_year})
     rows = [
         {"bundle": b, "counts": [counts[b].get(y, 0) for y in years], "total": sum(counts[b].values())}

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -221,14 +222,12 @@ def _service_days(results: list[BlockResult]) -> dict:
 
 
 def _truth_summary(config: SynthConfig, registry: ProviderRegistry, results: list[BlockResult], truth: Path) -> dict:
-    rows: dict[str, int] = {}
-    withheld: dict[str, dict[str, int]] = {}
+    rows: Counter[str] = Counter()
+    withheld: dict[str, Counter[str]] = {}
     for r in results:
-        for table, count in r.rows.items():
-            rows[table] = rows.get(table, 0) + count
+        rows.update(r.rows)
         for table, reasons in r.withheld.items():
-            for reason, count in reasons.items():
-                withheld.setdefault(table, {})[reason] = withheld.setdefault(table, {}).get(reason, 0) + count
+            withheld.setdefault(table, Counter()).update(reasons)
     rows["providers"] = int(registry.agb.size)
     rows["contracts"] = registry.contracts.height
     faults = pl.read_parquet(truth / "faults")

@@ -58,7 +58,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from fractions import Fraction
@@ -497,9 +497,7 @@ class Reconciliation:
         ``|cents| * share`` each, the cents left over one each to the largest remainders, ties to
         the lower AGB code, the sign put back), so the shares add up to ``settlement_cents``."""
         key = contract.parameters.get("distribution_key")
-        counts: dict[str, int] = defaultdict(int)
-        for e in chosen:
-            counts[e.provider] += 1
+        counts = Counter(e.provider for e in chosen)
         share: dict[str, Fraction] = {agb: Fraction(0) for agb in contract.providers}
         if key:
             for agb in contract.providers:
