@@ -12,7 +12,9 @@ from flows.cli import UserError, app
 
 @app.command("episodes")
 def episodes(
-    store: Annotated[Path, typer.Option(help="the store written by `zorgpad ingest`")],
+    store: Annotated[
+        Path, typer.Option(help="the store written by `zorgpad ingest` (not a delivery: ingest it first)")
+    ],
     out: Annotated[Path, typer.Option(help="where to write episodes and episode_lines")],
     bundles: Annotated[str | None, typer.Option(help="comma-separated bundle ids (default: all)")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
@@ -33,6 +35,8 @@ def episodes(
     from transforms.bundles import BundleDefinitionError, select_bundles
     from transforms.output_folder import check_target, require_output, require_unlocked
 
+    # a store only: a delivery (unvalidated, not netted, no patient buckets) is refused here with
+    # one line saying to run `zorgpad ingest` first
     require_output(store, "store", option="--store")
     target = check_target(out, "episodes", inputs={"store": store}, option="--out")
     require_unlocked(target)

@@ -1,4 +1,5 @@
 """Prefect flow ``episodes``: build care-path episodes from a store, per patient bucket on Dask.
+The store is one written by ``zorgpad ingest``; a delivery is refused (``build_episodes``).
 
 Two steps: the national reference prices (an aggregate over all buckets), then groups of buckets in
 parallel; both inside ``transforms.episodes.run.build_episodes``, which receives a Dask-backed

@@ -180,6 +180,21 @@ def test_episodes_refuse_an_output_inside_the_store_or_holding_other_files(refer
     assert digest(reference_store) == before and (mine / "analysis.R").exists()
 
 
+def test_episodes_refuse_a_delivery_and_say_to_ingest_it_first(delivery, tmp_path):
+    """Episodes are built from a store only (validated, netted, patient-bucketed): a delivery, the
+    generator's or a hand-made one, is refused with one line saying to run ``zorgpad ingest``."""
+    from tiny_delivery import TinyDelivery
+
+    tiny = TinyDelivery(tmp_path / "tiny")
+    tiny.patient("P1")
+    hand_made = tiny.write()
+    for folder, holds in ((delivery, "it holds a synthetic delivery"), (hand_made, "no manifest.json")):
+        before = digest(folder)
+        done = zorgpad(tmp_path, "episodes", "--store", str(folder), "--out", str(tmp_path / "e"))
+        assert_one_error_line(done, "--store", "is not a zorgpad store", holds, "run `zorgpad ingest` first")
+        assert digest(folder) == before and not (tmp_path / "e").exists()
+
+
 # ------------------------------------------------------------------------------ concurrent runs
 def _start(tmp: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(

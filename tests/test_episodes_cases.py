@@ -15,9 +15,8 @@ from transforms.episodes.run import build_episodes
 
 
 def run(delivery: TinyDelivery, tmp_path, bundles: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
-    root = delivery.write()
     out = tmp_path / "out"
-    build_episodes(root, out, bundles=bundles)
+    build_episodes(delivery.store(), out, bundles=bundles)
     if not (out / "episodes").exists():
         return pl.DataFrame(), pl.DataFrame()
     episodes = pl.concat(
@@ -364,3 +363,15 @@ def test_default_group_of_buckets_per_task():
     assert default_buckets_per_task(16, workers=16) == 1  # a larger cluster: a bucket per task
     assert default_buckets_per_task(3, workers=8) == 1  # more workers than buckets
     assert default_buckets_per_task(153) == 4 and default_buckets_per_task(16) == 1
+
+
+def test_a_delivery_is_refused_the_engine_reads_stores_only(tmp_path):
+    """No raw-delivery path: the rows of a delivery are not validated or netted and it has no
+    patient buckets, so the engine refuses it and says to ingest it first."""
+    from transforms.output_folder import OutputError
+
+    d = TinyDelivery(tmp_path / "d")
+    d.patient("P")
+    with pytest.raises(OutputError, match=r"is not a zorgpad store .*run `zorgpad ingest` first"):
+        build_episodes(d.write(), tmp_path / "out", bundles=["hip_oa"])
+    assert not (tmp_path / "out").exists()

@@ -85,7 +85,7 @@ def _write(tmp_path, patients, extra=None) -> TinyDelivery:
 
 
 def _run(d: TinyDelivery, out):
-    build_episodes(d.write(), out, bundles=["hip_oa"])
+    build_episodes(d.store(), out, bundles=["hip_oa"])
     if not (out / "episodes").exists():
         return pl.DataFrame(), pl.DataFrame()
     return (

@@ -7,7 +7,11 @@
     root = d.write()
 
 Every table of the contract is written (with the contract's Arrow schema), so the folder is a valid
-delivery for ``zorgpad ingest`` as well as direct input for the episode engine.
+delivery for ``zorgpad ingest``. The episode engine reads only stores: ``d.store()`` writes the
+delivery and ingests it (one bucket by default, no data docs) into a store beside it::
+
+    store = d.store()
+    build_episodes(store, tmp_path / "out", bundles=["hip_oa"])
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ PHARMACY = "02000001"
 PHYSIO = "04000001"
 MIDWIFE = "08000001"
 INSURER = "3311"
+#: The patient whose lines fill the tables a hand-written case leaves empty (see ``fill_empty_tables``).
+FILLER = "FILLER"
 
 
 def d(value: str | None) -> date | None:
@@ -181,3 +187,49 @@ class TinyDelivery:
             (self.root / name).mkdir(exist_ok=True)
             pq.write_table(arrow, self.root / name / "part-0.parquet")
         return self.root
+
+    def store(self, n_buckets: int = 1, critical_share: float = 1.0) -> Path:
+        """Write the delivery and ingest it into ``<root>-store`` (replaced if there); the store.
+
+        ``critical_share=1.0``: a hand-written case is never rejected as a whole; a row ingest
+        quarantines is not in the store, as in production."""
+        self.fill_empty_tables()
+        return ingest_tiny(self.write(), self.root.with_name(f"{self.root.name}-store"), n_buckets, critical_share)
+
+    def fill_empty_tables(self) -> None:
+        """Ingest refuses a delivery with an empty table (a national delivery never has one): one
+        line in each empty claim table (a DBC with one activity when there is no activity) for a
+        patient of its own (``FILLER``), who has no trigger of any bundle and shares no DBC product with anyone, so no episode, price or
+        covariate of the case changes."""
+        fill = {
+            "gp": lambda: self.gp("FILL-G", FILLER, self.filler_date),
+            "pharmacy": lambda: self.pharmacy("FILL-F", FILLER, self.filler_date, "A10BA02"),
+            "paramedical": lambda: self.physio("FILL-P", FILLER, self.filler_date),
+            "maternity": lambda: self.maternity("FILL-K", FILLER, self.filler_date, "postnatal"),
+        }
+        empty = [table for table in fill if not self.rows[table]]
+        if not self.rows["dbc_activity"]:  # a surgery DBC with an activity: no bundle's trigger
+            empty.append("dbc_activity")
+            fill["dbc_activity"] = lambda: self.dbc(
+                "FILL-D", FILLER, "0302", "02", self.filler_date, self.filler_date, 300.0,
+                activities=[("190003", self.filler_date, 1)], product="020107001",
+            )  # fmt: skip
+        if not empty:
+            return
+        if not any(r["patient_id"] == FILLER for r in self.rows["insured"]):
+            self.patient(FILLER, birth_year=1960, spells=[(f"{self.meta['first_year']}-01-01", None)])
+        for table in empty:
+            fill[table]()
+
+    @property
+    def filler_date(self) -> str:
+        return f"{self.meta['first_year']}-02-01"
+
+
+def ingest_tiny(delivery: Path, store: Path, n_buckets: int = 1, critical_share: float = 1.0) -> Path:
+    """Ingest a small delivery into ``store`` the way the pipeline does (``zorgpad ingest``'s
+    steps without Prefect, no data docs); returns ``store``."""
+    from transforms.ingest.run import ingest
+
+    ingest(delivery, store, n_buckets=n_buckets, data_docs=False, critical_share=critical_share)
+    return Path(store)

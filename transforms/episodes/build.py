@@ -84,7 +84,7 @@ LINE_COLUMNS = [
 
 @dataclass
 class BucketEpisodes:
-    bucket: int | None
+    bucket: int
     episodes: Counter[str] = field(default_factory=Counter)  # bundle -> episodes
     lines: Counter[str] = field(default_factory=Counter)
     allocated_cents: Counter[str] = field(default_factory=Counter)
@@ -194,7 +194,7 @@ def trigger_tables(bundles: list[BundleDefinition]) -> tuple[str, ...]:
 
 def bucket_episodes(
     store: str,
-    bucket: int | None,
+    bucket: int,
     bundles: list[BundleDefinition],
     prices: pl.DataFrame,
     contracts: pl.DataFrame,
@@ -234,7 +234,7 @@ def bucket_episodes(
 
 def build_buckets(
     store: str,
-    buckets: list[int | None],
+    buckets: list[int],
     bundle_ids: list[str],
     prices_path: str,
     out: str,
@@ -281,8 +281,8 @@ def build_buckets(
     return report
 
 
-def _write_partitioned(frame: pl.DataFrame, root: Path, bundle_id: str, bucket: int | None) -> None:
-    name = f"part-{bucket:04d}.parquet" if bucket is not None else "part-0000.parquet"
+def _write_partitioned(frame: pl.DataFrame, root: Path, bundle_id: str, bucket: int) -> None:
+    name = f"part-{bucket:04d}.parquet"
     for (year,), part in frame.partition_by("anchor_year", as_dict=True, maintain_order=True).items():
         folder = root / f"bundle_id={bundle_id}" / f"anchor_year={year}"
         folder.mkdir(parents=True, exist_ok=True)

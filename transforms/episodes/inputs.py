@@ -5,8 +5,9 @@ Money becomes int64 cents. Lines with a net amount of zero are *fully credited* 
 nothing (docs/episode-rules.md, Input): they are dropped here, so they are neither allocated nor
 triggers nor part of any price or covariate.
 
-The reader also accepts a clean delivery or any folder with the contract's tables (no bucket
-folders): then everything is one bucket, and ``patient_key`` is computed.
+The input is always a store written by ``zorgpad ingest``: validated, netted and patient-bucketed
+(``TABLE/bucket=NNNN/*.parquet``, every row with its ``patient_key``). A delivery is not read here:
+its rows are unvalidated, and a delivery has no buckets; ingest it first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pathlib import Path
 import polars as pl
 
 from transforms.contract import load_contract
-from transforms.ingest.keys import patient_key
 from transforms.money import decimal_cents
 
 LINE_COLUMNS = {
@@ -48,38 +48,30 @@ class BucketInputs:
     activities: pl.DataFrame
 
 
-def _files(root: Path, table: str, bucket: int | None) -> list[Path]:
-    folder = root / table / f"bucket={bucket:04d}" if bucket is not None else root / table
+def _files(root: Path, table: str, bucket: int) -> list[Path]:
+    folder = root / table / f"bucket={bucket:04d}"
     return sorted(folder.rglob("*.parquet")) if folder.exists() else []
 
 
 def read_store_table(
-    root: Path, table: str, bucket: int | None, columns: list[str], patient_keys: pl.Series | None = None
+    root: Path, table: str, bucket: int, columns: list[str], patient_keys: pl.Series | None = None
 ) -> pl.DataFrame | None:
-    """Read a table of one bucket (only ``columns``; only ``patient_keys`` when given). A store
-    without ``patient_key`` (a delivery read as input) gets it from ``patient_id``. Public because
-    the reference prices (``transforms.episodes.prices``) read the store the same way."""
+    """Read a table of one bucket of the store (only ``columns``; only ``patient_keys`` when given).
+    Public because the reference prices (``transforms.episodes.prices``) read the store the same way."""
     files = _files(root, table, bucket)
     if not files:
         return None
     frames = []
     for f in files:
         available = pl.read_parquet_schema(f)
-        selected = [c for c in columns if c in available]
-        scan = pl.scan_parquet(f).select(selected)
-        has_key = "patient_key" in selected
-        if "patient_key" in columns and not has_key and "patient_id" in selected:
-            scan = scan.with_columns(
-                pl.col("patient_id").map_batches(patient_key, return_dtype=pl.Int64).alias("patient_key")
-            )
-            has_key = True
-        if patient_keys is not None and has_key:
+        scan = pl.scan_parquet(f).select([c for c in columns if c in available])
+        if patient_keys is not None:
             scan = scan.filter(pl.col("patient_key").is_in(patient_keys.implode()))
         frames.append(scan)
     return pl.concat(pl.collect_all(frames), how="diagonal_relaxed")
 
 
-def read_insured(root: Path | str, bucket: int | None) -> pl.DataFrame:
+def read_insured(root: Path | str, bucket: int) -> pl.DataFrame:
     insured = read_store_table(
         Path(root),
         "insured",
@@ -114,7 +106,7 @@ def read_insured(root: Path | str, bucket: int | None) -> pl.DataFrame:
 
 
 def read_lines(
-    root: Path | str, bucket: int | None, tables: tuple[str, ...] = CLAIM_TABLES, patient_keys: pl.Series | None = None
+    root: Path | str, bucket: int, tables: tuple[str, ...] = CLAIM_TABLES, patient_keys: pl.Series | None = None
 ) -> pl.DataFrame:
     """Money lines of the given tables in one frame (fully credited lines dropped)."""
     parts = []
@@ -144,7 +136,7 @@ def read_lines(
 
 
 def read_activities(
-    root: Path | str, bucket: int | None, dbc_lines: pl.DataFrame, patient_keys: pl.Series | None = None
+    root: Path | str, bucket: int, dbc_lines: pl.DataFrame, patient_keys: pl.Series | None = None
 ) -> pl.DataFrame:
     """Care activities of the (not fully credited) DBC lines given."""
     activities = read_store_table(
@@ -171,8 +163,7 @@ def read_activities(
     return activities.join(claims, on="claim_id", how="inner")
 
 
-def bucket_numbers(root: Path | str) -> list[int | None]:
-    """The buckets of a store, or ``[None]`` for an unbucketed folder (a delivery)."""
+def bucket_numbers(root: Path | str) -> list[int]:
+    """The patient buckets of a store (``insured/bucket=NNNN``)."""
     root = Path(root)
-    found = sorted({int(p.name.split("=")[1]) for p in (root / "insured").glob("bucket=*")})
-    return found or [None]
+    return sorted({int(p.name.split("=")[1]) for p in (root / "insured").glob("bucket=*")})

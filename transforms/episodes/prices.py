@@ -17,7 +17,7 @@ from transforms.money import decimal_cents
 PRICE_SCHEMA = {"product_cd": pl.String, "year": pl.Int32, "reference_cents": pl.Int64, "n_lines": pl.UInt32}
 
 
-def partial_prices(root: str, buckets: list[int | None]) -> pl.DataFrame:
+def partial_prices(root: str, buckets: list[int]) -> pl.DataFrame:
     """Sum and count of the declared cents per product and year over the DBC lines of ``buckets``
     (one task's group; the sums of all groups make the national price)."""
     from pathlib import Path

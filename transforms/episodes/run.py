@@ -1,5 +1,8 @@
 """Build episodes for a whole store: national reference prices, then every bucket in parallel.
 
+The input is a store written by ``zorgpad ingest`` (validated and patient-bucketed), never a raw
+delivery: ingest a delivery first.
+
 Output layout (``OUT``)::
 
     manifest.json                                   inputs, bundles, counts, money, timing, versions
@@ -27,7 +30,7 @@ from transforms.contract import CONTRACT_VERSION
 from transforms.episodes.build import build_buckets
 from transforms.episodes.inputs import bucket_numbers
 from transforms.episodes.prices import combine_prices, partial_prices
-from transforms.output_folder import Publication
+from transforms.output_folder import Publication, require_output
 from transforms.runtime import Mapper, code_version, local_map
 
 DEFAULT_RUNOUT_MONTHS = 12
@@ -54,14 +57,8 @@ def default_buckets_per_task(n_buckets: int, workers: int | None = None) -> int:
 
 
 def data_as_of_of(store: Path) -> date:
-    """``data_as_of`` of the delivery behind a store (its manifest) or of a delivery folder."""
-    manifest = store / "manifest.json"
-    if manifest.exists():
-        return date.fromisoformat(json.loads(manifest.read_text())["delivery"]["data_as_of"])
-    delivery = store / "delivery.json"
-    if delivery.exists():
-        return date.fromisoformat(json.loads(delivery.read_text())["data_as_of"])
-    raise FileNotFoundError(f"{store} has neither a manifest.json (a store) nor a delivery.json (a delivery)")
+    """``data_as_of`` of the delivery behind a store (the store's manifest)."""
+    return date.fromisoformat(json.loads((Path(store) / "manifest.json").read_text())["delivery"]["data_as_of"])
 
 
 def build_episodes(
@@ -76,10 +73,13 @@ def build_episodes(
     workers: int | None = None,
 ) -> dict:
     """Reference prices, then the episodes of every group of buckets in parallel (see the module
-    docstring for the output). ``buckets_per_task`` defaults to :func:`default_buckets_per_task` for
-    ``workers`` (the worker processes the mapper runs on, when known)."""
+    docstring for the output). ``store`` must be a store written by ``zorgpad ingest`` (anything
+    else, a delivery included, is refused with :class:`~transforms.output_folder.OutputError`).
+    ``buckets_per_task`` defaults to :func:`default_buckets_per_task` for ``workers`` (the worker
+    processes the mapper runs on, when known)."""
     started = time.perf_counter()
     store, out = Path(store), Path(out)
+    require_output(store, "store", option="store")
     definitions = select_bundles(bundles)  # fails early on an unknown bundle
     bundle_ids = [b.id for b in definitions]
     as_of = data_as_of or data_as_of_of(store)
