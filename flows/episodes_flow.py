@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.dask_cluster import dask_cluster, dask_mapper, dask_workers, oversubscribed_hosts
 from transforms.bundles import select_bundles
 from transforms.episodes.run import DEFAULT_RUNOUT_MONTHS, build_episodes
+from transforms.manifests import EpisodesManifest, parse_manifest
 
 
 @task(name="build episodes per bucket")
@@ -52,12 +53,16 @@ def episodes_flow(
         for warning in oversubscribed_hosts(address):
             get_run_logger().warning("Dask workers compete for cores: %s", warning)
         manifest = build_task(store, out, bundles, address, runout_months, buckets_per_task)
-    lines = ["| bundle | episodes | episode lines | allocated euros |", "|---|---:|---:|---:|"]
-    for b in manifest["bundles"]:
-        lines.append(
-            f"| {b} | {manifest['episodes'][b]:,} | {manifest['episode_lines'][b]:,} | "
-            f"{manifest['allocated_euros'][b]:,.2f} |"
-        )
-    create_markdown_artifact("\n".join(lines), key="episodes", description="episodes built per bundle")
+    create_markdown_artifact(_artifact(manifest), key="episodes", description="episodes built per bundle")
     get_run_logger().info("episodes written to %s", manifest["out"])
     return manifest
+
+
+def _artifact(manifest: EpisodesManifest | dict) -> str:
+    manifest = parse_manifest(EpisodesManifest, manifest, "the episodes manifest")
+    lines = ["| bundle | episodes | episode lines | allocated euros |", "|---|---:|---:|---:|"]
+    for b in manifest.bundles:
+        lines.append(
+            f"| {b} | {manifest.episodes[b]:,} | {manifest.episode_lines[b]:,} | {manifest.allocated_euros[b]:,.2f} |"
+        )
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.dask_cluster import RECYCLE_WORKERS_AFTER, dask_cluster, dask_mapper, oversubscribed_hosts
 from transforms.ingest import run as steps
 from transforms.ingest.delivery import DeliveryError
+from transforms.manifests import StoreManifest, parse_manifest
 
 
 @task(name="inspect delivery")
@@ -37,30 +38,33 @@ def buckets_task(state: steps.RunState, address: str, recycle_after: int | None)
 
 
 @task(name="books, validation summary, data docs")
-def books_task(state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs: bool) -> dict:
+def books_task(
+    state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs: bool
+) -> StoreManifest:
     return steps.close_books(
         state, partition_reports, row_checks, id_reports, bucket_reports, small, data_docs=data_docs
     )
 
 
 @task(name="publish store")
-def publish_task(state: steps.RunState, manifest: dict) -> str:
+def publish_task(state: steps.RunState, manifest: StoreManifest) -> str:
     return steps.publish(state, manifest)
 
 
-def _artifact(manifest: dict) -> str:
+def _artifact(manifest: StoreManifest | dict) -> str:
+    manifest = parse_manifest(StoreManifest, manifest, "the store manifest")
     lines = [
-        f"# Ingest of {manifest['delivery_id']}",
+        f"# Ingest of {manifest.delivery_id}",
         "",
         "| table | rows in | stored | quarantined | merged | balanced |",
         "|---|---:|---:|---:|---:|---|",
     ]
-    for table, b in manifest["books"].items():
+    for table, b in manifest.books.items():
         lines.append(
-            f"| {table} | {b['rows_in']:,} | {b['rows_stored']:,} | {b['rows_quarantined']:,} | "
-            f"{b['rows_merged']:,} | {'yes' if b['balanced'] else 'NO'} |"
+            f"| {table} | {b.rows_in:,} | {b.rows_stored:,} | {b.rows_quarantined:,} | "
+            f"{b.rows_merged:,} | {'yes' if b.balanced else 'NO'} |"
         )
-    lines += ["", "Quarantine reasons: " + ", ".join(f"{t}: {r}" for t, r in manifest["quarantine"].items())]
+    lines += ["", "Quarantine reasons: " + ", ".join(f"{t}: {r}" for t, r in manifest.quarantine.items())]
     return "\n".join(lines)
 
 
@@ -99,8 +103,8 @@ def ingest_flow(
         steps.abandon(state)
         raise
     create_markdown_artifact(_artifact(manifest), key="ingest-books", description="rows and euros accounted for")
-    logger.info("store written to %s (balanced: %s)", manifest["store"], manifest["balanced"])
-    return manifest
+    logger.info("store written to %s (balanced: %s)", manifest.store, manifest.balanced)
+    return manifest.dump()
 
 
 __all__ = ["DeliveryError", "ingest_flow"]

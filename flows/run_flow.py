@@ -28,6 +28,7 @@ from flows.panel_build_flow import panel_build_flow
 from flows.panels_flow import panels_flow
 from transforms.hashing import file_sha256
 from transforms.ingest.summary import quarantine_reasons
+from transforms.manifests import EpisodesManifest, StoreManifest, parse_manifest
 from transforms.output_folder import acquire_lock, check_target, release_lock
 from transforms.run_cache import is_fresh, read_run_manifest, record_stage, stage_key, tree_digest, write_run_manifest
 
@@ -195,19 +196,21 @@ def run_summary(manifest: dict) -> dict:
 
 
 def _ingest_summary(manifest: dict) -> dict:
+    store = parse_manifest(StoreManifest, manifest, "the store manifest")
     return {
-        "delivery_id": manifest["delivery_id"],
-        "balanced": manifest["balanced"],
-        "rows_delivered": sum(e["rows_in"] for e in manifest["books"].values()),
-        "rows_quarantined": sum(e["rows_quarantined"] for e in manifest["books"].values()),
+        "delivery_id": store.delivery_id,
+        "balanced": store.balanced,
+        "rows_delivered": sum(e.rows_in for e in store.books.values()),
+        "rows_quarantined": sum(e.rows_quarantined for e in store.books.values()),
         "quarantine_reasons": quarantine_reasons(manifest),
-        "validation_success": (manifest.get("validation") or {}).get("success"),
-        "data_docs": (manifest.get("validation") or {}).get("data_docs"),
+        "validation_success": store.validation.success,
+        "data_docs": store.validation.data_docs,
     }
 
 
 def _episodes_summary(manifest: dict) -> dict:
-    return {"episodes": manifest["episodes"], "allocated_euros": manifest["allocated_euros"]}
+    episodes = parse_manifest(EpisodesManifest, manifest, "the episodes manifest")
+    return {"episodes": episodes.episodes, "allocated_euros": episodes.allocated_euros}
 
 
 __all__ = ["run_flow", "spec_files"]

@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from transforms.errors import UserFacingError
+from transforms.manifests import EpisodesManifest, StoreManifest, parse_manifest
 
 FORMAT = 1
 MARKER = "zorgpad"
@@ -239,21 +240,33 @@ def require_unlocked(target: Path | str) -> None:
         )
 
 
-def require_episodes_of(store: Path | str, episodes: Path | str) -> tuple[dict, dict]:
+def require_episodes_of(store: Path | str, episodes: Path | str) -> tuple[StoreManifest, EpisodesManifest]:
     """The manifests of a complete store and of complete episodes built from it for the same delivery
-    (``--store``, ``--episodes``); one ``OutputError`` naming the mismatch otherwise."""
-    store_manifest = require_output(store, "store", option="--store")
-    episodes_manifest = require_output(episodes, "episodes", option="--episodes")
-    store_path = str(Path(store).expanduser().resolve())
-    if episodes_manifest.get("store") and episodes_manifest["store"] != store_path:
+    (``--store``, ``--episodes``); one ``OutputError`` naming the mismatch otherwise, one
+    ``ManifestError`` when a manifest is not of its form."""
+    store_path = Path(store).expanduser().resolve()
+    episodes_path = Path(episodes).expanduser().resolve()
+    store_manifest = parse_manifest(
+        StoreManifest,
+        require_output(store, "store", option="--store"),
+        f"--store {store_path / 'manifest.json'}",
+        hint="run `zorgpad ingest` again",
+    )
+    episodes_manifest = parse_manifest(
+        EpisodesManifest,
+        require_output(episodes, "episodes", option="--episodes"),
+        f"--episodes {episodes_path / 'manifest.json'}",
+        hint="run `zorgpad episodes` again",
+    )
+    if episodes_manifest.store and episodes_manifest.store != str(store_path):
         raise OutputError(
-            f"--episodes {episodes} were built from the store {episodes_manifest['store']}, not from "
+            f"--episodes {episodes} were built from the store {episodes_manifest.store}, not from "
             f"--store {store_path}: build the episodes from this store, or pass their store"
         )
-    as_of = store_manifest["delivery"]["data_as_of"]
-    if episodes_manifest.get("data_as_of") not in (None, as_of):
+    as_of = store_manifest.delivery.data_as_of
+    if episodes_manifest.data_as_of != as_of:
         raise OutputError(
-            f"--episodes have data_as_of {episodes_manifest['data_as_of']}, the store {as_of}: "
+            f"--episodes have data_as_of {episodes_manifest.data_as_of}, the store {as_of}: "
             "they are of another delivery; rebuild the episodes"
         )
     return store_manifest, episodes_manifest

@@ -47,6 +47,7 @@ from transforms.did_panel.units import (
 from transforms.episodes.rules import CHRONIC_ATC
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
+from transforms.manifests import DidPanelManifest, EpisodesManifest, StoreManifest
 from transforms.maturity.store import read_lines as read_claim_lines
 from transforms.output_folder import (
     OutputError,
@@ -236,8 +237,8 @@ def preflight(
     spec = load_spec(spec_path)
     vektis_manifest = _check_vektis(spec, spec_path, vektis)
     store_manifest, episodes_manifest = require_episodes_of(store, episodes)
-    as_of = store_manifest["delivery"]["data_as_of"]
-    built = episodes_manifest.get("bundles", [])
+    as_of = store_manifest.delivery.data_as_of.isoformat()
+    built = episodes_manifest.bundles
     missing = [b for b in spec.bundles if b not in built]
     if missing:
         raise SpecError(
@@ -258,7 +259,7 @@ def preflight(
     inputs.update({"vektis": Path(vektis)} if vektis is not None else {})
     target = check_target(out, KIND, inputs=inputs, option="--out")
     require_unlocked(target)
-    last_year = (store_manifest.get("delivery") or {}).get("last_year")
+    last_year = store_manifest.delivery.last_year
     return {
         "spec": spec,
         "store_manifest": store_manifest,
@@ -302,24 +303,23 @@ def plan_build(
         if vektis_path is not None:  # gemeente_year: one more task reads the Vektis folder
             partitions.append((gemeente.VEKTIS_PART, 0, [str(vektis_path)]))
         cohorts = provider_cohorts(read_contracts(store_path), spec.bundles, spec.period, spec.years)
-        store_marker = checked["store_manifest"].get("zorgpad", {})
+        store_manifest: StoreManifest = checked["store_manifest"]
+        episodes_manifest: EpisodesManifest = checked["episodes_manifest"]
         provenance = {
             "store": {
                 "path": str(store_path),
-                "run_id": store_marker.get("run_id"),
-                "delivery_id": checked["store_manifest"].get("delivery_id"),
+                "run_id": store_manifest.run_id,
+                "delivery_id": store_manifest.delivery_id,
                 "manifest_sha256": file_sha256(store_path / "manifest.json"),
-                "code_version": checked["store_manifest"].get("code_version"),
-                "inputs": {
-                    t: [f["sha256"] for f in files] for t, files in checked["store_manifest"].get("inputs", {}).items()
-                },
+                "code_version": store_manifest.code_version,
+                "inputs": {t: [f.sha256 for f in files] for t, files in store_manifest.inputs.items()},
             },
             "episodes": {
                 "path": str(episodes_path),
-                "run_id": checked["episodes_manifest"].get("zorgpad", {}).get("run_id"),
+                "run_id": episodes_manifest.run_id,
                 "manifest_sha256": file_sha256(episodes_path / "manifest.json"),
-                "code_version": checked["episodes_manifest"].get("code_version"),
-                "runout_months": checked["episodes_manifest"].get("runout_months"),
+                "code_version": episodes_manifest.code_version,
+                "runout_months": episodes_manifest.runout_months,
             },
         }
         if vektis_path is not None:
@@ -697,40 +697,40 @@ def finish(run: PanelBuild, summary: dict, estimates: dict | None = None) -> dic
     digest, files = content_hash(run.work)
     spec = run.spec
     cohorts = run.cohorts.with_columns(pl.col("contract_start").cast(pl.String))
-    manifest = {
-        "name": spec.name,
-        "unit": spec.unit,
-        "period": spec.period,
-        "years": list(spec.years),
-        "data_as_of": run.data_as_of,
-        "spec": normalised(spec),
-        "spec_hash": spec_hash(spec),
-        "spec_file": {"path": run.spec_path, "sha256": run.spec_sha256},
+    manifest = DidPanelManifest(
+        name=spec.name,
+        unit=spec.unit,
+        period=spec.period,
+        years=list(spec.years),
+        data_as_of=run.data_as_of,
+        spec=normalised(spec),
+        spec_hash=spec_hash(spec),
+        spec_file={"path": run.spec_path, "sha256": run.spec_sha256},
         **run.provenance,
-        "contract_version": CONTRACT_VERSION,
-        "code_version": code_version(),
-        "maturity": {
+        contract_version=CONTRACT_VERSION,
+        code_version=code_version(),
+        maturity={
             "claim_table": run.maturity_table,
             "mature_at": spec.mature_at,
             "immature_periods": summary["immature_periods"],
         },
-        "several_insurers": run.several_insurers,
-        "cohorts": {
+        several_insurers=run.several_insurers,
+        cohorts={
             "providers": {
                 s: int(n) for s, n in cohorts.group_by("cohort_status").agg(pl.len()).sort("cohort_status").iter_rows()
             },
             "treated_before_first_period_coded": "left out",
             "treated_after_last_period_coded": "never treated (cohort 0)",
         },
-        "rows": {
+        rows={
             "panel": summary["rows"],
             "units": summary["units"],
             "treated_rows": summary["treated_rows"],
             "providers": summary["providers"],
         },
-        "units_per_cohort": summary["units_per_cohort"],
-        "attrition": summary["attrition"],
-        "tables": {
+        units_per_cohort=summary["units_per_cohort"],
+        attrition=summary["attrition"],
+        tables={
             "panel": {
                 "grain": panel_columns.BASE.grain,
                 "key": list(panel_columns.BASE.key),
@@ -738,18 +738,18 @@ def finish(run: PanelBuild, summary: dict, estimates: dict | None = None) -> dic
             },
             "attrition": {"grain": panel_columns.ATTRITION.grain, "key": list(panel_columns.ATTRITION.key)},
         },
-        "adapters": {
+        adapters={
             "did": {"file": ADAPTERS["did"], "never_treated": 0, "for": "R did, csdid, pyfixest"},
             "differences": {"file": ADAPTERS["differences"], "never_treated": "NaN", "for": "differences"},
         },
-        "content_sha256": digest,
-        "files": files,
-        "estimates": estimates,
-        "timing_seconds": {k: round(v, 3) for k, v in run.timing.items()},
-    }
-    manifest["timing_seconds"]["total"] = round(time.perf_counter() - run.started, 3)
-    run.publication.commit(manifest)
-    return {**manifest, "out": run.publication.target}
+        content_sha256=digest,
+        files=files,
+        estimates=estimates,
+        timing_seconds={k: round(v, 3) for k, v in run.timing.items()},
+    )
+    manifest.timing_seconds["total"] = round(time.perf_counter() - run.started, 3)
+    run.publication.commit(manifest.dump())
+    return {**manifest.dump(), "out": run.publication.target}
 
 
 def abandon(run: PanelBuild) -> None:

@@ -17,7 +17,6 @@ outside the store.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from datetime import date
@@ -30,6 +29,7 @@ from transforms.contract import CONTRACT_VERSION
 from transforms.episodes.build import build_buckets
 from transforms.episodes.inputs import bucket_numbers
 from transforms.episodes.prices import combine_prices, partial_prices
+from transforms.manifests import EpisodesManifest, StoreManifest, read_manifest
 from transforms.output_folder import Publication, require_output
 from transforms.runtime import Mapper, code_version, local_map
 
@@ -58,7 +58,8 @@ def default_buckets_per_task(n_buckets: int, workers: int | None = None) -> int:
 
 def data_as_of_of(store: Path) -> date:
     """``data_as_of`` of the delivery behind a store (the store's manifest)."""
-    return date.fromisoformat(json.loads((Path(store) / "manifest.json").read_text())["delivery"]["data_as_of"])
+    manifest = Path(store) / "manifest.json"
+    return read_manifest(StoreManifest, manifest, hint="run `zorgpad ingest` again").delivery.data_as_of
 
 
 def build_episodes(
@@ -113,26 +114,26 @@ def build_episodes(
                 .sort("bundle_id", "anchor_year", "status")
             )
             by_year = summary.to_dicts()
-        manifest = {
-            "store": str(store.resolve()),
-            "out": publication.target,
-            "bundles": bundle_ids,
-            "buckets": len(buckets),
-            "tasks": len(groups),
-            "buckets_per_task": per_task,
-            "data_as_of": as_of.isoformat(),
-            "runout_months": runout_months,
-            "code_version": code_version(),
-            "contract_version": CONTRACT_VERSION,
-            "episodes": counts,
-            "episode_lines": lines,
-            "allocated_euros": money,
-            "by_year_status": by_year,
-            "timing_seconds": {k: round(v, 3) for k, v in timing.items()},
-        }
-        manifest["timing_seconds"]["total"] = round(time.perf_counter() - started, 3)
+        manifest = EpisodesManifest(
+            store=str(store.resolve()),
+            out=publication.target,
+            bundles=bundle_ids,
+            buckets=len(buckets),
+            tasks=len(groups),
+            buckets_per_task=per_task,
+            data_as_of=as_of,
+            runout_months=runout_months,
+            code_version=code_version(),
+            contract_version=CONTRACT_VERSION,
+            episodes=counts,
+            episode_lines=lines,
+            allocated_euros=money,
+            by_year_status=by_year,
+            timing_seconds={k: round(v, 3) for k, v in timing.items()},
+        )
+        manifest.timing_seconds["total"] = round(time.perf_counter() - started, 3)
     except BaseException:
         publication.abandon()
         raise
-    publication.commit(manifest)
-    return manifest
+    publication.commit(manifest.dump())
+    return manifest.dump()

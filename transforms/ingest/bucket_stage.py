@@ -25,35 +25,12 @@ from transforms.ingest.links import LinkContext, add_link_flags, parent_rows
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
 from transforms.ingest.partition_stage import FAILED
+from transforms.manifests import TableBooks
 from transforms.money import cents_to_decimal
 
 STORE_EXTRA = {
     "claims": [("n_corrections", pa.int16()), ("fully_credited", pa.bool_()), ("effective_claim_id", pa.string())],
 }
-
-
-@dataclass
-class TableBooks:
-    """Rows and cents of one table in one bucket: in = stored + quarantined + merged."""
-
-    rows_in: int = 0
-    rows_stored: int = 0
-    rows_quarantined: int = 0
-    rows_merged: int = 0
-    cents_in: int = 0
-    cents_stored: int = 0
-    cents_quarantined: int = 0
-    cents_merged_lines: int = 0  # money carried by merged lines (inside cents_stored)
-    fully_credited: int = 0
-    #: delivered amounts that are not whole cents, in exact euros (all quarantined), and amounts
-    #: that are not a number at all (NaN, infinite: counted, no euros)
-    unrepresentable_in: Decimal = Decimal(0)
-    unrepresentable_quarantined: Decimal = Decimal(0)
-    amounts_not_a_number: int = 0
-
-    def add(self, other: TableBooks) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass

@@ -21,15 +21,16 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from pydantic import ValidationError
 
 from transforms.contract import Column, Contract, load_contract
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
+from transforms.manifests import DeliveryMeta, ListedFile, describe
 
 #: Rows per partition: a file larger than this is split along its row groups.
 PARTITION_ROWS = 1_000_000
@@ -45,24 +46,6 @@ class DeliveryError(UserFacingError):
         self.table = table
         self.check = check
         self.details = details or {}
-
-
-@dataclass(frozen=True)
-class DeliveryMeta:
-    delivery_id: str
-    data_as_of: date
-    first_year: int
-    last_year: int
-    producer: str
-
-    def as_dict(self) -> dict:
-        return {
-            "delivery_id": self.delivery_id,
-            "data_as_of": self.data_as_of.isoformat(),
-            "first_year": self.first_year,
-            "last_year": self.last_year,
-            "producer": self.producer,
-        }
 
 
 @dataclass(frozen=True)
@@ -132,16 +115,10 @@ def read_delivery_meta(root: Path, raw: dict | None = None) -> DeliveryMeta:
     if missing:
         raise DeliveryError(f"delivery.json lacks {', '.join(missing)}", check="delivery_json")
     try:
-        meta = DeliveryMeta(
-            delivery_id=str(raw["delivery_id"]),
-            data_as_of=date.fromisoformat(str(raw["data_as_of"])),
-            first_year=int(raw["first_year"]),
-            last_year=int(raw["last_year"]),
-            producer=str(raw["producer"]),
-        )
-    except (TypeError, ValueError) as exc:
+        meta = DeliveryMeta.model_validate({k: raw[k] for k in DeliveryMeta.model_fields})
+    except ValidationError as exc:
         raise DeliveryError(
-            f"delivery.json has a malformed value: {exc} (data_as_of must be YYYY-MM-DD, years integers)",
+            f"delivery.json has a malformed value: {describe(exc)} (data_as_of must be YYYY-MM-DD, years integers)",
             check="delivery_json",
         ) from None
     if not 1990 <= meta.first_year <= 2100 or not 1990 <= meta.last_year <= 2100:
@@ -162,15 +139,6 @@ def read_delivery_meta(root: Path, raw: dict | None = None) -> DeliveryMeta:
     return meta
 
 
-@dataclass(frozen=True)
-class ListedFile:
-    """An entry of the ``files`` list of ``delivery.json``."""
-
-    path: str
-    bytes: int | None = None
-    sha256: str | None = None
-
-
 def _file_list(raw: dict, contract: Contract) -> list[ListedFile] | None:
     """The ``files`` of ``delivery.json`` (None when it has none), checked for form."""
     if "files" not in raw:
@@ -183,36 +151,32 @@ def _file_list(raw: dict, contract: Contract) -> list[ListedFile] | None:
         )
     listed: list[ListedFile] = []
     for i, entry in enumerate(entries):
-        if isinstance(entry, str):
-            entry = {"path": entry}
-        if (
-            not isinstance(entry, dict)
-            or not isinstance(entry.get("path"), str)
-            or set(entry) - {"path", "bytes", "sha256"}
-        ):
+        try:
+            parsed = ListedFile.model_validate({"path": entry} if isinstance(entry, str) else entry)
+        except ValidationError as exc:
+            if isinstance(entry, dict) and all(e["loc"][:1] in (("bytes",), ("sha256",)) for e in exc.errors()):
+                raise DeliveryError(
+                    f"delivery.json: files[{i}] ({entry['path']}): bytes must be a whole number and "
+                    "sha256 64 hexadecimal characters",
+                    check="file_list",
+                ) from None
             raise DeliveryError(
                 f'delivery.json: files[{i}] must be {{"path": str, "bytes": int, "sha256": str}} '
-                f"(bytes and sha256 optional), not {json.dumps(entry)[:120]}",
+                f"(bytes and sha256 optional), not {json.dumps(entry, default=str)[:120]}",
                 check="file_list",
-            )
-        path = Path(entry["path"])
+            ) from None
+        path = Path(parsed.path)
         if path.is_absolute() or ".." in path.parts or len(path.parts) < 2 or path.parts[0] not in contract.tables:
             raise DeliveryError(
-                f"delivery.json: files[{i}] path {entry['path']!r} must be relative to the delivery "
+                f"delivery.json: files[{i}] path {parsed.path!r} must be relative to the delivery "
                 f"and start with a table folder ({', '.join(contract.tables)})",
                 check="file_list",
             )
-        size = entry.get("bytes")
-        digest = entry.get("sha256")
-        if (size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0)) or (
-            digest is not None and not (isinstance(digest, str) and len(digest) == 64)
-        ):
-            raise DeliveryError(
-                f"delivery.json: files[{i}] ({entry['path']}): bytes must be a whole number and "
-                "sha256 64 hexadecimal characters",
-                check="file_list",
+        listed.append(
+            parsed.model_copy(
+                update={"path": path.as_posix(), "sha256": parsed.sha256.lower() if parsed.sha256 else None}
             )
-        listed.append(ListedFile(path.as_posix(), size, digest.lower() if digest else None))
+        )
     paths = [f.path for f in listed]
     repeated = sorted({p for p in paths if paths.count(p) > 1})
     if repeated:

@@ -35,6 +35,7 @@ from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
 from transforms.ingest.links import LinkContext, add_link_flags, first_valid_kept
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
+from transforms.manifests import BooksEntry, StoreManifest, ValidationRef
 from transforms.money import exact_euros
 from transforms.output_folder import Publication, check_target, require_unlocked
 from transforms.runtime import Mapper, code_version, local_map
@@ -175,11 +176,11 @@ def _orphans(staging: Staging, store: Path) -> TableBooks:
     )
 
 
-def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
+def balance(books: dict[str, TableBooks]) -> dict[str, BooksEntry]:
     """Rows in = stored + quarantined + merged; euros in = stored + quarantined (+ merged care
     activities, whose amounts are a breakdown), exactly: amounts that are not whole cents count
     with their delivered value (all of them are quarantined). Returns per table the check; euros
-    are given as numbers and, exactly, as text (``*_exact``)."""
+    are given as numbers and, exactly, as text in the JSON (``*_exact``)."""
     out = {}
     for table, b in books.items():
         rows_ok = b.rows_in == b.rows_stored + b.rows_quarantined + b.rows_merged
@@ -189,17 +190,16 @@ def balance(books: dict[str, TableBooks]) -> dict[str, dict]:
         euros_in = exact_euros(b.cents_in) + b.unrepresentable_in
         euros_stored = exact_euros(b.cents_stored)
         euros_quarantined = exact_euros(b.cents_quarantined) + b.unrepresentable_quarantined
-        entry = {name: (str(value) if isinstance(value, Decimal) else value) for name, value in asdict(b).items()}
-        out[table] = {
-            **entry,
-            "euros_in": float(euros_in),
-            "euros_stored": float(euros_stored),
-            "euros_quarantined": float(euros_quarantined),
-            "euros_in_exact": str(euros_in),
-            "euros_stored_exact": str(euros_stored),
-            "euros_quarantined_exact": str(euros_quarantined),
-            "balanced": rows_ok and cents_ok and unrepresentable_ok,
-        }
+        out[table] = BooksEntry(
+            **b.model_dump(),
+            euros_in=float(euros_in),
+            euros_stored=float(euros_stored),
+            euros_quarantined=float(euros_quarantined),
+            euros_in_exact=euros_in,
+            euros_stored_exact=euros_stored,
+            euros_quarantined_exact=euros_quarantined,
+            balanced=rows_ok and cents_ok and unrepresentable_ok,
+        )
     return out
 
 
@@ -377,7 +377,7 @@ def close_books(
     small: dict,
     *,
     data_docs: bool = True,
-) -> dict:
+) -> StoreManifest:
     """Step 5: the books (rows and euros in = stored + quarantined + merged), the validation summary,
     Data Docs and the manifest. Raises when a link check passes the critical share or the books do
     not balance."""
@@ -392,12 +392,12 @@ def close_books(
     ledger = balance(books)
     delivered = delivered_euros(partition_reports)
     for table, entry in ledger.items():
-        entry["rows_in_delivery"] = plan.rows_in(table)
-        entry["euros_delivered_exact"] = str(delivered.get(table, Decimal(0)))
-        entry["balanced"] = (
-            entry["balanced"]
-            and entry["rows_in"] == plan.rows_in(table)
-            and Decimal(entry["euros_in_exact"]) == delivered.get(table, Decimal(0))
+        entry.rows_in_delivery = plan.rows_in(table)
+        entry.euros_delivered_exact = delivered.get(table, Decimal(0))
+        entry.balanced = (
+            entry.balanced
+            and entry.rows_in == plan.rows_in(table)
+            and entry.euros_in_exact == entry.euros_delivered_exact
         )
     link_failed: Counter[str] = Counter(small["failed"])
     reasons: dict[str, Counter[str]] = {k: Counter(v) for k, v in small["reasons"].items()}
@@ -424,53 +424,51 @@ def close_books(
     (validation_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     state.timing["validation_docs"] = time.perf_counter() - t
 
-    manifest = {
-        "delivery_id": plan.meta.delivery_id,
-        "delivery": plan.meta.as_dict(),
-        "delivery_path": str(Path(state.delivery).resolve()),
-        "store": str(Path(state.store).resolve()),
-        "code_version": code_version(),
-        "contract_version": CONTRACT_VERSION,
-        "buckets": state.buckets,
-        "id_parts": state.id_parts,
-        "critical_share": state.critical_share,
-        "inputs": {
+    manifest = StoreManifest(
+        delivery_id=plan.meta.delivery_id,
+        delivery=plan.meta.as_dict(),
+        delivery_path=str(Path(state.delivery).resolve()),
+        store=str(Path(state.store).resolve()),
+        code_version=code_version(),
+        contract_version=CONTRACT_VERSION,
+        buckets=state.buckets,
+        id_parts=state.id_parts,
+        critical_share=state.critical_share,
+        inputs={
             t: [asdict(f) | {"path": str(Path(f.path).relative_to(Path(state.delivery)))} for f in files]
             for t, files in plan.files.items()
         },
-        "file_list_checked": plan.file_list_checked,
-        "ignored_files": plan.ignored,
-        "identical_files": plan.identical_files,
-        "extra_columns": plan.extra_columns,
-        "normalised": {t: _sum_dicts(r.padded for r in partition_reports if r.table == t) for t in plan.files},
-        "blank_to_null": {
-            t: _sum_dicts(r.blank_to_null for r in partition_reports if r.table == t) for t in plan.files
-        },
-        "books": ledger,
-        "balanced": all(e["balanced"] for e in ledger.values()),
-        "quarantine": reasons,
-        "validation": {
-            "summary": "validation/summary.json",
-            "data_docs": str(docs_index.relative_to(tmp)) if docs_index else None,
-            "success": summary["success"],
-        },
-        "timing_seconds": {k: round(v, 3) for k, v in state.timing.items()},
-        "machine": {"python": platform.python_version(), "platform": platform.platform()},
-    }
-    if not manifest["balanced"]:
-        bad = {t: e for t, e in ledger.items() if not e["balanced"]}
+        file_list_checked=plan.file_list_checked,
+        ignored_files=plan.ignored,
+        identical_files=plan.identical_files,
+        extra_columns=plan.extra_columns,
+        normalised={t: _sum_dicts(r.padded for r in partition_reports if r.table == t) for t in plan.files},
+        blank_to_null={t: _sum_dicts(r.blank_to_null for r in partition_reports if r.table == t) for t in plan.files},
+        books=ledger,
+        balanced=all(e.balanced for e in ledger.values()),
+        quarantine=reasons,
+        validation=ValidationRef(
+            summary="validation/summary.json",
+            data_docs=str(docs_index.relative_to(tmp)) if docs_index else None,
+            success=summary["success"],
+        ),
+        timing_seconds={k: round(v, 3) for k, v in state.timing.items()},
+        machine={"python": platform.python_version(), "platform": platform.platform()},
+    )
+    if not manifest.balanced:
+        bad = {t: e.model_dump(mode="json") for t, e in ledger.items() if not e.balanced}
         raise DeliveryError(
             f"the books do not balance for {', '.join(bad)}: {json.dumps(bad, default=str)}", check="books", details=bad
         )
     return manifest
 
 
-def publish(state: RunState, manifest: dict) -> str:
+def publish(state: RunState, manifest: StoreManifest) -> str:
     """Step 6: write the manifest and swap the finished store into place (replacing an older one
     atomically, see ``transforms.output_folder``)."""
     shutil.rmtree(state.staging.root, ignore_errors=True)
-    manifest["timing_seconds"]["total"] = round(time.perf_counter() - state.started, 3)
-    return str(state.publication.commit(manifest))
+    manifest.timing_seconds["total"] = round(time.perf_counter() - state.started, 3)
+    return str(state.publication.commit(manifest.dump()))
 
 
 def abandon(state: RunState) -> None:
@@ -501,8 +499,8 @@ def ingest(
     except BaseException:
         abandon(state)
         raise
-    quarantined = {t: e["rows_quarantined"] for t, e in manifest["books"].items()}
-    return IngestResult(state.store, manifest, quarantined)
+    quarantined = {t: e.rows_quarantined for t, e in manifest.books.items()}
+    return IngestResult(state.store, manifest.dump(), quarantined)
 
 
 def _check_link_critical(failed: dict[str, int], books: dict[str, TableBooks], share: float) -> None:
@@ -535,7 +533,7 @@ def _sum_dicts(dicts) -> Counter[str]:
 
 
 def _validation_summary(
-    plan: DeliveryPlan, row_checks: dict, link_failed: dict[str, int], reasons: dict, ledger: dict
+    plan: DeliveryPlan, row_checks: dict, link_failed: dict[str, int], reasons: dict, ledger: dict[str, BooksEntry]
 ) -> dict:
     from expectations.suites import suite_checks
 
@@ -562,7 +560,7 @@ def _validation_summary(
                 success = success and (failed == 0 or c.severity == "warning")
         tables[table] = {
             "rows": rows,
-            "quarantined": ledger[table]["rows_quarantined"],
+            "quarantined": ledger[table].rows_quarantined,
             "reasons": reasons.get(table, {}),
             "checks": checks,
         }

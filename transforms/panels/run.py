@@ -29,6 +29,7 @@ from transforms.bundles import load_bundles
 from transforms.contract import CONTRACT_VERSION
 from transforms.errors import UserFacingError
 from transforms.hashing import file_sha256
+from transforms.manifests import EpisodesManifest, PanelsManifest, StoreManifest, parse_manifest
 from transforms.output_folder import Publication, check_target, require_episodes_of, require_output, require_unlocked
 from transforms.panels import benchmark, casemix
 from transforms.panels.bundle_costs import DEFAULT_WINSORISE_PCT, bundle_costs
@@ -139,22 +140,26 @@ def preflight(
     may be written and nobody writes it, the bundles exist, every contract's terms are valid.
     Returns what :func:`plan_panels` needs (raises a :class:`UserFacingError` otherwise)."""
     store_manifest, episodes_manifest = require_episodes_of(store, episodes)
-    as_of = store_manifest["delivery"]["data_as_of"]
+    as_of = store_manifest.delivery.data_as_of.isoformat()
     inputs = {"store": Path(store), "episodes": Path(episodes)}
     if earlier is not None:
-        earlier_manifest = require_output(earlier, "panels", option="--earlier")
+        earlier_manifest = parse_manifest(
+            PanelsManifest,
+            require_output(earlier, "panels", option="--earlier"),
+            f"--earlier {Path(earlier).expanduser().resolve() / 'manifest.json'}",
+            hint="run `zorgpad panels` again",
+        )
         inputs["earlier panels"] = Path(earlier)
     else:
         earlier_manifest = None
     target = check_target(out, "panels", inputs=inputs, option="--out")
     require_unlocked(target)
-    built = [b for b in episodes_manifest.get("bundles", []) if episode_files(Path(episodes), b)]
+    built = [b for b in episodes_manifest.bundles if episode_files(Path(episodes), b)]
     if options.bundles is not None:
-        missing = [b for b in options.bundles if b not in episodes_manifest.get("bundles", [])]
+        missing = [b for b in options.bundles if b not in episodes_manifest.bundles]
         if missing:
             raise PanelOptionsError(
-                f"--bundles: {', '.join(missing)} not in the episodes (built: "
-                f"{', '.join(episodes_manifest.get('bundles', []))})"
+                f"--bundles: {', '.join(missing)} not in the episodes (built: {', '.join(episodes_manifest.bundles)})"
             )
         built = [b for b in options.bundles if b in built]
     store_root = Path(store).expanduser().resolve()
@@ -189,29 +194,28 @@ def plan_panels(
     if earlier is not None:
         inputs["earlier"] = str(Path(earlier).expanduser().resolve())
     publication = Publication.begin(out, "panels", inputs={k: Path(v) for k, v in inputs.items()}, option="--out")
-    store_marker = checked["store_manifest"].get("zorgpad", {})
+    store_manifest: StoreManifest = checked["store_manifest"]
+    episodes_manifest: EpisodesManifest = checked["episodes_manifest"]
     provenance = {
         "store": {
             "path": inputs["store"],
-            "run_id": store_marker.get("run_id"),
-            "delivery_id": checked["store_manifest"].get("delivery_id"),
+            "run_id": store_manifest.run_id,
+            "delivery_id": store_manifest.delivery_id,
             "manifest_sha256": file_sha256(Path(inputs["store"]) / "manifest.json"),
-            "inputs": {
-                t: [f["sha256"] for f in files] for t, files in checked["store_manifest"].get("inputs", {}).items()
-            },
+            "inputs": {t: [f.sha256 for f in files] for t, files in store_manifest.inputs.items()},
         },
         "episodes": {
             "path": inputs["episodes"],
-            "run_id": checked["episodes_manifest"].get("zorgpad", {}).get("run_id"),
+            "run_id": episodes_manifest.run_id,
             "manifest_sha256": file_sha256(Path(inputs["episodes"]) / "manifest.json"),
-            "runout_months": checked["episodes_manifest"].get("runout_months"),
+            "runout_months": episodes_manifest.runout_months,
         },
     }
     if earlier is not None:
         provenance["earlier"] = {
             "path": inputs["earlier"],
-            "run_id": (checked["earlier_manifest"] or {}).get("zorgpad", {}).get("run_id"),
-            "data_as_of": (checked["earlier_manifest"] or {}).get("data_as_of"),
+            "run_id": checked["earlier_manifest"].run_id,
+            "data_as_of": checked["earlier_manifest"].data_as_of.isoformat(),
         }
     years = {}
     for bundle in checked["bundles"]:
@@ -499,32 +503,30 @@ def finish(run: PanelsRun, casemix_report: dict, reports: list[dict]) -> dict:
         if changes.height:
             table("reconciliation_changes").write(changes, work)
         rows["reconciliation_changes"] = changes.height
-    manifest = {
-        "out": run.publication.target,
-        "data_as_of": run.data_as_of,
-        "inputs": run.inputs,
-        "options": run.options.model_dump(mode="json"),
-        "bundles": run.bundles,
-        "years": run.years,
-        "tables": {
+    manifest = PanelsManifest(
+        out=run.publication.target,
+        data_as_of=run.data_as_of,
+        inputs=run.inputs,
+        options=run.options.model_dump(mode="json"),
+        bundles=run.bundles,
+        years=run.years,
+        tables={
             name: {"grain": spec.grain, "key": list(spec.key), "partition_by": list(spec.partition_by)}
             for name, spec in PANEL_TABLES.items()
         },
-        "rows": dict(sorted(rows.items())),
-        "plots": sum(r["plots"] for r in reports),
-        "episodes_by_status": {r["bundle"]: r["statuses"] for r in reports},
-        "episodes_left_out": {r["bundle"]: r["excluded"] for r in reports},
-        "casemix": casemix_report,
-        "outcomes_not_compared": {
-            r["bundle"]: r["outcomes_not_compared"] for r in reports if r["outcomes_not_compared"]
-        },
-        "code_version": code_version(),
-        "contract_version": CONTRACT_VERSION,
-        "timing_seconds": {k: round(v, 3) for k, v in run.timing.items()},
-    }
-    manifest["timing_seconds"]["total"] = round(time.perf_counter() - run.started, 3)
-    run.publication.commit(manifest)
-    return manifest
+        rows=dict(sorted(rows.items())),
+        plots=sum(r["plots"] for r in reports),
+        episodes_by_status={r["bundle"]: r["statuses"] for r in reports},
+        episodes_left_out={r["bundle"]: r["excluded"] for r in reports},
+        casemix=casemix_report,
+        outcomes_not_compared={r["bundle"]: r["outcomes_not_compared"] for r in reports if r["outcomes_not_compared"]},
+        code_version=code_version(),
+        contract_version=CONTRACT_VERSION,
+        timing_seconds={k: round(v, 3) for k, v in run.timing.items()},
+    )
+    manifest.timing_seconds["total"] = round(time.perf_counter() - run.started, 3)
+    run.publication.commit(manifest.dump())
+    return manifest.dump()
 
 
 def abandon(run: PanelsRun) -> None:

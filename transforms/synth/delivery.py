@@ -38,6 +38,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from transforms.contract import CONTRACT_VERSION, load_contract
+from transforms.manifests import DeliveryJson
 from transforms.output_folder import SYNTH_PRODUCER, Publication
 from transforms.synth.block import PARQUET_OPTIONS, BlockResult, generate_block, to_contract_table
 from transforms.synth.calibration import load_calibration
@@ -131,14 +132,14 @@ def _generate(
             if progress:
                 progress(len(results), len(jobs))
 
-    delivery = {
-        "delivery_id": config.effective_delivery_id,
-        "data_as_of": config.as_of.isoformat(),
-        "first_year": config.first_year,
-        "last_year": config.last_year,
-        "producer": PRODUCER,
-    }
-    (out / "delivery.json").write_text(json.dumps(delivery, indent=2) + "\n")
+    delivery = DeliveryJson(
+        delivery_id=config.effective_delivery_id,
+        data_as_of=config.as_of,
+        first_year=config.first_year,
+        last_year=config.last_year,
+        producer=PRODUCER,
+    )
+    (out / "delivery.json").write_text(json.dumps(delivery.dump(), indent=2) + "\n")
     summary = _truth_summary(config, registry, results, truth)
     if config.exact_truth:
         prices = reference_prices([r.prices for r in results if r.prices is not None])
