@@ -10,11 +10,15 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tiny_delivery import TinyDelivery
 from transforms.episodes.run import build_episodes
+
+# integration: hypothesis examples each ingested and built (several minutes)
+pytestmark = pytest.mark.integration
 
 BASE = date(2016, 1, 1)
 SPAN = 3 * 365
@@ -26,6 +30,14 @@ dbc_line = st.tuples(
     st.integers(min_value=-50_000, max_value=900_000),
     st.sampled_from([("0305", "1701"), ("0305", "1703"), ("0320", "302"), ("0301", "554")]),
 )
+# a valid zorgproduct (NZa reference, open-ended since 2012) per specialism and diagnosis: ingest
+# quarantines an unknown product, and the properties are about lines that reach the store
+PRODUCT = {
+    ("0305", "1701"): "131999052",
+    ("0305", "1703"): "131999052",
+    ("0320", "302"): "010501001",
+    ("0301", "554"): "020107001",
+}
 first_line = st.tuples(
     day,
     st.sampled_from(["gp", "pharmacy", "paramedical"]),
@@ -41,12 +53,21 @@ patient = st.tuples(
 
 
 def _write(tmp_path, patients, extra=None) -> TinyDelivery:
+    """A valid delivery of ``patients``: no line after the patient's death (ingest would quarantine
+    it), so every generated line reaches the store. ``d.n_triggers``: the triggers written."""
     d = TinyDelivery(tmp_path)
+    d.n_triggers = 0
     for p, (triggers, dbcs, firsts, death) in enumerate(patients):
         pid = f"P{p}"
-        death_day = (BASE + timedelta(days=death)).isoformat() if death is not None and death > 200 else None
+        died = death is not None and death > 200
+        death_day = (BASE + timedelta(days=death)).isoformat() if died else None
+
+        def alive(offset: int) -> bool:
+            return not died or offset <= death  # noqa: B023 (used within this iteration)
+
         d.patient(pid, birth_year=1945 + p, spells=[("2015-01-01", death_day)], death=death_day)
-        for i, t in enumerate(triggers):
+        for i, t in enumerate(t for t in triggers if alive(t)):
+            d.n_triggers += 1
             when = (BASE + timedelta(days=t)).isoformat()
             d.dbc(
                 f"{pid}-T{i}",
@@ -59,19 +80,16 @@ def _write(tmp_path, patients, extra=None) -> TinyDelivery:
                 product="131999052",
                 activities=[("190305", when, 1)],
             )
-        for i, (start, length, cents, (spec, diag)) in enumerate(dbcs):
-            s = BASE + timedelta(days=start)
-            d.dbc(
-                f"{pid}-D{i}",
-                pid,
-                spec,
-                diag,
-                s.isoformat(),
-                (s + timedelta(days=length)).isoformat(),
-                cents / 100,
-                product=f"9{spec}{diag}"[:9].ljust(9, "0"),
-            )
-        for i, (when, table, cents, atc) in enumerate(firsts):
+        for i, (start, length, cents, (spec, diag)) in enumerate(x for x in dbcs if alive(x[0] + x[1])):
+            s, e = BASE + timedelta(days=start), BASE + timedelta(days=start + length)
+            line = dict(start=s.isoformat(), end=e.isoformat(), product=PRODUCT[spec, diag])
+            if cents < 0:  # a credit names its original, which ingest nets it against: a net of cents / 2
+                original = f"{pid}-D{i}-original"
+                d.dbc(original, pid, spec, diag, amount=(-cents // 2 + 1) / 100, **line)
+                d.dbc(f"{pid}-D{i}", pid, spec, diag, amount=cents / 100, corrects=original, **line)
+            else:
+                d.dbc(f"{pid}-D{i}", pid, spec, diag, amount=cents / 100, **line)
+        for i, (when, table, cents, atc) in enumerate(x for x in firsts if alive(x[0])):
             w = (BASE + timedelta(days=when)).isoformat()
             if table == "gp":
                 d.gp(f"{pid}-G{i}", pid, w, amount=cents / 100)
@@ -110,16 +128,21 @@ def test_allocation_conserves_prorated_money_and_never_double_allocates(tmp_path
     episodes, lines = _run(d, tmp / "out")
     if episodes.height == 0:
         return
-    claims = {}
-    # the lines the engine reads are those ingest kept: a generated line with an invalid code (the
-    # products here are made up) or after the patient's death is quarantined, not in the store
     store = d.root.with_name(f"{d.root.name}-store")
+    assert not (store / "quarantine").exists() or not list((store / "quarantine").rglob("*.parquet")), (
+        "the generated delivery is valid: ingest quarantines none of it"
+    )
+    claims = {}  # claim id -> patient, first and last day, cents after netting credits into originals
     for table in ("dbc", "gp", "pharmacy", "paramedical"):
-        kept = set(pl.read_parquet(store / table / "**" / "*.parquet", columns=["claim_id"])["claim_id"])
-        for r in (r for r in d.rows[table] if r["claim_id"] in kept):
+        for r in sorted(d.rows[table], key=lambda r: r.get("corrects_claim_id") is not None):
+            cents = round(float(r["amount"]) * 100)
+            if (original := r.get("corrects_claim_id")) is not None:
+                pid, start, end, net = claims[original]
+                claims[original] = (pid, start, end, net + cents)
+                continue
             start = r.get("start_date") or r["service_date"]
             end = r.get("end_date") or r["service_date"]
-            claims[r["claim_id"]] = (r["patient_id"], start, end, round(float(r["amount"]) * 100))
+            claims[r["claim_id"]] = (r["patient_id"], start, end, cents)
     for e in episodes.to_dicts():
         expected = 0
         for pid, start, end, cents in claims.values():
@@ -137,7 +160,7 @@ def test_allocation_conserves_prorated_money_and_never_double_allocates(tmp_path
     ordered = episodes.sort("patient_id", "window_start")
     previous = ordered.with_columns(pl.col("window_end").shift(1).over("patient_id").alias("prev"))
     assert (previous["window_start"] > previous["prev"]).fill_null(True).all()
-    assert episodes["n_triggers"].sum() == sum(len(t) for t, _, _, _ in patients)  # each trigger its own claim
+    assert episodes["n_triggers"].sum() == d.n_triggers  # each trigger its own claim
 
 
 @SETTINGS

@@ -335,7 +335,9 @@ class DidPanelManifest(Manifest):
     maturity: dict[str, Any] = Field(description="the claim table maturity is judged on and immature periods")
     several_insurers: bool = Field(description="the claims come from more than one insurer")
     cohorts: dict[str, Any] = Field(description="providers per cohort status and how edge cohorts are coded")
-    rows: dict[str, int] = Field(description="rows, units, treated rows and providers")
+    rows: dict[str, int | None] = Field(
+        description="rows, units, treated rows and providers (none for a panel of gemeenten)"
+    )
     units_per_cohort: Any = Field(description="units per cohort")
     attrition: Any = Field(description="the attrition summary")
     tables: dict[str, TableLayout] = Field(description="the panel tables")

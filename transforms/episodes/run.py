@@ -104,7 +104,7 @@ def build_episodes(
         counts = {b: sum(r.episodes.get(b, 0) for r in reports) for b in bundle_ids}
         lines = {b: sum(r.lines.get(b, 0) for r in reports) for b in bundle_ids}
         money = {b: sum(r.allocated_cents.get(b, 0) for r in reports) / 100 for b in bundle_ids}
-        by_year = {}
+        by_year: list[dict] = []
         if (tmp / "episodes").exists():
             summary = (
                 pl.scan_parquet(tmp / "episodes" / "**" / "*.parquet", hive_partitioning=True, extra_columns="ignore")
