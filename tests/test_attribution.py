@@ -30,6 +30,9 @@ from transforms.population.attribution import (
     store_period,
 )
 
+# integration: a generated store's GP attribution
+pytestmark = pytest.mark.integration
+
 A, B, C = "01000001", "01000002", "01000003"
 FEE = 1443  # cents, the 11000 tariff of about 2020
 

@@ -15,6 +15,9 @@ import pytest
 from test_cli_safety import assert_one_error_line, digest, zorgpad
 from transforms.catalog import CatalogError, build_catalog
 
+# integration: a generated run folder's DuckDB catalog
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs" / "querying.md"
 EXAMPLE = re.compile(r'```(python|sql) title="([^"]+)"\n(.*?)```', re.S)

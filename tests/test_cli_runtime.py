@@ -27,6 +27,9 @@ from typer.testing import CliRunner
 
 from transforms.errors import UserFacingError
 
+# integration: the temporary Prefect API and local clusters started and killed
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: The messages Prefect 3's engines log a failed task or flow run with.

@@ -24,6 +24,9 @@ import pytest
 from fs_guards import unchangeable
 from transforms.synth import SynthConfig, generate_delivery
 
+# integration: a real zorgpad process per case, ingests of generated deliveries, runs killed midway
+pytestmark = pytest.mark.integration
+
 REPO = Path(__file__).resolve().parents[1]
 ZORGPAD = shutil.which("zorgpad", path=str(Path(sys.executable).parent)) or shutil.which("zorgpad")
 

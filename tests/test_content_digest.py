@@ -22,6 +22,9 @@ import pytest
 from tests.content_digest import delivery_digest, differences, digest
 from tests.test_cli_safety import zorgpad
 
+# integration: zorgpad run on a generated delivery against recorded digests
+pytestmark = pytest.mark.integration
+
 RECORDED = Path(__file__).parent / "data" / "content_digests.json"
 
 

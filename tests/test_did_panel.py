@@ -27,6 +27,9 @@ from transforms.maturity.store import read_lines as read_claim_lines
 from transforms.synth import SynthConfig, generate_delivery
 from transforms.synth.providers import INSURERS
 
+# integration: a generated delivery through episodes and DiD panel builds on a cluster
+pytestmark = pytest.mark.integration
+
 BUNDLES = "hip_oa,knee_oa,cataract"
 HIP_INSURER = INSURERS[0]
 YEARS = (2016, 2021)

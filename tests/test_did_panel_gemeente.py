@@ -30,6 +30,9 @@ from transforms.panels.inputs import read_contracts, read_episodes
 from transforms.synth import SynthConfig, generate_delivery
 from transforms.vektis.storage import read_long
 
+# integration: a generated delivery and the Vektis data through the gemeente panel
+pytestmark = pytest.mark.integration
+
 BUNDLES = ["hip_oa", "knee_oa"]
 VEKTIS_YEARS = (2017, 2022)
 SPEC = {

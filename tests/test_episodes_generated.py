@@ -17,6 +17,9 @@ from transforms.episodes.run import build_episodes
 from transforms.ingest.run import ingest
 from transforms.synth import SynthConfig, generate_delivery, truth_dir
 
+# integration: a generated delivery's episodes against planted truth and the DuckDB twin
+pytestmark = pytest.mark.integration
+
 
 def read_all(folder: Path) -> pl.DataFrame:
     files = sorted(folder.rglob("*.parquet"))

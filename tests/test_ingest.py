@@ -28,6 +28,9 @@ from transforms.ingest.run import ingest
 from transforms.money import delivered_cents
 from transforms.synth import FaultRates, SynthConfig, generate_delivery, truth_dir
 
+# integration: a generated delivery ingested on a Dask cluster and through a Prefect flow
+pytestmark = pytest.mark.integration
+
 CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
 #: the reason code each injected fault must get (a truncated ATC code is also a format error)
 EXPECTED_REASON = {

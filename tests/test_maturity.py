@@ -35,6 +35,9 @@ from transforms.synth.claims import DECLARATION_LAG, declaration_lag
 from transforms.synth.config import FaultRates
 from transforms.synth.lag_truth import lag_days_cdf
 
+# integration: a generated delivery's declaration triangle
+pytestmark = pytest.mark.integration
+
 CLAIM_TABLES = ("dbc", "gp", "pharmacy", "paramedical", "maternity")
 
 

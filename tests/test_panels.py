@@ -25,6 +25,9 @@ from transforms.panels.run import PanelOptions, build_panels, preflight
 from transforms.panels.tables import PANEL_TABLES, table
 from transforms.synth import SynthConfig, generate_delivery, truth_dir
 
+# integration: a generated delivery through ingest, episodes and panels, case-mix fits on a cluster
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> dict[str, Path]:

@@ -18,6 +18,9 @@ from transforms.ingest.run import ingest
 from transforms.panels import casemix as cm
 from transforms.synth import SynthConfig, generate_delivery
 
+# integration: dask-ml fits on a generated delivery against statsmodels
+pytestmark = pytest.mark.integration
+
 YEARS = list(range(2015, 2023))
 STATUSES = ["complete", "death"]
 

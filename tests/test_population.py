@@ -20,6 +20,9 @@ from transforms.population import benchmark as bench
 from transforms.population.attribution import registration_fee_codes
 from transforms.population.inputs import SPENDING_TABLES
 
+# integration: a generated delivery through every stage and the population command
+pytestmark = pytest.mark.integration
+
 
 def cells_frame(rows: list[tuple]) -> pl.DataFrame:
     """(year, quarter, cents, in_population, in_region, expected, age_min, sex) rows."""

@@ -39,7 +39,8 @@ from tests.test_cli_safety import REPO, environment, zorgpad
 
 #: The timeout is per test and the first one pays for the module's fixtures, a flow run included
 #: (``RUN_TIMEOUT``).
-pytestmark = pytest.mark.timeout(2400)
+# integration: a Prefect server on PostgreSQL, deployments and a worker
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.integration]
 
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "zorgpad"

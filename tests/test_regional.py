@@ -30,6 +30,9 @@ from transforms.vektis import harmonise_vektis
 from transforms.vektis.columns import POPULATION
 from transforms.vektis.harmonise import FINAL
 
+# integration: the Vektis data harmonised and the regional panel built through the CLI
+pytestmark = pytest.mark.integration
+
 YEARS = list(range(2011, 2024))
 
 

@@ -20,6 +20,9 @@ import pytest
 
 from tests.test_cli_safety import ZORGPAD, environment, zorgpad
 
+# integration: zorgpad run end to end, an outside Dask cluster with a worker killed, a killed run resumed
+pytestmark = pytest.mark.integration
+
 #: A few bundles keep the runs short; every stage still runs.
 BUNDLES = "hip_oa,knee_oa,cataract"
 SPEC = """name: hip_knee_episode_cost

@@ -37,6 +37,9 @@ from transforms.synth.settlements import (
     percentile,
 )
 
+# integration: generated deliveries against their truth files
+pytestmark = pytest.mark.integration
+
 ELIGIBLE = ["complete", "death"]
 HIP_COMPLICATION_PRODUCT = "192001007"  # hip_complication in catalogue.yml
 SPEC_PARAMETERS = {  # the parameter table of docs/panels-spec.md section 3 (baseline_years and baseline: every shared contract)
