@@ -1,8 +1,10 @@
 """Run the generated suites on pandas batches (GX 1.x has no Dask engine) and collect the results.
 
-``validate_batch`` is what a Dask task calls on one partition or bucket: it validates with
-``result_format=COMPLETE`` to learn exactly which rows failed which check, and returns those row
-numbers plus a slim copy of the GX validation result (without the row lists) for Data Docs.
+``validate_batch`` is what a Dask task calls on one partition or bucket, once the checks' verdict
+columns are computed (``transforms.ingest.checks.add_row_flags``, ``transforms.ingest.links``): it
+validates them with ``result_format=COMPLETE`` to learn exactly which rows failed which check, and
+returns those row numbers plus a slim copy of the GX validation result (without the row lists) for
+Data Docs.
 ``build_data_docs`` puts all slim results into a file-based GX project and renders the HTML.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +32,13 @@ from great_expectations.data_context.types.resource_identifiers import (
 from expectations.data_docs import localise_static_links
 from expectations.suites import build_suite, suite_checks
 from transforms.contract import load_contract
-from transforms.ingest.checks import mask_bsn
+from transforms.ingest.checks import Check, mask_bsn
 
 DATA_DOCS_SITE = "zorgpad"
 _STRIP = ("unexpected_index_list", "unexpected_list", "partial_unexpected_index_list", "unexpected_index_query")
+
+#: Examples of unexpected values kept per expectation and batch (the folded result keeps more).
+EXAMPLES = 10
 
 _CONTEXT: dict[str, Any] = {}
 
@@ -103,48 +109,61 @@ class BatchValidation:
     rows: int
 
 
-def to_gx_frame(frame: pl.DataFrame, table: str) -> pd.DataFrame:
-    """The pandas batch GX sees: money as euros, text as categoricals (fast row subsets), index = _row."""
-    spec = load_contract().table(table)
-    money = [c for c in spec.money_columns if c in frame.columns]
-    frame = frame.with_columns([(pl.col(c) / 100.0).alias(c) for c in money])
-    pdf = frame.to_pandas()
-    for name, dtype in frame.schema.items():
-        if dtype == pl.String:
-            pdf[name] = pdf[name].astype("category")
-    pdf.index = frame["_row"].to_numpy()
-    return pdf
+def verdict_frame(frame: pl.DataFrame, flags: list[str]) -> pd.DataFrame:
+    """The pandas batch GX sees: one boolean column per check (its verdict, a masked boolean where
+    the checked value is missing), index = ``_row``. Built from numpy buffers, without pandas'
+    object or categorical conversion of any delivered value."""
+    columns = {}
+    for name in flags:
+        series = frame[name]
+        values = series.fill_null(False).to_numpy()
+        columns[name] = pd.arrays.BooleanArray(values, series.is_null().to_numpy()) if series.null_count() else values
+    return pd.DataFrame(columns, index=frame["_row"].to_numpy())
+
+
+def _examples(frame: pl.DataFrame, check: Check, rows: np.ndarray, table: str) -> tuple[list, list[dict]] | None:
+    """The values of the check's column at the rows GX found unexpected, for Data Docs: GX's own
+    examples are those of the verdict (``False``). As GX reports them: the first ones in row order,
+    and the most frequent ones with their counts; money in euros; a BSN-like value masked. None
+    for a check on no single column (a rule over several) and for exactness, whose failing values
+    are not in the column (it holds null or what they converted to; the delivered text is kept in
+    the quarantine's ``_as_delivered``)."""
+    if check.column is None or check.derivation == "exact" or check.column not in frame.columns or not len(rows):
+        return None
+    values = frame.filter(pl.col("_row").is_in(pl.Series(rows, dtype=pl.Int64).implode())).sort("_row")[check.column]
+    if check.column in load_contract().table(table).money_columns:
+        values = values / 100.0
+    texts = [mask_bsn(str(v)) for v in values.to_list()]
+    counts = Counter(texts)
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLES]
+    return texts[:EXAMPLES], [{"value": value, "count": count} for value, count in ranked]
 
 
 def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str) -> BatchValidation:
-    """Validate one batch (partition or bucket) with the table's suite for ``stage``."""
+    """Validate one batch (partition or bucket) with the table's suite for ``stage``: GX reads the
+    ``_ok__`` verdict column of every check (see ``expectations.suites.expectation_for``)."""
     checks = suite_checks(table, stage)
     if not checks or frame.height == 0:
         return BatchValidation({}, {}, frame.height)
     definition = _definition(table, stage)
-    # GX sees only the columns its expectations read (list columns and the rest stay in polars)
-    needed = [
-        "_row",
-        *sorted({c.column for c in checks if c.kind != "derived"} | {c.flag for c in checks if c.kind == "derived"}),
-    ]
-    pdf = to_gx_frame(frame.select([c for c in needed if c in frame.columns]), table)
+    by_id = {c.id: c for c in checks}
+    pdf = verdict_frame(frame, [c.flag for c in checks if c.flag in frame.columns])
     result = definition.run(batch_parameters={"dataframe": pdf}, result_format={"result_format": "COMPLETE"})
     _forget_stored_results()
     failed: dict[str, np.ndarray] = {}
     for r in result.results:
         check = r.expectation_config.meta["check"]
+        rows = np.asarray(r.result.get("unexpected_index_list") or [], dtype=np.int64)
         if not r.success or r.result.get("unexpected_count"):
-            failed[check] = np.asarray(r.result.get("unexpected_index_list") or [], dtype=np.int64)
+            failed[check] = rows
         for key in _STRIP:
             r.result.pop(key, None)
-        # examples go into Data Docs: a value passing the BSN eleven-test is never shown
-        if "partial_unexpected_list" in r.result:
-            r.result["partial_unexpected_list"] = [mask_bsn(str(v)) for v in r.result["partial_unexpected_list"][:10]]
-        if "partial_unexpected_counts" in r.result:
-            r.result["partial_unexpected_counts"] = [
-                {"value": mask_bsn(str(v["value"])), "count": v["count"]}
-                for v in r.result["partial_unexpected_counts"][:10]
-            ]
+        examples = _examples(frame, by_id[check], rows, table) if "partial_unexpected_list" in r.result else None
+        if examples is not None:
+            r.result["partial_unexpected_list"], r.result["partial_unexpected_counts"] = examples
+        else:  # verdicts only (True / False): nothing to mask, kept as GX gives them
+            r.result["partial_unexpected_list"] = r.result.get("partial_unexpected_list", [])[:EXAMPLES]
+            r.result["partial_unexpected_counts"] = r.result.get("partial_unexpected_counts", [])[:EXAMPLES]
     slim = result.to_json_dict()
     slim["meta"] = {**slim.get("meta", {}), "batch": batch_name, "table": table, "stage": stage}
     return BatchValidation(failed, json.loads(json.dumps(slim, default=str)), frame.height)

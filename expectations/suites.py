@@ -3,10 +3,11 @@
 One suite per table and stage: ``<table>.row`` runs on every partition of the delivery (in
 parallel, as pandas batches on the Dask workers) and ``<table>.link`` on every patient bucket after
 the shuffle. Each expectation carries in its ``meta`` the check id, the reason code a failing row
-gets and the severity, so the runner can turn unexpected rows into quarantine rows.
+gets and the severity, so the runner can turn unexpected rows into quarantine rows. Every
+expectation reads the check's verdict column (see :func:`expectation_for`).
 
-Money is shown to GX in euros (float) so bounds and Data Docs read in euros; the pipeline itself
-keeps exact cents.
+Money bounds are given and compared in euros (cents / 100), so they read in euros; the pipeline
+itself keeps exact cents.
 """
 
 from __future__ import annotations
@@ -20,22 +21,34 @@ from transforms.contract import load_contract
 from transforms.ingest.checks import Check, checks_for
 
 
+def _parameters(check: Check) -> object:
+    """The check's parameters as JSON (a pattern, a length, the allowed values, the bounds)."""
+    value = check.value
+    return list(value) if isinstance(value, tuple) else value
+
+
 def expectation_for(check: Check) -> gxe.Expectation:
-    meta = {"check": check.id, "reason": check.reason, "severity": check.severity, "description": check.description}
-    if check.kind == "not_null":
-        return gxe.ExpectColumnValuesToNotBeNull(column=check.column, meta=meta)
-    if check.kind == "length":
-        return gxe.ExpectColumnValueLengthsToEqual(column=check.column, value=check.value, meta=meta)
-    if check.kind == "pattern":
-        return gxe.ExpectColumnValuesToMatchRegex(column=check.column, regex=check.value, meta=meta)
-    if check.kind == "in_set":
-        return gxe.ExpectColumnValuesToBeInSet(column=check.column, value_set=list(check.value), meta=meta)
-    if check.kind == "between":
-        low, high = check.value
-        return gxe.ExpectColumnValuesToBeBetween(column=check.column, min_value=low, max_value=high, meta=meta)
-    if check.kind == "derived":
-        return gxe.ExpectColumnValuesToBeInSet(column=check.flag, value_set=[True], meta=meta)
-    raise ValueError(f"no expectation for check kind {check.kind!r}")
+    """The expectation of one check: every row's verdict (its ``_ok__`` column, computed in polars
+    by ``transforms.ingest.checks`` and ``transforms.ingest.links``) is True. Deciding each check
+    once, in polars, and letting GX validate and report the verdicts of every row keeps the
+    validation linear in the rows without a second, pandas evaluation of every regex and value set
+    (the bulk of ingest's time). A verdict is null where the checked value is missing, so GX's
+    element, missing and unexpected counts are those of the check on the values. The Data Docs text
+    is the check's description; ``meta`` carries the check id, reason, severity, kind, column and
+    parameters, so a reader (and the runner) knows what was checked."""
+    meta = {
+        "check": check.id,
+        "reason": check.reason,
+        "severity": check.severity,
+        "description": check.description,
+        "kind": check.kind,
+        "column": check.column,
+        "parameters": _parameters(check),
+        "derivation": check.derivation,
+    }
+    return gxe.ExpectColumnValuesToBeInSet(
+        column=check.flag, value_set=[True], meta=meta, description=f"`{check.id}`: {check.description}"
+    )
 
 
 @lru_cache(maxsize=64)

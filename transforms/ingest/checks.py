@@ -14,6 +14,7 @@ the whole delivery (claim-id uniqueness, run on an aggregate of ids).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -70,7 +71,7 @@ class Check:
 
     @property
     def flag(self) -> str:
-        """The derived pass/fail column of a ``derived`` check."""
+        """The pass/fail column of the check (True: passes), the column its GX expectation reads."""
         return f"_ok__{self.id}"
 
 
@@ -472,6 +473,53 @@ DERIVED_ROW_CHECKS: dict[str, DerivedRowCheck] = {
 }
 
 
+def missing_as_gx_sees_it(frame: pl.DataFrame, column: str) -> pl.Expr:
+    """True where Great Expectations counts the value as missing: null, and for a float column also
+    NaN (pandas treats NaN as missing). Money is shown to GX as euros, which are never NaN."""
+    missing = pl.col(column).is_null()
+    if frame.schema[column].is_float():
+        missing = missing | pl.col(column).is_nan()
+    return missing
+
+
+def _matching(values: pl.Series, pattern: str) -> list[str]:
+    """The distinct values that contain a match of ``pattern`` under Python's ``re.search`` (what
+    GX's pandas engine applies: ``$`` also matches before a final newline, unlike polars' regex
+    engine). Evaluated once per distinct value: code columns hold few."""
+    regex = re.compile(pattern)
+    return [v for v in values.drop_nulls().unique().to_list() if regex.search(v) is not None]
+
+
+def column_verdict(frame: pl.DataFrame, check: Check, table: Table) -> pl.Expr:
+    """The verdict of a single-column check (``not_null``, ``length``, ``pattern``, ``in_set``,
+    ``between``) as GX's pandas engine decides it on the batch ``validate_batch`` used to build:
+    text as Python strings, money in euros (cents / 100), NaN as missing. The flag is null where the
+    value is missing, so GX counts those rows as missing (not as passing) and its element, missing
+    and unexpected counts stay those of the check on the values themselves; ``not_null`` has no
+    missing rows of its own."""
+    column = pl.col(check.column)
+    missing = missing_as_gx_sees_it(frame, check.column)
+    if check.kind == "not_null":
+        return ~missing
+    if check.kind == "length":
+        ok = column.str.len_chars() == check.value
+    elif check.kind == "pattern":
+        ok = column.is_in(pl.Series(_matching(frame[check.column], check.value), dtype=pl.String).implode())
+    elif check.kind == "in_set":
+        ok = column.is_in(pl.Series(list(check.value), dtype=frame.schema[check.column]).implode())
+    elif check.kind == "between":
+        value = column / 100.0 if table.column(check.column).type == "money" else column
+        low, high = check.value
+        ok = pl.lit(True)
+        if low is not None:
+            ok = ok & (value >= low)
+        if high is not None:
+            ok = ok & (value <= high)
+    else:
+        raise ValueError(f"check {check.id}: no column verdict for kind {check.kind!r}")
+    return pl.when(missing).then(None).otherwise(ok)
+
+
 def add_row_flags(
     frame: pl.DataFrame,
     table: Table,
@@ -480,12 +528,18 @@ def add_row_flags(
     *,
     years: tuple[int, int] | None = None,
 ) -> pl.DataFrame:
-    """Add the ``_ok__`` columns of the table's row-stage derived checks. ``years``: the
-    ``first_year``, ``last_year`` of ``delivery.json`` (None: not checked)."""
+    """Add the ``_ok__`` column of every row-stage check of the table (derived checks and the
+    single-column ones of :func:`column_verdict`): GX then validates the verdicts of every row
+    instead of deciding each check again over the raw values. ``years``: the ``first_year``,
+    ``last_year`` of ``delivery.json`` (None: not checked)."""
     context = RowContext(data_as_of, years, table, contract or load_contract())
     flags = [
-        DERIVED_ROW_CHECKS[check.derivation](frame, check, context).alias(check.flag)
+        (
+            DERIVED_ROW_CHECKS[check.derivation](frame, check, context)
+            if check.kind == "derived"
+            else column_verdict(frame, check, table)
+        ).alias(check.flag)
         for check in checks_for(table)
-        if check.stage == "row" and check.kind == "derived"
+        if check.stage == "row" and (check.kind == "derived" or check.column in frame.columns)
     ]
     return frame.with_columns(flags) if flags else frame
