@@ -49,25 +49,32 @@ class Normalised:
 
 
 class _Issues:
-    """Per-row issues and delivered texts, filled column by column."""
+    """Per-row issues and delivered texts, filled column by column. Only the rows with an issue
+    (few) are visited in Python; the columns of the rest are null."""
 
     def __init__(self, n: int) -> None:
-        self.kinds: list[list[str]] = [[] for _ in range(n)]
-        self.texts: list[dict[str, str] | None] = [None] * n
+        self.n = n
+        self.kinds: dict[int, list[str]] = {}
+        self.texts: dict[int, dict[str, str]] = {}
 
     def add(self, mask: np.ndarray, kind: str, column: str, texts: list[str] | None = None) -> None:
         rows = np.flatnonzero(mask)
-        for i, row in enumerate(rows):
-            self.kinds[row].append(f"{kind}:{column}")
+        for i, row in enumerate(rows.tolist()):
+            self.kinds.setdefault(row, []).append(f"{kind}:{column}")
             if texts is not None:
-                if self.texts[row] is None:
-                    self.texts[row] = {}
-                self.texts[row][column] = texts[i]
+                self.texts.setdefault(row, {})[column] = texts[i]
 
     def columns(self) -> list[pl.Series]:
-        issue = [";".join(k) if k else None for k in self.kinds]
-        delivered = [json.dumps(t, ensure_ascii=False) if t else None for t in self.texts]
-        return [pl.Series(ISSUE, issue, dtype=pl.String), pl.Series(AS_DELIVERED, delivered, dtype=pl.String)]
+        issue = pl.repeat(None, self.n, dtype=pl.String, eager=True).alias(ISSUE)
+        delivered = pl.repeat(None, self.n, dtype=pl.String, eager=True).alias(AS_DELIVERED)
+        if self.kinds:
+            rows = pl.Series(sorted(self.kinds), dtype=pl.Int64)
+            issue = issue.scatter(rows, pl.Series([";".join(self.kinds[r]) for r in rows], dtype=pl.String))
+        if self.texts:
+            rows = pl.Series(sorted(self.texts), dtype=pl.Int64)
+            texts = [json.dumps(self.texts[r], ensure_ascii=False) for r in rows]
+            delivered = delivered.scatter(rows, pl.Series(texts, dtype=pl.String))
+        return [issue, delivered]
 
 
 def read_partition(partition: Partition) -> pa.Table:
