@@ -60,6 +60,8 @@ def test_workers_start_single_threaded_and_leave_this_process_environment_alone(
     # unpickles the parent's __main__) sees it; a variable set after start-up would not show here
     for environment in started_with:
         assert {name: environment.get(name) for name in SINGLE_THREADED} == SINGLE_THREADED
+        # Dask's default would set it, and with it switch off glibc's adaptive mmap threshold
+        assert "MALLOC_TRIM_THRESHOLD_" not in environment
     assert set(pools) == {1}
     assert warnings == []
     assert {name: os.environ.get(name) for name in SINGLE_THREADED} == before
