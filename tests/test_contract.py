@@ -80,6 +80,19 @@ def test_every_link_rule_kind_has_its_function_and_no_function_is_undeclared():
     assert set(LINK_RULES) == set(rule_kinds_of_stage("link"))
 
 
+def test_every_row_check_of_the_contract_has_its_verdict_function():
+    """Each row check of every table is decided by a registered function: a derivation of
+    ``DERIVED_ROW_CHECKS``, a kind of ``COLUMN_VERDICTS``, or ``not_null``; none is unused."""
+    from transforms.contract import load_contract
+    from transforms.ingest.checks import COLUMN_VERDICTS, DERIVED_ROW_CHECKS, checks_for
+
+    checks = [c for t in load_contract().tables.values() for c in checks_for(t) if c.stage == "row"]
+    derivations = {c.derivation for c in checks if c.kind == "derived"}
+    kinds = {c.kind for c in checks if c.kind != "derived"}
+    assert derivations == set(DERIVED_ROW_CHECKS)
+    assert kinds == set(COLUMN_VERDICTS) | {"not_null"}
+
+
 @pytest.mark.parametrize(
     "rule,message",
     [

@@ -490,34 +490,48 @@ def _matching(values: pl.Series, pattern: str) -> list[str]:
     return [v for v in values.drop_nulls().unique().to_list() if regex.search(v) is not None]
 
 
+#: The verdict of a single-column check on the values that are there (missing values are handled by
+#: :func:`column_verdict`): frame, check, table -> expression.
+ColumnVerdict = Callable[[pl.DataFrame, Check, Table], pl.Expr]
+
+
+def _between(frame: pl.DataFrame, check: Check, table: Table) -> pl.Expr:
+    value = pl.col(check.column) / 100.0 if table.column(check.column).type == "money" else pl.col(check.column)
+    low, high = check.value
+    ok = pl.lit(True)
+    if low is not None:
+        ok = ok & (value >= low)
+    if high is not None:
+        ok = ok & (value <= high)
+    return ok
+
+
+#: How each single-column check kind is decided.
+COLUMN_VERDICTS: dict[str, ColumnVerdict] = {
+    "length": lambda frame, check, table: pl.col(check.column).str.len_chars() == check.value,
+    "pattern": lambda frame, check, table: pl.col(check.column).is_in(
+        pl.Series(_matching(frame[check.column], check.value), dtype=pl.String).implode()
+    ),
+    "in_set": lambda frame, check, table: pl.col(check.column).is_in(
+        pl.Series(list(check.value), dtype=frame.schema[check.column]).implode()
+    ),
+    "between": _between,
+}
+
+
 def column_verdict(frame: pl.DataFrame, check: Check, table: Table) -> pl.Expr:
-    """The verdict of a single-column check (``not_null``, ``length``, ``pattern``, ``in_set``,
-    ``between``) as GX's pandas engine decides it on the batch ``validate_batch`` used to build:
-    text as Python strings, money in euros (cents / 100), NaN as missing. The flag is null where the
-    value is missing, so GX counts those rows as missing (not as passing) and its element, missing
-    and unexpected counts stay those of the check on the values themselves; ``not_null`` has no
-    missing rows of its own."""
-    column = pl.col(check.column)
+    """The verdict of a single-column check (``not_null`` and the kinds of :data:`COLUMN_VERDICTS`)
+    as GX's pandas engine decides it on the batch ``validate_batch`` used to build: text as Python
+    strings, money in euros (cents / 100), NaN as missing. The flag is null where the value is
+    missing, so GX counts those rows as missing (not as passing) and its element, missing and
+    unexpected counts stay those of the check on the values themselves; ``not_null`` has no missing
+    rows of its own."""
     missing = missing_as_gx_sees_it(frame, check.column)
     if check.kind == "not_null":
         return ~missing
-    if check.kind == "length":
-        ok = column.str.len_chars() == check.value
-    elif check.kind == "pattern":
-        ok = column.is_in(pl.Series(_matching(frame[check.column], check.value), dtype=pl.String).implode())
-    elif check.kind == "in_set":
-        ok = column.is_in(pl.Series(list(check.value), dtype=frame.schema[check.column]).implode())
-    elif check.kind == "between":
-        value = column / 100.0 if table.column(check.column).type == "money" else column
-        low, high = check.value
-        ok = pl.lit(True)
-        if low is not None:
-            ok = ok & (value >= low)
-        if high is not None:
-            ok = ok & (value <= high)
-    else:
+    if check.kind not in COLUMN_VERDICTS:
         raise ValueError(f"check {check.id}: no column verdict for kind {check.kind!r}")
-    return pl.when(missing).then(None).otherwise(ok)
+    return pl.when(missing).then(None).otherwise(COLUMN_VERDICTS[check.kind](frame, check, table))
 
 
 def add_row_flags(
