@@ -28,6 +28,7 @@ from great_expectations.data_context.types.resource_identifiers import (
     ExpectationSuiteIdentifier,
     ValidationResultIdentifier,
 )
+from great_expectations.validator.v1_validator import Validator
 
 from expectations.data_docs import localise_static_links
 from expectations.suites import build_suite, suite_checks
@@ -148,7 +149,15 @@ def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str)
     definition = _definition(table, stage)
     by_id = {c.id: c for c in checks}
     pdf = verdict_frame(frame, [c.flag for c in checks if c.flag in frame.columns])
-    result = definition.run(batch_parameters={"dataframe": pdf}, result_format={"result_format": "COMPLETE"})
+    # the validator of ``definition.run`` without the run's bookkeeping: ``run`` also serialises the
+    # whole result (row lists included) into the context's results store, which would be emptied
+    # again at once, and adds run ids to ``meta`` that the folded results do not keep
+    validator = Validator(
+        batch_definition=definition.batch_definition,
+        batch_parameters={"dataframe": pdf},
+        result_format={"result_format": "COMPLETE"},
+    )
+    result = validator.validate_expectation_suite(definition.suite)
     _forget_stored_results()
     failed: dict[str, np.ndarray] = {}
     for r in result.results:
