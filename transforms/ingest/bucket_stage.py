@@ -61,7 +61,7 @@ def orphaned_corrections(frame: pl.DataFrame) -> pl.Series:
     """True for a valid correcting line whose chain of ``corrects_claim_id`` links passes through a
     line that has no valid copy (quarantined): the correction follows it into quarantine, however
     deep the chain (a credit of a re-declaration of a quarantined claim)."""
-    valid = frame.filter(pl.col(FAILED).list.len() == 0)
+    valid = frame.select("claim_id", "corrects_claim_id", FAILED).filter(pl.col(FAILED).list.len() == 0)
     corrections = valid.filter(pl.col("corrects_claim_id").is_not_null()).select("claim_id", "corrects_claim_id")
     if corrections.height == 0:
         return pl.Series("orphaned", [False] * frame.height, dtype=pl.Boolean)

@@ -111,9 +111,8 @@ def first_valid_kept(frame: pl.DataFrame, key: list[str], flag: str) -> pl.DataF
     row) among the rows that failed no check so far, so a broken copy never pushes out a valid
     one. Nulls compare equal (a contract for all insurers has a null insurer)."""
     order = frame.select(pl.col(FAILED).list.len().gt(0).alias("_bad"), "_partition", "_row", "_i", *key)
-    ranked = order.sort("_bad", "_partition", "_row").with_columns(
-        (pl.int_range(pl.len()).over(key) == 0).alias("_first")
-    )
+    # the first row of each key in that order (one hash pass; a window over the key costs ~4x)
+    ranked = order.sort("_bad", "_partition", "_row").with_columns(pl.struct(key).is_first_distinct().alias("_first"))
     ok = ranked.select("_i", pl.col("_first").alias(flag))
     return frame.join(ok, on="_i", how="left", maintain_order="left")
 
