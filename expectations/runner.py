@@ -70,11 +70,12 @@ def _definition(table: str, stage: str):
 
 
 def _forget_stored_results() -> None:
-    """Drop what GX keeps of a validated batch. ``ValidationDefinition.run`` keeps every result,
-    row lists and all, in the context's results store, and the data source's execution engine
-    keeps the last pandas batch of every suite and its metrics (the column types metric holds every
-    distinct value of every text column): in a long-lived worker, a whole partition or bucket per
-    suite, held for the life of the process. The caller keeps what it needs."""
+    """Drop what GX keeps of a validated batch. The data source's execution engine keeps the last
+    pandas batch of every suite and its metrics (the column types metric holds every distinct value
+    of every text column), and a ``ValidationDefinition.run`` (which :func:`validate_batch` does not
+    call) would keep every result, row lists and all, in the context's results store: in a
+    long-lived worker, a whole partition or bucket per suite, held for the life of the process. The
+    caller keeps what it needs."""
     store = _context().validation_results_store
     for key in store.list_keys():
         store.remove_key(key)
