@@ -109,6 +109,22 @@ def test_a_rule_with_an_unknown_kind_or_missing_fields_is_refused(rule, message)
         Rule.model_validate(rule)
 
 
+def _one_rule_table(rule, column):
+    """A table ``t`` keyed by ``service_date``, with one more column and the one rule of a docs example."""
+    from transforms.contract import Column, Table
+
+    service = Column(name="service_date", type="date", description="service", key=True)
+    columns = (column, service) if column.name == "patient_id" else (service, column)
+    return Table(
+        table="t",
+        grain="one row per line",
+        role="reference",
+        primary_key=("service_date",),
+        columns=columns,
+        rules=(rule,),
+    )
+
+
 def test_a_new_row_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_path, monkeypatch):
     """The worked example of docs/extending.md: the kind is declared, its function registered, a
     table uses it, and ingest's row flags and the data dictionary pick it up with nothing else changed."""
@@ -117,7 +133,7 @@ def test_a_new_row_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_p
     import polars as pl
 
     import transforms.contract as contract
-    from transforms.contract import Column, Rule, Table
+    from transforms.contract import Column, Rule
     from transforms.contract.dictionary import rule_text
     from transforms.ingest import checks
 
@@ -138,17 +154,7 @@ def test_a_new_row_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_p
         reason="date_out_of_range",
         description="declared on or after the service date",
     )
-    table = Table(
-        table="t",
-        grain="one row per line",
-        role="reference",
-        primary_key=("service_date",),
-        columns=(
-            Column(name="service_date", type="date", description="service", key=True),
-            Column(name="declared_on", type="date", description="declared"),
-        ),
-        rules=(rule,),
-    )
+    table = _one_rule_table(rule, Column(name="declared_on", type="date", description="declared"))
     frame = pl.DataFrame(
         {
             "service_date": [date(2020, 1, 5), date(2020, 1, 5), date(2020, 1, 5)],
@@ -171,7 +177,7 @@ def test_a_new_link_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_
     import polars as pl
 
     import transforms.contract as contract
-    from transforms.contract import Column, Rule, Table
+    from transforms.contract import Column, Rule
     from transforms.ingest import checks, links
 
     kinds = tmp_path / "rule_kinds.yml"
@@ -194,17 +200,7 @@ def test_a_new_link_rule_kind_is_one_yaml_entry_and_one_registered_function(tmp_
         reason="outside_enrolment",
         description="no service before the first spell",
     )
-    table = Table(
-        table="t",
-        grain="one row per line",
-        role="reference",
-        primary_key=("service_date",),
-        columns=(
-            Column(name="patient_id", type="string", description="patient", key=True),
-            Column(name="service_date", type="date", description="service", key=True),
-        ),
-        rules=(rule,),
-    )
+    table = _one_rule_table(rule, Column(name="patient_id", type="string", description="patient", key=True))
     frame = pl.DataFrame(
         {
             "_i": [0, 1, 2],
