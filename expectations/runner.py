@@ -1,10 +1,10 @@
 """Run the generated suites on pandas batches (GX 1.x has no Dask engine) and collect the results.
 
-``validate_batch`` is what a Dask task calls on one partition or bucket, once the checks' verdict
-columns are computed (``transforms.ingest.checks.add_row_flags``, ``transforms.ingest.links``): it
-validates them with ``result_format=COMPLETE`` to learn exactly which rows failed which check, and
-returns those row numbers plus a slim copy of the GX validation result (without the row lists) for
-Data Docs.
+``validate_batch`` is what a Dask task calls on a batch of verdicts (the checks' ``_ok__`` columns,
+computed by ``transforms.ingest.checks.add_row_flags`` and ``transforms.ingest.links``, gathered
+from many partitions or buckets by ``transforms.ingest.validation_stage``): it validates them with
+``result_format=COMPLETE`` to learn exactly which rows failed which check, and returns those row
+numbers plus a slim copy of the GX validation result (without the row lists) for Data Docs.
 ``build_data_docs`` puts all slim results into a file-based GX project and renders the HTML.
 """
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,11 @@ from great_expectations.validator.v1_validator import Validator
 
 from expectations.data_docs import localise_static_links
 from expectations.suites import build_suite, suite_checks
-from transforms.contract import load_contract
-from transforms.ingest.checks import Check, mask_bsn
+from transforms.ingest.verdicts import EXAMPLES
 
 DATA_DOCS_SITE = "zorgpad"
 _STRIP = ("unexpected_index_list", "unexpected_list", "partial_unexpected_index_list", "unexpected_index_query")
 
-#: Examples of unexpected values kept per expectation and batch (the folded result keeps more).
-EXAMPLES = 10
 
 _CONTEXT: dict[str, Any] = {}
 
@@ -123,32 +119,21 @@ def verdict_frame(frame: pl.DataFrame, flags: list[str]) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame["_row"].to_numpy())
 
 
-def _examples(frame: pl.DataFrame, check: Check, rows: np.ndarray, table: str) -> tuple[list, list[dict]] | None:
-    """The values of the check's column at the rows GX found unexpected, for Data Docs: GX's own
-    examples are those of the verdict (``False``). As GX reports them: the first ones in row order,
-    and the most frequent ones with their counts; money in euros; a BSN-like value masked. None
-    for a check on no single column (a rule over several) and for exactness, whose failing values
-    are not in the column (it holds null or what they converted to; the delivered text is kept in
-    the quarantine's ``_as_delivered``)."""
-    if check.column is None or check.derivation == "exact" or check.column not in frame.columns or not len(rows):
-        return None
-    values = frame.filter(pl.col("_row").is_in(pl.Series(rows, dtype=pl.Int64).implode())).sort("_row")[check.column]
-    if check.column in load_contract().table(table).money_columns:
-        values = values / 100.0
-    texts = [mask_bsn(str(v)) for v in values.to_list()]
-    counts = Counter(texts)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:EXAMPLES]
-    return texts[:EXAMPLES], [{"value": value, "count": count} for value, count in ranked]
-
-
-def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str) -> BatchValidation:
-    """Validate one batch (partition or bucket) with the table's suite for ``stage``: GX reads the
-    ``_ok__`` verdict column of every check (see ``expectations.suites.expectation_for``)."""
+def validate_batch(
+    frame: pl.DataFrame,
+    table: str,
+    stage: str,
+    batch_name: str,
+    examples: dict[str, tuple[list[str], list[dict]]] | None = None,
+) -> BatchValidation:
+    """Validate one batch of verdicts with the table's suite for ``stage``: GX reads the ``_ok__``
+    verdict column of every check (see ``expectations.suites.expectation_for``), rows indexed by
+    ``_row``. ``examples``: per check, the values Data Docs shows for the failing rows instead of
+    GX's (which are the verdicts, ``False``): the first ones and the most frequent with counts."""
     checks = suite_checks(table, stage)
     if not checks or frame.height == 0:
         return BatchValidation({}, {}, frame.height)
     definition = _definition(table, stage)
-    by_id = {c.id: c for c in checks}
     pdf = verdict_frame(frame, [c.flag for c in checks if c.flag in frame.columns])
     # the validator of ``definition.run`` without the run's bookkeeping: ``run`` also serialises the
     # whole result (row lists included) into the context's results store, which would be emptied
@@ -168,9 +153,11 @@ def validate_batch(frame: pl.DataFrame, table: str, stage: str, batch_name: str)
             failed[check] = rows
         for key in _STRIP:
             r.result.pop(key, None)
-        examples = _examples(frame, by_id[check], rows, table) if "partial_unexpected_list" in r.result else None
-        if examples is not None:
-            r.result["partial_unexpected_list"], r.result["partial_unexpected_counts"] = examples
+        if "partial_unexpected_list" not in r.result:
+            continue
+        if examples and check in examples:
+            first, frequent = examples[check]
+            r.result["partial_unexpected_list"], r.result["partial_unexpected_counts"] = first, frequent
         else:  # verdicts only (True / False): nothing to mask, kept as GX gives them
             r.result["partial_unexpected_list"] = r.result.get("partial_unexpected_list", [])[:EXAMPLES]
             r.result["partial_unexpected_counts"] = r.result.get("partial_unexpected_counts", [])[:EXAMPLES]

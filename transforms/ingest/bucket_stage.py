@@ -16,7 +16,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from expectations.runner import validate_batch
 from expectations.suites import suite_checks
 from transforms.contract import load_contract
 from transforms.ingest.checks import REASON_PRECEDENCE, masked_bsn
@@ -25,6 +24,7 @@ from transforms.ingest.links import LinkContext, add_link_flags, parent_rows
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
 from transforms.ingest.partition_stage import FAILED
+from transforms.ingest.verdicts import VerdictFile, examples_of, failing_rows, write_verdicts
 from transforms.manifests import TableBooks
 from transforms.money import cents_to_decimal
 
@@ -39,7 +39,7 @@ class BucketReport:
     books: dict[str, TableBooks] = field(default_factory=dict)
     failed: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
-    results: list[dict] = field(default_factory=list)
+    verdicts: list[VerdictFile] = field(default_factory=list)  # the link checks', for Great Expectations
 
 
 def _read_dir(folder: Path) -> pl.DataFrame | None:
@@ -130,7 +130,9 @@ def process_bucket(
     insured = _read_staged(staging, "insured", bucket).sort(
         "patient_key", *contract.table("insured").primary_key, "_partition", "_row"
     )
-    insured = validate_link(add_link_flags(LinkContext(contract.table("insured"), insured)), "insured", bucket, report)
+    insured = validate_link(
+        add_link_flags(LinkContext(contract.table("insured"), insured)), "insured", bucket, report, staging
+    )
     valid_spells = insured.filter(pl.col(FAILED).list.len() == 0)
     _finish_table(insured, "insured", bucket, store, report, reason_of)
     del insured
@@ -150,7 +152,7 @@ def process_bucket(
             ).alias(f"_ok__{table}.corrects_claim_id.references"),
             (~in_correction_cycle(frame)).alias(f"_ok__{table}.corrects_claim_id.no_cycle"),
         )
-        frame = validate_link(frame, table, bucket, report)
+        frame = validate_link(frame, table, bucket, report, staging)
         # corrections whose original was quarantined follow it, through any chain of corrections
         frame = frame.with_columns(
             pl.when(orphaned_corrections(frame))
@@ -175,7 +177,7 @@ def process_bucket(
         pl.lit(True).alias("_ok__dbc_activity.claim_id.references"),
     )
     activity = add_link_flags(LinkContext(contract.table("dbc_activity"), activity, valid_spells, parents))
-    activity = validate_link(activity, "dbc_activity", bucket, report)
+    activity = validate_link(activity, "dbc_activity", bucket, report, staging)
     _finish_table(activity, "dbc_activity", bucket, store, report, reason_of, netted_dbc=dbc_facts["netted"])
     return report
 
@@ -237,29 +239,38 @@ def _finish_table(
     return good
 
 
-def validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketReport) -> pl.DataFrame:
-    """Validate the table's link-stage checks on ``frame`` (their ``_ok__`` flags computed; a
-    derived flag not computed passes) with Great Expectations, count the failures in ``report`` and
-    append each failing row's check ids to its failed list; the flags are dropped. Shared by the
-    bucket stage and the small tables of ``transforms.ingest.run`` (``bucket`` -1)."""
+def validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketReport, staging: Staging) -> pl.DataFrame:
+    """Decide the table's link-stage checks on ``frame`` (their ``_ok__`` flags computed; a derived
+    flag not computed passes): count the failures in ``report``, append each failing row's check ids
+    to its failed list, write the verdicts for Great Expectations
+    (``transforms.ingest.validation_stage``); the flags are dropped. Shared by the bucket stage and
+    the small tables of ``transforms.ingest.run`` (``bucket`` -1)."""
     checks = suite_checks(table, "link")
     missing = [c.flag for c in checks if c.kind == "derived" and c.flag not in frame.columns]
     if missing:
         frame = frame.with_columns([pl.lit(True).alias(m) for m in missing])
-    # GX indexes by ``_row``; here rows come from many partitions, so index by the bucket row number
-    validation = validate_batch(
-        frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row")), table, "link", f"{table}-bucket-{bucket:04d}"
-    )
-    if validation.result:
-        report.results.append(validation.result)
-    for check, rows in validation.failed_rows.items():
-        report.failed[check] += len(rows)
-    failed = {k: v for k, v in validation.failed_rows.items()}
+    # rows come from many partitions, so they are known here by their bucket row number ``_i``
     renamed = frame.with_columns(pl.col("_i").cast(pl.Int64).alias("_row_i"))
+    failing = failing_rows(renamed, checks, index="_row_i")
+    failed = {check: rows for check, rows in failing.items() if len(rows)}
+    if checks and frame.height:
+        batch = f"bucket-{bucket:04d}" if bucket >= 0 else "all"
+        path = staging.verdicts(table, "link", batch)
+        report.verdicts.append(
+            VerdictFile(
+                table,
+                "link",
+                batch,
+                str(path),
+                write_verdicts(frame, checks, path),
+                examples_of(renamed, failed, checks, table, index="_row_i"),
+            )
+        )
+    for check, rows in failed.items():
+        report.failed[check] += len(rows)
     pairs = [
         pl.DataFrame({"_row_i": rows, "_check": [check] * len(rows)}, schema={"_row_i": pl.Int64, "_check": pl.String})
         for check, rows in failed.items()
-        if len(rows)
     ]
     if pairs:
         lists = pl.concat(pairs).group_by("_row_i").agg(pl.col("_check").sort().alias("_new"))

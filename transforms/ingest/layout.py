@@ -74,6 +74,10 @@ class Staging:
     def duplicates_dir(self, table: str, bucket: int) -> Path:
         return self.root / "duplicates" / table / f"bucket={bucket:04d}"
 
+    def verdicts(self, table: str, stage: str, batch: str) -> Path:
+        """The check verdicts of one partition (row stage) or bucket (link stage) of a table."""
+        return self.root / "verdicts" / stage / table / f"{batch}.parquet"
+
     def validation(self, step: str) -> Path:
         """The merged Great Expectations results of one step (partitions, buckets)."""
         return self.root / "validation" / f"{step}.json"

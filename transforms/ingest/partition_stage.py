@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from expectations.runner import validate_batch
 from expectations.suites import suite_checks
 from transforms.contract import load_contract
 from transforms.ingest.checks import add_row_flags, mask_bsn
@@ -23,6 +22,7 @@ from transforms.ingest.delivery import Partition
 from transforms.ingest.keys import bucket_of, fnv1a64, patient_key
 from transforms.ingest.layout import Staging
 from transforms.ingest.normalise import normalise, read_partition
+from transforms.ingest.verdicts import VerdictFile, examples_of, failing_rows, write_verdicts
 
 FAILED = "_failed"  # list of failing check ids of a row (row and link stage)
 
@@ -38,7 +38,7 @@ class PartitionReport:
     examples: dict[str, list[str]] = field(default_factory=dict)  # BSN-like values masked
     padded: dict[str, int] = field(default_factory=dict)
     extra_columns: list[str] = field(default_factory=list)
-    result: dict = field(default_factory=dict)
+    verdicts: VerdictFile | None = None  # the row checks' verdicts, for Great Expectations
     blank_to_null: dict[str, int] = field(default_factory=dict)
     #: the exact euros of delivered amounts that are not whole cents (text), and NaN / infinite ones
     unrepresentable_euros: str = "0"
@@ -78,23 +78,34 @@ def process_partition(
     n_id_parts: int | None = None,
     years: tuple[int, int] | None = None,
 ) -> PartitionReport:
-    """Normalise, check and route one partition (pure apart from its staging writes). ``years``:
-    ``first_year``, ``last_year`` of ``delivery.json``, which claims must fall in."""
+    """Normalise, check and route one partition (pure apart from its staging writes): rows that fail
+    a row check carry its id to their bucket, and the verdicts are written for Great Expectations
+    (``transforms.ingest.validation_stage``). ``years``: ``first_year``, ``last_year`` of
+    ``delivery.json``, which claims must fall in."""
     contract = load_contract()
     n_id_parts = n_id_parts or n_buckets
     table = contract.table(partition.table)
     staging = Staging(Path(staging_root))
     normalised = normalise(read_partition(partition), table)
     frame = add_row_flags(normalised.frame, table, data_as_of, contract, years=years)
-    validation = validate_batch(frame, table.name, "row", partition.name)
     checks = suite_checks(table.name, "row")
+    failing = failing_rows(frame, checks)
+    failed_rows = {check: rows for check, rows in failing.items() if len(rows)}
+    verdicts = VerdictFile(
+        table.name,
+        "row",
+        partition.name,
+        str(staging.verdicts(table.name, "row", partition.name)),
+        write_verdicts(frame, checks, staging.verdicts(table.name, "row", partition.name)),
+        examples_of(frame, failed_rows, checks, table.name),
+    )
     row_checks = {c.id for c in checks if c.severity == "row"}
-    frame = with_failed(frame, validation.failed_rows, row_checks)
+    frame = with_failed(frame, failed_rows, row_checks)
     frame = frame.drop([c for c in frame.columns if c.startswith("_ok__")])
     frame = frame.with_columns(pl.lit(partition.index, pl.Int32).alias("_partition"))
 
     examples = {}
-    for check, rows in validation.failed_rows.items():
+    for check, rows in failed_rows.items():
         sample = frame.filter(pl.col("_row").is_in(pl.Series(rows[:3]).implode()))
         id_col = "claim_id" if "claim_id" in frame.columns else frame.columns[1]
         examples[check] = [mask_bsn(str(v)) for v in sample[id_col].to_list()]
@@ -123,11 +134,11 @@ def process_partition(
         path=partition.path,
         rows=normalised.frame.height,
         cents=cents,
-        failed={k: len(v) for k, v in validation.failed_rows.items()},
+        failed={k: len(v) for k, v in failed_rows.items()},
         examples=examples,
         padded=normalised.padded,
         extra_columns=normalised.extra_columns,
-        result=validation.result,
+        verdicts=verdicts,
         blank_to_null=normalised.blank_to_null,
         unrepresentable_euros=normalised.unrepresentable.get("amount", "0"),
         amounts_not_a_number=normalised.not_a_number.get("amount", 0),

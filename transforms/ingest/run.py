@@ -35,6 +35,8 @@ from transforms.ingest.id_stage import IdPartReport, process_id_part
 from transforms.ingest.layout import BUCKETED_TABLES, CLAIM_TABLES, SMALL_TABLES, Staging
 from transforms.ingest.links import LinkContext, add_link_flags, first_valid_kept
 from transforms.ingest.partition_stage import FAILED, PartitionReport, process_partition
+from transforms.ingest.validation_stage import VerdictValidation, validate_verdicts
+from transforms.ingest.verdicts import VerdictFile, validation_batches
 from transforms.manifests import BooksEntry, StoreManifest, ValidationRef
 from transforms.money import exact_euros
 from transforms.output_folder import Publication, check_target, require_unlocked
@@ -117,7 +119,7 @@ def check_critical(reports: list[PartitionReport], plan: DeliveryPlan, share: fl
 
 def _small_tables(
     staging: Staging, store: Path, plan: DeliveryPlan
-) -> tuple[list[str], dict[str, TableBooks], list[dict], dict]:
+) -> tuple[list[str], dict[str, TableBooks], list[VerdictFile], dict]:
     """Providers and contracts: unique providers, contracts referring to valid providers."""
     books: dict[str, TableBooks] = {}
     report = BucketReport(bucket=-1)
@@ -130,13 +132,13 @@ def _small_tables(
     providers = first_valid_kept(
         frames["providers"].sort("_partition", "_row"), ["provider_agb"], "_ok__providers.provider_agb.unique"
     )
-    providers = validate_link(providers, "providers", -1, report)
+    providers = validate_link(providers, "providers", -1, report, staging)
     valid = providers.filter(pl.col(FAILED).list.len() == 0)["provider_agb"].to_list()
     contracts = frames["contracts"].with_columns(
         pl.col("provider_agb").is_in(valid).alias("_ok__contracts.provider_agb.references")
     )
     contracts = validate_link(
-        add_link_flags(LinkContext(load_contract().table("contracts"), contracts)), "contracts", -1, report
+        add_link_flags(LinkContext(load_contract().table("contracts"), contracts)), "contracts", -1, report, staging
     )
     from expectations.suites import suite_checks
     from transforms.ingest.bucket_stage import primary_reason
@@ -152,7 +154,7 @@ def _small_tables(
             write_table(bad, table, store / "quarantine" / table, quarantine=True)
         write_table(good, table, store / table)
         books[table] = TableBooks(rows_in=frame.height, rows_stored=good.height, rows_quarantined=bad.height)
-    return valid, books, report.results, {"failed": report.failed, "reasons": report.reasons}
+    return valid, books, report.verdicts, {"failed": report.failed, "reasons": report.reasons}
 
 
 def _orphans(staging: Staging, store: Path) -> TableBooks:
@@ -318,11 +320,12 @@ def run_partitions(state: RunState, mapper: Mapper = local_map) -> tuple[list[Pa
         for ps in state.plan.partitions.values()
         for p in ps
     ]
-    merger = ValidationMerger()
-    reports: list[PartitionReport] = mapper(process_partition, jobs, _fold_into(merger))
-    merger.save(state.staging.validation("partitions"))
+    reports: list[PartitionReport] = mapper(process_partition, jobs, _take_verdicts(verdicts := []))
     state.timing["partitions"] = time.perf_counter() - t
-    return reports, check_critical(reports, state.plan, state.critical_share)
+    critical = check_critical(reports, state.plan, state.critical_share)
+    validate_all(verdicts, state.staging.validation("partitions"), mapper)
+    state.timing["partitions_gx"] = time.perf_counter() - t - state.timing["partitions"]
+    return reports, critical
 
 
 def run_id_parts(state: RunState, mapper: Mapper = local_map) -> list[IdPartReport]:
@@ -337,35 +340,50 @@ def run_buckets(state: RunState, mapper: Mapper = local_map) -> tuple[list[Bucke
     """Step 4: providers and contracts, then every bucket in parallel: link checks, quarantine,
     netting, store files."""
     t = time.perf_counter()
-    valid_providers, small_books, small_results, small_link = _small_tables(state.staging, Path(state.tmp), state.plan)
-    merger = ValidationMerger().absorb_all(small_results)
+    valid_providers, small_books, small_verdicts, small_link = _small_tables(state.staging, Path(state.tmp), state.plan)
     reports: list[BucketReport] = mapper(
         process_bucket,
         [
             (b, str(state.staging.root), state.tmp, valid_providers, state.plan.meta.data_as_of.isoformat())
             for b in range(state.buckets)
         ],
-        _fold_into(merger),
+        _take_verdicts(verdicts := list(small_verdicts)),
     )
-    merger.save(state.staging.validation("buckets"))
     state.timing["buckets"] = time.perf_counter() - t
+    validate_all(verdicts, state.staging.validation("buckets"), mapper)
+    state.timing["buckets_gx"] = time.perf_counter() - t - state.timing["buckets"]
     return reports, {"books": small_books, **small_link}
 
 
-def _fold_into(merger: ValidationMerger) -> Callable:
-    """An ``on_result`` for the mapper: fold a report's GX results into ``merger`` and drop them
-    from the report, so the orchestrating process holds one result per suite, not per batch."""
+def _take_verdicts(into: list[VerdictFile]) -> Callable:
+    """An ``on_result`` for the mapper: move a report's verdict files into ``into``."""
 
-    def fold(report):
+    def take(report):
         if isinstance(report, PartitionReport):
-            merger.absorb(report.result)
-            report.result = {}
+            if report.verdicts is not None:
+                into.append(report.verdicts)
+            report.verdicts = None
         else:
-            merger.absorb_all(report.results)
-            report.results = []
+            into.extend(report.verdicts)
+            report.verdicts = []
         return report
 
-    return fold
+    return take
+
+
+def validate_all(verdicts: list[VerdictFile], saved: Path, mapper: Mapper = local_map) -> None:
+    """Great Expectations over every verdict file, in a few large batches per table
+    (``transforms.ingest.verdicts.validation_batches``); the results, folded per suite, go to
+    ``saved`` for Data Docs."""
+    merger = ValidationMerger()
+    mapper(
+        validate_verdicts,
+        [(batch,) for batch in validation_batches(verdicts)],
+        lambda validation: (
+            merger.absorb(validation.result) or VerdictValidation(validation.table, validation.stage, validation.rows)
+        ),
+    )
+    merger.save(saved)
 
 
 def close_books(
