@@ -1,10 +1,10 @@
 """One validation result per suite, folded from the results of its many batches.
 
-Every partition and every bucket is validated as its own pandas batch, and each batch's result
-carries the whole suite (code lists of thousands of values included). Keeping them all would make
-the orchestrating process grow with the size of the delivery (some 2,500 results at 1 million
-patients, tens of thousands at national scale), and Data Docs with a page per partition answer no
-question a data team asks. So results are folded as they arrive: per suite (``table.stage``) one
+A table's verdicts are validated in batches of a few million rows
+(``transforms.ingest.verdicts.validation_batches``), so a national delivery gives hundreds of
+batches, and each batch's result carries the whole suite (code lists of thousands of values
+included). Keeping them all would make the orchestrating process grow with the size of the
+delivery, and Data Docs with a page per batch answer no question a data team asks. So results are folded as they arrive: per suite (``table.stage``) one
 result whose counts are the sums over all batches, whose examples are the first ones seen, and
 which fails when any batch failed. Memory is then bounded by the number of suites, not batches.
 """

@@ -1,8 +1,9 @@
 """Great Expectations suites generated from the contract's checks (``transforms.ingest.checks``).
 
-One suite per table and stage: ``<table>.row`` runs on every partition of the delivery (in
-parallel, as pandas batches on the Dask workers) and ``<table>.link`` on every patient bucket after
-the shuffle. Each expectation carries in its ``meta`` the check id, the reason code a failing row
+One suite per table and stage: ``<table>.row`` validates the verdicts of the checks each row is
+decided on alone (in the partition step), ``<table>.link`` those that need a patient's other rows
+(in the bucket step, after the shuffle); both run as a few large pandas batches per table on the
+Dask workers (``transforms.ingest.validation_stage``). Each expectation carries in its ``meta`` the check id, the reason code a failing row
 gets and the severity, so the runner can turn unexpected rows into quarantine rows. Every
 expectation reads the check's verdict column (see :func:`expectation_for`).
 
