@@ -170,7 +170,7 @@ def synth_table(rows: list[dict]) -> str:
 
 
 def ingest_table(rows: list[dict]) -> str:
-    steps = ("inspect", "partitions", "ids", "buckets", "validation_docs", "total")
+    steps = ("inspect", "partitions", "partitions_gx", "ids", "buckets", "buckets_gx", "validation_docs", "total")
     head = (
         "| date (UTC) | commit | delivery | workers | buckets / id-parts | wall | "
         + " | ".join(steps)
@@ -254,7 +254,9 @@ def report(results: Path = RESULTS) -> str:
         parts += [
             "### ingest",
             "",
-            "Step times in seconds from the manifest's `timing_seconds`.",
+            "Step times in seconds from the manifest's `timing_seconds`; *partitions_gx* and *buckets_gx* are "
+            "Great Expectations validating the verdict files of the step (in earlier rows, when GX ran inside "
+            "the partition and bucket tasks, part of *partitions* and *buckets*).",
             "",
             ingest_table(ingest),
             "",

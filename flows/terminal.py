@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 #: Human names of the functions ``flows.dask_cluster.dask_mapper`` runs, for the bars.
 STEP_NAMES = {
     "process_partition": "ingest: validating partitions",
+    "validate_verdicts": "ingest: Great Expectations",
     "process_id_part": "ingest: claim ids",
     "process_bucket": "ingest: links, quarantine, netting",
     "partial_prices": "episodes: reference prices",
