@@ -383,7 +383,24 @@ def write_table(frame: pl.DataFrame, table: str, folder: Path, *, quarantine: bo
         else:
             arrays.append(frame[fld.name].to_arrow().cast(fld.type))
     folder.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), folder / "part-0.parquet", compression="zstd")
+    pq.write_table(
+        pa.Table.from_arrays(arrays, schema=schema),
+        folder / "part-0.parquet",
+        compression="zstd",
+        use_dictionary=[f.name for f in schema if f.name not in identifier_columns(table)],
+    )
+
+
+def identifier_columns(table: str) -> set[str]:
+    """Pseudonyms, unique claim ids and the ids referring to them (and the keys zorgpad derives
+    from them): about one value per row or patient, so Parquet dictionary pages only cost time and
+    space there (the dictionary fills up and the writer falls back to plain encoding). Provider
+    codes, though unique in their small table, repeat on thousands of claims and keep theirs."""
+    contract = load_contract()
+    unique = {f"{t}.{c.name}" for t in BUCKETED_TABLES for c in contract.table(t).columns if c.unique}
+    spec = contract.table(table)
+    names = {c.name for c in spec.columns if c.pseudonym or c.unique or c.references in unique}
+    return names | ({"patient_key", "effective_claim_id"} if table in BUCKETED_TABLES else set())
 
 
 def _write_merged(merged: pl.DataFrame, table: str, folder: Path) -> None:

@@ -140,12 +140,15 @@ def _string_column(col: Column, values: pa.ChunkedArray, issues: _Issues) -> tup
         if bad.any():
             issues.add(bad, "bad_encoding", col.name, texts)
     series = pl.Series(col.name, values).cast(pl.String)
-    blank = series.str.strip_chars().str.len_bytes() == 0
+    # a blank value is empty or whitespace only (what ``str.strip_chars`` would empty), found
+    # without copying every value as stripping would
+    blank = series.str.contains(r"^\s*$")
     blanks = int(blank.sum() or 0)
     if blanks:
         series = pl.select(pl.when(blank).then(None).otherwise(series)).to_series().alias(col.name)
     if col.length is not None:
-        short = series.str.contains(r"^\d+$") & (series.str.len_chars() < col.length)
+        # digits only, so bytes are characters (and the byte length is read off the offsets)
+        short = (series.str.len_bytes() < col.length) & series.str.contains(r"^\d+$")
         padded = int(short.sum() or 0)
         if padded:
             series = (
