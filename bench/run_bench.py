@@ -172,6 +172,23 @@ def _latest(results: list[dict]) -> dict[tuple[int, int], dict]:
     return out
 
 
+def _newest_pair(results: list[dict]) -> tuple[dict, dict] | None:
+    """The newest successful 2-worker run that has a 1-worker run of the same size and commit on
+    a clean tree, with that run: a speed-up across code versions would measure the code change."""
+    ok = [r for r in results if r.get("status") == "ok" and r.get("patients") and not r["machine"].get("git_dirty")]
+    for two in sorted((r for r in ok if r["params"]["workers"] == 2), key=lambda r: r["started_utc"], reverse=True):
+        ones = [
+            r
+            for r in ok
+            if r["params"]["workers"] == 1
+            and r["patients"] == two["patients"]
+            and r["machine"]["git_commit"] == two["machine"]["git_commit"]
+        ]
+        if ones:
+            return max(ones, key=lambda r: r["started_utc"]), two
+    return None
+
+
 def _stage_order(name: str) -> tuple[int, str]:
     """Stages in the order a run takes them: ingest, episodes, panels, the DiD specs, the report."""
     order = {"ingest": 0, "episodes": 1, "panels": 2, "report": 9}
@@ -242,31 +259,36 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
         "",
     ]
 
-    # speed-up
-    sizes = sorted({p for p, _ in latest})
+    # speed-up: a 1-worker and a 2-worker run of the same code, never two versions of it
     speedup = None
-    for patients in sizes:
-        if (patients, 1) in latest and (patients, 2) in latest:
-            one, two = latest[(patients, 1)], latest[(patients, 2)]
-            speedup = one["wall_s"] / two["wall_s"]
-            lines += [
-                "## 1 -> 2 workers",
-                "",
-                f"At {patients:,} patients: {one['wall_s']:,.0f} s with one worker, {two['wall_s']:,.0f} s with two: "
-                f"a speed-up of **{speedup:.2f}**.",
-            ]
-            for name in sorted(one["stages"], key=_stage_order):
-                if name in two["stages"] and two["stages"][name]["seconds"]:
-                    lines.append(f"- {name}: {one['stages'][name]['seconds'] / two['stages'][name]['seconds']:.2f}")
-            scaling = two.get("machine_scaling") or scaling
-            if scaling:
-                lines.append(
-                    f"\nThe machine's own ceiling for two CPU-bound processes against one (`python -m "
-                    f"bench.machine_scaling`, measured at the start of the same benchmark): "
-                    f"{scaling['speedup_1_to_2']:.2f}."
-                )
-            lines.append("")
-            break
+    pair = _newest_pair(results)
+    if pair is not None:
+        one, two = pair
+        patients, commit = two["patients"], two["machine"]["git_commit"]
+        speedup = one["wall_s"] / two["wall_s"]
+        newest = max(latest.values(), key=lambda r: r["started_utc"])
+        lines += [
+            "## 1 -> 2 workers",
+            "",
+            f"At {patients:,} patients, commit `{commit}`: {one['wall_s']:,.0f} s with one worker, "
+            f"{two['wall_s']:,.0f} s with two: a speed-up of **{speedup:.2f}**."
+            + (
+                ""
+                if newest["machine"]["git_commit"] == commit
+                else f" (The newest run, commit `{newest['machine']['git_commit']}`, has no 1-worker run to pair with.)"
+            ),
+        ]
+        for name in sorted(one["stages"], key=_stage_order):
+            if name in two["stages"] and two["stages"][name]["seconds"]:
+                lines.append(f"- {name}: {one['stages'][name]['seconds'] / two['stages'][name]['seconds']:.2f}")
+        scaling = two.get("machine_scaling") or scaling
+        if scaling:
+            lines.append(
+                f"\nThe machine's own ceiling for two CPU-bound processes against one (`python -m "
+                f"bench.machine_scaling`, measured at the start of the same benchmark): "
+                f"{scaling['speedup_1_to_2']:.2f}."
+            )
+        lines.append("")
 
     # memory flatness
     two_worker = [(p, r) for (p, w), r in sorted(latest.items()) if w == max(w2 for p2, w2 in latest if p2 == p)]
