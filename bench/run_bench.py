@@ -172,7 +172,7 @@ def _latest(results: list[dict]) -> dict[tuple[int, int], dict]:
     return out
 
 
-def _newest_pair(results: list[dict]) -> tuple[dict, dict] | None:
+def newest_pair(results: list[dict]) -> tuple[dict, dict] | None:
     """The newest successful 2-worker run that has a 1-worker run of the same size and commit on
     a clean tree, with that run: a speed-up across code versions would measure the code change."""
     ok = [r for r in results if r.get("status") == "ok" and r.get("patients") and not r["machine"].get("git_dirty")]
@@ -261,7 +261,7 @@ def report(results: list[dict], scaling: dict | None = None) -> str:
 
     # speed-up: a 1-worker and a 2-worker run of the same code, never two versions of it
     speedup = None
-    pair = _newest_pair(results)
+    pair = newest_pair(results)
     if pair is not None:
         one, two = pair
         patients, commit = two["patients"], two["machine"]["git_commit"]

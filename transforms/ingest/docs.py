@@ -9,6 +9,7 @@ from transforms.contract import load_contract
 from transforms.ingest import layout
 from transforms.ingest.bucket_stage import store_schema
 from transforms.ingest.checks import REASON_PRECEDENCE, all_checks
+from transforms.ingest.verdicts import ROWS_PER_VALIDATION
 
 DOCS_PATH = Path(__file__).resolve().parents[2] / "docs" / "store.md"
 
@@ -117,7 +118,10 @@ def render() -> str:
         "",
         "Stages: `row` checks run per partition in parallel; `link` checks run per patient bucket",
         "(they need the patient's other tables); claim-id uniqueness and the routing of care activities",
-        "run on the claim ids, split by a hash of the id. Severity `warning` is reported, not quarantined.",
+        "run on the claim ids, split by a hash of the id. Each check is decided once, as a pass/fail column;",
+        "Great Expectations then validates those columns for every row of a table (in batches of up to",
+        f"{ROWS_PER_VALIDATION:,} rows), and the run stops if GX finds other failing rows than the ones",
+        "quarantined. Severity `warning` is reported, not quarantined.",
         "",
     ]
     return "\n".join(out)
