@@ -24,7 +24,7 @@ from transforms.ingest.links import LinkContext, add_link_flags, parent_rows
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
 from transforms.ingest.partition_stage import FAILED
-from transforms.ingest.verdicts import VerdictFile, examples_of, failing_rows, write_verdicts
+from transforms.ingest.verdicts import VerdictFile, failing_rows, record_verdicts
 from transforms.manifests import TableBooks
 from transforms.money import cents_to_decimal
 
@@ -254,18 +254,8 @@ def validate_link(frame: pl.DataFrame, table: str, bucket: int, report: BucketRe
     failing = failing_rows(renamed, checks, index="_row_i")
     failed = {check: rows for check, rows in failing.items() if len(rows)}
     if checks and frame.height:
-        batch = f"bucket-{bucket:04d}" if bucket >= 0 else "all"
-        path = staging.verdicts(table, "link", batch)
-        report.verdicts.append(
-            VerdictFile(
-                table,
-                "link",
-                batch,
-                str(path),
-                write_verdicts(frame, checks, path),
-                examples_of(renamed, failed, checks, table, index="_row_i"),
-            )
-        )
+        batch = (table, "link", f"bucket-{bucket:04d}" if bucket >= 0 else "all")
+        report.verdicts.append(record_verdicts(renamed, checks, batch, staging.verdicts(*batch), failed, "_row_i"))
     for check, rows in failed.items():
         report.failed[check] += len(rows)
     pairs = [

@@ -22,7 +22,7 @@ from transforms.ingest.delivery import Partition
 from transforms.ingest.keys import bucket_of, fnv1a64, patient_key
 from transforms.ingest.layout import Staging
 from transforms.ingest.normalise import normalise, read_partition
-from transforms.ingest.verdicts import VerdictFile, examples_of, failing_rows, write_verdicts
+from transforms.ingest.verdicts import VerdictFile, failing_rows, record_verdicts
 
 FAILED = "_failed"  # list of failing check ids of a row (row and link stage)
 
@@ -91,14 +91,8 @@ def process_partition(
     checks = suite_checks(table.name, "row")
     failing = failing_rows(frame, checks)
     failed_rows = {check: rows for check, rows in failing.items() if len(rows)}
-    verdicts = VerdictFile(
-        table.name,
-        "row",
-        partition.name,
-        str(staging.verdicts(table.name, "row", partition.name)),
-        write_verdicts(frame, checks, staging.verdicts(table.name, "row", partition.name)),
-        examples_of(frame, failed_rows, checks, table.name),
-    )
+    batch = (table.name, "row", partition.name)
+    verdicts = record_verdicts(frame, checks, batch, staging.verdicts(*batch), failed_rows)
     row_checks = {c.id for c in checks if c.severity == "row"}
     frame = with_failed(frame, failed_rows, row_checks)
     frame = frame.drop([c for c in frame.columns if c.startswith("_ok__")])

@@ -122,6 +122,22 @@ def write_verdicts(frame: pl.DataFrame, checks: Iterable[Check], path: Path) -> 
     return frame.height
 
 
+def record_verdicts(
+    frame: pl.DataFrame,
+    checks: Iterable[Check],
+    batch: tuple[str, str, str],
+    path: Path,
+    failing: dict[str, np.ndarray],
+    index: str = "_row",
+) -> VerdictFile:
+    """Write the verdicts of one batch (``table``, ``stage``, ``batch``) to ``path`` and describe them
+    for the validation step: their rows and the Data Docs examples of the ``failing`` rows."""
+    checks = list(checks)
+    table, stage, name = batch
+    rows = write_verdicts(frame, checks, path)
+    return VerdictFile(table, stage, name, str(path), rows, examples_of(frame, failing, checks, table, index))
+
+
 def validation_batches(files: Iterable[VerdictFile], rows: int = ROWS_PER_VALIDATION) -> list[list[VerdictFile]]:
     """Group verdict files into GX batches: per table and stage, in batch order, each batch of at
     most ``rows`` rows (a single larger file is a batch of its own)."""
