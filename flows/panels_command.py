@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from flows.cli import UserError, app
+from transforms.panels.casemix import CLUSTER_FIT_FROM
 
 
 @app.command("panels")
@@ -27,6 +28,13 @@ def panels(
     ] = 10,
     statuses: Annotated[str, typer.Option(help="episode statuses the benchmarks and costs use")] = "complete,death",
     winsorise_pct: Annotated[float, typer.Option(help="percentile of the winsorised mean of the bundle costs")] = 99.0,
+    casemix_cluster_from: Annotated[
+        int,
+        typer.Option(
+            help="case-mix models with at least this many episodes are fitted with dask-ml across the cluster,"
+            " smaller ones by exact IRLS in one task (0: all with dask-ml)"
+        ),
+    ] = CLUSTER_FIT_FROM,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
 ) -> None:
@@ -35,7 +43,13 @@ def panels(
 
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, not {workers}")
-    options = PanelOptions.from_cli(bundles=bundles, statuses=statuses, min_cell=min_cell, winsorise_pct=winsorise_pct)
+    options = PanelOptions.from_cli(
+        bundles=bundles,
+        statuses=statuses,
+        min_cell=min_cell,
+        winsorise_pct=winsorise_pct,
+        casemix_cluster_from=casemix_cluster_from,
+    )
     preflight(store, episodes, out, options, earlier=earlier)  # seconds, before a Prefect API or Dask starts
     from flows.panels_flow import panels_flow
     from flows.prefect_api import ensure_api

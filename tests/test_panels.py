@@ -56,30 +56,44 @@ def test_a_rebuild_gives_the_same_bytes(built, tmp_path):
     assert content(tmp_path / "again") == content(built["panels"])
 
 
+def coefficients_agree(a: pl.DataFrame, b: pl.DataFrame) -> float:
+    """The largest relative difference between two fits' coefficients (the same terms in both)."""
+    joined = a.join(b, on=["bundle_id", "model", "term"], suffix="_other")
+    assert joined.height == a.height == b.height
+    relative = (pl.col("coefficient") - pl.col("coefficient_other")).abs() / pl.max_horizontal(
+        pl.col("coefficient_other").abs(), pl.lit(1e-12)
+    )
+    return joined.select(relative.max()).item()
+
+
 def test_the_flow_fits_with_dask_ml_on_the_cluster_and_any_cluster_gives_the_same_bytes(built, tmp_path):
-    """The Prefect flow on a two-worker cluster and the plain build on a one-worker cluster (both
-    fitting with dask-ml there) write the same files; the single-process fit (exact IRLS) agrees
-    with them to 1e-9 on every coefficient."""
+    """With every model sent to dask-ml (``casemix_cluster_from=0``), the Prefect flow on a two-worker
+    cluster and the plain build on a one-worker cluster write the same files; the single-process fit
+    (exact IRLS) agrees with them to 1e-9 on every coefficient. By default these models are small and
+    each is fitted by exact IRLS in one task on the cluster, to the same coefficients."""
     from flows.dask_cluster import dask_cluster
     from flows.panels_flow import panels_flow
 
-    options = PanelOptions(bundles=("cataract", "hip_oa"))
+    options = PanelOptions(bundles=("cataract", "hip_oa"), casemix_cluster_from=0)
     manifest = panels_flow(
         str(built["store"]), str(built["episodes"]), str(tmp_path / "flow"), options=options.model_dump(), workers=2
     )
     fitted = [v for v in manifest["casemix"].values() if v["fitted"]]
     assert fitted and all(v["solver"].startswith("dask-ml") for v in fitted), manifest["casemix"]
+    defaults = PanelOptions(bundles=options.bundles)
     with dask_cluster(workers=1) as address:
         build_panels(built["store"], built["episodes"], tmp_path / "one", options, address=address)
+        build_panels(built["store"], built["episodes"], tmp_path / "tasks", defaults, address=address)
     assert content(tmp_path / "flow") == content(tmp_path / "one")
     on_dask = table("casemix_coefficients").read(tmp_path / "flow")
     local = table("casemix_coefficients").read(built["panels"]).filter(pl.col("bundle_id").is_in(options.bundles))
-    joined = on_dask.join(local, on=["bundle_id", "model", "term"], suffix="_local")
-    assert joined.height == on_dask.height == local.height
-    relative = (pl.col("coefficient") - pl.col("coefficient_local")).abs() / pl.max_horizontal(
-        pl.col("coefficient_local").abs(), pl.lit(1e-12)
-    )
-    assert joined.select(relative.max()).item() < 1e-9
+    assert coefficients_agree(on_dask, local) < 1e-9
+
+    in_tasks = json.loads((tmp_path / "tasks" / "manifest.json").read_text())["casemix"]
+    assert in_tasks.keys() == manifest["casemix"].keys()
+    assert all(v["solver"] == "numpy exact IRLS" for v in in_tasks.values()), in_tasks
+    assert [v["fitted"] for v in in_tasks.values()] == [v["fitted"] for v in manifest["casemix"].values()]
+    assert coefficients_agree(table("casemix_coefficients").read(tmp_path / "tasks"), on_dask) < 1e-9
 
 
 def test_every_table_is_as_declared_and_its_key_unique(built):

@@ -123,6 +123,31 @@ def test_predictions_add_up_to_the_observed_total(cluster, episodes_dir, bundle,
     assert calibration["mean_expected"].is_sorted()
 
 
+@pytest.mark.parametrize("bundle,target,kind", MODELS)
+def test_fit_files_in_one_process_is_the_cluster_fit(cluster, episodes_dir, bundle, target, kind):
+    """What a model below ``CLUSTER_FIT_FROM`` episodes gets: the same columns, counts, coefficients
+    (to 1e-9 relative) and deviance as dask-ml on the cluster, whatever the order of the files."""
+    files = files_of(episodes_dir, bundle)
+    on_dask = fitted(cluster, episodes_dir, bundle, target, kind)
+    local = cm.fit_files(files, target, kind, YEARS, statuses=STATUSES)
+    assert (local.fitted, local.reason, local.n, local.n_excluded, local.n_clipped) == (
+        on_dask.fitted,
+        on_dask.reason,
+        on_dask.n,
+        on_dask.n_excluded,
+        on_dask.n_clipped,
+    )
+    assert local.names == on_dask.names and local.dropped == on_dask.dropped
+    assert local.solver == "numpy exact IRLS" and local.statuses == tuple(STATUSES)
+    np.testing.assert_allclose(
+        list(local.coefficients.values()), list(on_dask.coefficients.values()), rtol=1e-9, atol=1e-12
+    )
+    if local.fitted:
+        assert local.deviance == pytest.approx(on_dask.deviance, rel=1e-12)
+    again = cm.fit_files(list(reversed(files)), target, kind, YEARS, statuses=STATUSES)
+    assert again.coefficients == local.coefficients and again.calibration.equals(local.calibration)
+
+
 def test_fit_is_bit_identical_run_after_run(cluster, episodes_dir):
     files = files_of(episodes_dir, "cataract")
     first = fitted(cluster, episodes_dir, "cataract", "in_bundle_cents", "poisson")
@@ -223,6 +248,8 @@ def test_negative_costs_are_clipped_and_null_targets_counted(cluster, episodes_d
     )
     result = cm.fit_on_dask(cluster, write_episodes(edited, tmp_path / "credits"), "in_bundle_cents", "poisson", YEARS)
     assert result.fitted and result.n_clipped == 3 and result.n_excluded == 2
+    local = cm.fit_files(write_episodes(edited, tmp_path / "credits"), "in_bundle_cents", "poisson", YEARS)
+    assert (local.fitted, local.n, local.n_clipped, local.n_excluded) == (True, result.n, 3, 2)
     kept = edited.filter(pl.col("in_bundle_cents").is_not_null())
     assert result.n == kept.height
     X, _ = cm.design(kept, YEARS, columns=result.names)

@@ -1,7 +1,8 @@
 """Panels: what analysts, contract managers and researchers consume, built from the episodes.
 
 - ``casemix``: the case-mix models per bundle (Poisson pseudo-likelihood for costs, logistic for
-  binary outcomes), fitted with dask-ml on the Dask cluster;
+  binary outcomes), fitted on the Dask cluster: dask-ml for large models, exact IRLS in one task
+  for the others;
 - ``funnel``: observed / expected, funnel limits with overdispersion, empirical-Bayes shrinkage;
 - ``benchmark``: the provider benchmark table; ``suppression``: small-cell suppression;
 - ``bundle_costs``: cost distributions per component and phase;

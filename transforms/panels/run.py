@@ -4,7 +4,8 @@ tasks; :func:`build_panels` runs them in one process):
 1. :func:`plan_panels` -- check the options, the store, the episodes (built from that store) and the
    contracts' terms, take the output folder's lock (``transforms.output_folder``);
 2. :func:`fit_casemix` -- per bundle, the case-mix models (costs on both bases, every binary
-   outcome) fitted with dask-ml on the Dask cluster, their coefficients and fit statistics, and the
+   outcome) fitted on the Dask cluster (dask-ml for large models, exact IRLS in one task for the
+   others: ``PanelOptions.casemix_cluster_from``), their coefficients and fit statistics, and the
    expected value of every episode (kept in the work folder until the end);
 3. :func:`build_bundle` -- per bundle (one Dask task each): ``benchmark``, ``benchmark_outcomes``,
    ``bundle_costs`` with small-cell suppression, the funnel plots, and the reconciliation tables;
@@ -78,6 +79,9 @@ class PanelOptions(BaseModel):
     statuses: tuple[str, ...] = ELIGIBLE_STATUSES
     min_cell: int = Field(DEFAULT_MIN_CELL, ge=1)
     winsorise_pct: float = Field(DEFAULT_WINSORISE_PCT, gt=0, le=100)
+    #: models with at least this many episodes are fitted with dask-ml across the cluster, smaller
+    #: ones by exact IRLS in one Dask task each (``casemix.CLUSTER_FIT_FROM``); 0: all with dask-ml
+    casemix_cluster_from: int = Field(casemix.CLUSTER_FIT_FROM, ge=0)
 
     @field_validator("statuses")
     @classmethod
@@ -92,13 +96,22 @@ class PanelOptions(BaseModel):
         return value
 
     @classmethod
-    def from_cli(cls, *, bundles: str | None, statuses: str, min_cell: int, winsorise_pct: float) -> PanelOptions:
+    def from_cli(
+        cls,
+        *,
+        bundles: str | None,
+        statuses: str,
+        min_cell: int,
+        winsorise_pct: float,
+        casemix_cluster_from: int = casemix.CLUSTER_FIT_FROM,
+    ) -> PanelOptions:
         try:
             return cls(
                 bundles=tuple(b.strip() for b in bundles.split(",") if b.strip()) if bundles else None,
                 statuses=tuple(s.strip() for s in statuses.split(",") if s.strip()),
                 min_cell=min_cell,
                 winsorise_pct=winsorise_pct,
+                casemix_cluster_from=casemix_cluster_from,
             )
         except ValidationError as exc:
             first = exc.errors()[0]
@@ -237,10 +250,10 @@ def plan_panels(
 
 
 # ------------------------------------------------------------------------------ step 2: case mix
-def _too_small(files: list[str], target: str, kind: str, statuses: tuple[str, ...]) -> bool:
-    """Whether the model cannot be fitted for want of episodes or events: decided on the target
-    column alone, here, so a model that is the overall mean anyway costs no cluster round trips
-    (and is the same whether or not a cluster is used)."""
+def _usable_episodes(files: list[str], target: str, kind: str, statuses: tuple[str, ...]) -> int:
+    """The number of episodes the model of ``target`` is fitted on, or 0 when it cannot be fitted for
+    want of episodes or events: decided on the target column alone, here, so that a model which is the
+    overall mean anyway costs no cluster round trips and a small one goes to a single task."""
     y = (
         pl.scan_parquet(files, hive_partitioning=True)
         .filter(pl.col("status").is_in(list(statuses)))
@@ -249,24 +262,8 @@ def _too_small(files: list[str], target: str, kind: str, statuses: tuple[str, ..
         .collect()[target]
     )
     total = float(y.clip(lower_bound=0).sum()) if kind == "poisson" else float(y.sum())
-    return casemix.degenerate_reason(kind, y.len(), 1, total, casemix.MIN_EPISODES, casemix.MIN_EVENTS) is not None
-
-
-def _fit(
-    files: list[str],
-    target: str,
-    kind: str,
-    years: list[int],
-    statuses: tuple[str, ...],
-    address: str | None,
-    client=None,
-) -> casemix.FitResult:
-    if address is not None and not _too_small(files, target, kind, statuses):
-        return casemix.fit_on_dask(address, files, target, kind, years, statuses=statuses, client=client)
-    frame = pl.read_parquet(files, hive_partitioning=True).filter(pl.col("status").is_in(list(statuses)))
-    frame = frame.filter(pl.col(target).is_not_null()).sort("episode_id")
-    X, names = casemix.design(frame, years)
-    return casemix.fit_local(X, frame[target].cast(pl.Float64).to_numpy(), kind, names, target=target, years=years)
+    too_small = casemix.degenerate_reason(kind, y.len(), 1, total, casemix.MIN_EPISODES, casemix.MIN_EVENTS)
+    return 0 if too_small is not None else y.len()
 
 
 def _model_name(target: str) -> str:
@@ -278,26 +275,48 @@ def _model_name(target: str) -> str:
 
 def fit_casemix(run: PanelsRun, address: str | None = None) -> dict:
     """Step 2: every bundle's case-mix models (on the cluster at ``address``; in this process when
-    None). Writes ``casemix_coefficients``, ``casemix_fit`` and each bundle's expected values."""
+    None). Writes ``casemix_coefficients``, ``casemix_fit`` and each bundle's expected values.
+
+    On a cluster, a model with at least ``casemix_cluster_from`` episodes is fitted with dask-ml
+    over all workers, any other by exact IRLS in one task (``casemix.CLUSTER_FIT_FROM`` says why);
+    the two agree to about 1e-15 relative, and each model's ``solver`` in the manifest says which ran."""
     t = time.perf_counter()
     coefficients, fits, report = [], [], {}
     jobs = [(bundle, target, kind) for bundle in run.bundles for target, kind in casemix.model_targets(bundle).items()]
 
-    # one client for all fits (fitting several at once in threads is slower: the time of a
-    # dask-ml Newton step is spent building and optimising its small graphs, under the GIL)
+    files = {bundle: [str(f) for f in episode_files(Path(run.episodes), bundle)] for bundle in run.bundles}
+    statuses = run.options.statuses
+
+    def arguments(job: tuple[str, str, str]) -> tuple:
+        bundle, target, kind = job
+        return files[bundle], target, kind, run.years[bundle]
+
+    def large(job: tuple[str, str, str]) -> bool:
+        bundle, target, kind = job
+        episodes = _usable_episodes(files[bundle], target, kind, statuses)
+        return episodes > 0 and episodes >= run.options.casemix_cluster_from
+
+    on_dask_ml = [job for job in jobs if large(job)] if address is not None else []
+    in_one_task = [job for job in jobs if job not in on_dask_ml]
     with contextlib.ExitStack() as stack:
-        client = None
-        if address is not None:
+        if address is None:
+            results = {job: casemix.fit_files(*arguments(job), statuses=statuses) for job in in_one_task}
+        else:
             from distributed import Client
 
             client = stack.enter_context(Client(address, set_as_default=False))
-
-        def fit(job: tuple[str, str, str]) -> casemix.FitResult:
-            bundle, target, kind = job
-            files = [str(f) for f in episode_files(Path(run.episodes), bundle)]
-            return _fit(files, target, kind, run.years[bundle], run.options.statuses, address, client)
-
-        results = {job: fit(job) for job in jobs}
+            # the small models run as tasks while this process drives the dask-ml fits one after
+            # another (fitting those in threads at once is slower: a Newton step's time is spent
+            # building and optimising its small graphs, under the GIL)
+            tasks = {
+                job: client.submit(casemix.fit_files, *arguments(job), statuses=statuses, pure=False)
+                for job in in_one_task
+            }
+            results = {
+                job: casemix.fit_on_dask(address, *arguments(job), statuses=statuses, client=client)
+                for job in on_dask_ml
+            }
+            results.update(zip(tasks, client.gather(list(tasks.values()))))
     for bundle in run.bundles:
         episodes = read_episodes(Path(run.episodes), bundle)
         expected = episodes.select("episode_id")
