@@ -20,10 +20,14 @@ import re
 import sys
 import threading
 from collections import deque
+from typing import Annotated
 
 import typer
 
 from transforms.errors import UserFacingError
+
+#: The ``--verbose`` option of every command that runs a flow (``flows.terminal.flow_console``).
+Verbose = Annotated[bool, typer.Option("--verbose", help="show Prefect's and Dask's INFO logs")]
 
 app = typer.Typer(
     name="zorgpad",

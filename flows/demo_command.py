@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import app
+from flows.cli import Verbose, app
 
 
 @app.command("demo")
@@ -17,7 +17,7 @@ def demo(
     patients: Annotated[int, typer.Option(help="size of the demo delivery")] = 2000,
     workers: Annotated[int, typer.Option(help="local Dask worker processes")] = 2,
     specs: Annotated[Path | None, typer.Option(help="a folder of DiD panel specs to build as well")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="show Prefect's and Dask's INFO logs")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Generate a demo delivery (faults included) and run the whole pipeline on it (`zorgpad run`)."""
     from flows.run_command import run_pipeline

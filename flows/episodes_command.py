@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 
 
 @app.command("episodes")
@@ -26,12 +26,14 @@ def episodes(
             help="buckets one Dask task builds and writes together (default: two tasks per worker, at most 4 buckets each)"
         ),
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Build episodes (one row per episode) and episode lines (every allocated claim line)."""
     if buckets_per_task is not None and buckets_per_task < 1:
         raise UserError(f"--buckets-per-task must be at least 1, not {buckets_per_task}")
     from flows.episodes_flow import episodes_flow
     from flows.prefect_api import ensure_api
+    from flows.terminal import flow_console
     from transforms.bundles import BundleDefinitionError, select_bundles
     from transforms.output_folder import check_target, require_output, require_unlocked
 
@@ -47,16 +49,17 @@ def episodes(
         raise UserError(f"--runout-months must be 0 or more, not {runout_months}")
     try:
         select_bundles(names)  # an unknown bundle is reported before anything starts
-        ensure_api()
-        manifest = episodes_flow(
-            str(store),
-            str(out),
-            bundles=names,
-            scheduler=scheduler,
-            workers=workers,
-            runout_months=runout_months,
-            buckets_per_task=buckets_per_task,
-        )
+        with flow_console(verbose):
+            ensure_api()
+            manifest = episodes_flow(
+                str(store),
+                str(out),
+                bundles=names,
+                scheduler=scheduler,
+                workers=workers,
+                runout_months=runout_months,
+                buckets_per_task=buckets_per_task,
+            )
     except BundleDefinitionError as exc:
         raise UserError(str(exc)) from None
     for b in manifest["bundles"]:

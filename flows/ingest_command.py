@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 
 
 @app.command("ingest")
@@ -29,6 +29,7 @@ def ingest(
             help="restart the Dask workers after this many tasks each, so their memory stays flat (0: never; default 100)"
         ),
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Validate a delivery (Great Expectations), quarantine bad rows, net corrections, write the store."""
     from transforms.ingest.delivery import DeliveryError
@@ -43,18 +44,20 @@ def ingest(
         preflight(delivery, store, n_buckets=buckets, critical_share=critical_share)
         from flows.ingest_flow import ingest_flow
         from flows.prefect_api import ensure_api
+        from flows.terminal import flow_console
 
-        ensure_api()
         recycle = {} if recycle_workers_after is None else {"recycle_workers_after": recycle_workers_after or None}
-        manifest = ingest_flow(
-            str(delivery),
-            str(store),
-            buckets=buckets,
-            scheduler=scheduler,
-            workers=workers,
-            critical_share=critical_share,
-            **recycle,
-        )
+        with flow_console(verbose):
+            ensure_api()
+            manifest = ingest_flow(
+                str(delivery),
+                str(store),
+                buckets=buckets,
+                scheduler=scheduler,
+                workers=workers,
+                critical_share=critical_share,
+                **recycle,
+            )
     except DeliveryError as exc:
         raise UserError(str(exc) if exc.check == "options" else f"delivery rejected ({exc.check}): {exc}") from None
     from transforms.ingest.summary import books_line, validation_line

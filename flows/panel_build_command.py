@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 
 panel_app = typer.Typer(
     name="panel",
@@ -41,6 +41,7 @@ def build(
     vektis: Annotated[
         Path | None, typer.Option(help="unit gemeente_year: the Vektis folder written by `zorgpad ingest-vektis`")
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Validate the spec, build the panel (units, periods, cohorts, maturity), its estimator adapters,
     attrition report and dictionary; with --estimate a DiD report per outcome."""
@@ -55,18 +56,20 @@ def build(
         csdid_version()
     from flows.panel_build_flow import panel_build_flow
     from flows.prefect_api import ensure_api
+    from flows.terminal import flow_console
 
-    ensure_api()
-    manifest = panel_build_flow(
-        str(spec),
-        str(store),
-        str(episodes),
-        str(out),
-        estimate=estimate,
-        scheduler=scheduler,
-        workers=workers,
-        vektis=str(vektis) if vektis else None,
-    )
+    with flow_console(verbose):
+        ensure_api()
+        manifest = panel_build_flow(
+            str(spec),
+            str(store),
+            str(episodes),
+            str(out),
+            estimate=estimate,
+            scheduler=scheduler,
+            workers=workers,
+            vektis=str(vektis) if vektis else None,
+        )
     from transforms.did_panel.estimates import FEW_CLUSTERS
 
     target = Path(manifest["out"])

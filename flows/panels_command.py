@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 from transforms.panels.casemix import CLUSTER_FIT_FROM
 
 
@@ -37,6 +37,7 @@ def panels(
     ] = CLUSTER_FIT_FROM,
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Build the panels: benchmark, benchmark_outcomes, bundle_costs, reconciliation, placebo, case-mix models."""
     from transforms.panels.run import PanelOptions, preflight
@@ -53,17 +54,19 @@ def panels(
     preflight(store, episodes, out, options, earlier=earlier)  # seconds, before a Prefect API or Dask starts
     from flows.panels_flow import panels_flow
     from flows.prefect_api import ensure_api
+    from flows.terminal import flow_console
 
-    ensure_api()
-    manifest = panels_flow(
-        str(store),
-        str(episodes),
-        str(out),
-        options=options.model_dump(),
-        earlier=str(earlier) if earlier else None,
-        scheduler=scheduler,
-        workers=workers,
-    )
+    with flow_console(verbose):
+        ensure_api()
+        manifest = panels_flow(
+            str(store),
+            str(episodes),
+            str(out),
+            options=options.model_dump(),
+            earlier=str(earlier) if earlier else None,
+            scheduler=scheduler,
+            workers=workers,
+        )
     target = Path(manifest["out"])
     for name, rows in manifest["rows"].items():
         typer.echo(f"{name:22s} {rows:>9,} rows   {target / name}")

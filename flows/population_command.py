@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 
 
 @app.command("population")
@@ -25,6 +25,7 @@ def population(
     ] = "2020,2021",
     scheduler: Annotated[str | None, typer.Option(help="Dask scheduler address; default: a local cluster")] = None,
     workers: Annotated[int | None, typer.Option(help="local Dask worker processes")] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Attribute insured to GP practices per quarter, compare the population's spending with five
     benchmarks per quarter, and run the placebo over the pre-period."""
@@ -39,18 +40,20 @@ def population(
     preflight(store, vektis, population, out, cap_pct=cap_pct, excluded_years=excluded)
     from flows.population_flow import population_flow
     from flows.prefect_api import ensure_api
+    from flows.terminal import flow_console
 
-    ensure_api()
-    manifest = population_flow(
-        str(store),
-        str(vektis),
-        str(population),
-        str(out),
-        cap_pct=cap_pct,
-        excluded_years=excluded,
-        scheduler=scheduler,
-        workers=workers,
-    )
+    with flow_console(verbose):
+        ensure_api()
+        manifest = population_flow(
+            str(store),
+            str(vektis),
+            str(population),
+            str(out),
+            cap_pct=cap_pct,
+            excluded_years=excluded,
+            scheduler=scheduler,
+            workers=workers,
+        )
     pop = manifest["population"]
     typer.echo(
         f"population   {pop['name']}: {len(pop['practices'])} practices in {pop['region']}, start "

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import app
+from flows.cli import Verbose, app
 
 
 @app.command("regional")
@@ -18,6 +18,7 @@ def regional(
     out: Annotated[
         Path, typer.Option(help="where to write the regional panel (a new or empty folder, or an earlier one)")
     ],
+    verbose: Verbose = False,
 ) -> None:
     """Build the regional panel: O/E per gemeente, year and category with funnel limits and trends."""
     from transforms.regional.run import preflight
@@ -25,9 +26,11 @@ def regional(
     preflight(vektis, out)  # seconds, before a Prefect API starts
     from flows.prefect_api import ensure_api
     from flows.regional_flow import regional_flow
+    from flows.terminal import flow_console
 
-    ensure_api()
-    manifest = regional_flow(str(vektis), str(out))
+    with flow_console(verbose):
+        ensure_api()
+        manifest = regional_flow(str(vektis), str(out))
     target = Path(manifest["out"])
     for name, rows in manifest["rows"].items():
         typer.echo(f"{name:16s} {rows:>9,} rows   {target / name}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 
 
 @app.command("run")
@@ -21,7 +21,7 @@ def run(
     vektis: Annotated[
         Path | None, typer.Option(help="a `zorgpad ingest-vektis` folder, for gemeente_year specs")
     ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", help="show Prefect's and Dask's INFO logs")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """Run the whole pipeline on a delivery; an unchanged stage is kept, a killed run resumes."""
     run_pipeline(
@@ -48,7 +48,7 @@ def run_pipeline(
     verbose: bool = False,
 ) -> dict:
     """Check the options, run the flow with progress bars, print the summary; returns the run manifest."""
-    from flows.terminal import StepProgress, install_on_run_loggers, quiet_console
+    from flows.terminal import flow_console
     from transforms.bundles import BundleDefinitionError, select_bundles
     from transforms.output_folder import check_target, require_unlocked
 
@@ -75,14 +75,12 @@ def run_pipeline(
 
     for spec in spec_files(str(specs) if specs else None):
         load_spec(spec)  # a wrong spec fails here, before hours of ingest
-    quiet_console(verbose)
-    install_on_run_loggers()
     from flows.prefect_api import ensure_api
     from flows.run_flow import run_flow
 
-    ensure_api()
     typer.echo(f"zorgpad run: {delivery} -> {target}")
-    with StepProgress():
+    with flow_console(verbose):
+        ensure_api()
         manifest = run_flow(
             str(delivery),
             str(target),

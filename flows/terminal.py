@@ -13,8 +13,10 @@ bar when the step ends, so a finished run leaves only its summary on the screen.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from rich.console import Console
@@ -157,4 +159,15 @@ class StepProgress:
         self._totals.pop(step, None)
 
 
-__all__ = ["StepProgress", "install_on_run_loggers", "quiet_console"]
+@contextlib.contextmanager
+def flow_console(verbose: bool = False) -> Iterator[StepProgress]:
+    """What every command that runs a flow shows while it runs: progress bars, and Prefect's and
+    Dask's INFO records only with ``verbose`` (they still reach the Prefect API either way)."""
+    if not verbose:
+        quiet_console()
+        install_on_run_loggers()
+    with StepProgress() as progress:
+        yield progress
+
+
+__all__ = ["StepProgress", "flow_console", "install_on_run_loggers", "quiet_console"]

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import UserError, app
+from flows.cli import UserError, Verbose, app
 
 
 def parse_years(text: str | None) -> list[int] | None:
@@ -47,17 +47,20 @@ def ingest_vektis(
         str | None,
         typer.Option("--years", help="A year or a range, e.g. 2015-2022 (default: all, 2011-2023)."),
     ] = None,
+    verbose: Verbose = False,
 ) -> None:
     """Harmonise the Vektis open data (Zvw costs per gemeente) into one validated long table."""
     year_list = parse_years(years)
     from flows.prefect_api import ensure_api
+    from flows.terminal import flow_console
     from flows.vektis_flow import VektisValidationFailed, ingest_vektis_flow
     from transforms.output_folder import check_target
 
     check_target(out, "vektis", option="--out")  # before the Prefect API starts
     try:
-        ensure_api()
-        result = ingest_vektis_flow(out=str(out), years=year_list)
+        with flow_console(verbose):
+            ensure_api()
+            result = ingest_vektis_flow(out=str(out), years=year_list)
     except VektisValidationFailed as exc:
         raise UserError(str(exc)) from exc
     typer.echo(f"harmonised {result['rows']:,} rows for {', '.join(result['releases'])}")

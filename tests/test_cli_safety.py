@@ -83,12 +83,41 @@ def delivery(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference_store(delivery, tmp_path_factory) -> Path:
-    """The delivery ingested once by the command, undisturbed."""
+def reference_ingest(delivery, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The delivery ingested once by the command, undisturbed, and what the command printed."""
     tmp = tmp_path_factory.mktemp("reference")
     done = zorgpad(tmp, "ingest", str(delivery), "--store", str(tmp / "store"), "--workers", "1", "--buckets", "2")
     assert done.returncode == 0, done.stdout + done.stderr
-    return tmp / "store"
+    return tmp / "store", done
+
+
+@pytest.fixture(scope="module")
+def reference_store(reference_ingest) -> Path:
+    return reference_ingest[0]
+
+
+def test_an_ingest_prints_its_summary_without_prefect_or_dask_info_lines(reference_ingest, delivery, tmp_path):
+    """By default a few lines (where the store, the books, validation and the Data Docs are);
+    ``--verbose`` brings back Prefect's INFO records."""
+    store, done = reference_ingest
+    lines = (done.stdout + done.stderr).splitlines()
+    assert not [line for line in lines if "| INFO" in line or "distributed." in line], "\n".join(lines)
+    assert len(lines) <= 10, "\n".join(lines)
+    assert lines[0] == f"store:       {store}" and lines[1].startswith("books:       ")
+    verbose = zorgpad(
+        tmp_path,
+        "ingest",
+        str(delivery),
+        "--store",
+        str(tmp_path / "store"),
+        "--workers",
+        "1",
+        "--buckets",
+        "2",
+        "--verbose",
+    )
+    assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert "| INFO" in verbose.stdout + verbose.stderr
 
 
 # ------------------------------------------------------------------------------ refused in seconds
