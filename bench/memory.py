@@ -3,7 +3,8 @@
 Every ``interval`` seconds the sampler reads the resident set size (RSS) of this process and of all
 its descendants (worker pools, Dask nannies' worker processes, ...) with psutil and keeps
 
-- the peak of the *sum* over the tree (what the machine must hold at once),
+- the peak of the *sum* over the tree (what the machine must hold at once; without this process
+  itself with ``count_root=False``, when it only launches the measured command),
 - per process: the peak RSS, taken as the larger of the sampled RSS and the kernel's own high-water
   mark ``VmHWM`` from ``/proc/PID/status`` (exact, so a spike between two samples is not missed for
   a single process; the tree sum can only be sampled),
@@ -100,6 +101,10 @@ class TreeMemorySampler:
 
     interval: float = 0.2
     root_pid: int = field(default_factory=os.getpid)
+    #: whether the root's own RSS counts in the tree sum: not when the root only launches the
+    #: measured command (``bench.run_bench``), whose memory would otherwise include the harness's,
+    #: e.g. what generating the delivery in the same process left behind
+    count_root: bool = True
     peak_total: int = 0
     peak_total_at_s: float = 0.0
     samples: int = 0
@@ -169,7 +174,8 @@ class TreeMemorySampler:
             except (psutil.Error, OSError):
                 continue
             alive += 1
-            total += rss
+            if proc.pid != self.root_pid or self.count_root:
+                total += rss
             peak = self.processes.get(proc.pid)
             if peak is None:
                 # a process that exists at the first sample (this one, a warm Dask worker) has used
@@ -233,6 +239,7 @@ class TreeMemorySampler:
             "interval_s": self.interval,
             "samples": self.samples,
             "peak_tree_rss_mb": round(self.peak_total / MB, 1),
+            "root_counted": self.count_root,
             "peak_tree_rss_at_s": round(self.peak_total_at_s, 1),
             "peak_main_rss_mb": round(main.peak_rss / MB, 1) if main else None,
             "peak_worker_rss_mb": round(max((p.peak_rss for p in workers), default=0) / MB, 1),

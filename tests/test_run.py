@@ -357,3 +357,17 @@ def test_a_scheduler_that_is_not_an_address_leaves_no_run_folder(tmp_path):
     assert done.returncode == 2
     assert "error: --scheduler" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_demo_says_in_under_30_lines_where_the_panels_report_and_data_docs_are(tmp_path):
+    """The README's first command: a generated delivery through every stage, and a short answer."""
+    done = zorgpad(tmp_path, "demo", "--out", str(tmp_path / "demo"), "--patients", "300", timeout=1200)
+    assert done.returncode == 0, done.stderr[-4000:]
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) < 30, "\n".join(lines)
+    assert not [line for line in lines if "| INFO" in line or "distributed." in line], "\n".join(lines)
+    shown = {line.split(":", 1)[0]: line.split(":", 1)[1].split()[0] for line in lines if ":" in line}
+    assert Path(shown["report"]).is_file() and Path(shown["report"]).name == "index.html"
+    assert Path(shown["panels"]).is_dir() and (Path(shown["panels"]) / "manifest.json").is_file()
+    assert Path(shown["data docs"]).is_file()
+    assert next(line for line in lines if line.startswith("books ")).startswith("books balanced")
