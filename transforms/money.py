@@ -32,7 +32,8 @@ def delivered_cents(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.
 
     An amount that is not a whole number of cents, not a number, or beyond decimal(12, 2) is a
     problem (its cents are 0): ingest quarantines it rather than guess. A float within a millionth
-    of a euro of a whole cent is that cent, because most cent values (0.1) have no exact float.
+    of a euro of a whole cent, or the float nearest a whole cent, is that cent, because most cent
+    values (0.1) have no exact float.
     Decimals are read from their 128-bit words (little-endian two's complement of the unscaled
     value), which is exact and avoids a Python object per value."""
     if isinstance(values, pa.ChunkedArray):
@@ -60,7 +61,11 @@ def delivered_cents(values: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.
     scaled = floats * 100.0
     with np.errstate(invalid="ignore"):
         cents = np.round(scaled)
-        problem = ~np.isfinite(scaled) | (np.abs(scaled - cents) > 1e-4) | (np.abs(cents) >= MAX_CENTS)
+        # the double nearest a whole cent is that cent, however far apart doubles are at its size
+        # (8724773567.03 EUR is 1.6e-4 cents from its float); below that size the tolerance
+        # also takes floats that arithmetic has moved off the nearest double (0.1 + 0.2)
+        nearest = (cents / 100.0) == floats
+        problem = ~np.isfinite(scaled) | ((np.abs(scaled - cents) > 1e-4) & ~nearest) | (np.abs(cents) >= MAX_CENTS)
     problem &= ~null
     return np.where(null | problem, 0, cents).astype(np.int64), null, problem
 
