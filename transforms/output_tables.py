@@ -18,6 +18,8 @@ by partition, then ``sort_by``, then the key, so that the same input always give
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -129,14 +131,24 @@ class OutputTable(_Frozen):
             path = folder.joinpath(*(f"{c}={v}" for c, v in zip(self.partition_by, values))) / PART_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             arrow = part.drop(list(self.partition_by)).to_arrow().cast(self.file_schema())
-            pq.write_table(arrow, path, compression="zstd", write_statistics=True)
+            # written under another name and renamed: a reader (another bundle's task reading its
+            # own partition, an analyst) never finds a half-written part file
+            unfinished = path.with_name(f".{path.name}.writing")
+            pq.write_table(arrow, unfinished, compression="zstd", write_statistics=True)
+            os.replace(unfinished, path)
             written.append(path)
         return written
 
-    def read(self, root: Path) -> pl.DataFrame:
-        """Read the table back from ``root / table`` with its partition columns."""
+    def read(self, root: Path, partition: Mapping[str, object] | None = None) -> pl.DataFrame:
+        """Read the table back from ``root / table`` with its partition columns; with ``partition``
+        (e.g. ``{"bundle_id": "hip_oa"}``) only the part files in those partitions, so that a task
+        reads its own bundle while other tasks are still writing theirs."""
         folder = Path(root) / self.table
-        files = sorted(folder.rglob("*.parquet"))
+        unknown = [c for c in partition or {} if c not in self.partition_by]
+        if unknown:
+            raise ValueError(f"{self.table} is not partitioned by {unknown}; its partitions: {self.partition_by}")
+        wanted = {f"{c}={v}" for c, v in (partition or {}).items()}
+        files = [f for f in sorted(folder.rglob("*.parquet")) if wanted <= set(f.relative_to(folder).parts[:-1])]
         if not files:
             return pl.DataFrame(schema=self.polars_schema())
         frame = pl.read_parquet(files, hive_partitioning=bool(self.partition_by))

@@ -457,7 +457,7 @@ def build_bundle(run: PanelsRun, bundle: str) -> dict:
     )
 
     plots = 0
-    published = table("benchmark").read(work).filter(pl.col("bundle_id") == bundle)
+    published = table("benchmark").read(work, partition={"bundle_id": bundle})
     for (year, basis), group in published.group_by("year", "cost_basis", maintain_order=True):
         path = work / PLOTS_DIR / f"bundle_id={bundle}" / f"year={year}" / f"{basis}.png"
         if funnel_plot(group, f"{bundle} {year}: in-bundle cost per episode, {basis} (O/E, case-mix adjusted)", path):
