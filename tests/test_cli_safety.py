@@ -329,7 +329,7 @@ def test_an_ingest_killed_midway_leaves_a_complete_store_and_no_process_and_the_
     args = ["ingest", str(new_delivery), "--store", str(store), "--workers", "1", "--buckets", "2"]
     if point == "validating":
         proc = _start(tmp_path, *args)
-        _wait_for(lambda: any(tmp_path.glob("store.zorgpad-new-*/_staging/rows/*/*/*.parquet")), proc=proc)
+        _wait_for(lambda: any(tmp_path.glob("store.zorgpad-new-*/_staging/rows/*/*.arrow")), proc=proc)
         children = _kill(proc)
     else:
         proc = subprocess.Popen(

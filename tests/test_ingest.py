@@ -24,6 +24,7 @@ from transforms.ingest.delivery import DeliveryError
 from transforms.ingest.id_stage import later_copies, later_copies_in
 from transforms.ingest.keys import fnv1a64
 from transforms.ingest.netting import net_corrections
+from transforms.ingest.pieces import read_piece, write_pieces
 from transforms.ingest.run import ingest
 from transforms.money import delivered_cents
 from transforms.synth import FaultRates, SynthConfig, generate_delivery, truth_dir
@@ -173,9 +174,10 @@ def test_netting_hand_computed_cases():
     assert netted["amount"].sum() + 0 == lines["amount"].sum()  # money conserved
 
 
-def test_later_copies_from_files_equal_later_copies_of_all_ids(tmp_path):
-    """The two-pass reading of the id files (hashes first, then candidate rows) finds exactly the
-    duplicates that checking all ids in memory finds, across files."""
+def test_later_copies_of_an_id_part_read_from_piece_files_equal_later_copies_of_its_ids(tmp_path):
+    """Each partition writes its claim ids as a piece per id-part; the two-pass reading of an
+    id-part's pieces (hashes first, then candidate rows) finds exactly the duplicates that checking
+    its ids in memory finds, within and across files."""
     rng = np.random.default_rng(3)
     ids = pl.DataFrame(
         {
@@ -185,14 +187,17 @@ def test_later_copies_from_files_equal_later_copies_of_all_ids(tmp_path):
             "_partition": np.repeat(np.arange(6, dtype=np.int32), 10_000),
             "_row": np.tile(np.arange(10_000, dtype=np.int64), 6),
         }
-    )
-    files = []
+    ).with_columns((pl.col("claim_id").str.slice(-1).cast(pl.Int32) % 3).alias("_part"))
     for (partition,), rows in ids.partition_by("_partition", as_dict=True, maintain_order=True).items():
-        files.append(tmp_path / f"p{partition}.parquet")
-        rows.write_parquet(files[-1])
-    expected = later_copies(ids)
-    assert expected.height > 10_000  # many repeats, within and across files
-    assert later_copies_in(files).equals(expected)
+        write_pieces(rows, "_part", tmp_path / f"p{partition}.arrow")
+    files = sorted(tmp_path.glob("*.arrow"))
+    for part in range(3):
+        own = ids.filter(pl.col("_part") == part).drop("_part")
+        expected = later_copies(own)
+        assert expected.height > 2_000  # many repeats, within and across files
+        assert read_piece(files, part).equals(own)
+        assert later_copies_in(files, part).equals(expected)
+    assert read_piece(files, 3) is None and later_copies_in(files, 3) is None
 
 
 @settings(max_examples=200, deadline=None)

@@ -24,6 +24,7 @@ from transforms.ingest.links import LinkContext, add_link_flags, parent_rows
 from transforms.ingest.netting import in_correction_cycle, net_corrections, rekey_activities
 from transforms.ingest.normalise import AS_DELIVERED, ISSUE, exact_sum
 from transforms.ingest.partition_stage import FAILED
+from transforms.ingest.pieces import piece_files, read_piece
 from transforms.ingest.verdicts import VerdictFile, failing_rows, record_verdicts
 from transforms.manifests import TableBooks
 from transforms.money import cents_to_decimal
@@ -40,11 +41,6 @@ class BucketReport:
     failed: Counter[str] = field(default_factory=Counter)
     reasons: dict[str, dict[str, int]] = field(default_factory=dict)
     verdicts: list[VerdictFile] = field(default_factory=list)  # the link checks', for Great Expectations
-
-
-def _read_dir(folder: Path) -> pl.DataFrame | None:
-    files = sorted(folder.glob("*.parquet")) if folder.exists() else []
-    return pl.concat([pl.read_parquet(f) for f in files], how="diagonal_relaxed") if files else None
 
 
 def _flag_duplicates(frame: pl.DataFrame, duplicates: pl.DataFrame | None, check: str) -> pl.DataFrame:
@@ -106,7 +102,7 @@ def primary_reason(failed: pl.Expr, reason_of: dict[str, str]) -> pl.Expr:
 
 
 def _read_staged(staging: Staging, table: str, bucket: int) -> pl.DataFrame:
-    frame = _read_dir(staging.rows_dir(table, bucket))
+    frame = read_piece(piece_files(staging.rows_dir(table)), bucket)
     return (frame if frame is not None else _empty_staged(table)).with_row_index("_i")
 
 
@@ -142,7 +138,7 @@ def process_bucket(
     dbc_facts = None
     for table in CLAIM_TABLES:
         frame = _read_staged(staging, table, bucket)
-        dups = _read_dir(staging.duplicates_dir(table, bucket))
+        dups = read_piece(piece_files(staging.duplicates_dir(table)), bucket)
         frame = _flag_duplicates(frame, dups, f"{table}.claim_id.unique")
         frame = add_link_flags(LinkContext(contract.table(table), frame, valid_spells, parents))
         frame = frame.with_columns(

@@ -20,6 +20,7 @@ import polars as pl
 
 from transforms.ingest.layout import CLAIM_TABLES, Staging
 from transforms.ingest.partition_stage import FAILED
+from transforms.ingest.pieces import iter_piece, piece_files, read_piece, write_pieces
 
 ORPHAN_CHECK = "dbc_activity.claim_id.references"
 
@@ -30,15 +31,6 @@ class IdPartReport:
     duplicates: dict[str, int]
     routed_activities: int
     orphan_activities: int
-
-
-def _files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.parquet")) if folder.exists() else []
-
-
-def _scan(folder: Path) -> pl.DataFrame | None:
-    files = _files(folder)
-    return pl.concat([pl.read_parquet(f) for f in files], how="vertical_relaxed") if files else None
 
 
 def _repeated(hashes: np.ndarray) -> np.ndarray:
@@ -69,16 +61,18 @@ def later_copies(ids: pl.DataFrame) -> pl.DataFrame:
     return ranked.filter(pl.col("_occurrence") > 0).drop("_occurrence").sort("_partition", "_row")
 
 
-def later_copies_in(files: list[Path]) -> pl.DataFrame:
-    """:func:`later_copies` of one table's id files in two light passes: first only the hashes of
-    the claim ids (8 bytes an id, strings decoded chunk by chunk), then the full rows of the ids
-    whose hash repeats. Both passes hash with the same engine in the same process."""
-    scan = pl.scan_parquet(files)
-    hashes = scan.select(pl.col("claim_id").hash()).collect(engine="streaming").to_series().to_numpy()
-    repeated = pl.Series(_repeated(hashes), dtype=pl.UInt64)
+def later_copies_in(files: list[Path], part: int) -> pl.DataFrame | None:
+    """:func:`later_copies` of one id-part of a table, read from its piece files in two light
+    passes: first only the hashes of the claim ids (8 bytes an id, one file's piece at a time),
+    then the rows of the ids whose hash repeats. Both passes hash in the same process. None if no
+    file has ids of this part."""
+    hashes = [piece["claim_id"].hash().to_numpy() for piece in iter_piece(files, part)]
+    if not hashes:
+        return None
+    repeated = pl.Series(_repeated(np.concatenate(hashes)), dtype=pl.UInt64).implode()
     del hashes
-    rows = scan.filter(pl.col("claim_id").hash().is_in(repeated.implode())).collect(engine="streaming")
-    return later_copies(rows)
+    candidates = [piece.filter(pl.col("claim_id").hash().is_in(repeated)) for piece in iter_piece(files, part)]
+    return later_copies(pl.concat(candidates, how="diagonal_relaxed"))
 
 
 def process_id_part(part: int, staging_root: str) -> IdPartReport:
@@ -86,38 +80,36 @@ def process_id_part(part: int, staging_root: str) -> IdPartReport:
     duplicates: dict[str, int] = {}
     dbc_first: pl.DataFrame | None = None
     for table in CLAIM_TABLES:
-        files = _files(staging.claim_ids_dir(table, part))
-        if not files:
+        files = piece_files(staging.claim_ids_dir(table))
+        later = later_copies_in(files, part)
+        if later is None:
             duplicates[table] = 0
             continue
-        later = later_copies_in(files)
         duplicates[table] = later.height
-        # split by bucket, so a bucket reads only its own duplicates (not the whole delivery's)
-        copies = later.select("claim_id", "bucket", "_partition", "_row")
-        for (bucket,), rows in copies.partition_by("bucket", as_dict=True, maintain_order=True).items():
-            path = staging.duplicates(table, int(bucket), part)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(path)
+        # a piece per bucket, so a bucket reads only its own duplicates (not the whole delivery's)
+        write_pieces(
+            later.select("claim_id", "bucket", "_partition", "_row"), "bucket", staging.duplicates(table, part)
+        )
         if table == "dbc":  # the first line of every subtraject routes its care activities
-            dbc_first = (
-                pl.scan_parquet(files)
-                .join(later.lazy().select("_partition", "_row"), on=["_partition", "_row"], how="anti")
-                .select("claim_id", "patient_key", "bucket")
-                .collect()
+            copies = later.select("_partition", "_row")
+            dbc_first = pl.concat(
+                [
+                    piece.join(copies, on=["_partition", "_row"], how="anti").select(
+                        "claim_id", "patient_key", "bucket"
+                    )
+                    for piece in iter_piece(files, part)
+                ]
             )
 
     routed = orphans = 0
-    activities = _scan(staging.activities_by_claim_dir(part))
+    activities = read_piece(piece_files(staging.activities_by_claim_dir()), part)
     if activities is not None:
         if dbc_first is None:
             dbc_first = pl.DataFrame(schema={"claim_id": pl.String, "patient_key": pl.Int64, "bucket": pl.Int32})
         joined = activities.join(dbc_first, on="claim_id", how="left", maintain_order="left")
         found = joined.filter(pl.col("bucket").is_not_null())
         lost = joined.filter(pl.col("bucket").is_null()).drop("bucket")
-        for (bucket,), rows in found.partition_by("bucket", as_dict=True, maintain_order=True).items():
-            path = staging.routed_activities(int(bucket), part)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rows.drop("bucket").write_parquet(path)
+        write_pieces(found, "bucket", staging.routed_activities(part))
         routed = found.height
         if lost.height:
             lost = lost.with_columns(pl.concat_list(pl.col(FAILED), pl.lit([ORPHAN_CHECK])).alias(FAILED))

@@ -23,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transforms.contract import load_contract
+from transforms.ingest.pieces import SUFFIX
 
 #: The tables stored in patient buckets, those read whole, and the claim tables (``role`` in the
 #: contract's table files).
@@ -39,40 +40,45 @@ def bucket_dir(root: Path, table: str, bucket: int) -> Path:
 
 
 class Staging:
-    """Paths inside a run's staging folder (``STORE.tmp-<run>/_staging``)."""
+    """Paths inside a run's staging folder (``STORE.tmp-<run>/_staging``).
+
+    The shuffle files are piece files (``transforms.ingest.pieces``): one per writer (a partition,
+    or an id-part), holding a piece for each bucket (or id-part) it sends rows to, so the number of
+    files grows with the delivery and not with its square."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
-    def rows(self, table: str, bucket: int, partition: str) -> Path:
-        """Normalised rows of one partition that belong to one bucket."""
-        return self.root / "rows" / table / f"bucket={bucket:04d}" / f"{partition}.parquet"
+    def rows(self, table: str, partition: str) -> Path:
+        """Normalised rows of one partition, a piece per bucket."""
+        return self.rows_dir(table) / f"{partition}{SUFFIX}"
 
-    def rows_dir(self, table: str, bucket: int) -> Path:
-        return self.root / "rows" / table / f"bucket={bucket:04d}"
+    def rows_dir(self, table: str) -> Path:
+        return self.root / "rows" / table
 
     def unbucketed(self, table: str, partition: str) -> Path:
         return self.root / "rows" / table / "all" / f"{partition}.parquet"
 
-    def claim_ids(self, table: str, part: int, partition: str) -> Path:
-        """Claim ids of one partition that hash to one id-part (for uniqueness and routing)."""
-        return self.root / "claim_ids" / table / f"part={part:04d}" / f"{partition}.parquet"
+    def claim_ids(self, table: str, partition: str) -> Path:
+        """Claim ids of one partition, a piece per id-part (for uniqueness and routing)."""
+        return self.claim_ids_dir(table) / f"{partition}{SUFFIX}"
 
-    def claim_ids_dir(self, table: str, part: int) -> Path:
-        return self.root / "claim_ids" / table / f"part={part:04d}"
+    def claim_ids_dir(self, table: str) -> Path:
+        return self.root / "claim_ids" / table
 
-    def activities_by_claim(self, part: int, partition: str) -> Path:
-        return self.root / "activity_by_claim" / f"part={part:04d}" / f"{partition}.parquet"
+    def activities_by_claim(self, partition: str) -> Path:
+        """Care activities of one partition, a piece per id-part of their claim id."""
+        return self.activities_by_claim_dir() / f"{partition}{SUFFIX}"
 
-    def activities_by_claim_dir(self, part: int) -> Path:
-        return self.root / "activity_by_claim" / f"part={part:04d}"
+    def activities_by_claim_dir(self) -> Path:
+        return self.root / "activity_by_claim"
 
-    def duplicates(self, table: str, bucket: int, part: int) -> Path:
-        """Later copies of repeated claim ids found in one id-part, of the rows in one bucket."""
-        return self.duplicates_dir(table, bucket) / f"part={part:04d}.parquet"
+    def duplicates(self, table: str, part: int) -> Path:
+        """Later copies of repeated claim ids found in one id-part, a piece per bucket."""
+        return self.duplicates_dir(table) / f"part={part:04d}{SUFFIX}"
 
-    def duplicates_dir(self, table: str, bucket: int) -> Path:
-        return self.root / "duplicates" / table / f"bucket={bucket:04d}"
+    def duplicates_dir(self, table: str) -> Path:
+        return self.root / "duplicates" / table
 
     def verdicts(self, table: str, stage: str, batch: str) -> Path:
         """The check verdicts of one partition (row stage) or bucket (link stage) of a table."""
@@ -82,8 +88,10 @@ class Staging:
         """The merged Great Expectations results of one step (partitions, buckets)."""
         return self.root / "validation" / f"{step}.json"
 
-    def routed_activities(self, bucket: int, part: int) -> Path:
-        return self.root / "rows" / "dbc_activity" / f"bucket={bucket:04d}" / f"routed-{part:04d}.parquet"
+    def routed_activities(self, part: int) -> Path:
+        """Care activities of one id-part sent to their subtraject's bucket, a piece per bucket
+        (read with the rows of the table, after its partitions')."""
+        return self.rows_dir("dbc_activity") / f"routed-{part:04d}{SUFFIX}"
 
     def orphan_activities(self, part: int) -> Path:
         return self.root / "orphans" / "dbc_activity" / f"part={part:04d}.parquet"

@@ -1,7 +1,7 @@
 """Stage 1 of ingest, one task per partition: normalise, run the row checks, route rows to buckets.
 
 The only shuffle of the whole pipeline happens here, as partition-local writes: every partition
-writes its rows into one file per patient bucket. Claim ids are also written, split by a hash of the
+writes its rows into one piece file, a piece per patient bucket (``transforms.ingest.pieces``). Claim ids are also written, split by a hash of the
 id, so that uniqueness across the delivery and the routing of care activities to their
 subtraject's bucket can be checked part by part without holding all ids in one place.
 """
@@ -22,6 +22,7 @@ from transforms.ingest.delivery import Partition
 from transforms.ingest.keys import bucket_of, fnv1a64, patient_key
 from transforms.ingest.layout import Staging
 from transforms.ingest.normalise import normalise, read_partition
+from transforms.ingest.pieces import write_pieces
 from transforms.ingest.verdicts import VerdictFile, failing_rows, record_verdicts
 
 FAILED = "_failed"  # list of failing check ids of a row (row and link stage)
@@ -108,17 +109,14 @@ def process_partition(
     if "patient_id" in frame.columns:
         frame = frame.with_columns(patient_key(frame["patient_id"]))
         frame = frame.with_columns(pl.Series("_bucket", bucket_of(frame["patient_key"], n_buckets)))
-        for (bucket,), rows in frame.partition_by("_bucket", as_dict=True, maintain_order=True).items():
-            _write(rows.drop("_bucket"), staging.rows(table.name, int(bucket), partition.name))
+        write_pieces(frame, "_bucket", staging.rows(table.name, partition.name))
         if "claim_id" in frame.columns:
             ids = frame.select("claim_id", "patient_key", pl.col("_bucket").alias("bucket"), "_partition", "_row")
             ids = ids.with_columns(pl.Series("_part", id_part(ids["claim_id"], n_id_parts)))
-            for (part,), rows in ids.partition_by("_part", as_dict=True).items():
-                _write(rows.drop("_part"), staging.claim_ids(table.name, int(part), partition.name))
+            write_pieces(ids, "_part", staging.claim_ids(table.name, partition.name))
     elif table.name == "dbc_activity":
         frame = frame.with_columns(pl.Series("_part", id_part(frame["claim_id"], n_id_parts)))
-        for (part,), rows in frame.partition_by("_part", as_dict=True, maintain_order=True).items():
-            _write(rows.drop("_part"), staging.activities_by_claim(int(part), partition.name))
+        write_pieces(frame, "_part", staging.activities_by_claim(partition.name))
     else:
         _write(frame, staging.unbucketed(table.name, partition.name))
 
