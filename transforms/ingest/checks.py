@@ -319,11 +319,7 @@ def _bsn_like(column: str) -> pl.Expr:
 
 
 def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contract) -> pl.Series:
-    """Is the code valid (on its date, within its scope)? One boolean per row; null codes pass.
-
-    Evaluated once per distinct (code, scope, date) and joined back: a million lines carry only a
-    few thousand distinct combinations.
-    """
+    """Is the code valid (on its date, within its scope)? One boolean per row; null codes pass."""
     col = table.column(column)
     code_list = contract.code_lists[col.code_list]
     name = f"_ok__{table.table}.{column}.code_valid"
@@ -334,31 +330,47 @@ def _code_valid(frame: pl.DataFrame, table: Table, column: str, contract: Contra
     )
     if code_list.pattern is not None:
         return values["_code"].str.contains(code_list.pattern).fill_null(True).alias(name)
-    keys = ["_code", "_scope"] if (code_list.scope and col.scope) else ["_code"]
-    distinct = values.unique(maintain_order=False)
+    scoped = bool(code_list.scope and col.scope)
     ref = code_list.frame().rename(
         {code_list.code: "_code", **({code_list.scope: "_scope"} if code_list.scope else {})}
     )
-    joined = distinct.join(
-        ref.select(*keys, "valid_from", "valid_to").with_columns(pl.lit(True).alias("_hit")),
-        on=keys,
-        how="left",
-        nulls_equal=False,
+    return valid_by_lookup(values, ref, ["_code", "_scope"] if scoped else ["_code"]).alias(name)
+
+
+def valid_by_lookup(values: pl.DataFrame, ref: pl.DataFrame, keys: list[str]) -> pl.Series:
+    """Is each row's ``_code`` (within ``_scope`` when ``keys`` has it) in the code list ``ref``
+    with a validity period holding its date ``_on`` (a null date: any period)? Null codes pass.
+
+    Each row looks its code up once (a hash probe into the list's few thousand codes) and compares
+    its date with that code's periods, the k-th periods of all codes gathered side by side (an NZa
+    code has at most about eight). A join of the rows with the list, or of their distinct (code,
+    date) pairs, costs several times more: a partition's lines hold tens of thousands of pairs."""
+    periods = (
+        ref.select(*keys, "valid_from", "valid_to")
+        .drop_nulls(keys)
+        .with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).over(keys).alias("_period"))
     )
-    in_period = pl.col("_hit").fill_null(False)
-    if col.valid_on:
-        in_period = in_period & (
-            pl.col("_on").is_null()
-            | (
-                (pl.col("valid_from").is_null() | (pl.col("valid_from") <= pl.col("_on")))
-                & (pl.col("valid_to").is_null() | (pl.col("valid_to") >= pl.col("_on")))
-            )
+    codes = periods.select(keys).unique(maintain_order=True).with_row_index("_key")
+    index = (
+        values.select(_code_key(keys))
+        .to_series()
+        .replace_strict(codes.select(_code_key(keys)).to_series(), codes["_key"], default=None)
+    )
+    on = values["_on"]
+    in_period = pl.repeat(False, values.height, dtype=pl.Boolean, eager=True)
+    for period in range(int(periods["_period"].max() or 0) + 1 if periods.height else 0):
+        kth = codes.join(periods.filter(pl.col("_period") == period), on=keys, how="left", maintain_order="left")
+        valid_from, valid_to = kth["valid_from"].gather(index), kth["valid_to"].gather(index)
+        holds = kth["_period"].is_not_null().gather(index) & (
+            on.is_null() | ((valid_from.is_null() | (valid_from <= on)) & (valid_to.is_null() | (valid_to >= on)))
         )
-    verdict = joined.group_by("_code", "_scope", "_on").agg(
-        (in_period.any() | pl.col("_code").first().is_null()).alias("_ok")
-    )
-    ok = values.join(verdict, on=["_code", "_scope", "_on"], how="left", maintain_order="left", nulls_equal=True)["_ok"]
-    return ok.fill_null(True).alias(name)
+        in_period = in_period | holds.fill_null(False)
+    return values["_code"].is_null() | (index.is_not_null() & in_period)
+
+
+def _code_key(keys: list[str]) -> pl.Expr:
+    """One text per code (and scope): what a row's code is looked up by."""
+    return pl.concat_str([pl.col(k) for k in keys], separator="\x1f") if len(keys) > 1 else pl.col(keys[0])
 
 
 #: A row rule kind's verdict: True for the rows that keep the rule (nulls pass).
